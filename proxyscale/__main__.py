@@ -1,0 +1,3 @@
+from proxyscale.cli import main
+
+main()

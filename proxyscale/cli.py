@@ -1,0 +1,162 @@
+"""proxyscale: will the small-scale ranking of data recipes hold at scale?
+
+usage:
+  proxyscale [OVERRIDES]                  train one cell (Hydra overrides, e.g. model=small data=noisy)
+  proxyscale -m [OVERRIDES]               sweep a grid: model=tiny,small optim.lr=1e-3,3e-3 or grid=demo
+  proxyscale -m grid=demo dry_run=true    cost table of a grid, nothing trained
+  proxyscale ladder                       the size registry: params, tokens, FLOPs, est. time
+  proxyscale collect outputs/SWEEP        records -> outputs/SWEEP/results.parquet
+  proxyscale report outputs/SWEEP         -> report.md, report.json, report.html
+  proxyscale report --from-csv F --out D  the same analysis on external results (recipe,size,metric,value)
+
+Every grid is composed and validated before anything trains: bad input is one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+SUBCOMMANDS = ("ladder", "collect", "report")
+PASSTHROUGH_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+
+
+def fail(msg: str, code: int = 2) -> "NoReturn":  # noqa: F821
+    print(f"proxyscale: error: {msg}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra's composition errors span several lines; keep what names the problem."""
+    from hydra.errors import MissingConfigException
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, MissingConfigException) and getattr(exc, "options", None):
+        return f"{first} (available: {', '.join(sorted(exc.options))})"
+    key = getattr(exc, "full_key", None)
+    return f"{first} (key: {key})" if key and str(key) not in first else first
+
+
+def compose_grid(argv: list[str]):
+    """Compose and validate every cell named by a command line. Returns (cells, base config)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from proxyscale import grid
+    from proxyscale.config import CONF_DIR
+
+    args = [a for a in argv if a not in ("-m", "--multirun")]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            parsed = OverridesParser.create().parse_overrides(args)
+            fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+            base = compose("config", overrides=fixed, return_hydra_config=True)
+            params = base.hydra.sweeper.get("params") if "-m" in argv or "--multirun" in argv else None
+            if any(o.is_sweep_override() for o in parsed) and not ("-m" in argv or "--multirun" in argv):
+                raise grid.GridError("a sweep (a,b values) needs -m/--multirun")
+            cells = grid.plan(args, dict(params or {}), lambda o: compose("config", overrides=list(o), return_hydra_config=True))
+    except grid.GridError as exc:
+        fail(str(exc))
+    except Exception as exc:  # Hydra/OmegaConf composition errors
+        fail(_one_line(exc))
+    finally:
+        GlobalHydra.instance().clear()
+    return cells, base
+
+
+def train_main(argv: list[str]) -> None:
+    if not any(a in PASSTHROUGH_FLAGS or a.split("=")[0] in PASSTHROUGH_FLAGS for a in argv):
+        from proxyscale import grid
+
+        cells, base = compose_grid(argv)
+        workers = int(base.hydra.launcher.get("n_jobs", 1) or 1)
+        if cells[0].cfg.dry_run:
+            print(grid.cost_table(cells, workers))
+            return
+        if len(cells) > 1 and "-m" not in argv and "--multirun" not in argv:
+            fail("more than one cell needs -m/--multirun")
+    _hydra_main(argv)
+
+
+def _task(cfg) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    from proxyscale.job import run_cell
+
+    total = os.environ.get("PROXYSCALE_GRID_SIZE")
+    num = HydraConfig.get().job.get("num") if HydraConfig.initialized() else None
+    position = f"[{num + 1}/{total}] " if total and num is not None else ""
+    return run_cell(cfg, position).status
+
+
+def _hydra_main(argv: list[str]) -> None:
+    import hydra
+
+    import hydra_plugins.proxyscale_sweeper  # noqa: F401  (registers the sweeper's config)
+    from proxyscale.config import CONF_DIR
+
+    sys.argv = [sys.argv[0]] + argv
+    hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(_task)()
+
+
+def ladder_main(argv: list[str]) -> None:
+    from proxyscale import grid
+
+    p = argparse.ArgumentParser(prog="proxyscale ladder", description="The size registry with a cost estimate per size.")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every size, e.g. trainer.tokens_per_param=20 data=balanced")
+    a = p.parse_args(argv)
+    from proxyscale.model import registry
+
+    cells, base = compose_grid(["-m", "model=" + ",".join(registry())] + a.overrides)
+    print(grid.cost_table(sorted(cells, key=lambda c: grid.cost(c.cfg)["params"])))
+
+
+def collect_main(argv: list[str]) -> None:
+    from proxyscale import table
+
+    p = argparse.ArgumentParser(prog="proxyscale collect", description="Turn a sweep's records into one tidy results.parquet.")
+    p.add_argument("sweep_dir")
+    a = p.parse_args(argv)
+    try:
+        df, summary = table.collect(a.sweep_dir)
+    except table.TableError as exc:
+        fail(str(exc))
+    path = table.write(df, a.sweep_dir)
+    print(f"{summary}\nwrote {path} ({len(df)} rows)")
+
+
+def report_main(argv: list[str]) -> None:
+    from proxyscale.report import build
+
+    p = argparse.ArgumentParser(prog="proxyscale report", description="Proxy-vs-target agreement per eval set: correlations, decision accuracy, flips.")
+    p.add_argument("sweep_dir", nargs="?", help="a sweep folder (collected first if needed)")
+    p.add_argument("--from-csv", help="long CSV of external results: recipe,size,metric,value[,lr,seed,step,params]")
+    p.add_argument("--out", help="output folder (default: the sweep folder)")
+    p.add_argument("--higher-is-better", action="store_true", help="every metric is higher-is-better (default: lower, like losses)")
+    a = p.parse_args(argv)
+    if bool(a.sweep_dir) == bool(a.from_csv):
+        fail("give either a sweep folder or --from-csv PATH")
+    if a.from_csv and not a.out:
+        fail("--from-csv needs --out DIR")
+    try:
+        paths = build.run(sweep_dir=a.sweep_dir, csv=a.from_csv, out=a.out, higher_is_better=a.higher_is_better)
+    except build.ReportError as exc:
+        fail(str(exc))
+    for p_ in paths:
+        print(f"wrote {p_}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if argv and argv[0] in SUBCOMMANDS:
+        {"ladder": ladder_main, "collect": collect_main, "report": report_main}[argv[0]](argv[1:])
+    else:
+        train_main(argv)
+
+
+if __name__ == "__main__":
+    main()

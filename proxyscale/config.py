@@ -1,0 +1,214 @@
+"""The typed schema of one training cell, and the value checks Hydra's types cannot express.
+
+Hydra merges `conf/` into these dataclasses, so a misspelt key or a string where a number belongs
+fails at composition. `validate` then checks values (lr > 0, weights >= 0, ...) so a whole grid can
+be rejected with one line before any cell trains.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
+
+class ConfigError(ValueError):
+    """A problem in the user's configuration; its message is the one line the CLI prints."""
+
+
+@dataclass
+class ModelConfig:
+    """One rung of the size ladder (conf/model/<name>.yaml); a Llama-style decoder."""
+
+    name: str = MISSING  # registry name, used in run ids and reports
+    n_layer: int = MISSING  # depth: the one knob that grows a size
+    d_model: int = MISSING  # hidden width
+    n_head: int = MISSING  # attention heads (d_model must divide evenly)
+    d_ff: int = MISSING  # SwiGLU inner width
+    n_kv_head: Optional[int] = None  # grouped-query heads; None = n_head
+    tie_embeddings: bool = True  # share input embedding and output head
+    rope_theta: float = 10000.0
+
+
+@dataclass
+class SourceConfig:
+    """Where documents come from: a built-in offline corpus, a hub dataset, or local files."""
+
+    name: str = MISSING  # label of this source inside the recipe / eval set name
+    kind: str = "builtin"  # builtin | hf | files
+    path: Optional[str] = None  # builtin corpus name, hub dataset id, or local file/glob; None = name
+    config_name: Optional[str] = None  # hub dataset configuration
+    split: str = "train"  # hub / local split
+    text_field: str = "text"  # column holding the document text
+    format: Optional[str] = None  # files only: json | jsonl | parquet | text (default: from suffix)
+    weight: float = 1.0  # mixture weight (normalised over the recipe's sources)
+    max_docs: Optional[int] = None  # read at most this many documents (streams hub datasets)
+
+
+@dataclass
+class DataConfig:
+    """A data recipe: sources + mixture weights + ordered curation steps, tokenized once and cached."""
+
+    name: str = MISSING  # recipe name, used in run ids and reports
+    description: str = ""  # one line shown by `proxyscale recipes` and in the report
+    tokenizer: str = "byte"  # byte (UTF-8 bytes, vocab 257) or a local HF tokenizer path
+    pool_tokens: int = 1_500_000  # size of the recipe's token pool that training samples from
+    repeat: bool = True  # allow a source to be cycled when curation leaves too few tokens
+    seed: int = 0  # seed of document shuffling and stochastic curation steps
+    sources: List[SourceConfig] = field(default_factory=list)
+    steps: List[Dict[str, Any]] = field(default_factory=list)  # [{op: exact_dedup}, {op: ..., k: v}]
+
+
+@dataclass
+class EvalConfig:
+    """Held-out eval sets, identical for every recipe, evaluated periodically and at the end."""
+
+    sets: List[SourceConfig] = field(default_factory=list)  # builtin sets use the held-out side
+    tokens_per_set: int = 32768  # tokens scored per eval set
+    every_n_steps: int = 50  # periodic eval interval (the loss curve for early-signal analysis)
+    batch_size: int = 64  # eval windows per forward pass
+
+
+@dataclass
+class OptimConfig:
+    """AdamW (a `_partial_` target) and its learning-rate schedule."""
+
+    lr: float = 3e-3  # peak learning rate: the axis of the reduced-LR protocol
+    optimizer: Dict[str, Any] = field(
+        default_factory=lambda: {"_target_": "torch.optim.AdamW", "_partial_": True}
+    )
+    schedule: str = "cosine"  # cosine | wsd | constant
+    warmup_frac: float = 0.05  # fraction of steps warming up linearly from 0
+    decay_frac: float = 0.2  # wsd only: fraction of steps in the final linear decay
+    min_lr_frac: float = 0.1  # floor of the decay, as a fraction of lr
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+
+
+@dataclass
+class TrainerConfig:
+    """How long and on what a cell trains."""
+
+    batch_size: int = 32  # sequences per optimizer step (global)
+    seq_len: int = 128  # tokens per sequence
+    tokens_per_param: float = 20.0  # token budget = params x this (Chinchilla: 20)
+    max_tokens: Optional[int] = None  # fixed token budget; overrides tokens_per_param
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    devices: int = 1  # devices per node
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | fsdp
+    precision: str = "32-true"  # Lightning precision, e.g. bf16-mixed on GPUs
+    threads: int = 0  # torch threads per worker; 0 = cores / workers
+    diverge_delta: float = 1.0  # smoothed train loss this far (nats) above its best = diverged
+    log_every_n_steps: int = 25  # train-loss points kept in the record
+    checkpoint_every_n_steps: int = 0  # 0 = no periodic checkpoint (requeue launchers set it)
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracker for per-step metrics; the record is written regardless."""
+
+    kind: str = "none"  # none | csv | tensorboard
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = "outputs"  # sweeps land in <output_dir>/<sweep>/<run_id>/
+    cache_dir: str = "outputs/.cache"  # tokenized recipe and eval caches, shared by all sweeps
+
+
+@dataclass
+class Config:
+    """One training cell. A sweep is a grid of these."""
+
+    sweep: str = "default"  # sweep name: the folder under output_dir and the report's title
+    seed: int = 0  # model init and batch order
+    dry_run: bool = False  # print the cost table of the grid and train nothing
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def register_schema() -> None:
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+register_schema()
+# hydra.run.dir / hydra.sweep.subdir use this, so every cell's folder is named by its run id.
+OmegaConf.register_new_resolver("proxyscale_run_id", lambda *, _root_: run_id(_root_), replace=True)
+
+# Keys that change how a cell runs but not what it computes: left out of the run id.
+_NOT_IDENTITY = {"sweep", "dry_run", "logger", "paths"}
+_NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint_every_n_steps", "accelerator"}
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The part of a cell's config that determines its result."""
+    out = {k: _plain(cfg[k]) for k in cfg if k not in _NOT_IDENTITY and k != "hydra"}
+    out["trainer"] = {k: v for k, v in out["trainer"].items() if k not in _NOT_IDENTITY_TRAINER}
+    out["data"] = {k: v for k, v in out["data"].items() if k != "description"}
+    return out
+
+
+def _plain(node):
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def plain(cfg: DictConfig) -> dict:
+    """The resolved cell config without Hydra's own node."""
+    return {k: _plain(cfg[k]) for k in cfg if k != "hydra"}
+
+
+def run_id(cfg: DictConfig) -> str:
+    """Deterministic, readable id: reruns of the same cell find the same folder."""
+    digest = hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{cfg.model.name}-{cfg.data.name}-lr{cfg.optim.lr:g}-s{cfg.seed}-{digest}"
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError with one line for the first value that cannot train."""
+    m, d, o, t, e = cfg.model, cfg.data, cfg.optim, cfg.trainer, cfg.eval
+    checks = [
+        (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
+        (0 <= o.warmup_frac < 1, f"optim.warmup_frac must be in [0, 1), got {o.warmup_frac}"),
+        (0 <= o.decay_frac <= 1, f"optim.decay_frac must be in [0, 1], got {o.decay_frac}"),
+        (o.schedule in ("cosine", "wsd", "constant"), f"optim.schedule must be cosine, wsd or constant, got {o.schedule!r}"),
+        (m.n_layer > 0 and m.d_model > 0 and m.n_head > 0 and m.d_ff > 0, f"model {m.name}: sizes must be positive"),
+        (m.d_model % m.n_head == 0, f"model {m.name}: d_model {m.d_model} is not divisible by n_head {m.n_head}"),
+        (t.batch_size > 0 and t.seq_len > 1, "trainer.batch_size must be > 0 and trainer.seq_len > 1"),
+        (t.max_tokens is None or t.max_tokens >= t.batch_size * t.seq_len, f"trainer.max_tokens={t.max_tokens} is less than one batch ({t.batch_size * t.seq_len} tokens)"),
+        (t.tokens_per_param > 0, f"trainer.tokens_per_param must be > 0, got {t.tokens_per_param}"),
+        (t.strategy in ("auto", "ddp", "fsdp"), f"trainer.strategy must be auto, ddp or fsdp, got {t.strategy!r}"),
+        (cfg.logger.kind in ("none", "csv", "tensorboard"), f"logger.kind must be none, csv or tensorboard, got {cfg.logger.kind!r}"),
+        (len(d.sources) > 0, f"recipe {d.name}: no sources"),
+        (d.pool_tokens > 0, f"recipe {d.name}: pool_tokens must be > 0"),
+        (len(e.sets) > 0, "eval.sets is empty: at least one eval set is needed"),
+        (e.tokens_per_set >= t.seq_len + 1, f"eval.tokens_per_set must hold one sequence ({t.seq_len + 1} tokens)"),
+        (e.every_n_steps > 0, "eval.every_n_steps must be > 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    weights = [s.weight for s in d.sources]
+    if any(w < 0 for w in weights):
+        raise ConfigError(f"recipe {d.name}: negative mixture weight in {weights}")
+    if sum(weights) <= 0:
+        raise ConfigError(f"recipe {d.name}: mixture weights sum to zero")
+    names = [s.name for s in d.sources]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"recipe {d.name}: duplicate source names {names}")
+    from proxyscale.data.sources import check_source
+    from proxyscale.data.curation import check_steps
+
+    for s in list(d.sources) + list(e.sets):
+        check_source(s)
+    check_steps(d)

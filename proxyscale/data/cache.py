@@ -1,0 +1,136 @@
+"""Tokenize once, reuse everywhere: content-hashed, memory-mapped token arrays.
+
+A recipe's pool and each eval set are built on first use and stored as `<cache_dir>/<kind>/<key>.bin`
+(uint16 tokens) beside `<key>.json` (how it was made: per-source and per-step counts). The key hashes
+everything that determines the tokens, so every cell of every sweep that uses the same recipe reads
+the same file, and a changed recipe can never be served stale tokens. A file lock lets parallel
+workers share the build; the rename at the end makes a half-written cache impossible to read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from filelock import FileLock
+from omegaconf import OmegaConf
+
+from proxyscale.config import ConfigError, DataConfig, SourceConfig
+from proxyscale.data.curation import apply_steps
+from proxyscale.data.sources import Document, builtin_fingerprint, load_documents
+
+BYTE_EOS = 256
+BYTE_VOCAB = 257
+
+
+class Tokenizer:
+    """UTF-8 bytes (no download, no training) or a local Hugging Face tokenizer."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        if spec == "byte":
+            self.vocab_size, self.eos = BYTE_VOCAB, BYTE_EOS
+            self._hf = None
+        else:
+            from transformers import AutoTokenizer
+
+            try:
+                self._hf = AutoTokenizer.from_pretrained(spec, local_files_only=True)
+            except OSError as exc:
+                raise ConfigError(f"tokenizer {spec!r}: not found locally ({str(exc).splitlines()[0][:160]})") from None
+            self.vocab_size, self.eos = len(self._hf), self._hf.eos_token_id or 0
+        if self.vocab_size > 65535:
+            raise ConfigError(f"tokenizer {spec!r}: vocab {self.vocab_size} does not fit uint16 caches")
+
+    def encode(self, text: str) -> np.ndarray:
+        if self._hf is None:
+            return np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8).astype(np.uint16)
+        return np.asarray(self._hf.encode(text, add_special_tokens=False), dtype=np.uint16)
+
+
+def _key(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+
+
+def _cached(cache_dir: str, kind: str, payload: dict, build: Callable[[], tuple[np.ndarray, dict]]) -> tuple[np.ndarray, dict]:
+    folder = Path(cache_dir) / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    key = _key(payload)
+    bin_path, meta_path = folder / f"{key}.bin", folder / f"{key}.json"
+    with FileLock(str(folder / f"{key}.lock")):
+        if not (bin_path.exists() and meta_path.exists()):
+            tokens, meta = build()
+            meta = {**meta, "key": key, "n_tokens": int(len(tokens)), "payload": payload}
+            tmp = bin_path.with_suffix(f".tmp{os.getpid()}")
+            tokens.astype(np.uint16).tofile(tmp)
+            os.replace(tmp, bin_path)
+            tmp = meta_path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(meta, indent=1))
+            os.replace(tmp, meta_path)
+    return np.memmap(bin_path, dtype=np.uint16, mode="r"), json.loads(meta_path.read_text())
+
+
+def _concat(docs: list[Document], tok: Tokenizer, limit: int) -> np.ndarray:
+    """Documents joined by EOS, cut at `limit` tokens."""
+    parts, n = [], 0
+    for d in docs:
+        ids = tok.encode(d.text)
+        parts += [ids, np.array([tok.eos], dtype=np.uint16)]
+        n += len(ids) + 1
+        if n >= limit:
+            break
+    return np.concatenate(parts)[:limit] if parts else np.zeros(0, dtype=np.uint16)
+
+
+def recipe_tokens(data: DataConfig, cache_dir: str) -> tuple[np.ndarray, dict]:
+    """The recipe's token pool: each source curated, shuffled, and taken to its mixture share."""
+    payload = {"recipe": {k: v for k, v in _plain(data).items() if k not in ("name", "description")}, "corpora": builtin_fingerprint()}
+
+    def build():
+        tok = Tokenizer(data.tokenizer)
+        total_w = sum(s.weight for s in data.sources)
+        parts, sources, steps = [], [], []
+        for src in data.sources:
+            if src.weight == 0:
+                continue
+            want = int(round(data.pool_tokens * src.weight / total_w))
+            docs, stats = apply_steps(src.name, load_documents(src, "train"), data)
+            steps += stats
+            random.Random(f"{data.seed}:{src.name}:order").shuffle(docs)
+            ids = _concat(docs, tok, want)
+            unique = len(ids)
+            if len(ids) < want:
+                if not data.repeat:
+                    raise ConfigError(f"recipe {data.name}: source {src.name!r} has {len(ids)} tokens after curation but the pool needs {want} (set data.repeat=true to repeat it)")
+                ids = np.resize(ids, want)
+            parts.append(ids)
+            sources.append({"source": src.name, "docs": len(docs), "tokens": want, "unique_tokens": unique})
+        tokens = np.concatenate(parts)
+        # Interleave sources in 4k-token blocks so any training window is drawn from the true mixture.
+        blocks = np.array_split(tokens, max(1, len(tokens) // 4096))
+        order = random.Random(f"{data.seed}:blocks").sample(range(len(blocks)), len(blocks))
+        return np.concatenate([blocks[i] for i in order]), {"recipe": data.name, "sources": sources, "steps": steps}
+
+    return _cached(cache_dir, "recipes", payload, build)
+
+
+def eval_tokens(eval_set: SourceConfig, tokenizer: str, n_tokens: int, cache_dir: str) -> tuple[np.ndarray, dict]:
+    """The first `n_tokens` of an eval set's held-out documents, in a fixed order."""
+    payload = {"eval": _plain(eval_set), "tokenizer": tokenizer, "n_tokens": n_tokens, "corpora": builtin_fingerprint()}
+
+    def build():
+        docs = sorted(load_documents(eval_set, "heldout"), key=lambda d: d.id)
+        ids = _concat(docs, Tokenizer(tokenizer), n_tokens)
+        if len(ids) < n_tokens:
+            raise ConfigError(f"eval set {eval_set.name!r} has only {len(ids)} tokens, eval.tokens_per_set asks for {n_tokens}")
+        return ids, {"eval_set": eval_set.name, "docs": len(docs)}
+
+    return _cached(cache_dir, "eval", payload, build)

@@ -1,0 +1,208 @@
+"""Documents from a source: built-in offline corpora, Hugging Face hub datasets, local files.
+
+The built-in corpora are real text that exists wherever proxyscale is installed, so the demo needs
+no network: Python's own documentation (prose), the standard library's source (code), the READMEs
+of installed packages (markdown prose) and their licence files (boilerplate). Each built-in corpus
+is split once, by a hash of the text, into a training side and a held-out side; eval sets read only
+the held-out side, so no recipe can train on an eval document.
+"""
+from __future__ import annotations
+
+import ast
+import glob
+import hashlib
+import importlib.metadata
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from proxyscale.config import ConfigError, SourceConfig
+
+HOLDOUT_PER_MILLE = 100  # 10% of each built-in corpus never enters a training pool
+MIN_DOC_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+
+
+def text_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest(), "big")
+
+
+def is_heldout(text: str) -> bool:
+    """Deterministic split by content, so identical texts always fall on the same side."""
+    return text_hash(" ".join(text.split())) % 1000 < HOLDOUT_PER_MILLE
+
+
+# ---- built-in corpora -------------------------------------------------------------------------
+
+_SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "dist-packages", "__pycache__", "ensurepip", "venv", "tkinter"}
+
+
+def _stdlib_files() -> list[Path]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("test"))
+        out += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(".py") and not f.startswith("test")]
+    return out
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def python_docs() -> Iterator[Document]:
+    """English prose: the language reference topics and every stdlib module's docstrings."""
+    from pydoc_data.topics import topics
+
+    for key in sorted(topics):
+        yield Document(f"topic:{key}", topics[key])
+    for path in _stdlib_files():
+        src = _read(path)
+        if src is None:
+            continue
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        docs = [ast.get_docstring(n) for n in nodes]
+        text = "\n\n".join(d for d in docs if d and len(d) > 40)
+        if text:
+            yield Document(f"docstrings:{path.name}", text)
+
+
+def python_code() -> Iterator[Document]:
+    """Source code: the standard library's modules, one document per file."""
+    for path in _stdlib_files():
+        src = _read(path)
+        if src is not None and len(src) < 300_000:
+            yield Document(f"code:{path.name}", src)
+
+
+def _distributions() -> list[importlib.metadata.Distribution]:
+    seen, out = set(), []
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name and name not in seen:
+            seen.add(name)
+            out.append(dist)
+    return sorted(out, key=lambda d: d.metadata["Name"].lower())
+
+
+def package_readmes() -> Iterator[Document]:
+    """Markdown/reST prose: the long descriptions (READMEs) of the installed packages."""
+    for dist in _distributions():
+        body = dist.metadata.get_payload() or dist.metadata["Description"] or ""
+        if isinstance(body, str) and body.strip():
+            yield Document(f"readme:{dist.metadata['Name']}", body)
+
+
+def licenses() -> Iterator[Document]:
+    """Boilerplate: licence and notice files shipped with Python and the installed packages."""
+    base = Path(sys.base_prefix)
+    for cand in sorted(glob.glob(str(base / "lib" / "python3*" / "LICENSE.txt"))):
+        text = _read(Path(cand))
+        if text:
+            yield Document("license:python", text)
+    for dist in _distributions():
+        for f in dist.files or []:
+            name = f.name.upper()
+            if any(k in name for k in ("LICENSE", "LICENCE", "COPYING", "NOTICE")) and not name.endswith((".PY", ".PYC")):
+                text = _read(Path(dist.locate_file(f)))
+                if text:
+                    yield Document(f"license:{dist.metadata['Name']}:{f.name}", text)
+
+
+BUILTIN: dict[str, Callable[[], Iterator[Document]]] = {
+    "python_docs": python_docs,
+    "python_code": python_code,
+    "package_readmes": package_readmes,
+    "licenses": licenses,
+}
+
+
+def builtin_fingerprint() -> str:
+    """Changes when the text behind the built-in corpora can change (Python or package versions)."""
+    dists = ",".join(f"{d.metadata['Name']}=={d.version}" for d in _distributions())
+    return hashlib.sha256(f"{sys.version}|{dists}|{HOLDOUT_PER_MILLE}".encode()).hexdigest()[:16]
+
+
+# ---- hub and local files ----------------------------------------------------------------------
+
+_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text", ".text": "text"}
+
+
+def _file_format(src: SourceConfig) -> str:
+    if src.format:
+        return {"jsonl": "json"}.get(src.format, src.format)
+    return _FORMATS.get(Path(src.path).suffix, "text")
+
+
+def _local_files(src: SourceConfig) -> list[str]:
+    return sorted(glob.glob(os.path.expanduser(src.path)))
+
+
+def check_source(src: SourceConfig) -> None:
+    """Fail early, in one line, on a source that cannot be read."""
+    if src.kind == "builtin":
+        if (src.path or src.name) not in BUILTIN:
+            raise ConfigError(f"source {src.name!r}: unknown built-in corpus {(src.path or src.name)!r} (choose from: {', '.join(BUILTIN)})")
+    elif src.kind == "files":
+        if not src.path:
+            raise ConfigError(f"source {src.name!r}: kind=files needs a path")
+        if not _local_files(src):
+            raise ConfigError(f"source {src.name!r}: no local dataset file matches {src.path!r}")
+        if src.format and src.format not in ("json", "jsonl", "parquet", "text"):
+            raise ConfigError(f"source {src.name!r}: format must be json, jsonl, parquet or text, got {src.format!r}")
+    elif src.kind == "hf":
+        if not src.path:
+            raise ConfigError(f"source {src.name!r}: kind=hf needs a hub dataset id in path")
+    else:
+        raise ConfigError(f"source {src.name!r}: kind must be builtin, hf or files, got {src.kind!r}")
+
+
+def _from_datasets(src: SourceConfig) -> Iterator[Document]:
+    """Hub and local files through `datasets`, streamed so a large corpus is never fully loaded."""
+    import datasets
+
+    if src.kind == "files":
+        files = _local_files(src)
+        fmt = _file_format(src)
+        ds = datasets.load_dataset(fmt, data_files={src.split: files}, split=src.split, streaming=True)
+        where = src.path
+    else:
+        where = f"hub dataset {src.path}" + (f"/{src.config_name}" if src.config_name else "")
+        try:
+            ds = datasets.load_dataset(src.path, src.config_name, split=src.split, streaming=True)
+        except Exception as exc:  # network, auth or a missing dataset: say what is missing, in one line
+            raise ConfigError(f"source {src.name!r}: cannot load {where} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    for i, row in enumerate(ds):
+        if src.max_docs is not None and i >= src.max_docs:
+            break
+        if src.text_field not in row:
+            raise ConfigError(f"source {src.name!r}: {where} has no field {src.text_field!r} (fields: {', '.join(row)})")
+        text = row[src.text_field]
+        if isinstance(text, str) and text.strip():
+            yield Document(f"{src.name}:{i}", text)
+
+
+def load_documents(src: SourceConfig, side: str) -> list[Document]:
+    """All documents of a source. side='train' or 'heldout' selects a built-in corpus's split;
+    external sources are used as given (their split is chosen by `split`)."""
+    if src.kind == "builtin":
+        docs = [d for d in BUILTIN[src.path or src.name]() if len(d.text) >= MIN_DOC_CHARS]
+        want = side == "heldout"
+        docs = [d for d in docs if is_heldout(d.text) == want]
+        return docs[: src.max_docs] if src.max_docs else docs
+    return list(_from_datasets(src))

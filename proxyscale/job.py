@@ -1,0 +1,187 @@
+"""Run one cell of a grid: skip it if its record is final, else train it and write its record.
+
+This is the function every launcher calls (Hydra's in-process and joblib launchers, submitit). It
+never raises for a cell's own failure: a crash or a divergence becomes that cell's record and the
+sweep goes on.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from proxyscale import config as C
+from proxyscale import record
+
+log = logging.getLogger("proxyscale")
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.output_dir) / cfg.sweep / C.run_id(cfg)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("proxyscale", "torch", "lightning", "transformers", "numpy", "hydra-core"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _workers() -> int:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return int(HydraConfig.get().launcher.get("n_jobs", 1) or 1)
+    return 1
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*but have no logger configured.*")
+    warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
+    warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+
+
+def plan_steps(cfg: DictConfig, vocab_size: int) -> tuple[int, int]:
+    """(steps, tokens_per_step) from the token budget: max_tokens, else params x tokens_per_param."""
+    from proxyscale.model import n_params
+
+    t = cfg.trainer
+    per_step = t.batch_size * t.seq_len
+    budget = t.max_tokens if t.max_tokens is not None else int(n_params(cfg.model, vocab_size) * t.tokens_per_param)
+    return max(1, budget // per_step), per_step
+
+
+def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
+    """Train one cell and return its record (status completed or diverged)."""
+    import lightning as L
+    import torch
+
+    from proxyscale.data.cache import Tokenizer, eval_tokens, recipe_tokens
+    from proxyscale.model import flops_per_token, n_params
+    from proxyscale.train import CausalLM, Monitor, eval_loaders, train_loader
+
+    _quiet_lightning()
+    threads = cfg.trainer.threads or max(1, (os.cpu_count() or 1) // _workers())
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # denormals slowed high-LR CPU runs ~1.7x
+    t_start = time.perf_counter()
+
+    tok = Tokenizer(cfg.data.tokenizer)
+    pool, _ = recipe_tokens(cfg.data, cfg.paths.cache_dir)
+    evals = {s.name: eval_tokens(s, cfg.data.tokenizer, cfg.eval.tokens_per_set, cfg.paths.cache_dir)[0] for s in cfg.eval.sets}
+    steps, per_step = plan_steps(cfg, tok.vocab_size)
+
+    L.seed_everything(cfg.seed, verbose=False)
+    module = CausalLM(cfg, tok.vocab_size, steps, list(evals))
+    params = sum(p.numel() for p in module.parameters())
+
+    def on_eval(point):
+        losses = " ".join(f"{k}={v:.3f}" for k, v in point["loss"].items())
+        log.info(f"{label} step {point['step']}/{steps} eval {losses}")
+
+    monitor = Monitor(per_step, cfg.trainer.log_every_n_steps, cfg.trainer.diverge_delta, int(cfg.optim.warmup_frac * steps), on_eval)
+    loggers = []
+    if cfg.logger.kind == "csv":
+        loggers.append(L.pytorch.loggers.CSVLogger(str(out), name="csv", version=""))
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy,
+        precision=cfg.trainer.precision,
+        max_steps=steps,
+        val_check_interval=min(cfg.eval.every_n_steps, steps),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        gradient_clip_val=cfg.optim.grad_clip or None,
+        logger=loggers or False,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[monitor],
+        default_root_dir=str(out),
+    )
+    val = eval_loaders(evals, cfg.trainer.seq_len, cfg.eval.batch_size)
+    trainer.fit(module, train_dataloaders=train_loader(pool, cfg, steps), val_dataloaders=val)
+    if not monitor.diverged and (not monitor.eval_curve or monitor.eval_curve[-1]["step"] != trainer.global_step):
+        trainer.validate(module, dataloaders=val, verbose=False)
+
+    done = trainer.global_step
+    wall = time.perf_counter() - t_start
+    fpt = flops_per_token(cfg.model, tok.vocab_size, cfg.trainer.seq_len)
+    assert params == n_params(cfg.model, tok.vocab_size), "closed-form parameter count disagrees with the model"
+    return record.Record(
+        run_id=out.name,
+        sweep=cfg.sweep,
+        status="diverged" if monitor.diverged else "completed",
+        size=cfg.model.name,
+        params=params,
+        recipe=cfg.data.name,
+        lr=float(cfg.optim.lr),
+        seed=int(cfg.seed),
+        tokens=done * per_step,
+        steps=done,
+        final_loss=monitor.eval_curve[-1]["loss"] if monitor.eval_curve and not monitor.diverged else {},
+        eval_curve=monitor.eval_curve,
+        train_curve=monitor.train_curve,
+        wall_seconds=wall,
+        train_seconds=monitor.train_seconds,
+        tokens_per_second=done * per_step / max(monitor.train_seconds, 1e-9),
+        flops_per_token=fpt,
+        tokenizer=cfg.data.tokenizer,
+        config=C.plain(cfg),
+        versions=_versions(),
+        error=monitor.diverged,
+    )
+
+
+def run_cell(cfg: DictConfig, position: str = "") -> record.Record:
+    """Skip-or-train one cell and write its record; returns the record."""
+    out = run_dir(cfg)
+    label = f"{position}{out.name}".strip()
+    if record.is_completed(out):
+        rec = record.read(out)
+        log.info(f"{label} skip: already {rec.status}")
+        return rec
+    out.mkdir(parents=True, exist_ok=True)
+    record.atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(C.plain(cfg)))
+    log.info(f"{label} start")
+    t0 = time.perf_counter()
+    try:
+        C.validate(cfg)
+        rec = train(cfg, out, label)
+    except Exception as exc:  # the cell failed; the sweep goes on
+        rec = _failed(cfg, out, traceback.format_exc(), time.perf_counter() - t0)
+        log.error(f"{label} FAILED: {type(exc).__name__}: {exc} (see {out / record.RESULT})")
+    record.write(out, rec)
+    if rec.status == "completed":
+        losses = " ".join(f"{k}={v:.3f}" for k, v in rec.final_loss.items())
+        log.info(f"{label} completed in {rec.wall_seconds:.1f}s ({rec.tokens_per_second / 1e3:.0f}k tok/s) {losses}")
+    elif rec.status == "diverged":
+        log.warning(f"{label} DIVERGED: {rec.error}")
+    return rec
+
+
+def _failed(cfg: DictConfig, out: Path, tb: str, wall: float) -> record.Record:
+    return record.Record(
+        run_id=out.name, sweep=cfg.sweep, status="failed", size=cfg.model.name, params=0,
+        recipe=cfg.data.name, lr=float(cfg.optim.lr), seed=int(cfg.seed), tokens=0, steps=0,
+        final_loss={}, eval_curve=[], train_curve=[], wall_seconds=wall, train_seconds=0.0,
+        tokens_per_second=0.0, flops_per_token=0.0, tokenizer=cfg.data.tokenizer, config=C.plain(cfg),
+        versions=_versions(), error=tb,
+    )

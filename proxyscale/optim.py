@@ -1,0 +1,39 @@
+"""AdamW from a `_partial_` config and the learning-rate schedules (warmup + cosine / WSD / constant)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from proxyscale.config import OptimConfig
+
+
+def lr_factor(step: int, total: int, o: OptimConfig) -> float:
+    """Multiplier of the peak lr at `step` of `total`."""
+    warm = int(o.warmup_frac * total)
+    if step < warm:
+        return (step + 1) / warm
+    if o.schedule == "constant":
+        return 1.0
+    if o.schedule == "cosine":
+        progress = (step - warm) / max(1, total - warm)
+        return o.min_lr_frac + (1 - o.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    decay_start = total - int(o.decay_frac * total)  # wsd: warmup, stable, then linear decay
+    if step < decay_start:
+        return 1.0
+    progress = (step - decay_start) / max(1, total - decay_start)
+    return 1.0 - (1 - o.min_lr_frac) * min(1.0, progress)
+
+
+def configure(params, o: OptimConfig, total_steps: int):
+    """Lightning's configure_optimizers payload: the optimizer and a per-step scheduler."""
+    decay, no_decay = [], []
+    for p in params:
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    make = instantiate(OmegaConf.create(dict(o.optimizer)) if not OmegaConf.is_config(o.optimizer) else o.optimizer)
+    opt = make([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=o.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, o))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

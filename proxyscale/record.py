@@ -1,0 +1,95 @@
+"""The one record schema shared by the trainer (writes), the collector (reads) and trackers.
+
+`<sweep_dir>/<run_id>/result.json` is written once per cell outcome, atomically (temp file +
+rename), so a reader sees either the previous complete record or the new one, never a torn file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+SCHEMA_VERSION = 1
+RESULT = "result.json"
+STATUSES = ("completed", "diverged", "failed")
+
+
+@dataclass
+class Record:
+    run_id: str
+    sweep: str
+    status: str  # completed | diverged | failed
+    size: str  # model registry name
+    params: int
+    recipe: str
+    lr: float
+    seed: int
+    tokens: int  # tokens trained on
+    steps: int
+    final_loss: dict[str, float]  # eval set -> loss (nats/token) at the last step
+    eval_curve: list[dict]  # [{step, tokens, loss: {eval set: loss}}]
+    train_curve: list[dict]  # [{step, loss}]
+    wall_seconds: float
+    train_seconds: float
+    tokens_per_second: float
+    flops_per_token: float
+    tokenizer: str
+    config: dict[str, Any]  # the resolved cell config
+    versions: dict[str, str]
+    error: Optional[str] = None  # diverged: why; failed: the traceback
+    requeues: int = 0
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RecordError(ValueError):
+    """A result.json that cannot be read as a record (corrupt, truncated, or another schema)."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write(run_dir: Path, rec: Record) -> Path:
+    path = Path(run_dir) / RESULT
+    atomic_write_text(path, json.dumps(asdict(rec), indent=1, sort_keys=True))
+    return path
+
+
+def read(run_dir: Path) -> Record:
+    path = Path(run_dir) / RESULT
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RecordError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
+        got = raw.get("schema_version") if isinstance(raw, dict) else type(raw).__name__
+        raise RecordError(f"{path}: schema version {got!r}, expected {SCHEMA_VERSION}")
+    names = {f.name for f in fields(Record)}
+    required = [f.name for f in fields(Record) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in raw]
+    if missing or raw.get("status") not in STATUSES:
+        raise RecordError(f"{path}: missing fields {missing} or bad status {raw.get('status')!r}")
+    return Record(**{k: v for k, v in raw.items() if k in names})
+
+
+def is_completed(run_dir: Path) -> bool:
+    """Completed or diverged cells are final: reruns skip them. Failed cells are retried."""
+    try:
+        return read(run_dir).status in ("completed", "diverged")
+    except RecordError:
+        return False
