@@ -20,7 +20,7 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 
 from proxyscale.config import ConfigError, DataConfig, SourceConfig
-from proxyscale.data.curation import apply_steps
+from proxyscale.data.curation import apply_steps, duplicate, pool_factor
 from proxyscale.data.sources import Document, builtin_fingerprint, load_documents
 
 BYTE_EOS = 256
@@ -78,6 +78,17 @@ def _cached(cache_dir: str, kind: str, payload: dict, build: Callable[[], tuple[
     return np.memmap(bin_path, dtype=np.uint16, mode="r"), json.loads(meta_path.read_text())
 
 
+def _take(docs: list[Document], tok: Tokenizer, limit: int) -> list[Document]:
+    """Leading documents holding at least `limit` tokens (all of them if they hold fewer)."""
+    out, n = [], 0
+    for d in docs:
+        if n >= limit:
+            break
+        out.append(d)
+        n += len(tok.encode(d.text)) + 1
+    return out
+
+
 def _concat(docs: list[Document], tok: Tokenizer, limit: int) -> np.ndarray:
     """Documents joined by EOS, cut at `limit` tokens."""
     parts, n = [], 0
@@ -105,8 +116,13 @@ def recipe_tokens(data: DataConfig, cache_dir: str) -> tuple[np.ndarray, dict]:
             docs, stats = apply_steps(src.name, load_documents(src, "train"), data)
             steps += stats
             random.Random(f"{data.seed}:{src.name}:order").shuffle(docs)
+            factor = pool_factor(data, src.name)
+            if factor > 1:  # pick 1/factor of the tokens, then repeat each picked document
+                picked = _take(docs, tok, -(-want // factor))
+                docs = duplicate(picked, random.Random(f"{data.seed}:{src.name}:dup"), factor)
+                steps.append({"source": src.name, "op": "duplicate", "docs_in": len(picked), "docs_out": len(docs)})
             ids = _concat(docs, tok, want)
-            unique = len(ids)
+            unique = min(len(ids), sum(len(tok.encode(d.text)) + 1 for d in set(docs)))
             if len(ids) < want:
                 if not data.repeat:
                     raise ConfigError(f"recipe {data.name}: source {src.name!r} has {len(ids)} tokens after curation but the pool needs {want} (set data.repeat=true to repeat it)")

@@ -60,11 +60,11 @@ def quality_filter(
     return out
 
 
-def duplicate(docs: list[Document], rng: random.Random, frac: float = 1.0, factor: int = 8) -> list[Document]:
-    """Repeat a random `frac` of documents `factor` times: the pool holds fewer unique tokens."""
-    out = []
-    for d in docs:
-        out += [d] * (factor if rng.random() < frac else 1)
+def duplicate(docs: list[Document], rng: random.Random, factor: int = 8) -> list[Document]:
+    """Every document `factor` times, in random order. A pool step: it runs on the documents
+    selected for the pool, which are then 1/factor of its tokens, so each is seen ~factor times."""
+    out = [d for d in docs for _ in range(factor)]
+    rng.shuffle(out)
     return out
 
 
@@ -101,6 +101,18 @@ STEPS: dict[str, Callable[..., list[Document]]] = {
 }
 
 
+POOL_STEPS = {"duplicate"}  # run after the mixture has picked its documents
+
+
+def pool_factor(data: DataConfig, source: str) -> int:
+    """How many times the pool repeats each selected document of `source`."""
+    f = 1
+    for step in data.steps:
+        if step["op"] == "duplicate" and (not step.get("sources") or source in step["sources"]):
+            f *= int(step.get("factor", 8))
+    return f
+
+
 def _params(step: dict) -> dict:
     return {k: v for k, v in step.items() if k not in ("op", "sources")}
 
@@ -117,6 +129,8 @@ def check_steps(data: DataConfig) -> None:
         unknown = set(_params(step)) - allowed
         if unknown:
             raise ConfigError(f"recipe {data.name}: step {op} has unknown parameter(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
+        if op == "duplicate" and int(step.get("factor", 8)) < 1:
+            raise ConfigError(f"recipe {data.name}: duplicate factor must be >= 1")
         missing = set(step.get("sources") or []) - names
         if missing:
             raise ConfigError(f"recipe {data.name}: step {op} names missing source(s) {sorted(missing)}")
@@ -127,7 +141,7 @@ def apply_steps(source: str, docs: list[Document], data: DataConfig) -> tuple[li
     rng = random.Random(f"{data.seed}:{source}")
     stats = []
     for step in data.steps:
-        if step.get("sources") and source not in step["sources"]:
+        if step["op"] in POOL_STEPS or (step.get("sources") and source not in step["sources"]):
             continue
         before = len(docs)
         docs = STEPS[step["op"]](docs, rng, **_params(step))

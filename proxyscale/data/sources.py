@@ -9,6 +9,7 @@ the held-out side, so no recipe can train on an eval document.
 from __future__ import annotations
 
 import ast
+import functools
 import glob
 import hashlib
 import importlib.metadata
@@ -23,21 +24,30 @@ from proxyscale.config import ConfigError, SourceConfig
 
 HOLDOUT_PER_MILLE = 100  # 10% of each built-in corpus never enters a training pool
 MIN_DOC_CHARS = 200
+CORPUS_VERSION = 2  # bump when extraction or the split changes: every cache key changes with it
 
 
 @dataclass(frozen=True)
 class Document:
     id: str
     text: str
+    group: str = ""  # documents of one group (a module's code and its docstrings) share a side
+
+
 
 
 def text_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest(), "big")
 
 
-def is_heldout(text: str) -> bool:
-    """Deterministic split by content, so identical texts always fall on the same side."""
-    return text_hash(" ".join(text.split())) % 1000 < HOLDOUT_PER_MILLE
+def norm_hash(text: str) -> int:
+    return text_hash(" ".join(text.split()))
+
+
+def is_heldout(doc: Document) -> bool:
+    """Deterministic split by group (else content): a module's docstrings and its source code
+    always fall on the same side, so no eval text hides inside another corpus's training side."""
+    return text_hash(doc.group or doc.text) % 1000 < HOLDOUT_PER_MILLE
 
 
 # ---- built-in corpora -------------------------------------------------------------------------
@@ -54,6 +64,10 @@ def _stdlib_files() -> list[Path]:
     return out
 
 
+def _module(path: Path) -> str:
+    return "stdlib:" + str(path.relative_to(sysconfig.get_paths()["stdlib"]))
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
@@ -66,7 +80,7 @@ def python_docs() -> Iterator[Document]:
     from pydoc_data.topics import topics
 
     for key in sorted(topics):
-        yield Document(f"topic:{key}", topics[key])
+        yield Document(f"topic:{key}", topics[key], f"topic:{key}")
     for path in _stdlib_files():
         src = _read(path)
         if src is None:
@@ -79,7 +93,7 @@ def python_docs() -> Iterator[Document]:
         docs = [ast.get_docstring(n) for n in nodes]
         text = "\n\n".join(d for d in docs if d and len(d) > 40)
         if text:
-            yield Document(f"docstrings:{path.name}", text)
+            yield Document(f"docstrings:{path.name}", text, _module(path))
 
 
 def python_code() -> Iterator[Document]:
@@ -87,7 +101,7 @@ def python_code() -> Iterator[Document]:
     for path in _stdlib_files():
         src = _read(path)
         if src is not None and len(src) < 300_000:
-            yield Document(f"code:{path.name}", src)
+            yield Document(f"code:{path.name}", src, _module(path))
 
 
 def _distributions() -> list[importlib.metadata.Distribution]:
@@ -105,7 +119,7 @@ def package_readmes() -> Iterator[Document]:
     for dist in _distributions():
         body = dist.metadata.get_payload() or dist.metadata["Description"] or ""
         if isinstance(body, str) and body.strip():
-            yield Document(f"readme:{dist.metadata['Name']}", body)
+            yield Document(f"readme:{dist.metadata['Name']}", body, f"pkg:{dist.metadata['Name'].lower()}")
 
 
 def licenses() -> Iterator[Document]:
@@ -114,14 +128,14 @@ def licenses() -> Iterator[Document]:
     for cand in sorted(glob.glob(str(base / "lib" / "python3*" / "LICENSE.txt"))):
         text = _read(Path(cand))
         if text:
-            yield Document("license:python", text)
+            yield Document("license:python", text, "pkg:python")
     for dist in _distributions():
         for f in dist.files or []:
             name = f.name.upper()
             if any(k in name for k in ("LICENSE", "LICENCE", "COPYING", "NOTICE")) and not name.endswith((".PY", ".PYC")):
                 text = _read(Path(dist.locate_file(f)))
                 if text:
-                    yield Document(f"license:{dist.metadata['Name']}:{f.name}", text)
+                    yield Document(f"license:{dist.metadata['Name']}:{f.name}", text, f"pkg:{dist.metadata['Name'].lower()}")
 
 
 BUILTIN: dict[str, Callable[[], Iterator[Document]]] = {
@@ -132,10 +146,22 @@ BUILTIN: dict[str, Callable[[], Iterator[Document]]] = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def builtin_corpus(name: str) -> tuple[Document, ...]:
+    """A built-in corpus, read once per process (parsing the stdlib takes seconds)."""
+    return tuple(d for d in BUILTIN[name]() if len(d.text) >= MIN_DOC_CHARS)
+
+
+@functools.lru_cache(maxsize=None)
 def builtin_fingerprint() -> str:
     """Changes when the text behind the built-in corpora can change (Python or package versions)."""
     dists = ",".join(f"{d.metadata['Name']}=={d.version}" for d in _distributions())
-    return hashlib.sha256(f"{sys.version}|{dists}|{HOLDOUT_PER_MILLE}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{CORPUS_VERSION}|{sys.version}|{dists}|{HOLDOUT_PER_MILLE}".encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def heldout_hashes() -> frozenset[int]:
+    return frozenset(norm_hash(d.text) for name in BUILTIN for d in builtin_corpus(name) if is_heldout(d))
 
 
 # ---- hub and local files ----------------------------------------------------------------------
@@ -201,8 +227,8 @@ def load_documents(src: SourceConfig, side: str) -> list[Document]:
     """All documents of a source. side='train' or 'heldout' selects a built-in corpus's split;
     external sources are used as given (their split is chosen by `split`)."""
     if src.kind == "builtin":
-        docs = [d for d in BUILTIN[src.path or src.name]() if len(d.text) >= MIN_DOC_CHARS]
-        want = side == "heldout"
-        docs = [d for d in docs if is_heldout(d.text) == want]
+        docs = [d for d in builtin_corpus(src.path or src.name) if is_heldout(d) == (side == "heldout")]
+        if side == "train":  # a text that also occurs on the held-out side of any corpus stays out
+            docs = [d for d in docs if norm_hash(d.text) not in heldout_hashes()]
         return docs[: src.max_docs] if src.max_docs else docs
     return list(_from_datasets(src))

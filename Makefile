@@ -1,0 +1,62 @@
+# proxyscale — the two set-up commands:
+#   make demo   fresh machine -> .venv -> the default sweep on built-in offline data -> report
+#   make test   install if needed, then every test tier this machine can run
+# torch==2.13.0 is installed first and held by constraints.txt (exported as PIP_CONSTRAINT), so no
+# package can pull a multi-GB CUDA build. pip only: uv/poetry miss the local CPU wheel.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HASH := $(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(HASH)
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit test-slow test-slurm test-gpu system-deps slurm-up slurm-down bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: install
+	$(BIN)/proxyscale -m grid=demo
+	$(BIN)/proxyscale report outputs/demo
+	@echo "report: $(CURDIR)/outputs/demo/report.html (and report.md, report.json)"
+
+# Every tier this machine can run, in one pytest run: unit + slow + slurm (the suite starts a
+# single-node cluster from Debian packages) + browser checks; gpu tests skip without CUDA.
+test: install system-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/pytest -m "not slow and not slurm and not gpu" $(PYTEST_ARGS)
+
+test-slow: install system-deps
+	$(BIN)/pytest -m "slow" $(PYTEST_ARGS)
+
+test-slurm: install system-deps
+	$(BIN)/pytest -m "slurm" $(PYTEST_ARGS)
+
+test-gpu: install
+	$(BIN)/pytest -m "gpu" $(PYTEST_ARGS)
+
+# Chromium (HTML report check) and SLURM packages; needs root, else prints a note and skips.
+system-deps:
+	bash tests/system-deps.sh
+
+slurm-up:
+	bash launchers/slurm/cluster-up.sh
+
+slurm-down:
+	bash launchers/slurm/cluster-down.sh
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,231 @@
+"""`proxyscale report`: a sweep folder or an external CSV -> report.json, report.md, report.html.
+
+report.json schema (NaN is written as null; every figure that cannot be computed is null with a
+reason string next to it):
+
+  schema_version: 1
+  source: {kind: "sweep" | "csv", path}
+  direction: "lower" | "higher"          which way is better, for every metric
+  metrics, sizes (smallest first), recipes: lists of names; size_params: {size: params} (when known)
+  status_counts: {size: {completed|diverged|failed: n}}   (sweeps; only completed cells are analysed)
+  n_boot, n_boot_lr, bootstrap_seed      percentile bootstrap over recipes (2.5 / 97.5 %)
+  comparisons: [ one object per (metric, proxy, target) with proxy smaller than target, and for
+      sweeps with an LR grid also per proxy LR and target mode:
+      metric, proxy, target, direction,
+      proxy_lr: "tuned" (best LR per recipe) | a float | null (no LR given),
+      target_mode: "tuned" (best LR per recipe at the target) | "fixed" (target at the standard LR) | null,
+      n_recipes, recipes, proxy_values, target_values  ({recipe: seed-mean value}),
+      pearson, r2, spearman, kendall, decision_accuracy   (floats or null),
+      pearson_ci, r2_ci, spearman_ci, kendall_ci, decision_accuracy_ci   ([lo, hi] or null),
+      n_boot, n_boot_valid, fit: {slope, intercept} (target ~ proxy),
+      n_pairs (untied recipe pairs), n_ties (pairs tied at either scale, excluded), n_flips,
+      flips: [{a, b, proxy_a, proxy_b, target_a, target_b, proxy_prefers, target_prefers}] (largest
+             target gap first, at most 100; flips_truncated says if more),
+      regret: {best_target, top1_pick, top1, top1_target_rank, k, topk, topk_picks}  (target units, >= 0),
+      abstain: {n_abstain, n_pairs_confident, decision_accuracy_confident, decision_accuracy_all,
+                proxy_seed_sd, rule} | null,
+      undertrained: [{recipe, seed, loss, unigram}]   (per-LR entries of sweeps only),
+      undefined: {figure: reason}, reason: all reasons joined | null ]
+  seed_noise: [{metric, size, floor, n_seed_pairs, n_pairs}]  floor = fraction of recipe pairs two
+      seeds of the same size and LR order differently
+  reduced_lr: {available, reason, standard_lr, standard_lr_rule, entries: [{metric, proxy, target,
+      standard_lr, target_best_lr: {recipe: lr}, curve: [{proxy_lr, target_mode, spearman,
+      decision_accuracy, decision_accuracy_ci, n_recipes, n_undertrained, reason}],
+      best_proxy_lr_tuned, best_proxy_lr_fixed, best_tuned, best_fixed, standard_tuned, standard_fixed}]}
+      (undertrained proxy LRs - any cell worse than the unigram baseline - are never the best pick)
+  baselines: {available, reason, smoothing, units, values: [{recipe, metric, unigram, bigram}],
+      comparisons: [same keys as above, proxy = "unigram" | "bigram"],
+      vs_proxies: [{metric, target, bigram_decision_accuracy, unigram_decision_accuracy, best_proxy,
+                    best_proxy_decision_accuracy, any_proxy_beats_bigram}], statements: [str]}
+  early_signal: {available, reason, target, note, points: [{metric, proxy, target, fraction, step,
+      spearman, decision_accuracy, n_recipes, reason}]}
+  summary: {target, verdict_rule, per_metric: [{metric, target, lines: [{proxy, target, verdict,
+      sentence, decision_accuracy, spearman}]}]}
+  notes: [str]
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the heavy imports wait until a report is built: `import build` stays cheap
+    import pandas as pd
+
+SCHEMA_VERSION = 1
+
+
+class ReportError(ValueError):
+    """Bad input for a report; the message is the one line the CLI prints."""
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf -> None, numpy scalars and arrays -> Python."""
+    import numpy as np
+
+    def walk(o):
+        if isinstance(o, dict):
+            return {str(k): walk(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [walk(v) for v in o]
+        if isinstance(o, np.ndarray):
+            return walk(o.tolist())
+        if isinstance(o, (bool, np.bool_)):
+            return bool(o)
+        if isinstance(o, (int, np.integer)):
+            return int(o)
+        if isinstance(o, (float, np.floating)):
+            f = float(o)
+            return f if math.isfinite(f) else None
+        return o
+
+    return walk(obj)
+
+
+def _needs_collect(root: Path) -> bool:
+    from proxyscale import record, table
+
+    res = root / table.RESULTS
+    if not res.exists():
+        return True
+    newest = max((p.stat().st_mtime for p in root.glob(f"*/{record.RESULT}")), default=0.0)
+    return newest > res.stat().st_mtime
+
+
+def _load_sweep(root: Path) -> "tuple[pd.DataFrame, pd.DataFrame | None]":
+    import pandas as pd
+
+    from proxyscale import table
+
+    if not root.is_dir():
+        raise ReportError(f"no sweep folder at {root}")
+    if _needs_collect(root):
+        try:
+            df, _ = table.collect(root)
+        except table.TableError as exc:
+            raise ReportError(str(exc)) from None
+        table.write(df, root)
+    results = pd.read_parquet(root / table.RESULTS)
+    curves_path = root / table.CURVES
+    curves = pd.read_parquet(curves_path) if curves_path.exists() else None
+    return results, curves
+
+
+def _resolve_cache(cache_dir: str, root: Path) -> str:
+    p = Path(cache_dir)
+    if p.is_absolute() or p.exists():
+        return str(p)
+    for base in (root.parent.parent, root.parent):  # <output_dir>/<sweep>: the cwd the sweep ran from
+        if (base / p).exists():
+            return str(base / p)
+    return str(p)
+
+
+def sweep_baselines(root: Path, results: "pd.DataFrame") -> tuple[dict, str | None]:
+    """(recipe, eval set) -> {unigram, bigram} from one record per recipe; ({}, reason) when impossible."""
+    from proxyscale import baseline, record
+
+    out: dict = {}
+    problems = []
+    for recipe, g in results.groupby("recipe"):
+        run_id = g["run_id"].iloc[0]
+        try:
+            cfg = record.read(root / run_id).config
+            vals = baseline.recipe_baselines(cfg, _resolve_cache(cfg["paths"]["cache_dir"], root))
+        except Exception as exc:  # a missing corpus or hub dataset must not sink the report
+            problems.append(f"{recipe}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+            continue
+        for metric, v in vals.items():
+            out[(str(recipe), str(metric))] = v
+    return out, ("; ".join(problems) if problems else None)
+
+
+def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int = 1000, with_baselines: bool = True) -> dict:
+    import pandas as pd
+
+    from proxyscale.report import analysis
+
+    root = Path(sweep_dir)
+    results, curves = _load_sweep(root)
+    try:
+        df, sizes, counts = analysis.prepare_sweep(results)
+    except analysis.AnalysisError as exc:
+        raise ReportError(str(exc)) from None
+    if df["recipe"].nunique() < 2:
+        raise ReportError(f"{root}: only one recipe with completed cells ({df['recipe'].iloc[0]!r}); a ranking needs at least 2")
+    if len(sizes) < 2:
+        raise ReportError(f"{root}: only one size with completed cells ({sizes[0]!r}); a proxy and a target are needed")
+    base, reason = (sweep_baselines(root, results) if with_baselines else ({}, "baselines not requested"))
+    if higher_is_better:
+        base, reason = {}, "baselines are losses; skipped for higher-is-better metrics"
+    long_curves = None
+    if curves is not None and not curves.empty:
+        done = set(results.loc[results["status"] == "completed", "run_id"])
+        cv = curves[curves["run_id"].isin(done)]
+        long_curves = pd.DataFrame({"recipe": cv["recipe"].astype(str), "size": cv["size"].astype(str), "metric": cv["eval_set"].astype(str),
+                                    "value": cv["loss"].astype(float), "lr": cv["lr"].astype(float), "seed": cv["seed"].astype(float),
+                                    "step": cv["step"].astype(float)})
+    rep = analysis.analyze(df, sizes, higher_is_better=higher_is_better, n_boot=n_boot, baselines=base or None,
+                           baseline_reason=reason, curves=long_curves)
+    if base and reason:
+        rep["baselines"]["partial_reason"] = reason
+    n_bad = sum(n for c in counts.values() for s, n in c.items() if s != "completed")
+    notes = [f"{n_bad} diverged/failed cell(s) excluded from every figure." if n_bad else "every cell completed."]
+    return {"schema_version": SCHEMA_VERSION, "source": {"kind": "sweep", "path": str(root)},
+            "size_params": {s: int(p) for s, p in df.groupby("size")["params"].first().items()},
+            "status_counts": counts, "notes": notes, **rep}
+
+
+def build_csv(path: str, *, higher_is_better: bool = False, n_boot: int = 1000) -> dict:
+    from proxyscale.report import analysis
+
+    try:
+        df, sizes = analysis.prepare_csv(path)
+    except analysis.AnalysisError as exc:
+        raise ReportError(str(exc)) from None
+    notes = []
+    curves = None
+    if "step" in df.columns:
+        keys = [k for k in ("recipe", "size", "metric", "lr", "seed") if k in df.columns]
+        curves = df.copy()
+        last = df.groupby(keys, dropna=False)["step"].transform("max")
+        df = df[df["step"] == last].drop(columns="step")
+        notes.append("rows at the last step of each run are the final values; earlier steps feed the early-signal section.")
+    dup_keys = [k for k in ("recipe", "size", "metric", "lr", "seed") if k in df.columns]
+    if df.duplicated(dup_keys).any():
+        notes.append("repeated (recipe, size, metric[, lr, seed]) rows are averaged like seeds.")
+    rep = analysis.analyze(df, sizes, higher_is_better=higher_is_better, n_boot=n_boot,
+                           baseline_reason="external results: no training pools to count, baselines skipped", curves=curves)
+    size_params = df.groupby("size")["params"].first().to_dict() if "params" in df.columns else {s: analysis.parse_size(s) for s in sizes}
+    return {"schema_version": SCHEMA_VERSION, "source": {"kind": "csv", "path": str(path)}, "size_params": size_params,
+            "status_counts": {}, "notes": notes, **rep}
+
+
+def write_json(report: dict, path: Path) -> Path:
+    path.write_text(json.dumps(_clean(report), indent=1, allow_nan=False))
+    return path
+
+
+def run(sweep_dir: str | None = None, csv: str | None = None, out: str | None = None, higher_is_better: bool = False,
+        n_boot: int = 1000) -> list[Path]:
+    """Build the report; returns the written paths [report.json, report.md, report.html]."""
+    if bool(sweep_dir) == bool(csv):
+        raise ReportError("give either a sweep folder or --from-csv PATH")
+    if csv:
+        if not out:
+            raise ReportError("--from-csv needs --out DIR")
+        report = build_csv(csv, higher_is_better=higher_is_better, n_boot=n_boot)
+    else:
+        report = build_sweep(sweep_dir, higher_is_better=higher_is_better, n_boot=n_boot)
+    folder = Path(out or sweep_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"cannot create output folder {folder}: {exc.strerror}") from None
+    report = _clean(report)
+    paths = [write_json(report, folder / "report.json")]
+    from proxyscale.report import render
+
+    paths += render.write(report, folder)
+    return paths

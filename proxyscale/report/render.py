@@ -1,0 +1,448 @@
+"""report.json -> report.md (text and tables) and a self-contained report.html (figures embedded as
+base64 PNG data URIs, so it opens offline). matplotlib runs on the Agg backend."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+
+MAX_LABELS = 25  # recipes labelled by name in scatter / bump charts
+MAX_FLIP_ROWS = 15  # flips listed per comparison in the tables
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _units(rep: dict) -> str:
+    if rep["source"]["kind"] == "sweep":
+        return "eval loss, nats/token"
+    return "value, higher is better" if rep["direction"] == "higher" else "value, lower is better"
+
+
+def _primary(rep: dict) -> list[dict]:
+    return [c for c in rep["comparisons"] if c.get("proxy_lr") in (None, "tuned") and c.get("target_mode") in (None, "tuned")]
+
+
+def _f(v, nd: int = 2) -> str:
+    return "n/a" if v is None else f"{v:.{nd}f}"
+
+
+def _ci(ci) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+
+
+def _short(name: str, n: int = 40) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def _grid(n: int, ncols: int = 3, w: float = 4.6, h: float = 3.8):
+    plt = _plt()
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+
+def fig_scatter(rep: dict) -> bytes | None:
+    target = rep["sizes"][-1]
+    comps = [c for c in _primary(rep) if c["target"] == target and c["n_recipes"] >= 2]
+    if not comps:
+        return None
+    fig, axes = _grid(len(comps))
+    units = _units(rep)
+    for ax, c in zip(axes, comps):
+        recs = c["recipes"]
+        x = [c["proxy_values"][r] for r in recs]
+        y = [c["target_values"][r] for r in recs]
+        ax.scatter(x, y, s=22, color="tab:blue", label="recipe (seed mean, best LR)" if c.get("proxy_lr") == "tuned" else "recipe", zorder=3)
+        if c.get("fit"):
+            lo, hi = min(x), max(x)
+            ax.plot([lo, hi], [c["fit"]["intercept"] + c["fit"]["slope"] * v for v in (lo, hi)], color="tab:red", lw=1.2,
+                    label=f"linear fit (R² {_f(c['r2'])})")
+        if len(recs) <= MAX_LABELS:
+            for r, xv, yv in zip(recs, x, y):
+                ax.annotate(_short(r, 24), (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_title(f"{c['metric']}: {c['proxy']} vs {c['target']}\nSpearman {_f(c['spearman'])}, DA {_f(c['decision_accuracy'])}", fontsize=9)
+        ax.set_xlabel(f"proxy {c['proxy']} ({units})", fontsize=8)
+        ax.set_ylabel(f"target {c['target']} ({units})", fontsize=8)
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Proxy vs target per eval set", fontsize=11)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def size_values(rep: dict) -> dict:
+    """metric -> size -> recipe -> tuned seed-mean value, from the primary comparisons."""
+    out: dict = {}
+    for c in _primary(rep):
+        m = out.setdefault(c["metric"], {})
+        m.setdefault(c["proxy"], {}).update(c.get("proxy_values") or {})
+        m.setdefault(c["target"], {}).update(c.get("target_values") or {})
+    return out
+
+
+def fig_bump(rep: dict) -> bytes | None:
+    vals = size_values(rep)
+    if not vals:
+        return None
+    higher = rep["direction"] == "higher"
+    fig, axes = _grid(len(vals), ncols=2, w=6.0, h=4.2)
+    plt = _plt()
+    for ax, (metric, per) in zip(axes, sorted(vals.items())):
+        sizes = [s for s in rep["sizes"] if s in per]
+        recipes = sorted(set.intersection(*[set(per[s]) for s in sizes])) if sizes else []
+        ranks = {}
+        for s in sizes:
+            order = sorted(recipes, key=lambda r: -per[s][r] if higher else per[s][r])
+            for i, r in enumerate(order):
+                ranks.setdefault(r, []).append(i + 1)
+        cmap = plt.get_cmap("tab20")
+        for j, r in enumerate(recipes):
+            ax.plot(range(len(sizes)), ranks[r], marker="o", lw=1.2, ms=4, color=cmap(j % 20), alpha=0.85,
+                    label=_short(r) if len(recipes) <= MAX_LABELS else None)
+        ax.set_xticks(range(len(sizes)))
+        ax.set_xticklabels(sizes)
+        ax.invert_yaxis()
+        ax.set_xlabel("model size (smallest to largest)", fontsize=8)
+        ax.set_ylabel("recipe rank (1 = best)", fontsize=8)
+        ax.set_title(f"{metric}: rank of each recipe across sizes ({len(recipes)} recipes)", fontsize=9)
+        if len(recipes) <= MAX_LABELS:
+            ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def fig_heatmap(rep: dict) -> bytes | None:
+    comps = _primary(rep)
+    metrics = sorted({c["metric"] for c in comps})
+    sizes = rep["sizes"]
+    if not metrics or len(sizes) < 2:
+        return None
+    import numpy as np
+
+    fig, axes = _grid(len(metrics), ncols=3, w=4.2, h=3.6)
+    im = None
+    for ax, metric in zip(axes, metrics):
+        mat = np.full((len(sizes) - 1, len(sizes) - 1), np.nan)
+        for c in comps:
+            if c["metric"] == metric and c["decision_accuracy"] is not None:
+                mat[sizes.index(c["proxy"]), sizes.index(c["target"]) - 1] = c["decision_accuracy"]
+        im = ax.imshow(mat, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
+        for i in range(mat.shape[0]):
+            for j in range(mat.shape[1]):
+                if not np.isnan(mat[i, j]):
+                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                            color="black")
+        ax.set_xticks(range(len(sizes) - 1))
+        ax.set_xticklabels(sizes[1:], fontsize=8)
+        ax.set_yticks(range(len(sizes) - 1))
+        ax.set_yticklabels(sizes[:-1], fontsize=8)
+        ax.set_xlabel("target size", fontsize=8)
+        ax.set_ylabel("proxy size", fontsize=8)
+        ax.set_title(f"{metric}: decision accuracy", fontsize=9)
+    fig.colorbar(im, ax=list(axes[: len(metrics)]), shrink=0.8, label="decision accuracy (fraction of pairs)")
+    return _png(fig)
+
+
+def fig_reduced_lr(rep: dict) -> bytes | None:
+    red = rep.get("reduced_lr") or {}
+    entries = red.get("entries") or []
+    if not entries:
+        return None
+    metrics = sorted({e["metric"] for e in entries})
+    plt = _plt()
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.6 * len(metrics)), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for row, metric in zip(axes, metrics):
+        for j, e in enumerate([e for e in entries if e["metric"] == metric]):
+            for mode, style in (("tuned", "-"), ("fixed", "--")):
+                pts = [p for p in e["curve"] if p["target_mode"] == mode]
+                for ax, key in zip(row, ("spearman", "decision_accuracy")):
+                    xs = [p["proxy_lr"] for p in pts if p[key] is not None]
+                    ys = [p[key] for p in pts if p[key] is not None]
+                    if xs:
+                        ax.plot(xs, ys, style, marker="o", ms=4, color=cmap(j % 10),
+                                label=f"{e['proxy']}→{e['target']} ({mode} target)")
+                        bad = [(p["proxy_lr"], p[key]) for p in pts if p[key] is not None and p["n_undertrained"]]
+                        if bad:
+                            ax.scatter(*zip(*bad), marker="x", s=50, color="black", zorder=4,
+                                       label="undertrained (worse than unigram)" if j == 0 and mode == "tuned" else None)
+        if red.get("standard_lr"):
+            for ax in row:
+                ax.axvline(red["standard_lr"], color="grey", lw=0.8, ls=":", label="standard LR")
+        for ax, key in zip(row, ("Spearman rho", "decision accuracy")):
+            ax.set_xscale("log")
+            ax.set_xlabel("proxy peak learning rate (log scale)", fontsize=8)
+            ax.set_ylabel(key, fontsize=8)
+            ax.set_title(f"{metric}: {key} vs proxy LR", fontsize=9)
+            ax.grid(alpha=0.3)
+        row[1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def fig_early(rep: dict) -> bytes | None:
+    es = rep.get("early_signal") or {}
+    pts = es.get("points") or []
+    if not pts:
+        return None
+    metrics = sorted({p["metric"] for p in pts})
+    plt = _plt()
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.4 * len(metrics)), squeeze=False)
+    for row, metric in zip(axes, metrics):
+        mp = [p for p in pts if p["metric"] == metric]
+        for proxy in [s for s in rep["sizes"] if any(p["proxy"] == s for p in mp)]:
+            q = sorted((p for p in mp if p["proxy"] == proxy), key=lambda p: p["fraction"])
+            for ax, key in zip(row, ("spearman", "decision_accuracy")):
+                xs = [p["fraction"] for p in q if p[key] is not None]
+                ys = [p[key] for p in q if p[key] is not None]
+                if xs:
+                    ax.plot(xs, ys, marker="o", ms=3, label=f"{proxy}" + (" (target itself)" if proxy == es["target"] else ""))
+        for ax, key in zip(row, ("Spearman rho", "decision accuracy")):
+            ax.set_xlabel("fraction of the proxy's training", fontsize=8)
+            ax.set_ylabel(key, fontsize=8)
+            ax.set_title(f"{metric}: {key} with the final {es['target']} ranking", fontsize=9)
+            ax.set_xlim(0, 1.05)
+            ax.grid(alpha=0.3)
+        row[1].legend(fontsize=7, title="proxy", title_fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+FIGURES = [("scatter", "Proxy vs target", fig_scatter), ("bump", "Recipe ranks across sizes", fig_bump),
+           ("heatmap", "Decision accuracy: proxy size x target size", fig_heatmap),
+           ("reduced_lr", "Reduced-LR protocol: agreement vs proxy learning rate", fig_reduced_lr),
+           ("early", "Early signal: agreement during training", fig_early)]
+
+
+# ---------------------------------------------------------------------------------------------
+# text blocks shared by markdown and html
+
+
+def _title(rep: dict) -> str:
+    src = rep["source"]
+    return f"proxyscale report: {Path(src['path']).name} ({src['kind']})"
+
+
+def verdict_lines(rep: dict) -> list[tuple[str, list[str]]]:
+    out = []
+    for pm in rep["summary"]["per_metric"]:
+        out.append((pm["metric"], [f"**{ln['verdict']}**: {ln['sentence'][0].upper() + ln['sentence'][1:]}" for ln in pm["lines"]]))
+    return out
+
+
+def reduced_lines(rep: dict) -> list[str]:
+    red = rep.get("reduced_lr") or {}
+    if not red.get("available"):
+        return [f"Not available: {red.get('reason')}."]
+    lines = [f"Standard LR = {red['standard_lr']:g} ({red['standard_lr_rule']}). Tuned target = each recipe's best seed-mean over the target's LR grid."]
+    for e in red["entries"]:
+        won = ", ".join(f"{r}: {lr:g}" for r, lr in e["target_best_lr"].items())
+        bt, st = e.get("best_tuned"), e.get("standard_tuned")
+        if bt:
+            s = (f"{e['metric']}, {e['proxy']}→{e['target']}: best proxy LR {bt['proxy_lr']:g} (decision accuracy "
+                 f"{_f(bt['decision_accuracy'])}, Spearman {_f(bt['spearman'])} vs the tuned target)")
+            if st:
+                s += f"; at the standard LR {red['standard_lr']:g}: {_f(st['decision_accuracy'])} / {_f(st['spearman'])}"
+        else:
+            s = f"{e['metric']}, {e['proxy']}→{e['target']}: no best proxy LR ({e.get('reason_tuned')})"
+        bf = e.get("best_fixed")
+        if bf:
+            s += f"; against the fixed-LR target the best proxy LR is {bf['proxy_lr']:g} ({_f(bf['decision_accuracy'])})"
+        und = sum(p["n_undertrained"] for p in e["curve"] if p["target_mode"] == "tuned")
+        if und:
+            s += f"; {und} undertrained proxy cell(s) (worse than unigram) excluded from the pick"
+        lines.append(s + f". Target LR that won per recipe: {won}.")
+    return lines
+
+
+def comparison_rows(rep: dict) -> list[list[str]]:
+    rows = []
+    for c in _primary(rep):
+        ab = c.get("abstain") or {}
+        rg = c.get("regret") or {}
+        rows.append([c["metric"], c["proxy"], c["target"], str(c["n_recipes"]),
+                     f"{_f(c['pearson'])} {_ci(c['pearson_ci'])}", _f(c["r2"]), f"{_f(c['spearman'])} {_ci(c['spearman_ci'])}",
+                     f"{_f(c['kendall'])} {_ci(c['kendall_ci'])}", f"{_f(c['decision_accuracy'])} {_ci(c['decision_accuracy_ci'])}",
+                     f"{c['n_flips']}/{c['n_pairs']} ({c['n_ties']} ties)",
+                     _f(ab.get("decision_accuracy_confident")) + (f" ({ab.get('n_abstain')} abstain)" if ab else ""),
+                     "n/a" if not rg else f"{rg['top1_pick']} +{rg['top1']:.3g}" + (f"; top-{rg['k']} +{rg['topk']:.3g}" if rg.get("k") else ""),
+                     c.get("reason") or ""])
+    return rows
+
+
+COMP_HEAD = ["metric", "proxy", "target", "recipes", "Pearson r [95% CI]", "R²", "Spearman ρ", "Kendall τ-b", "decision acc.",
+             "flips/pairs", "DA w/o abstain", "regret (top-1; top-k)", "undefined"]
+
+
+def flip_rows(rep: dict) -> list[list[str]]:
+    rows = []
+    for c in _primary(rep):
+        for fl in c["flips"][:MAX_FLIP_ROWS]:
+            rows.append([c["metric"], f"{c['proxy']}→{c['target']}", fl["a"], fl["b"], f"{fl['proxy_a']:.4g} vs {fl['proxy_b']:.4g}",
+                         f"{fl['target_a']:.4g} vs {fl['target_b']:.4g}", fl["proxy_prefers"], fl["target_prefers"]])
+    return rows
+
+
+FLIP_HEAD = ["metric", "proxy→target", "recipe a", "recipe b", "proxy (a vs b)", "target (a vs b)", "proxy prefers", "target prefers"]
+
+
+def status_rows(rep: dict) -> list[list[str]]:
+    rows = []
+    for size in rep["sizes"]:
+        c = (rep.get("status_counts") or {}).get(size, {})
+        if c:
+            rows.append([size, str(c.get("completed", 0)), str(c.get("diverged", 0)), str(c.get("failed", 0))])
+    for size, c in (rep.get("status_counts") or {}).items():
+        if size not in rep["sizes"]:
+            rows.append([size, str(c.get("completed", 0)), str(c.get("diverged", 0)), str(c.get("failed", 0))])
+    return rows
+
+
+def baseline_rows(rep: dict) -> list[list[str]]:
+    b = rep.get("baselines") or {}
+    return [[c["metric"], c["baseline"], c["target"], f"{_f(c['spearman'])} {_ci(c['spearman_ci'])}",
+             f"{_f(c['decision_accuracy'])} {_ci(c['decision_accuracy_ci'])}", c.get("reason") or ""] for c in b.get("comparisons", [])]
+
+
+def noise_rows(rep: dict) -> list[list[str]]:
+    return [[n["metric"], n["size"], _f(n.get("floor")), str(n["n_seed_pairs"]), n.get("reason", "")] for n in rep.get("seed_noise", [])]
+
+
+# ---------------------------------------------------------------------------------------------
+# writers
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    if not rows:
+        return "_none_\n"
+    esc = lambda s: str(s).replace("|", "\\|")
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]) + "\n"
+
+
+def markdown(rep: dict) -> str:
+    out = [f"# {_title(rep)}\n", f"Direction: {rep['direction']} is better for every metric. Sizes (smallest first): {', '.join(rep['sizes'])}. "
+           f"{len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). Bootstrap: {rep['n_boot']} resamples over recipes, seed {rep['bootstrap_seed']}.\n"]
+    out += [f"- {n}" for n in rep.get("notes", [])] + [""]
+    out.append("## Verdict per eval set\n")
+    for metric, lines in verdict_lines(rep):
+        out.append(f"### {metric}\n")
+        out += [f"- {ln}" for ln in lines] + [""]
+    out.append(f"_{rep['summary']['verdict_rule']}_\n")
+    out.append("## All proxy→target comparisons (tuned LRs)\n")
+    out.append(_md_table(COMP_HEAD, comparison_rows(rep)))
+    out.append("## Null baselines (unigram / bigram count models)\n")
+    b = rep.get("baselines") or {}
+    if b.get("available"):
+        out += [f"- {s}" for s in b.get("statements", [])] + [""]
+        out.append(_md_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep)))
+    else:
+        out.append(f"Not computed: {b.get('reason')}.\n")
+    out.append("## Reduced-LR protocol\n")
+    out += [f"- {s}" for s in reduced_lines(rep)] + [""]
+    out.append("## Seed-noise floor\n")
+    out.append(_md_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep)) if rep.get("seed_noise") else "Single seed: no seed-noise estimate.\n")
+    out.append("## Early signal\n")
+    es = rep.get("early_signal") or {}
+    out.append(f"{len(es.get('points', []))} points against the final {es.get('target')} ranking (see report.html).\n" if es.get("available") else f"Not available: {es.get('reason')}.\n")
+    out.append("## Flipped pairs\n")
+    out.append(_md_table(FLIP_HEAD, flip_rows(rep)))
+    if rep.get("status_counts"):
+        out.append("## Cell status\n")
+        out.append(_md_table(["size", "completed", "diverged", "failed"], status_rows(rep)))
+        out.append("Diverged and failed cells are excluded from every figure.\n")
+    out.append("Figures: report.html. Every number: report.json.\n")
+    return "\n".join(out)
+
+
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1150px;color:#222;line-height:1.45}
+h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:1.6em}h3{margin-bottom:.3em}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f0f0f0}
+img{max-width:100%;border:1px solid #eee}.holds{color:#1a7f37;font-weight:bold}.weak{color:#9a6700;font-weight:bold}
+.does-not-hold{color:#cf222e;font-weight:bold}.undefined{color:#666;font-weight:bold}.note{color:#555;font-size:.92em}"""
+
+
+def _html_table(head, rows) -> str:
+    if not rows:
+        return "<p class=note>none</p>"
+    h = "".join(f"<th>{html.escape(x)}</th>" for x in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+def html_page(rep: dict, figures: dict[str, bytes]) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(_title(rep))}</title><style>{CSS}</style></head><body>",
+             f"<h1>{e(_title(rep))}</h1>",
+             f"<p>Direction: <b>{e(rep['direction'])}</b> is better for every metric. Sizes (smallest first): {e(', '.join(rep['sizes']))}. "
+             f"{len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). Bootstrap: {rep['n_boot']} resamples over recipes (seed {rep['bootstrap_seed']}).</p>"]
+    parts += [f"<p class=note>{e(n)}</p>" for n in rep.get("notes", [])]
+    parts.append("<h2>Verdict per eval set</h2>")
+    for pm in rep["summary"]["per_metric"]:
+        parts.append(f"<h3>{e(pm['metric'])}</h3><ul>")
+        for ln in pm["lines"]:
+            cls = ln["verdict"].replace(" ", "-")
+            parts.append(f"<li><span class='{cls}'>{e(ln['verdict'])}</span>: {e(ln['sentence'][0].upper() + ln['sentence'][1:])}</li>")
+        parts.append("</ul>")
+    parts.append(f"<p class=note>{e(rep['summary']['verdict_rule'])}</p>")
+    b = rep.get("baselines") or {}
+    if b.get("statements"):
+        parts.append("<ul>" + "".join(f"<li>{e(s)}</li>" for s in b["statements"]) + "</ul>")
+    for key, title, _ in FIGURES:
+        if figures.get(key):
+            data = base64.b64encode(figures[key]).decode("ascii")
+            parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>")
+    parts.append("<h2>All proxy→target comparisons (tuned LRs)</h2>" + _html_table(COMP_HEAD, comparison_rows(rep)))
+    parts.append("<h2>Null baselines</h2>")
+    parts.append(_html_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep)) if b.get("available")
+                 else f"<p>Not computed: {e(str(b.get('reason')))}.</p>")
+    parts.append("<h2>Reduced-LR protocol</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in reduced_lines(rep)) + "</ul>")
+    parts.append("<h2>Seed-noise floor</h2>" + (_html_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep)) if rep.get("seed_noise")
+                                                else "<p>Single seed: no seed-noise estimate.</p>"))
+    es = rep.get("early_signal") or {}
+    if not es.get("available"):
+        parts.append(f"<h2>Early signal</h2><p>Not available: {e(str(es.get('reason')))}.</p>")
+    parts.append("<h2>Flipped pairs</h2>" + _html_table(FLIP_HEAD, flip_rows(rep)))
+    if rep.get("status_counts"):
+        parts.append("<h2>Cell status</h2>" + _html_table(["size", "completed", "diverged", "failed"], status_rows(rep)))
+        parts.append("<p class=note>Diverged and failed cells are excluded from every figure.</p>")
+    parts.append("<p class=note>Every number is in report.json.</p></body></html>")
+    return "\n".join(parts)
+
+
+def write(rep: dict, folder: Path) -> list[Path]:
+    import warnings
+
+    figures = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tight_layout's "not applied" and friends: the figure is still written
+        for key, _, fn in FIGURES:
+            figures[key] = fn(rep)
+    md = folder / "report.md"
+    md.write_text(markdown(rep))
+    page = folder / "report.html"
+    page.write_text(html_page(rep, figures))
+    return [md, page]

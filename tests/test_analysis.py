@@ -1,0 +1,303 @@
+"""The agreement metrics, the reduced-LR protocol, size ordering and the null baselines, against
+scipy and hand-computed cases. Fast: no training, no CLI."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats as st
+
+from proxyscale import baseline
+from proxyscale.report import analysis as A
+
+
+def names(n):
+    return [f"r{i:02d}" for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# one comparison
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_correlations_match_scipy(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=15).round(1)  # rounding makes ties at both scales
+    y = (x + rng.normal(size=15)).round(1)
+    c = A.compare(names(15), x, y, n_boot=0)
+    assert c["pearson"] == pytest.approx(st.pearsonr(x, y)[0], abs=1e-12)
+    assert c["r2"] == pytest.approx(st.linregress(x, y).rvalue ** 2, abs=1e-12)
+    assert c["spearman"] == pytest.approx(st.spearmanr(x, y)[0], abs=1e-12)
+    assert c["kendall"] == pytest.approx(st.kendalltau(x, y, variant="b")[0], abs=1e-12)
+    fit = st.linregress(x, y)
+    assert c["fit"]["slope"] == pytest.approx(fit.slope) and c["fit"]["intercept"] == pytest.approx(fit.intercept)
+
+
+def test_decision_accuracy_flips_and_ties_by_hand():
+    # a..e; pairs tied: (c,d) at the proxy, (d,e) at the target; one flip: (b,c)
+    recipes = ["a", "b", "c", "d", "e"]
+    x = np.array([1.0, 2.0, 3.0, 3.0, 5.0])
+    y = np.array([1.0, 3.0, 2.0, 4.0, 4.0])
+    c = A.compare(recipes, x, y, n_boot=0)
+    assert (c["n_ties"], c["n_pairs"], c["n_flips"]) == (2, 8, 1)
+    assert c["decision_accuracy"] == pytest.approx(7 / 8)
+    (flip,) = c["flips"]
+    assert (flip["a"], flip["b"]) == ("b", "c")
+    assert (flip["proxy_a"], flip["proxy_b"], flip["target_a"], flip["target_b"]) == (2.0, 3.0, 3.0, 2.0)
+    assert flip["proxy_prefers"] == "b" and flip["target_prefers"] == "c"  # lower is better
+    hib = A.compare(recipes, x, y, n_boot=0, higher_is_better=True)
+    assert hib["decision_accuracy"] == c["decision_accuracy"]  # direction-invariant
+    assert hib["flips"][0]["proxy_prefers"] == "c" and hib["flips"][0]["target_prefers"] == "b"
+
+
+def test_bootstrap_reproducible_and_covers_estimate():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=20)
+    y = x + 0.7 * rng.normal(size=20)
+    a = A.compare(names(20), x, y, n_boot=500, seed=3)
+    b = A.compare(names(20), x, y, n_boot=500, seed=3)
+    other = A.compare(names(20), x, y, n_boot=500, seed=4)
+    for k in ("pearson", "r2", "spearman", "kendall", "decision_accuracy"):
+        lo, hi = a[k + "_ci"]
+        assert a[k + "_ci"] == b[k + "_ci"]
+        assert lo <= a[k] <= hi, k
+    assert a["spearman_ci"] != other["spearman_ci"]
+    assert a["n_boot_valid"] == 500
+
+
+def test_bootstrap_kendall_and_da_match_direct_resample():
+    """The matmul shortcut for pair statistics equals recomputing on the resampled recipes."""
+    rng = np.random.default_rng(9)
+    x, y = rng.normal(size=8).round(1), rng.normal(size=8).round(1)
+    boot = A._bootstrap(x, y, A._signs(x), A._signs(y), 50, seed=1)
+    idx = np.random.default_rng(1).integers(0, 8, size=(50, 8))
+    taus, das = [], []
+    for row in idx:
+        xb, yb = x[row], y[row]
+        t = st.kendalltau(xb, yb, variant="b")[0]
+        if np.isfinite(t):
+            taus.append(t)
+        iu = np.triu_indices(8, 1)
+        sx, sy = np.sign(xb[:, None] - xb[None])[iu], np.sign(yb[:, None] - yb[None])[iu]
+        ok = (sx != 0) & (sy != 0)
+        if ok.any():
+            das.append(((sx * sy)[ok] > 0).mean())
+    assert boot["kendall_ci"] == pytest.approx([np.percentile(taus, 2.5), np.percentile(taus, 97.5)])
+    assert boot["decision_accuracy_ci"] == pytest.approx([np.percentile(das, 2.5), np.percentile(das, 97.5)])
+
+
+def test_undefined_comparisons_have_reasons():
+    few = A.compare(["a", "b"], [1.0, 2.0], [1.0, 2.0])
+    assert few["decision_accuracy"] is None and "only 2 recipe" in few["reason"]
+    assert set(few["undefined"]) >= {"pearson", "spearman", "kendall", "decision_accuracy"}
+    const = A.compare(["a", "b", "c"], [1.0, 1.0, 1.0], [1.0, 2.0, 3.0])
+    assert const["spearman"] is None and "proxy values are constant" in const["undefined"]["spearman"]
+    assert const["decision_accuracy"] is None and "tied" in const["undefined"]["decision_accuracy"]
+    assert const["pearson_ci"] is None
+
+
+def test_regret_by_hand():
+    recipes = ["a", "b", "c", "d", "e"]
+    x = [1.0, 2.0, 3.0, 4.0, 5.0]  # proxy picks a, then b, c
+    y = [2.5, 2.2, 2.0, 3.0, 3.5]  # best target is c
+    r = A.compare(recipes, x, y, n_boot=0)["regret"]
+    assert r["top1_pick"] == "a" and r["best_target"] == "c"
+    assert r["top1"] == pytest.approx(0.5) and r["top1_target_rank"] == 3
+    assert r["k"] == 3 and r["topk"] == pytest.approx(0.0) and r["topk_picks"] == ["a", "b", "c"]
+    h = A.compare(recipes, x, y, n_boot=0, higher_is_better=True)["regret"]
+    assert h["top1_pick"] == "e" and h["best_target"] == "e" and h["top1"] == 0.0
+    assert A.compare(["a", "b", "c"], [1, 2, 3.0], [3, 2, 1.0], n_boot=0)["regret"]["k"] is None  # top-3 of 3 says nothing
+
+
+def test_abstain_within_seed_noise():
+    recipes = ["a", "b", "c", "d"]
+    x = np.array([1.00, 1.01, 2.0, 3.0])
+    y = np.array([1.1, 1.0, 2.0, 3.0])  # (a, b) flips, but its proxy gap is within noise
+    c = A.compare(recipes, x, y, n_boot=0, proxy_sd=np.float64(0.05), proxy_k=np.array([2, 2, 2, 2]))
+    ab = c["abstain"]
+    # sd of a difference of two 2-seed means = 0.05 * sqrt(1/2 + 1/2) = 0.05; threshold 0.1
+    assert ab["n_abstain"] == 1 and ab["n_pairs_confident"] == 5
+    assert c["decision_accuracy"] == pytest.approx(5 / 6)
+    assert ab["decision_accuracy_confident"] == 1.0 and ab["decision_accuracy_all"] == pytest.approx(5 / 6)
+    single = A.compare(recipes, x, y, n_boot=0)
+    assert single["abstain"] is None and "abstain" in single["undefined"]
+
+
+# ---------------------------------------------------------------------------------------------
+# sizes and CSV input
+
+
+@pytest.mark.parametrize("name,value", [("1M", 1e6), ("60M", 60e6), ("400M-1x", 400e6), ("1.3B", 1.3e9), ("7B-1x", 7e9),
+                                        ("350k", 350e3), ("350K", 350e3), ("1b", 1e9), ("tiny", None), ("small", None)])
+def test_parse_size(name, value):
+    assert A.parse_size(name) == value
+
+
+def test_order_sizes():
+    assert A.order_sizes(["7B-1x", "400M-1x", "1B-1x"]) == ["400M-1x", "1B-1x", "7B-1x"]
+    assert A.order_sizes(["1.3B", "350k", "60M", "1M"]) == ["350k", "1M", "60M", "1.3B"]
+    assert A.order_sizes(["small", "tiny", "debug"], {"small": 3e5, "tiny": 1e5, "debug": 3e4}) == ["debug", "tiny", "small"]
+    with pytest.raises(A.AnalysisError, match="cannot order sizes 'tiny'"):
+        A.order_sizes(["tiny", "60M"])
+    with pytest.raises(A.AnalysisError, match="same parameter count"):
+        A.order_sizes(["1B", "1000M"])
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("", "empty file"),
+    ("recipe,size,metric,value\n", "empty file"),
+    ("recipe,size,value\na,1M,1\n", "missing column(s) metric"),
+    ("recipe,size,metric,value\na,1M,m,1\nb,1M,m,oops\na,2M,m,1\n", "non-numeric value 'oops' (row 3)"),
+    ("recipe,size,metric,value\na,1M,m,1\na,2M,m,1\n", "only one recipe"),
+    ("recipe,size,metric,value\na,tiny,m,1\nb,huge,m,2\n", "cannot order sizes"),
+])
+def test_prepare_csv_errors(tmp_path, text, msg):
+    p = tmp_path / "x.csv"
+    p.write_text(text)
+    with pytest.raises(A.AnalysisError) as info:
+        A.prepare_csv(str(p))
+    assert msg in str(info.value) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# reduced-LR protocol
+
+
+def lr_table(seeds=(0, 1)):
+    """4 recipes; target L's best LR differs per recipe; proxy S at the standard (largest) LR flips
+    the tuned-target ranking while S at the reduced LR orders it exactly."""
+    target = {  # recipe: {lr: loss}
+        "A": {1e-3: 2.00, 1e-2: 2.50}, "B": {1e-3: 2.60, 1e-2: 2.10},
+        "C": {1e-3: 2.20, 1e-2: 2.32}, "D": {1e-3: 2.40, 1e-2: 2.30},
+    }
+    proxy = {
+        "A": {1e-3: 3.0, 1e-2: 3.5}, "B": {1e-3: 3.1, 1e-2: 3.4},
+        "C": {1e-3: 3.2, 1e-2: 3.7}, "D": {1e-3: 3.3, 1e-2: 3.6},
+    }
+    rows = []
+    for size, params, tab in (("S", 1e6, proxy), ("L", 1e7, target)):
+        for r, per in tab.items():
+            for lr, v in per.items():
+                for s in seeds:
+                    rows.append({"recipe": r, "size": size, "params": params, "metric": "loss", "lr": lr, "seed": s,
+                                 "value": v + (0.001 if s else -0.001)})
+    return pd.DataFrame(rows)
+
+
+def test_tuned_target_and_reduced_lr_protocol():
+    df = lr_table()
+    rep = A.analyze(df, ["S", "L"], n_boot=50, n_boot_lr=0)
+    red = rep["reduced_lr"]
+    assert red["available"] and red["standard_lr"] == pytest.approx(1e-2)  # every LR equally common -> the largest
+    (e,) = red["entries"]
+    assert e["target_best_lr"] == {"A": 1e-3, "B": 1e-2, "C": 1e-3, "D": 1e-2}
+    curve = {(p["proxy_lr"], p["target_mode"]): p for p in e["curve"]}
+    assert curve[(1e-3, "tuned")]["decision_accuracy"] == 1.0 and curve[(1e-3, "tuned")]["spearman"] == pytest.approx(1.0)
+    # tuned target order A < B < C < D; the standard-LR proxy says B < A < D < C: two flips of six
+    assert curve[(1e-2, "tuned")]["decision_accuracy"] == pytest.approx(4 / 6)
+    assert e["best_proxy_lr_tuned"] == pytest.approx(1e-3) and e["standard_tuned"]["proxy_lr"] == pytest.approx(1e-2)
+    # fixed-LR target = L at 1e-2: B 2.10 < D 2.30 < C 2.32 < A 2.50
+    fixed = next(c for c in rep["comparisons"] if c["proxy_lr"] == 1e-3 and c["target_mode"] == "fixed")
+    assert fixed["target_values"]["C"] == pytest.approx(2.32) and fixed["target_values"]["B"] == pytest.approx(2.10)
+    assert fixed["spearman"] == pytest.approx(st.spearmanr([3.0, 3.1, 3.2, 3.3], [2.5, 2.1, 2.32, 2.3])[0])
+    # the primary comparison tunes both sizes
+    prim = next(c for c in rep["comparisons"] if c["proxy_lr"] == "tuned")
+    assert prim["proxy_values"] == pytest.approx({"A": 3.0, "B": 3.1, "C": 3.2, "D": 3.3})
+    assert prim["target_values"] == pytest.approx({"A": 2.0, "B": 2.1, "C": 2.2, "D": 2.3})
+
+
+def test_undertrained_proxy_lr_is_not_picked():
+    df = lr_table()
+    # unigram 3.45: the standard-LR cells of A (3.5), C (3.7), D (3.6) are worse than it, x 2 seeds
+    base = {(r, "loss"): {"unigram": 3.45, "bigram": 3.0} for r in "ABCD"}
+    rep = A.analyze(df, ["S", "L"], n_boot=0, n_boot_lr=0, baselines=base)
+    (e,) = rep["reduced_lr"]["entries"]
+    assert {p["proxy_lr"]: p["n_undertrained"] for p in e["curve"] if p["target_mode"] == "tuned"} == {1e-3: 0, 1e-2: 6}
+    assert e["best_proxy_lr_tuned"] == pytest.approx(1e-3)
+    assert e["best_proxy_lr_fixed"] == pytest.approx(1e-3)
+    under = next(c for c in rep["comparisons"] if c["proxy_lr"] == 1e-2 and c["target_mode"] == "tuned")["undertrained"]
+    assert sorted({u["recipe"] for u in under}) == ["A", "C", "D"] and all(u["loss"] > u["unigram"] == 3.45 for u in under)
+    # unigram 3.25: D at 1e-3 (3.3) is undertrained too, so no LR is eligible
+    base = {(r, "loss"): {"unigram": 3.25, "bigram": 3.0} for r in "ABCD"}
+    rep = A.analyze(df, ["S", "L"], n_boot=0, n_boot_lr=0, baselines=base)
+    (e,) = rep["reduced_lr"]["entries"]
+    assert {p["proxy_lr"]: p["n_undertrained"] for p in e["curve"] if p["target_mode"] == "tuned"} == {1e-3: 2, 1e-2: 8}
+    assert e["best_proxy_lr_tuned"] is None and "undertrained" in e["reason_tuned"]
+    # baselines are compared with each target like a proxy
+    b = rep["baselines"]
+    assert b["available"] and {c["baseline"] for c in b["comparisons"]} == {"unigram", "bigram"}
+    assert all(c["decision_accuracy"] is None and "constant" in c["reason"] for c in b["comparisons"])
+
+
+def test_seed_means_noise_floor_and_abstain():
+    df = lr_table()
+    rep = A.analyze(df, ["S", "L"], n_boot=0, n_boot_lr=0)
+    prim = next(c for c in rep["comparisons"] if c["proxy_lr"] == "tuned")
+    # seeds differ by +-0.001 around every value: the pooled sd is the sd of (-0.001, +0.001)
+    assert prim["abstain"]["proxy_seed_sd"] == pytest.approx(math.sqrt(2) * 0.001)
+    assert prim["abstain"]["n_abstain"] == 0
+    floor = {(n["size"]): n["floor"] for n in rep["seed_noise"]}
+    assert floor == {"S": 0.0, "L": 0.0}
+    noisy = df.copy()
+    noisy.loc[(noisy["size"] == "S") & (noisy["recipe"] == "A") & (noisy["seed"] == 1) & (noisy["lr"] == 1e-3), "value"] = 3.15
+    rep = A.analyze(noisy, ["S", "L"], n_boot=0, n_boot_lr=0)
+    nf = next(n for n in rep["seed_noise"] if n["size"] == "S")
+    # lr 1e-3: seed 0 orders A<B<C<D, seed 1 has A at 3.15 (between B and C): one of six pairs disagrees; lr 1e-2 agrees
+    assert nf["floor"] == pytest.approx(1 / 12) and nf["n_seed_pairs"] == 2
+
+
+def test_higher_is_better_tunes_with_max():
+    df = lr_table()
+    df["value"] = -df["value"]
+    rep = A.analyze(df, ["S", "L"], n_boot=0, n_boot_lr=0, higher_is_better=True)
+    (e,) = rep["reduced_lr"]["entries"]
+    assert e["target_best_lr"] == {"A": 1e-3, "B": 1e-2, "C": 1e-3, "D": 1e-2}
+    assert e["best_proxy_lr_tuned"] == pytest.approx(1e-3)
+
+
+def test_early_signal_from_curves():
+    df = lr_table(seeds=(0,))
+    curves = []
+    for _, r in df.iterrows():
+        for step in (10, 20):
+            v = r["value"] if step == 20 else {"A": 5.0, "B": 4.0, "C": 4.5, "D": 3.9}[r["recipe"]]
+            curves.append({**r.to_dict(), "step": step, "value": v})
+    rep = A.analyze(df, ["S", "L"], n_boot=0, n_boot_lr=0, curves=pd.DataFrame(curves))
+    es = rep["early_signal"]
+    pts = {(p["proxy"], p["fraction"]): p for p in es["points"]}
+    assert es["target"] == "L" and set(pts) == {("S", 0.5), ("S", 1.0), ("L", 0.5), ("L", 1.0)}
+    assert pts[("S", 1.0)]["decision_accuracy"] == 1.0
+    assert pts[("S", 0.5)]["spearman"] == pytest.approx(st.spearmanr([5.0, 4.0, 4.5, 3.9], [2.0, 2.1, 2.2, 2.3])[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# null baselines
+
+
+def test_unigram_bigram_by_hand():
+    res = baseline.unigram_bigram_loss(np.array([0, 1, 0, 1]), np.array([0, 1]), vocab=2)
+    assert res["unigram"] == pytest.approx(math.log(2))
+    # p(1|0) = (c(0,1)+1)/(c(0 as context)+V) = (2+1)/(2+2); first token by the unigram (1/2)
+    assert res["bigram"] == pytest.approx(-(math.log(0.5) + math.log(0.75)) / 2)
+
+
+def test_bigram_beats_unigram_on_structured_text():
+    rng = np.random.default_rng(0)
+    seq = np.tile(np.arange(10), 500)  # perfectly predictable successor
+    ev = np.tile(np.arange(10), 20)
+    res = baseline.unigram_bigram_loss(seq, ev, vocab=257)
+    assert res["unigram"] == pytest.approx(-math.log((500 + 1) / (5000 + 257)))
+    assert res["bigram"] < 0.5 < 2.0 < res["unigram"]
+    noise = rng.integers(0, 10, 5000)
+    assert baseline.unigram_bigram_loss(noise, ev, 257)["bigram"] > res["bigram"]
+
+
+def test_report_modules_import_no_torch():
+    code = ("import sys, proxyscale.report.analysis, proxyscale.report.build, proxyscale.report.render, proxyscale.baseline; "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

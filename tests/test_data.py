@@ -1,0 +1,142 @@
+"""Curation steps on hand-made corpora, cache reuse, eval/train separation, local-file loading."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from proxyscale.config import ConfigError, DataConfig, SourceConfig
+from proxyscale.data import cache, curation, sources
+from proxyscale.data.sources import Document
+
+PROSE = "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. " * 8
+
+
+def docs(*texts):
+    return [Document(f"d{i}", t) for i, t in enumerate(texts)]
+
+
+def test_exact_dedup_removes_whitespace_variants_and_nothing_else():
+    out = curation.exact_dedup(docs("a b c", "a  b\nc", "a b d", "a b c"), random.Random(0))
+    assert [d.text for d in out] == ["a b c", "a b d"]
+
+
+def test_quality_filter_keeps_prose_drops_junk():
+    junk_symbols = "{}[]<>|=*_#" * 60
+    repeated = "same line here\n" * 60
+    short = "too short"
+    kept = curation.quality_filter(docs(PROSE, junk_symbols, repeated, short), random.Random(0))
+    assert [d.text for d in kept] == [PROSE]
+
+
+def test_duplicate_and_corrupt_are_seeded_and_do_what_they_say():
+    base = docs(*(f"{PROSE} {i}" for i in range(10)))
+    dup = curation.duplicate(base, random.Random(0), factor=8)
+    assert len(dup) == 80 and len({d.text for d in dup}) == 10
+    a = curation.corrupt(base, random.Random(1), frac=1.0, rate=0.3)
+    b = curation.corrupt(base, random.Random(1), frac=1.0, rate=0.3)
+    assert [d.text for d in a] == [d.text for d in b]
+    changed = np.mean([x != y for d, e in zip(base, a) for x, y in zip(d.text, e.text)])
+    assert 0.2 < changed < 0.35
+
+
+def _recipe(**kw) -> DataConfig:
+    node = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.create({
+        "name": "t", "pool_tokens": 50_000,
+        "sources": [{"name": "prose", "path": "python_docs", "weight": 1.0}, {"name": "code", "path": "python_code", "weight": 1.0}],
+        "steps": [{"op": "exact_dedup"}],
+    }), OmegaConf.create(kw))
+    return node
+
+
+def test_recipe_cache_is_built_once_and_reused(tmp_path):
+    a, meta_a = cache.recipe_tokens(_recipe(), str(tmp_path))
+    files = sorted((tmp_path / "recipes").glob("*.bin"))
+    mtime = files[0].stat().st_mtime_ns
+    b, meta_b = cache.recipe_tokens(_recipe(name="renamed", description="same tokens"), str(tmp_path))
+    assert meta_a["key"] == meta_b["key"] and files[0].stat().st_mtime_ns == mtime
+    assert len(a) == 50_000 and np.array_equal(np.asarray(a), np.asarray(b))
+    assert {s["source"]: s["tokens"] for s in meta_a["sources"]} == {"prose": 25_000, "code": 25_000}
+    c, meta_c = cache.recipe_tokens(_recipe(seed=1), str(tmp_path))
+    assert meta_c["key"] != meta_a["key"]
+
+
+def test_no_eval_document_is_in_any_training_side():
+    train_groups, held_groups, train_texts, held_texts = set(), set(), set(), set()
+    for name in sources.BUILTIN:
+        src = OmegaConf.structured(SourceConfig(name=name))
+        train, held = sources.load_documents(src, "train"), sources.load_documents(src, "heldout")
+        assert train and held, name
+        train_groups |= {d.group for d in train}
+        held_groups |= {d.group for d in held}
+        train_texts |= {d.text for d in train}
+        held_texts |= {d.text for d in held}
+    # a held-out module's docstrings (prose eval) never sit in a training code file, and vice versa
+    assert not (train_groups & held_groups)
+    assert not (train_texts & held_texts)
+
+
+def test_duplicated_pool_holds_one_eighth_unique_text(tmp_path):
+    dup = _recipe(pool_tokens=400_000, steps=[{"op": "exact_dedup"}, {"op": "duplicate", "factor": 8}])
+    tokens, meta = cache.recipe_tokens(dup, str(tmp_path))
+    for s in meta["sources"]:
+        assert s["unique_tokens"] < s["tokens"] / 4, s  # 1/8 plus at most one whole document
+
+
+def test_eval_tokens_come_only_from_heldout_documents(tmp_path):
+    src = OmegaConf.structured(SourceConfig(name="prose", path="python_docs"))
+    ids, meta = cache.eval_tokens(src, "byte", 4096, str(tmp_path))
+    text = bytes(np.asarray(ids[:2000], dtype=np.uint8)).split(bytes([0]))[0].decode("utf-8", "replace")
+    held = "".join(d.text for d in sources.load_documents(src, "heldout"))
+    assert text[:200] in held
+
+
+def test_too_few_tokens_without_repeat_is_a_one_line_error(tmp_path):
+    with pytest.raises(ConfigError, match="set data.repeat=true"):
+        cache.recipe_tokens(_recipe(pool_tokens=50_000_000, repeat=False), str(tmp_path))
+
+
+def test_filter_that_keeps_nothing_is_an_error(tmp_path):
+    r = _recipe(steps=[{"op": "quality_filter", "min_chars": 10_000_000}])
+    with pytest.raises(ConfigError, match="kept zero documents"):
+        cache.recipe_tokens(r, str(tmp_path))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "text"])
+def test_local_files_load_through_datasets(tmp_path, fmt):
+    rows = [{"text": f"{PROSE} document {i}", "id": i} for i in range(5)]
+    if fmt == "jsonl":
+        path = tmp_path / "c.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in rows))
+    elif fmt == "parquet":
+        import pandas as pd
+
+        path = tmp_path / "c.parquet"
+        pd.DataFrame(rows).to_parquet(path)
+    else:
+        path = tmp_path / "c.txt"
+        path.write_text("\n".join(r["text"] for r in rows))
+    src = OmegaConf.structured(SourceConfig(name="local", kind="files", path=str(path)))
+    sources.check_source(src)
+    got = sources.load_documents(src, "train")
+    assert [d.text for d in got] == [r["text"] for r in rows]
+
+
+def test_local_file_with_wrong_field_names_the_fields(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"body": PROSE}))
+    src = OmegaConf.structured(SourceConfig(name="local", kind="files", path=str(path)))
+    with pytest.raises(ConfigError, match="no field 'text'.*body"):
+        sources.load_documents(src, "train")
+
+
+def test_unreachable_hub_dataset_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    src = OmegaConf.structured(SourceConfig(name="web", kind="hf", path="HuggingFaceFW/fineweb-edu", config_name="sample-10BT"))
+    with pytest.raises(ConfigError) as exc:
+        sources.load_documents(src, "train")
+    assert "cannot load hub dataset HuggingFaceFW/fineweb-edu/sample-10BT" in str(exc.value) and "\n" not in str(exc.value)

@@ -1,0 +1,320 @@
+"""`proxyscale report` end to end through the real CLI: bad CSVs, external CSVs checked against
+direct scipy computations, the published DCLM results, a sweep (synthetic and real), and the HTML
+page rendered in headless Chromium."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats as st
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = str(REPO / ".venv" / "bin" / "proxyscale") if (REPO / ".venv" / "bin" / "proxyscale").exists() else shutil.which("proxyscale")
+REALDATA = REPO.parent / "shared" / "realdata"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def cli(*args, cwd=REPO, timeout=600):
+    return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def strict_json(path):
+    def no_nan(c):
+        raise AssertionError(f"report.json holds {c}")
+
+    return json.loads(Path(path).read_text(), parse_constant=no_nan)
+
+
+def direct(x, y):
+    x, y = np.asarray(x), np.asarray(y)
+    iu = np.triu_indices(len(x), 1)
+    sx, sy = np.sign(x[:, None] - x[None])[iu], np.sign(y[:, None] - y[None])[iu]
+    ok = (sx != 0) & (sy != 0)
+    return {"pearson": st.pearsonr(x, y)[0], "spearman": st.spearmanr(x, y)[0], "kendall": st.kendalltau(x, y)[0],
+            "decision_accuracy": float(((sx * sy)[ok] > 0).mean()), "n_pairs": int(ok.sum()), "n_ties": int((~ok).sum())}
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one line, exit 2
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("", "empty file"),
+    ("recipe,size,value\na,1M,1\nb,60M,2\n", "missing column(s) metric"),
+    ("recipe,size,metric,value\na,1M,loss,1\nb,1M,loss,abc\n", "non-numeric value 'abc'"),
+    ("recipe,size,metric,value\na,1M,loss,1\na,60M,loss,2\n", "only one recipe"),
+    ("recipe,size,metric,value\na,tiny,loss,1\nb,huge,loss,2\n", "cannot order sizes"),
+])
+def test_bad_csv_one_line_exit_2(tmp_path, text, msg):
+    p = tmp_path / "bad.csv"
+    p.write_text(text)
+    out = cli("report", "--from-csv", p, "--out", tmp_path / "out")
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("proxyscale: error: ") and msg in lines[0], out.stderr
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_missing_csv_and_missing_sweep(tmp_path):
+    out = cli("report", "--from-csv", tmp_path / "nope.csv", "--out", tmp_path)
+    assert out.returncode == 2 and "no such file" in out.stderr
+    out = cli("report", tmp_path / "no_sweep")
+    assert out.returncode == 2 and "no sweep folder" in out.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# --from-csv end to end
+
+
+def small_csv(tmp_path, rng_seed=0):
+    rng = np.random.default_rng(rng_seed)
+    recipes = [f"mix{i}" for i in range(7)]
+    quality = rng.normal(size=7)
+    rows = []
+    for size, scale in (("60M", 1.0), ("1.3B", 0.6), ("350k", 1.5)):  # out of order on purpose
+        for metric in ("web", "code"):
+            noise = rng.normal(scale=0.4, size=7)
+            for r, q, e in zip(recipes, quality, noise):
+                rows.append({"recipe": r, "size": size, "metric": metric, "value": round(3.0 + scale * (q + e), 6)})
+    df = pd.DataFrame(rows)
+    df.loc[(df["recipe"] == "mix1") & (df["size"] == "60M") & (df["metric"] == "web"), "value"] = \
+        df.loc[(df["recipe"] == "mix2") & (df["size"] == "60M") & (df["metric"] == "web"), "value"].iloc[0]  # a tie
+    path = tmp_path / "ext.csv"
+    df.to_csv(path, index=False)
+    return path, df
+
+
+def test_from_csv_end_to_end_matches_scipy(tmp_path):
+    path, df = small_csv(tmp_path)
+    out = cli("report", "--from-csv", path, "--out", tmp_path / "rep")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    for name in ("report.json", "report.md", "report.html"):
+        assert (tmp_path / "rep" / name).stat().st_size > 500
+    rep = strict_json(tmp_path / "rep" / "report.json")
+    for key in ("comparisons", "reduced_lr", "baselines", "early_signal", "summary", "seed_noise", "sizes", "direction"):
+        assert key in rep
+    assert rep["sizes"] == ["350k", "60M", "1.3B"] and rep["direction"] == "lower"
+    assert rep["baselines"]["available"] is False and "external" in rep["baselines"]["reason"]
+    assert rep["reduced_lr"]["available"] is False
+    comps = rep["comparisons"]
+    assert len(comps) == 2 * 3  # 2 metrics x 3 ordered pairs
+    for c in comps:
+        for key in ("metric", "proxy", "target", "n_recipes", "pearson", "r2", "spearman", "kendall", "decision_accuracy", "n_pairs",
+                    "n_flips", "pearson_ci", "spearman_ci", "kendall_ci", "decision_accuracy_ci", "r2_ci", "n_ties", "flips", "regret",
+                    "abstain", "undefined", "reason"):
+            assert key in c, key
+        piv = df[df["metric"] == c["metric"]].pivot(index="recipe", columns="size", values="value")
+        x, y = piv[c["proxy"]].to_numpy(), piv[c["target"]].to_numpy()
+        d = direct(x, y)
+        assert c["n_recipes"] == 7
+        for k in ("pearson", "spearman", "kendall", "decision_accuracy"):
+            assert c[k] == pytest.approx(d[k], abs=1e-9), (c["metric"], c["proxy"], c["target"], k)
+        assert c["r2"] == pytest.approx(d["pearson"] ** 2)
+        assert (c["n_pairs"], c["n_ties"]) == (d["n_pairs"], d["n_ties"])
+        assert c["n_flips"] == len(c["flips"]) == round((1 - d["decision_accuracy"]) * d["n_pairs"])
+        lo, hi = c["decision_accuracy_ci"]
+        assert lo <= c["decision_accuracy"] <= hi
+        best = piv.index[np.argmin(x)]
+        assert c["regret"]["top1_pick"] == best and c["regret"]["top1"] == pytest.approx(piv.loc[best, c["target"]] - y.min())
+        assert c["abstain"] is None and "abstain" in c["undefined"]  # one value per cell: no seed noise
+    tie = next(c for c in comps if c["metric"] == "web" and c["proxy"] == "60M")
+    assert tie["n_ties"] >= 1
+    lines = rep["summary"]["per_metric"][0]["lines"]
+    assert [ln["proxy"] for ln in lines] == ["350k", "60M"] and all(ln["target"] == "1.3B" for ln in lines)
+    assert "decision accuracy" in lines[0]["sentence"]
+    # reproducible: a second run writes the same numbers
+    cli("report", "--from-csv", path, "--out", tmp_path / "rep2")
+    assert strict_json(tmp_path / "rep2" / "report.json")["comparisons"] == comps
+
+
+def test_from_csv_with_lr_seed_step_params(tmp_path):
+    """Optional columns: params orders sizes; lr gives the reduced-LR section; step gives early signal."""
+    rng = np.random.default_rng(3)
+    rows = []
+    q = {f"r{i}": rng.normal() for i in range(5)}
+    for size, params in (("proxyA", 1e6), ("targetB", 1e8)):
+        for lr in (1e-3, 3e-3, 1e-2):
+            for seed in (0, 1):
+                for r, v in q.items():
+                    for step in (100, 200):
+                        val = 3 + v + 0.3 * abs(np.log10(lr) + 2.5) + 0.05 * rng.normal() + (0.5 if step == 100 else 0)
+                        rows.append({"recipe": r, "size": size, "metric": "loss", "value": val, "lr": lr, "seed": seed, "step": step, "params": params})
+    path = tmp_path / "lr.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    out = cli("report", "--from-csv", path, "--out", tmp_path / "rep")
+    assert out.returncode == 0, out.stderr
+    rep = strict_json(tmp_path / "rep" / "report.json")
+    assert rep["sizes"] == ["proxyA", "targetB"]
+    red = rep["reduced_lr"]
+    assert red["available"] and red["standard_lr"] == pytest.approx(1e-2)
+    (e,) = red["entries"]
+    assert {p["proxy_lr"] for p in e["curve"]} == {1e-3, 3e-3, 1e-2} and {p["target_mode"] for p in e["curve"]} == {"tuned", "fixed"}
+    modes = {(c["proxy_lr"], c["target_mode"]) for c in rep["comparisons"]}
+    assert ("tuned", "tuned") in modes and (1e-3, "fixed") in modes
+    prim = next(c for c in rep["comparisons"] if c["proxy_lr"] == "tuned")
+    assert prim["abstain"] is not None and prim["abstain"]["proxy_seed_sd"] > 0
+    assert len(rep["seed_noise"]) == 2
+    es = rep["early_signal"]
+    assert es["available"] and {p["fraction"] for p in es["points"]} == {0.5, 1.0}
+    final = [p for p in es["points"] if p["proxy"] == "proxyA" and p["fraction"] == 1.0][0]
+    assert final["spearman"] == pytest.approx(prim["spearman"])
+
+
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
+def test_realdata_dclm_higher_is_better(tmp_path):
+    src = REALDATA / "dclm_scales.csv"
+    out = cli("report", "--from-csv", src, "--out", tmp_path, "--higher-is-better")
+    assert out.returncode == 0, out.stderr
+    rep = strict_json(tmp_path / "report.json")
+    assert rep["direction"] == "higher" and rep["sizes"] == ["400M-1x", "1B-1x", "7B-1x"]
+    df = pd.read_csv(src)
+    for metric in ("Core", "Extended", "MMLU"):
+        piv = df[df["metric"] == metric].pivot(index="recipe", columns="size", values="value")
+        c = next(c for c in rep["comparisons"] if c["metric"] == metric and c["proxy"] == "400M-1x" and c["target"] == "7B-1x")
+        d = direct(piv["400M-1x"], piv["7B-1x"])
+        assert c["n_recipes"] == 11
+        for k in ("pearson", "spearman", "kendall", "decision_accuracy"):
+            assert c[k] == pytest.approx(d[k], abs=1e-9)
+        best = piv["400M-1x"].idxmax()  # higher is better: the proxy's pick is its maximum
+        assert c["regret"]["top1_pick"] == best
+        assert c["regret"]["top1"] == pytest.approx(piv["7B-1x"].max() - piv.loc[best, "7B-1x"])
+    assert "decision accuracy" in (tmp_path / "report.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# sweeps
+
+
+def synthetic_sweep(root: Path):
+    """results.parquet + curves.parquet of a fake sweep (no records: baselines are skipped with a reason)."""
+    rng = np.random.default_rng(1)
+    rows, curves = [], []
+    q = {f"rec{i}": rng.normal(scale=0.2) for i in range(5)}
+    for size, params in (("tiny", 1e5), ("mini", 2e5), ("small", 4e5)):
+        for r, v in q.items():
+            for lr in (1e-3, 3e-3):
+                for seed in (0, 1):
+                    status = "diverged" if (size, r, lr, seed) == ("mini", "rec0", 3e-3, 1) else "completed"
+                    run = f"{size}-{r}-{lr}-{seed}"
+                    for es in ("prose", "code"):
+                        loss = np.nan if status != "completed" else 3 - np.log10(params) / 5 + v + 0.02 * rng.normal()
+                        rows.append({"run_id": run, "sweep": "syn", "status": status, "size": size, "params": int(params), "recipe": r,
+                                     "lr": lr, "seed": seed, "tokens": 1000, "steps": 10, "wall_seconds": 1.0, "tokens_per_second": 1e3,
+                                     "flops_per_token": 1e5, "eval_set": es, "loss": loss})
+                        for step in (5, 10):
+                            curves.append({"run_id": run, "size": size, "params": int(params), "recipe": r, "lr": lr, "seed": seed,
+                                           "eval_set": es, "step": step, "tokens": step * 100, "loss": (loss if step == 10 else loss + 1)})
+    root.mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(root / "results.parquet")
+    pd.DataFrame(curves).to_parquet(root / "curves.parquet")
+    return pd.DataFrame(rows)
+
+
+def test_synthetic_sweep_report(tmp_path):
+    root = tmp_path / "syn"
+    df = synthetic_sweep(root)
+    out = cli("report", root)
+    assert out.returncode == 0, out.stderr
+    rep = strict_json(root / "report.json")
+    assert rep["source"]["kind"] == "sweep" and rep["sizes"] == ["tiny", "mini", "small"]
+    assert rep["status_counts"]["mini"] == {"completed": 19, "diverged": 1}
+    assert any("1 diverged/failed" in n for n in rep["notes"])
+    assert rep["baselines"]["available"] is False and rep["baselines"]["reason"]
+    prim = next(c for c in rep["comparisons"] if c["metric"] == "code" and c["proxy"] == "tiny" and c["target"] == "small" and c["proxy_lr"] == "tuned")
+    ok = df[(df["status"] == "completed") & (df["eval_set"] == "code")]
+    m = ok.groupby(["size", "recipe", "lr"])["loss"].mean().groupby(["size", "recipe"]).min().unstack("size")
+    assert prim["proxy_values"] == pytest.approx(m["tiny"].to_dict()) and prim["target_values"] == pytest.approx(m["small"].to_dict())
+    assert prim["spearman"] == pytest.approx(st.spearmanr(m["tiny"], m["small"])[0])
+    # the diverged cell is excluded: mini/rec0 at lr 3e-3 is the mean of seed 0 only
+    e = next(e for e in rep["reduced_lr"]["entries"] if e["metric"] == "code" and e["proxy"] == "mini" and e["target"] == "small")
+    c = next(c for c in rep["comparisons"] if c["metric"] == "code" and c["proxy"] == "mini" and c["target"] == "small" and c["proxy_lr"] == 3e-3 and c["target_mode"] == "tuned")
+    want = ok[(ok["size"] == "mini") & (ok["recipe"] == "rec0") & (ok["lr"] == 3e-3)]["loss"]
+    assert len(want) == 1 and c["proxy_values"]["rec0"] == pytest.approx(want.iloc[0])
+    assert rep["reduced_lr"]["standard_lr"] == pytest.approx(1e-3)  # the diverged cell makes 1e-3 the most common LR
+    assert len(e["curve"]) == 4
+    assert rep["early_signal"]["available"] and rep["early_signal"]["target"] == "small"
+    html = (root / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4 and "Cell status" in html
+
+
+# ---------------------------------------------------------------------------------------------
+# the page in a real browser
+
+
+def check_pngs(html: str) -> int:
+    imgs = re.findall(r"<img[^>]*>", html)
+    assert imgs
+    for tag in imgs:
+        m = re.search(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", tag)
+        assert m, tag[:120]
+        data = base64.b64decode(m.group(1), validate=True)
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        import matplotlib.image as mpimg
+
+        assert mpimg.imread(io.BytesIO(data), format="png").shape[0] > 100
+    return len(imgs)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")
+def test_html_renders_in_headless_chromium(tmp_path):
+    root = tmp_path / "syn"
+    synthetic_sweep(root)
+    assert cli("report", root).returncode == 0
+    page = root / "report.html"
+    assert check_pngs(page.read_text()) >= 4
+    shot = tmp_path / "shot.png"
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,3000",
+                           page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert shot.exists(), proc.stderr[-2000:]
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(str(shot))
+    assert img.shape[0] >= 2000 and img.shape[1] >= 1000
+    rgb = (img[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
+    colours = np.unique(rgb[:: 7], axis=0)
+    assert len(colours) > 200, f"screenshot looks blank ({len(colours)} colours)"
+    assert (rgb < 128).all(axis=1).mean() > 0.005  # some dark text/lines on the page
+
+
+@pytest.mark.slow
+def test_report_of_a_real_tiny_sweep(tmp_path):
+    out_dir = tmp_path / "outputs"
+    train = subprocess.run([CLI, "-m", "grid=smoke", "sweep=rep", "data=balanced,noisy,code_heavy", "optim.lr=3e-3,1e-2",
+                            f"paths.output_dir={out_dir}"], capture_output=True, text=True, cwd=REPO, timeout=1200)
+    assert train.returncode == 0, train.stderr[-3000:]
+    root = out_dir / "rep"
+    out = cli("report", root)  # collects first: no results.parquet yet
+    assert out.returncode == 0, out.stderr
+    assert (root / "results.parquet").exists()
+    rep = strict_json(root / "report.json")
+    assert rep["sizes"] == ["debug", "tiny"] and sorted(rep["metrics"]) == ["code", "prose", "readme"]
+    assert sum(rep["status_counts"]["tiny"].values()) == 6
+    b = rep["baselines"]
+    assert b["available"], b["reason"]
+    assert {(v["recipe"], v["metric"]) for v in b["values"]} == {(r, m) for r in ("balanced", "noisy", "code_heavy") for m in ("code", "prose", "readme")}
+    assert all(0 < v["bigram"] < v["unigram"] < np.log(257) for v in b["values"])
+    res = pd.read_parquet(root / "results.parquet")
+    res = res[res["status"] == "completed"]
+    tuned = res.groupby(["eval_set", "size", "recipe"])["loss"].min()
+    prim = next(c for c in rep["comparisons"] if c["metric"] == "code" and c["proxy_lr"] == "tuned")
+    assert prim["target_values"] == pytest.approx(tuned.loc["code", "tiny"].to_dict())
+    assert prim["spearman"] is None or prim["spearman"] == pytest.approx(st.spearmanr(tuned.loc["code", "debug"], tuned.loc["code", "tiny"])[0])
+    assert rep["reduced_lr"]["available"] and rep["early_signal"]["available"]
+    assert check_pngs((root / "report.html").read_text()) >= 4
+    # baselines are cached per (recipe key, eval key)
+    cache = REPO / "outputs" / ".cache" / "baselines"
+    assert cache.is_dir() and len(list(cache.glob("*.json"))) >= 9
