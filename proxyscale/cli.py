@@ -34,6 +34,9 @@ def _one_line(exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, MissingConfigException) and getattr(exc, "options", None):
         return f"{first} (available: {', '.join(sorted(exc.options))})"
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause).strip():
+        first = f"{first}: {str(cause).strip().splitlines()[0]}"
     key = getattr(exc, "full_key", None)
     return f"{first} (key: {key})" if key and str(key) not in first else first
 

@@ -69,18 +69,21 @@ def test_bootstrap_reproducible_and_covers_estimate():
     assert a["n_boot_valid"] == 500
 
 
-def test_bootstrap_kendall_and_da_match_direct_resample():
-    """The matmul shortcut for pair statistics equals recomputing on the resampled recipes."""
+def test_bootstrap_matches_direct_resample():
+    """The matmul shortcut (multiplicity weights) equals recomputing every statistic on the resampled recipes."""
     rng = np.random.default_rng(9)
     x, y = rng.normal(size=8).round(1), rng.normal(size=8).round(1)
     boot = A._bootstrap(x, y, A._signs(x), A._signs(y), 50, seed=1)
     idx = np.random.default_rng(1).integers(0, 8, size=(50, 8))
-    taus, das = [], []
+    taus, das, rs, rhos = [], [], [], []
     for row in idx:
         xb, yb = x[row], y[row]
         t = st.kendalltau(xb, yb, variant="b")[0]
         if np.isfinite(t):
             taus.append(t)
+        if np.ptp(xb) > 0 and np.ptp(yb) > 0:
+            rs.append(st.pearsonr(xb, yb)[0])
+            rhos.append(st.spearmanr(xb, yb)[0])
         iu = np.triu_indices(8, 1)
         sx, sy = np.sign(xb[:, None] - xb[None])[iu], np.sign(yb[:, None] - yb[None])[iu]
         ok = (sx != 0) & (sy != 0)
@@ -88,6 +91,17 @@ def test_bootstrap_kendall_and_da_match_direct_resample():
             das.append(((sx * sy)[ok] > 0).mean())
     assert boot["kendall_ci"] == pytest.approx([np.percentile(taus, 2.5), np.percentile(taus, 97.5)])
     assert boot["decision_accuracy_ci"] == pytest.approx([np.percentile(das, 2.5), np.percentile(das, 97.5)])
+    assert boot["pearson_ci"] == pytest.approx([np.percentile(rs, 2.5), np.percentile(rs, 97.5)])
+    assert boot["spearman_ci"] == pytest.approx([np.percentile(rhos, 2.5), np.percentile(rhos, 97.5)])
+    assert boot["r2_ci"] == pytest.approx([np.percentile(np.square(rs), 2.5), np.percentile(np.square(rs), 97.5)])
+
+
+def test_rankdata_matches_scipy():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 40):
+        a = rng.integers(0, 4, (30, n)).astype(float)
+        assert np.array_equal(A.rankdata(a, axis=1), st.rankdata(a, axis=1))
+        assert np.array_equal(A.rankdata(a[0]), st.rankdata(a[0]))
 
 
 def test_undefined_comparisons_have_reasons():

@@ -159,32 +159,54 @@ def _signs(v: np.ndarray) -> np.ndarray:
     return np.sign(v[:, None] - v[None, :]).astype(np.int8)
 
 
-def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ac = a - a.mean(axis=-1, keepdims=True)
-    bc = b - b.mean(axis=-1, keepdims=True)
-    den = np.sqrt((ac * ac).sum(-1) * (bc * bc).sum(-1))
+def _percentile_ci(stats: np.ndarray, lo: float = 2.5, hi: float = 97.5) -> list[list[float] | None]:
+    """Row-wise [lo, hi] percentiles over the finite entries (numpy's linear interpolation), None
+    for rows with fewer than 10 finite entries. One sort for all rows instead of nanpercentile's loop."""
+    srt = np.sort(stats, axis=1)  # NaN sort last
+    valid = np.isfinite(srt).sum(axis=1)
+    out = []
+    for i, v in enumerate(valid):
+        if v < 10:
+            out.append(None)
+            continue
+        row = []
+        for q in (lo, hi):
+            pos = q / 100.0 * (v - 1)
+            f = int(math.floor(pos))
+            c = min(f + 1, v - 1)
+            row.append(float(srt[i, f] + (srt[i, c] - srt[i, f]) * (pos - f)))
+        out.append(row)
+    return out
+
+
+def _weighted_pearson(w: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Pearson r of a and b (B x n) with multiplicities w (B x n); NaN where degenerate."""
+    tot = w.sum(axis=1, keepdims=True)
+    ma, mb = (w * a).sum(1, keepdims=True) / tot, (w * b).sum(1, keepdims=True) / tot
+    ac, bc = a - ma, b - mb
+    sab, saa, sbb = (w * ac * bc).sum(1), (w * ac * ac).sum(1), (w * bc * bc).sum(1)
+    den = np.sqrt(saa * sbb)
+    scale = np.sqrt((w * (a - a.mean(1, keepdims=True)) ** 2).sum(1) * (w * (b - b.mean(1, keepdims=True)) ** 2).sum(1)) + 1e-300
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = (ac * bc).sum(-1) / den
-    r[~(den > 1e-300)] = np.nan
+        r = np.where(den > 1e-12 * scale, sab / den, np.nan)
     return np.clip(r, -1.0, 1.0)
 
 
-def _ci(samples: np.ndarray) -> list[float] | None:
-    s = samples[np.isfinite(samples)]
-    return [float(np.percentile(s, 2.5)), float(np.percentile(s, 97.5))] if len(s) >= 10 else None
-
-
 def _bootstrap(x, y, sx, sy, n_boot: int, seed: int) -> dict[str, Any]:
-    """Percentile CIs over recipes; degenerate resamples (constant values, no untied pairs) skipped."""
+    """Percentile CIs over recipes (resampled with replacement); degenerate resamples (constant values,
+    no untied pairs) skipped. A resample is a multiplicity vector w, so every statistic is a few
+    matrix products with the n x n pair matrices instead of a loop over resamples."""
     n = len(x)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
-    xb, yb = x[idx], y[idx]
-    pear = _pearson_rows(xb, yb)
-    spear = _pearson_rows(rankdata(xb, axis=1), rankdata(yb, axis=1))
-    # Pair statistics of a resample with multiplicities w: sum_ij w_i w_j M_ij = w^T M w (one matmul).
     w = np.bincount((idx + (np.arange(n_boot) * n)[:, None]).ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
-    c = (sx.astype(float) * sy)
+    xs, ys = np.broadcast_to(x, w.shape), np.broadcast_to(y, w.shape)
+    pear = _weighted_pearson(w, xs, ys)
+    # average rank of recipe i inside the resample: (# copies below) + ((# tied copies) + 1) / 2
+    rx = w @ (sx > 0).T.astype(float) + (w @ (sx == 0).T.astype(float) + 1.0) / 2.0
+    ry = w @ (sy > 0).T.astype(float) + (w @ (sy == 0).T.astype(float) + 1.0) / 2.0
+    spear = _weighted_pearson(w, rx, ry)
+    c = sx.astype(float) * sy
     quad = lambda m: np.einsum("bi,bi->b", w @ m, w)
     conc = quad(c)
     nx, ny = quad(np.abs(sx).astype(float)), quad(np.abs(sy).astype(float))
@@ -192,17 +214,15 @@ def _bootstrap(x, y, sx, sy, n_boot: int, seed: int) -> dict[str, Any]:
     with np.errstate(invalid="ignore", divide="ignore"):
         tau = np.where(nx * ny > 0, conc / np.sqrt(nx * ny), np.nan)
         da = np.where(both > 0, agree / np.maximum(both, 1), np.nan)
-    return {"pearson_ci": _ci(pear), "r2_ci": _r2_ci(pear), "spearman_ci": _ci(spear), "kendall_ci": _ci(tau),
-            "decision_accuracy_ci": _ci(da), "n_boot": n_boot, "n_boot_valid": int(np.isfinite(da).sum())}
-
-
-def _r2_ci(pear: np.ndarray) -> list[float] | None:
-    return _ci(pear ** 2)
+    stats = np.vstack([pear, pear ** 2, spear, tau, da])
+    cis = _percentile_ci(stats)
+    return {"pearson_ci": cis[0], "r2_ci": cis[1], "spearman_ci": cis[2], "kendall_ci": cis[3], "decision_accuracy_ci": cis[4],
+            "n_boot": n_boot, "n_boot_valid": int(np.isfinite(da).sum())}
 
 
 def compare(recipes: list[str], x: np.ndarray, y: np.ndarray, *, higher_is_better: bool = False, n_boot: int = 1000,
             seed: int = 0, proxy_sd: np.ndarray | None = None, proxy_k: np.ndarray | None = None,
-            abstain_reason: str | None = None) -> dict[str, Any]:
+            abstain_reason: str | None = None, max_flips: int = MAX_FLIPS) -> dict[str, Any]:
     """All agreement figures of proxy values x with target values y (one per recipe, same order).
 
     proxy_sd: pooled seed sd at the proxy (scalar array) and proxy_k: seeds per recipe, for abstentions.
@@ -238,10 +258,13 @@ def compare(recipes: list[str], x: np.ndarray, y: np.ndarray, *, higher_is_bette
         for k in ("pearson", "r2", "spearman", "kendall"):
             undefined[k] = reason
     else:
-        r = float(np.clip(np.corrcoef(x, y)[0, 1], -1, 1))
-        slope, intercept = np.polyfit(x, y, 1)
-        out.update(pearson=r, r2=r * r, fit={"slope": float(slope), "intercept": float(intercept)})
-        out["spearman"] = float(np.clip(np.corrcoef(rankdata(x), rankdata(y))[0, 1], -1, 1))
+        xc, yc = x - x.mean(), y - y.mean()
+        r = float(np.clip((xc @ yc) / math.sqrt((xc @ xc) * (yc @ yc)), -1, 1))
+        slope = float((xc @ yc) / (xc @ xc))
+        out.update(pearson=r, r2=r * r, fit={"slope": slope, "intercept": float(y.mean() - slope * x.mean())})
+        rx, ry = rankdata(x), rankdata(y)
+        rxc, ryc = rx - rx.mean(), ry - ry.mean()
+        out["spearman"] = float(np.clip((rxc @ ryc) / math.sqrt((rxc @ rxc) * (ryc @ ryc)), -1, 1))
         nx, ny = np.count_nonzero(px), np.count_nonzero(py)
         out["kendall"] = float((px.astype(np.int64) * py).sum() / math.sqrt(nx * ny))
     if out["n_pairs"] == 0:
@@ -257,13 +280,13 @@ def compare(recipes: list[str], x: np.ndarray, y: np.ndarray, *, higher_is_bette
     fi = np.flatnonzero(flip)
     if len(fi):
         a, b = iu[0][fi], iu[1][fi]
-        order = np.argsort(-np.abs(y[a] - y[b]), kind="stable")[:MAX_FLIPS]
+        order = np.argsort(-np.abs(y[a] - y[b]), kind="stable")[:max_flips]
         better = (lambda u, v: u > v) if higher_is_better else (lambda u, v: u < v)
         out["flips"] = [{"a": recipes[a[j]], "b": recipes[b[j]], "proxy_a": float(x[a[j]]), "proxy_b": float(x[b[j]]),
                          "target_a": float(y[a[j]]), "target_b": float(y[b[j]]),
                          "proxy_prefers": recipes[a[j]] if better(x[a[j]], x[b[j]]) else recipes[b[j]],
                          "target_prefers": recipes[a[j]] if better(y[a[j]], y[b[j]]) else recipes[b[j]]} for j in order]
-        out["flips_truncated"] = len(fi) > MAX_FLIPS
+        out["flips_truncated"] = len(fi) > max_flips
     out["regret"] = regret(recipes, x, y, higher_is_better)
     # abstentions: pairs whose proxy difference is within seed noise
     if proxy_sd is None or proxy_k is None or not np.isfinite(proxy_sd):
@@ -301,197 +324,222 @@ def regret(recipes, x, y, higher_is_better: bool = False) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# the whole analysis
+# the whole analysis, on a dense cube metric x size x lr x seed x recipe
 
 
-def _seed_means(df: pd.DataFrame) -> pd.DataFrame:
-    g = df.groupby(["metric", "size", "lr", "recipe"], sort=False)["value"]
-    out = g.agg(["mean", "count", "var"]).reset_index()
+class Cube:
+    """Seed values, seed means and tuned values as dense arrays (NaN = no completed cell)."""
+
+    def __init__(self, df: pd.DataFrame, sizes: list[str], higher_is_better: bool, step: bool = False):
+        self.sizes = list(sizes)
+        self.sgn = -1.0 if higher_is_better else 1.0
+        m, self.metrics = pd.factorize(df["metric"], sort=True)
+        r, self.recipes = pd.factorize(df["recipe"], sort=True)
+        l, self.lrs = pd.factorize(df["lr"], sort=True)
+        k, self.seeds = pd.factorize(df["seed"], sort=True) if "seed" in df.columns else (np.zeros(len(df), dtype=np.int64), pd.Index([0.0]))
+        pos = {s: i for i, s in enumerate(self.sizes)}
+        s = df["size"].map(pos).to_numpy()
+        self.metrics, self.recipes, self.lrs = list(self.metrics), list(self.recipes), np.asarray(self.lrs, dtype=float)
+        self.shape = (len(self.metrics), len(self.sizes), len(self.lrs), len(self.seeds), len(self.recipes))
+        flat = np.ravel_multi_index((m, s, l, k, r), self.shape)
+        n = int(np.prod(self.shape))
+        cnt = np.bincount(flat, minlength=n)
+        tot = np.bincount(flat, weights=df["value"].to_numpy(dtype=float), minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.cell = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan).reshape(self.shape)  # repeated rows averaged
+        have = np.isfinite(self.cell)
+        self.k = have.sum(axis=3)  # seeds per (metric, size, lr, recipe)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.mean = np.where(self.k > 0, np.nansum(self.cell, axis=3) / np.maximum(self.k, 1), np.nan)
+            dev = np.where(have, self.cell - self.mean[:, :, :, None, :], 0.0)
+            self.var = np.where(self.k >= 2, (dev ** 2).sum(axis=3) / np.maximum(self.k - 1, 1), np.nan)
+        score = np.where(np.isfinite(self.mean), self.sgn * self.mean, np.inf)
+        best = score.argmin(axis=2)  # (M, S, R)
+        self.tuned_lr_idx = best
+        self.tuned = np.take_along_axis(self.mean, best[:, :, None, :], axis=2)[:, :, 0, :]
+        self.tuned_k = np.take_along_axis(self.k, best[:, :, None, :], axis=2)[:, :, 0, :]
+        w = np.where(self.k >= 2, self.k - 1, 0)
+        num = np.nansum(np.where(w > 0, self.var * w, 0.0), axis=(2, 3))
+        den = w.sum(axis=(2, 3))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.pooled_sd = np.where(den > 0, np.sqrt(num / np.maximum(den, 1)), np.nan)  # (M, S)
+
+    def lrs_at(self, mi: int, si: int) -> list[int]:
+        return [li for li in range(len(self.lrs)) if np.isfinite(self.mean[mi, si, li]).any()]
+
+
+def seed_noise(cube: Cube) -> list[dict]:
+    """Per (metric, size): fraction of recipe pairs that two seeds of the same size/LR order differently."""
+    out = []
+    if len(cube.seeds) < 2:
+        return out
+    M, S, L, K, R = cube.shape
+    iu = np.triu_indices(R, 1)
+    for mi in range(M):
+        for si in range(S):
+            dis = tot = n_comp = 0
+            for li in range(L):
+                cells = cube.cell[mi, si, li]  # K x R
+                for a, b in itertools.combinations(range(K), 2):
+                    ok_r = np.isfinite(cells[a]) & np.isfinite(cells[b])
+                    if ok_r.sum() < 2:
+                        continue
+                    u, v = np.where(ok_r, cells[a], 0.0), np.where(ok_r, cells[b], 0.0)
+                    su, sv = _signs(u)[iu], _signs(v)[iu]
+                    both = ok_r[iu[0]] & ok_r[iu[1]] & (su != 0) & (sv != 0)
+                    dis += int((both & ((su * sv) < 0)).sum())
+                    tot += int(both.sum())
+                    n_comp += 1
+            if not np.isfinite(cube.mean[mi, si]).any():
+                continue
+            rec = {"metric": cube.metrics[mi], "size": cube.sizes[si], "n_seed_pairs": n_comp, "n_pairs": tot,
+                   "floor": dis / tot if tot else None}
+            if not tot:
+                rec["reason"] = "no LR with two seeds of >= 2 common recipes"
+            out.append(rec)
     return out
 
 
-def _tuned(means: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
-    """Per (metric, size, recipe): the best seed-mean over LRs, with the LR that won."""
-    score = -means["mean"] if higher_is_better else means["mean"]
-    idx = score.groupby([means["metric"], means["size"], means["recipe"]], sort=False).idxmin()
-    return means.loc[idx.to_numpy()].reset_index(drop=True)
-
-
-def _pooled_sd(means: pd.DataFrame) -> dict[tuple[str, str], float]:
-    rep = means[means["count"] >= 2]
-    if rep.empty:
-        return {}
-    w = rep["count"] - 1
-    num = (rep["var"] * w).groupby([rep["metric"], rep["size"]]).sum()
-    den = w.groupby([rep["metric"], rep["size"]]).sum()
-    return {k: float(math.sqrt(v)) for k, v in (num / den).items()}
-
-
-def seed_noise(df: pd.DataFrame, sizes: list[str]) -> list[dict]:
-    """Per (metric, size): fraction of recipe pairs that two seeds of the same size/LR order differently."""
-    out = []
-    if "seed" not in df.columns or df["seed"].nunique() < 2:
-        return out
-    for (metric, size), g in df.groupby(["metric", "size"], sort=False):
-        dis, tot, n_comp = 0, 0, 0
-        for lr, h in g.groupby("lr"):
-            piv = h.pivot_table(index="recipe", columns="seed", values="value", aggfunc="mean")
-            for s1, s2 in itertools.combinations(piv.columns, 2):
-                v = piv[[s1, s2]].dropna().to_numpy()
-                if len(v) < 2:
-                    continue
-                iu = np.triu_indices(len(v), 1)
-                a, b = _signs(v[:, 0])[iu], _signs(v[:, 1])[iu]
-                ok = (a != 0) & (b != 0)
-                dis += int(((a * b) < 0).sum())
-                tot += int(ok.sum())
-                n_comp += 1
-        rec = {"metric": metric, "size": size, "n_seed_pairs": n_comp, "n_pairs": tot}
-        if tot:
-            rec["floor"] = dis / tot
-        else:
-            rec["floor"] = None
-            rec["reason"] = "no LR with two seeds of >= 2 common recipes"
-        out.append(rec)
-    order = {s: i for i, s in enumerate(sizes)}
-    return sorted(out, key=lambda r: (r["metric"], order.get(r["size"], 0)))
-
-
-def _vec(table: pd.DataFrame, recipes: list[str], col: str = "mean") -> np.ndarray:
-    return table.set_index("recipe").loc[recipes, col].to_numpy(dtype=float)
-
-
 def standard_lr(df: pd.DataFrame) -> float | None:
+    """The LR present in the most completed cells; ties -> the largest."""
     if "lr" not in df.columns or df["lr"].isna().all():
         return None
-    cells = df.drop_duplicates(["size", "recipe", "lr", "seed"] if "seed" in df.columns else ["size", "recipe", "lr"])
-    counts = cells["lr"].value_counts()
-    top = counts[counts == counts.max()].index
-    return float(max(top))
+    cols = [c for c in ("size", "recipe", "lr", "seed") if c in df.columns]
+    counts = df.drop_duplicates(cols)["lr"].value_counts()
+    return float(max(counts[counts == counts.max()].index))
 
 
-def analyze(df: pd.DataFrame, sizes: list[str], *, higher_is_better: bool = False, n_boot: int = 1000, n_boot_lr: int = 200,
+def analyze(df: pd.DataFrame, sizes: list[str], *, higher_is_better: bool = False, n_boot: int = 1000, n_boot_lr: int = 100,
             seed: int = 0, baselines: dict[tuple[str, str], dict[str, float]] | None = None, baseline_reason: str | None = None,
-            curves: pd.DataFrame | None = None) -> dict[str, Any]:
+            curves: pd.DataFrame | None = None, max_flips_lr: int = 10) -> dict[str, Any]:
     """Every comparison of the long table `df` (see module doc).
 
     baselines: (recipe, metric) -> {"unigram": loss, "bigram": loss}; used for undertrained flags and
     for the null-baseline comparisons. curves: long table with a step column, for early signal.
+    n_boot: bootstrap resamples of the size-pair comparisons; n_boot_lr: of each per-proxy-LR one.
     """
-    unigram = {k: v["unigram"] for k, v in (baselines or {}).items()}
     df = df.copy()
     has_lr = "lr" in df.columns and df["lr"].notna().any()
     if not has_lr:
         df["lr"] = np.nan
-    df["lr"] = df["lr"].fillna(-1.0)  # -1 = "no LR given"
-    has_seed = "seed" in df.columns and df["seed"].nunique() > 1
-    means = _seed_means(df)
-    tuned = _tuned(means, higher_is_better)
-    pooled = _pooled_sd(means) if has_seed else {}
+    df["lr"] = df["lr"].astype(float).fillna(-1.0)  # -1 = "no LR given"
+    cube = Cube(df, sizes, higher_is_better)
+    has_seed = len(cube.seeds) > 1
     direction = "higher" if higher_is_better else "lower"
-    metrics = sorted(df["metric"].unique())
-    by_mse = {k: g for k, g in tuned.groupby(["metric", "size"], sort=False)}
-    by_msl = {k: g for k, g in means.groupby(["metric", "size", "lr"], sort=False)}
-    comparisons: list[dict] = []
+    M, S, L, K, R = cube.shape
+    recipes = np.array(cube.recipes, dtype=object)
+    uni = np.full((M, R), np.nan)
+    for (r, m), v in (baselines or {}).items():
+        if r in cube.recipes and m in cube.metrics:
+            uni[cube.metrics.index(m), cube.recipes.index(r)] = v["unigram"]
     std = standard_lr(df) if has_lr else None
+    std_i = int(np.flatnonzero(cube.lrs == std)[0]) if std is not None else None
+    comparisons: list[dict] = []
 
-    def one(metric, proxy, target, ptab, ttab, *, nb, proxy_lr, target_mode):
-        common = sorted(set(ptab["recipe"]) & set(ttab["recipe"]))
-        x, y = (_vec(ptab, common), _vec(ttab, common)) if common else (np.zeros(0), np.zeros(0))
-        k = _vec(ptab, common, "count") if common else None
-        sd = pooled.get((metric, proxy))
-        c = compare(common, x, y, higher_is_better=higher_is_better, n_boot=nb, seed=seed,
-                    proxy_sd=None if sd is None else np.float64(sd), proxy_k=k,
-                    abstain_reason=None if has_seed else "single seed: no seed-noise estimate")
-        c.update(metric=metric, proxy=proxy, target=target, direction=direction, proxy_lr=proxy_lr, target_mode=target_mode,
-                 proxy_values={r: float(v) for r, v in zip(common, x)}, target_values={r: float(v) for r, v in zip(common, y)})
+    def one(mi, pi, ti, x, y, k, *, nb, proxy_lr, target_mode, max_flips=MAX_FLIPS):
+        ok = np.isfinite(x) & np.isfinite(y)
+        names = list(recipes[ok])
+        sd = cube.pooled_sd[mi, pi]
+        c = compare(names, x[ok], y[ok], higher_is_better=higher_is_better, n_boot=nb, seed=seed,
+                    proxy_sd=None if not np.isfinite(sd) else np.float64(sd), proxy_k=k[ok],
+                    abstain_reason=None if has_seed else "single seed: no seed-noise estimate", max_flips=max_flips)
+        c.update(metric=cube.metrics[mi], proxy=cube.sizes[pi], target=cube.sizes[ti], direction=direction,
+                 proxy_lr=proxy_lr, target_mode=target_mode,
+                 proxy_values=dict(zip(names, x[ok].tolist())), target_values=dict(zip(names, y[ok].tolist())))
         return c
 
     reduced: list[dict] = []
-    for metric in metrics:
-        for i, proxy in enumerate(sizes):
-            for target in sizes[i + 1:]:
-                if (metric, proxy) not in by_mse or (metric, target) not in by_mse:
+    for mi in range(M):
+        for pi in range(S):
+            for ti in range(pi + 1, S):
+                if not (np.isfinite(cube.tuned[mi, pi]).any() and np.isfinite(cube.tuned[mi, ti]).any()):
                     continue
-                ttab = by_mse[(metric, target)]
-                comparisons.append(one(metric, proxy, target, by_mse[(metric, proxy)], ttab, nb=n_boot,
+                y = cube.tuned[mi, ti]
+                comparisons.append(one(mi, pi, ti, cube.tuned[mi, pi], y, cube.tuned_k[mi, pi], nb=n_boot,
                                        proxy_lr="tuned" if has_lr else None, target_mode="tuned" if has_lr else None))
-                if not has_lr:
+                plrs, tlrs = cube.lrs_at(mi, pi), cube.lrs_at(mi, ti)
+                if not has_lr or (len(plrs) < 2 and len(tlrs) < 2):
                     continue
-                plrs = sorted(means.loc[(means["metric"] == metric) & (means["size"] == proxy), "lr"].unique())
-                tlrs = sorted(means.loc[(means["metric"] == metric) & (means["size"] == target), "lr"].unique())
-                if len(plrs) < 2 and len(tlrs) < 2:
-                    continue
-                fixed = by_msl.get((metric, target, std))
+                fixed = cube.mean[mi, ti, std_i] if std_i is not None and np.isfinite(cube.mean[mi, ti, std_i]).any() else None
                 curve = []
-                for lr in plrs:
-                    ptab = by_msl[(metric, proxy, lr)]
+                for li in plrs:
+                    lr = float(cube.lrs[li])
+                    cells = cube.cell[mi, pi, li]  # K x R
                     under = []
-                    if unigram and not higher_is_better:
-                        cells = df[(df["metric"] == metric) & (df["size"] == proxy) & (df["lr"] == lr)]
-                        uni = cells["recipe"].map(lambda r: unigram.get((r, metric), np.nan)).to_numpy(dtype=float)
-                        bad = cells[cells["value"].to_numpy() > uni]
-                        under = [{"recipe": r, "seed": None if s != s else s, "loss": float(v), "unigram": float(unigram[(r, metric)])}
-                                 for r, s, v in zip(bad["recipe"], bad.get("seed", pd.Series([np.nan] * len(bad))), bad["value"])]
-                    for mode, tt in (("tuned", ttab), ("fixed", fixed)):
+                    if baselines and not higher_is_better:
+                        with np.errstate(invalid="ignore"):
+                            bad = np.argwhere(cells > uni[mi][None, :])
+                        under = [{"recipe": cube.recipes[r], "seed": float(cube.seeds[kk]) if has_seed else None,
+                                  "loss": float(cells[kk, r]), "unigram": float(uni[mi, r])} for kk, r in bad]
+                    for mode, tt in (("tuned", y), ("fixed", fixed)):
                         if tt is None:
-                            c = compare([], [], [], higher_is_better=higher_is_better, n_boot=0)
-                            c.update(metric=metric, proxy=proxy, target=target, direction=direction, proxy_lr=float(lr), target_mode=mode)
-                            c["reason"] = f"target {target} has no runs at the standard LR {std:g}"
+                            c = compare([], np.zeros(0), np.zeros(0), n_boot=0)
+                            c.update(metric=cube.metrics[mi], proxy=cube.sizes[pi], target=cube.sizes[ti], direction=direction,
+                                     proxy_lr=lr, target_mode=mode, proxy_values={}, target_values={})
+                            c["reason"] = f"target {cube.sizes[ti]} has no runs at the standard LR {std:g}"
                             c["undefined"] = {k: c["reason"] for k in ("pearson", "r2", "spearman", "kendall", "decision_accuracy")}
                         else:
-                            c = one(metric, proxy, target, ptab, tt, nb=n_boot_lr, proxy_lr=float(lr), target_mode=mode)
+                            c = one(mi, pi, ti, cube.mean[mi, pi, li], tt, cube.k[mi, pi, li], nb=n_boot_lr, proxy_lr=lr,
+                                    target_mode=mode, max_flips=max_flips_lr)
                         c["undertrained"] = under
                         comparisons.append(c)
-                        curve.append({"proxy_lr": float(lr), "target_mode": mode, "spearman": c["spearman"],
+                        curve.append({"proxy_lr": lr, "target_mode": mode, "spearman": c["spearman"],
                                       "decision_accuracy": c["decision_accuracy"], "decision_accuracy_ci": c["decision_accuracy_ci"],
                                       "n_recipes": c["n_recipes"], "n_undertrained": len(under), "reason": c["reason"]})
-                best_lr_t = ttab.set_index("recipe")["lr"].to_dict()
-                entry = {"metric": metric, "proxy": proxy, "target": target, "standard_lr": std,
-                         "target_best_lr": {r: float(v) for r, v in sorted(best_lr_t.items())}, "curve": curve}
+                ok = np.isfinite(y)
+                entry = {"metric": cube.metrics[mi], "proxy": cube.sizes[pi], "target": cube.sizes[ti], "standard_lr": std,
+                         "target_best_lr": {cube.recipes[r]: float(cube.lrs[cube.tuned_lr_idx[mi, ti, r]]) for r in np.flatnonzero(ok)},
+                         "curve": curve}
                 for mode in ("tuned", "fixed"):
                     pts = [p for p in curve if p["target_mode"] == mode and p["decision_accuracy"] is not None]
                     eligible = [p for p in pts if p["n_undertrained"] == 0]
-                    key = lambda p: (p["decision_accuracy"], p["spearman"] if p["spearman"] is not None else -2, -abs(math.log(p["proxy_lr"] / std)) if std and p["proxy_lr"] > 0 else 0)
+                    key = lambda p: (p["decision_accuracy"], p["spearman"] if p["spearman"] is not None else -2.0,
+                                     -abs(math.log(p["proxy_lr"] / std)) if std and std > 0 and p["proxy_lr"] > 0 else 0.0)
                     best = max(eligible, key=key) if eligible else None
                     stdp = next((p for p in pts if std is not None and p["proxy_lr"] == std), None)
                     entry[f"best_proxy_lr_{mode}"] = best["proxy_lr"] if best else None
                     entry[f"best_{mode}"] = best
                     entry[f"standard_{mode}"] = stdp
                     if not best:
-                        entry[f"reason_{mode}"] = "every proxy LR is undertrained (worse than unigram) or undefined" if pts else "no defined point"
+                        entry[f"reason_{mode}"] = ("every proxy LR is undertrained (worse than unigram) or undefined" if pts
+                                                   else "no defined point on the curve")
                 reduced.append(entry)
-    early = early_signal(curves, df, sizes, tuned, higher_is_better) if curves is not None else {"available": False, "reason": "no training curves (external results without a step column)"}
-    out = {"direction": direction, "metrics": metrics, "sizes": sizes, "recipes": sorted(df["recipe"].unique()),
+    early = early_signal(curves, cube, higher_is_better) if curves is not None else {
+        "available": False, "reason": "no training curves (external results without a step column)", "points": []}
+    out = {"direction": direction, "metrics": cube.metrics, "sizes": list(sizes), "recipes": cube.recipes,
            "n_boot": n_boot, "n_boot_lr": n_boot_lr, "bootstrap_seed": seed, "comparisons": comparisons,
-           "seed_noise": seed_noise(df, sizes) if has_seed else [],
+           "seed_noise": seed_noise(cube) if has_seed else [],
            "reduced_lr": {"available": bool(reduced), "standard_lr": std,
                           "standard_lr_rule": "the LR present in the most completed cells; ties -> the largest",
                           "entries": reduced,
                           "reason": None if reduced else ("no lr column" if not has_lr else "a single LR at every size")},
            "early_signal": early}
-    out["baselines"] = baseline_section(baselines, baseline_reason, tuned, comparisons, sizes, metrics, higher_is_better, n_boot, seed)
+    out["baselines"] = baseline_section(baselines, baseline_reason, cube, comparisons, higher_is_better, n_boot, seed)
     out["summary"] = summarize(out)
     return out
 
 
-def baseline_section(baselines, reason, tuned, comparisons, sizes, metrics, higher_is_better, n_boot, seed) -> dict:
+def baseline_section(baselines, reason, cube: Cube, comparisons, higher_is_better, n_boot, seed) -> dict:
     """Agreement of the unigram/bigram null models with each tuned target, beside the trained proxies."""
     if not baselines:
         return {"available": False, "reason": reason or "no baselines computed", "values": [], "comparisons": [], "vs_proxies": [], "statements": []}
     values = [{"recipe": r, "metric": m, **v} for (r, m), v in sorted(baselines.items())]
     comps, vs, statements = [], [], []
-    for metric in metrics:
-        for target in sizes[1:]:
-            tt = tuned[(tuned["metric"] == metric) & (tuned["size"] == target)]
-            common = sorted(r for r in tt["recipe"] if (r, metric) in baselines)
+    for mi, metric in enumerate(cube.metrics):
+        for ti in range(1, len(cube.sizes)):
+            target = cube.sizes[ti]
+            y = cube.tuned[mi, ti]
+            common = [r for ri, r in enumerate(cube.recipes) if np.isfinite(y[ri]) and (r, metric) in baselines]
+            if not common:
+                continue
+            yy = np.array([y[cube.recipes.index(r)] for r in common])
             per = {}
             for kind in ("unigram", "bigram"):
                 x = np.array([baselines[(r, metric)][kind] for r in common])
-                c = compare(common, x, _vec(tt, common) if common else np.zeros(0), higher_is_better=higher_is_better, n_boot=n_boot, seed=seed,
+                c = compare(common, x, yy, higher_is_better=higher_is_better, n_boot=n_boot, seed=seed,
                             abstain_reason="a count model has no seed noise")
                 c.update(metric=metric, proxy=kind, target=target, baseline=kind, proxy_lr=None, target_mode="tuned",
-                         proxy_values={r: float(v) for r, v in zip(common, x)})
+                         proxy_values=dict(zip(common, x.tolist())), target_values=dict(zip(common, yy.tolist())))
                 comps.append(c)
                 per[kind] = c
             prox = [c for c in comparisons if c["metric"] == metric and c["target"] == target and c.get("proxy_lr") in (None, "tuned")
@@ -499,30 +547,32 @@ def baseline_section(baselines, reason, tuned, comparisons, sizes, metrics, high
             bda = per["bigram"]["decision_accuracy"]
             best = max(prox, key=lambda c: c["decision_accuracy"]) if prox else None
             beats = None if (best is None or bda is None) else best["decision_accuracy"] > bda
-            row = {"metric": metric, "target": target, "bigram_decision_accuracy": bda,
-                   "unigram_decision_accuracy": per["unigram"]["decision_accuracy"],
-                   "best_proxy": best["proxy"] if best else None, "best_proxy_decision_accuracy": best["decision_accuracy"] if best else None,
-                   "any_proxy_beats_bigram": beats}
-            vs.append(row)
+            vs.append({"metric": metric, "target": target, "bigram_decision_accuracy": bda,
+                       "unigram_decision_accuracy": per["unigram"]["decision_accuracy"],
+                       "best_proxy": best["proxy"] if best else None, "best_proxy_decision_accuracy": best["decision_accuracy"] if best else None,
+                       "any_proxy_beats_bigram": beats})
             if beats is False:
                 statements.append(f"{metric} -> {target}: no trained proxy beats the bigram baseline (bigram decision accuracy {bda:.2f}, "
                                   f"best proxy {best['proxy']} {best['decision_accuracy']:.2f}).")
             elif beats:
                 statements.append(f"{metric} -> {target}: the {best['proxy']} proxy beats the bigram baseline "
                                   f"(decision accuracy {best['decision_accuracy']:.2f} vs {bda:.2f}).")
+            else:
+                statements.append(f"{metric} -> {target}: proxy-vs-bigram comparison undefined "
+                                  f"({per['bigram']['reason'] or 'no defined proxy comparison'}).")
     return {"available": True, "reason": None, "smoothing": "add-one", "units": "nats/token", "values": values,
             "comparisons": comps, "vs_proxies": vs, "statements": statements}
 
 
-def early_signal(curves: pd.DataFrame, df: pd.DataFrame, sizes: list[str], tuned: pd.DataFrame, higher_is_better: bool) -> dict:
+def early_signal(curves: pd.DataFrame, cube: Cube, higher_is_better: bool) -> dict:
     """Agreement of each size's tuned values at a fraction of its training with the final tuned largest size."""
+    target = cube.sizes[-1]
     if curves is None or curves.empty:
-        return {"available": False, "reason": "no training curves"}
-    target = sizes[-1]
+        return {"available": False, "reason": "no training curves", "points": [], "target": target}
     c = curves.copy()
     if "lr" not in c.columns or c["lr"].isna().all():
         c["lr"] = -1.0
-    c["lr"] = c["lr"].fillna(-1.0)
+    c["lr"] = c["lr"].astype(float).fillna(-1.0)
     gkeys = [k for k in ("size", "recipe", "lr", "seed", "metric") if k in c.columns]
     c["fraction"] = (c["step"] / c.groupby(gkeys)["step"].transform("max")).round(2)
     m = c.groupby(["metric", "size", "fraction", "lr", "recipe"], sort=False).agg(mean=("value", "mean"), step=("step", "median")).reset_index()
@@ -530,14 +580,18 @@ def early_signal(curves: pd.DataFrame, df: pd.DataFrame, sizes: list[str], tuned
     m = m.loc[score.groupby([m["metric"], m["size"], m["fraction"], m["recipe"]], sort=False).idxmin().to_numpy()]
     points = []
     for (metric, size, frac), g in m.groupby(["metric", "size", "fraction"], sort=False):
-        tt = tuned[(tuned["metric"] == metric) & (tuned["size"] == target)]
-        common = sorted(set(g["recipe"]) & set(tt["recipe"]))
+        if metric not in cube.metrics or size not in cube.sizes:
+            continue
+        y = cube.tuned[cube.metrics.index(metric), -1]
+        vals = dict(zip(g["recipe"], g["mean"]))
+        common = [r for ri, r in enumerate(cube.recipes) if r in vals and np.isfinite(y[ri])]
         if len(common) < 3:
             continue
-        c_ = compare(common, _vec(g, common), _vec(tt, common), higher_is_better=higher_is_better, n_boot=0)
+        c_ = compare(common, np.array([vals[r] for r in common]), np.array([y[cube.recipes.index(r)] for r in common]),
+                     higher_is_better=higher_is_better, n_boot=0)
         points.append({"metric": metric, "proxy": size, "target": target, "fraction": float(frac), "step": float(g["step"].median()),
                        "spearman": c_["spearman"], "decision_accuracy": c_["decision_accuracy"], "n_recipes": len(common), "reason": c_["reason"]})
-    order = {s: i for i, s in enumerate(sizes)}
+    order = {s: i for i, s in enumerate(cube.sizes)}
     points.sort(key=lambda p: (p["metric"], order.get(p["proxy"], 0), p["fraction"]))
     return {"available": bool(points), "target": target, "points": points,
             "reason": None if points else "fewer than 3 recipes with curves at both sizes",

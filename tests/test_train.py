@@ -1,0 +1,56 @@
+"""Real training of the debug size in-process: loss falls, records are written, skips, divergence."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from proxyscale import config as C
+from proxyscale import record
+from proxyscale.job import run_cell, run_dir
+from proxyscale.train import StepBatches
+
+from conftest import FAST
+
+
+def _cfg(out_dir, cache_dir, *extra):
+    with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=["model=debug", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", *FAST, *extra])
+
+
+def test_batches_are_a_function_of_seed_and_step():
+    tokens = np.arange(10_000, dtype=np.uint16)
+    full = list(StepBatches(tokens, 4, 16, seed=3, steps=6))
+    resumed = list(StepBatches(tokens, 4, 16, seed=3, steps=6, start=4))
+    assert all((a == b).all() for a, b in zip(full[4:], resumed))
+    assert not (list(StepBatches(tokens, 4, 16, seed=4, steps=1))[0] == full[0]).all()
+    assert full[0].shape == (4, 17) and (full[0][:, 1:] == full[0][:, :-1] + 1).all()
+
+
+def test_a_cell_trains_writes_its_record_and_is_skipped_on_rerun(out_dir, cache_dir):
+    cfg = _cfg(out_dir, cache_dir, "optim.lr=1e-2")
+    rec = run_cell(cfg)
+    assert rec.status == "completed", rec.error
+    assert rec.steps == 12 and rec.tokens == 49152
+    assert set(rec.final_loss) == {"prose", "code", "readme"}
+    curve = [p["loss"]["prose"] for p in rec.eval_curve]
+    assert [p["step"] for p in rec.eval_curve] == [4, 8, 12]
+    assert curve[-1] < curve[0] < np.log(257)  # it learned something
+    assert rec.params == 35008 and rec.versions["torch"].startswith("2.13")
+    folder = run_dir(cfg)
+    assert (folder / "config.yaml").exists() and record.read(folder) == rec
+    mtime = (folder / record.RESULT).stat().st_mtime_ns
+    again = run_cell(cfg)
+    assert again == rec and (folder / record.RESULT).stat().st_mtime_ns == mtime
+
+
+def test_a_huge_learning_rate_is_recorded_as_diverged(out_dir, cache_dir):
+    rec = run_cell(_cfg(out_dir, cache_dir, "optim.lr=1e3", "optim.warmup_frac=0", "optim.grad_clip=0", "trainer.max_tokens=98304"))
+    assert rec.status == "diverged" and rec.error
+    assert rec.final_loss == {}
+
+
+def test_a_crashing_cell_is_recorded_as_failed_with_its_traceback(out_dir, cache_dir):
+    rec = run_cell(_cfg(out_dir, cache_dir, "data.pool_tokens=100"))  # fewer tokens than one window
+    assert rec.status == "failed" and "Traceback" in rec.error
+    assert record.read(run_dir(_cfg(out_dir, cache_dir, "data.pool_tokens=100"))).status == "failed"
