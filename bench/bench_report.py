@@ -99,7 +99,7 @@ def main() -> None:
             "import_s": round(imp, 4), "import_process_wall_s": round(imp_wall, 4), "import_pulls_torch": torch,
             "target_collect_plus_analysis_s": 1.0, "target_import_s": 0.3,
             "ratio_collect_plus_analysis": round((t2 - t0) / 1.0, 3), "ratio_import": round(imp / 0.3, 3),
-            "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
+            "cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2), "python": sys.version.split()[0]}
     rows = [("collect (read + prepare)", nums["collect_s"], None), ("analysis", nums["analysis_s"], None),
             ("collect + analysis", nums["collect_plus_analysis_s"], 1.0), ("report.json", nums["json_s"], None),
             ("render md + html", nums["render_s"], None), ("import proxyscale.report.build", nums["import_s"], 0.3)]
@@ -109,6 +109,7 @@ def main() -> None:
         vs = "-" if v is None else f"{v:9.3f}"
         print(f"{name:34s} {vs:>9s} {('-' if target is None else f'{target:.1f}'):>8s} {('' if target is None or v is None else f'{v / target:7.2f}'):>7s}")
     print(f"import pulls torch: {torch}; import process wall (incl. interpreter start): {imp_wall:.3f} s")
+    print(f"{os.cpu_count()} CPUs, 1-minute load average {os.getloadavg()[0]:.2f} (timings inflate on a busy machine)")
     out = HERE / "results.json"
     data = json.loads(out.read_text()) if out.exists() else {}
     data["report"] = nums

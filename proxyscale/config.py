@@ -106,7 +106,7 @@ class TrainerConfig:
     threads: int = 0  # torch threads per worker; 0 = cores / workers
     diverge_delta: float = 1.0  # smoothed train loss this far (nats) above its best = diverged
     log_every_n_steps: int = 25  # train-loss points kept in the record
-    checkpoint_every_n_steps: int = 0  # 0 = no periodic checkpoint (requeue launchers set it)
+    checkpoint: bool = False  # save last.ckpt after every periodic eval (requeue launchers turn it on)
 
 
 @dataclass
@@ -148,7 +148,7 @@ OmegaConf.register_new_resolver("proxyscale_run_id", lambda *, _root_: run_id(_r
 
 # Keys that change how a cell runs but not what it computes: left out of the run id.
 _NOT_IDENTITY = {"sweep", "dry_run", "logger", "paths"}
-_NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint_every_n_steps", "accelerator"}
+_NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint", "accelerator"}
 
 
 def identity(cfg: DictConfig) -> dict:

@@ -85,6 +85,13 @@ def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
     evals = {s.name: eval_tokens(s, cfg.data.tokenizer, cfg.eval.tokens_per_set, cfg.paths.cache_dir)[0] for s in cfg.eval.sets}
     steps, per_step = plan_steps(cfg, tok.vocab_size)
 
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    resume_from = str(last) if last.exists() else None
+    start = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"]) if resume_from else 0
+    if resume_from:
+        log.info(f"{label} resuming from step {start} ({last})")
+
     L.seed_everything(cfg.seed, verbose=False)
     module = CausalLM(cfg, tok.vocab_size, steps, list(evals))
     params = sum(p.numel() for p in module.parameters())
@@ -94,6 +101,12 @@ def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
         log.info(f"{label} step {point['step']}/{steps} eval {losses}")
 
     monitor = Monitor(per_step, cfg.trainer.log_every_n_steps, cfg.trainer.diverge_delta, int(cfg.optim.warmup_frac * steps), on_eval)
+    callbacks = [monitor]
+    if cfg.trainer.checkpoint:  # after each periodic eval, so a resumed curve loses no point
+        callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="last", save_top_k=1, enable_version_counter=False))
+    plugins = []
+    if "SLURM_JOB_ID" in os.environ:  # submitit owns requeueing; Lightning's own handler stays off
+        plugins.append(L.pytorch.plugins.environments.SLURMEnvironment(auto_requeue=False))
     loggers = []
     if cfg.logger.kind == "csv":
         loggers.append(L.pytorch.loggers.CSVLogger(str(out), name="csv", version=""))
@@ -110,14 +123,15 @@ def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
         gradient_clip_val=cfg.optim.grad_clip or None,
         logger=loggers or False,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
-        enable_checkpointing=False,
+        enable_checkpointing=cfg.trainer.checkpoint,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[monitor],
+        callbacks=callbacks,
+        plugins=plugins or None,
         default_root_dir=str(out),
     )
     val = eval_loaders(evals, cfg.trainer.seq_len, cfg.eval.batch_size)
-    trainer.fit(module, train_dataloaders=train_loader(pool, cfg, steps), val_dataloaders=val)
+    trainer.fit(module, train_dataloaders=train_loader(pool, cfg, steps, start), val_dataloaders=val, ckpt_path=resume_from)
     if not monitor.diverged and (not monitor.eval_curve or monitor.eval_curve[-1]["step"] != trainer.global_step):
         trainer.validate(module, dataloaders=val, verbose=False)
 
@@ -147,6 +161,7 @@ def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
         config=C.plain(cfg),
         versions=_versions(),
         error=monitor.diverged,
+        requeues=monitor.resumes,
     )
 
 

@@ -88,6 +88,7 @@ class Monitor(L.Callback):
         self._ema: float | None = None
         self._best = math.inf
         self.train_seconds = 0.0
+        self.resumes = 0  # times this cell continued from a checkpoint (requeues)
         self._t0 = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -124,11 +125,12 @@ class Monitor(L.Callback):
             self.on_eval(point)
 
     def state_dict(self):
-        return {"train_curve": self.train_curve, "eval_curve": self.eval_curve, "ema": self._ema, "best": self._best, "train_seconds": self.train_seconds}
+        return {"train_curve": self.train_curve, "eval_curve": self.eval_curve, "ema": self._ema, "best": self._best, "train_seconds": self.train_seconds, "resumes": self.resumes}
 
     def load_state_dict(self, state):
         self.train_curve, self.eval_curve = state["train_curve"], state["eval_curve"]
         self._ema, self._best, self.train_seconds = state["ema"], state["best"], state["train_seconds"]
+        self.resumes = state["resumes"] + 1
 
 
 def eval_loaders(eval_sets: dict[str, np.ndarray], seq_len: int, batch_size: int) -> list[DataLoader]:

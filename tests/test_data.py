@@ -86,12 +86,13 @@ def test_duplicated_pool_holds_one_eighth_unique_text(tmp_path):
         assert s["unique_tokens"] < s["tokens"] / 4, s  # 1/8 plus at most one whole document
 
 
-def test_eval_tokens_come_only_from_heldout_documents(tmp_path):
+def test_eval_tokens_are_slices_of_every_heldout_document(tmp_path):
     src = OmegaConf.structured(SourceConfig(name="prose", path="python_docs"))
-    ids, meta = cache.eval_tokens(src, "byte", 4096, str(tmp_path))
-    text = bytes(np.asarray(ids[:2000], dtype=np.uint8)).split(bytes([0]))[0].decode("utf-8", "replace")
-    held = "".join(d.text for d in sources.load_documents(src, "heldout"))
-    assert text[:200] in held
+    ids, meta = cache.eval_tokens(src, "byte", 8192, str(tmp_path))
+    held = sources.load_documents(src, "heldout")
+    assert len(ids) == 8192 and meta["docs_used"] == meta["docs"] == len(held)
+    first = sorted(held, key=lambda d: d.id)[0]
+    assert bytes(np.asarray(ids[:100], dtype=np.uint8)) == first.text.encode()[:100]
 
 
 def test_too_few_tokens_without_repeat_is_a_one_line_error(tmp_path):

@@ -79,13 +79,16 @@ def _cached(cache_dir: str, kind: str, payload: dict, build: Callable[[], tuple[
 
 
 def _take(docs: list[Document], tok: Tokenizer, limit: int) -> list[Document]:
-    """Leading documents holding at least `limit` tokens (all of them if they hold fewer)."""
+    """Leading documents holding about `limit` tokens; the last one is cut to fit."""
     out, n = [], 0
     for d in docs:
         if n >= limit:
             break
+        size = len(tok.encode(d.text)) + 1
+        if n + size > limit:  # keep the share exact: large files would overshoot it
+            d = Document(d.id, d.text[: max(1, int(len(d.text) * (limit - n) / size))], d.group)
         out.append(d)
-        n += len(tok.encode(d.text)) + 1
+        n += size
     return out
 
 
@@ -139,14 +142,35 @@ def recipe_tokens(data: DataConfig, cache_dir: str) -> tuple[np.ndarray, dict]:
 
 
 def eval_tokens(eval_set: SourceConfig, tokenizer: str, n_tokens: int, cache_dir: str) -> tuple[np.ndarray, dict]:
-    """The first `n_tokens` of an eval set's held-out documents, in a fixed order."""
+    """`n_tokens` of an eval set's held-out documents, an equal slice from each, so the set
+    represents the whole held-out side rather than its first few documents."""
     payload = {"eval": _plain(eval_set), "tokenizer": tokenizer, "n_tokens": n_tokens, "corpora": builtin_fingerprint()}
 
     def build():
+        tok = Tokenizer(tokenizer)
         docs = sorted(load_documents(eval_set, "heldout"), key=lambda d: d.id)
-        ids = _concat(docs, Tokenizer(tokenizer), n_tokens)
-        if len(ids) < n_tokens:
-            raise ConfigError(f"eval set {eval_set.name!r} has only {len(ids)} tokens, eval.tokens_per_set asks for {n_tokens}")
-        return ids, {"eval_set": eval_set.name, "docs": len(docs)}
+        encoded = [np.append(tok.encode(d.text), np.uint16(tok.eos)) for d in docs]
+        if sum(len(e) for e in encoded) < n_tokens:
+            raise ConfigError(f"eval set {eval_set.name!r} has only {sum(len(e) for e in encoded)} tokens, eval.tokens_per_set asks for {n_tokens}")
+        share = _fair_share([len(e) for e in encoded], n_tokens)
+        ids = np.concatenate([e[:k] for e, k in zip(encoded, share)])
+        return ids, {"eval_set": eval_set.name, "docs": len(docs), "docs_used": int(sum(k > 0 for k in share))}
 
     return _cached(cache_dir, "eval", payload, build)
+
+
+def _fair_share(lengths: list[int], total: int) -> list[int]:
+    """Tokens to take from each document: equal slices, short documents' leftovers redistributed."""
+    share = [0] * len(lengths)
+    left, open_ = total, [i for i, n in enumerate(lengths) if n > 0]
+    while left > 0 and open_:
+        each = max(1, left // len(open_))
+        for i in list(open_):
+            k = min(each, lengths[i] - share[i], left)
+            share[i] += k
+            left -= k
+            if share[i] == lengths[i]:
+                open_.remove(i)
+            if left == 0:
+                break
+    return share

@@ -22,9 +22,9 @@ from typing import Callable, Iterator
 
 from proxyscale.config import ConfigError, SourceConfig
 
-HOLDOUT_PER_MILLE = 100  # 10% of each built-in corpus never enters a training pool
+HOLDOUT_PER_MILLE = {"pkg": 250, "stdlib": 100, "topic": 100}  # by group prefix; never trained on
 MIN_DOC_CHARS = 200
-CORPUS_VERSION = 2  # bump when extraction or the split changes: every cache key changes with it
+CORPUS_VERSION = 3  # bump when extraction or the split changes: every cache key changes with it
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def norm_hash(text: str) -> int:
 def is_heldout(doc: Document) -> bool:
     """Deterministic split by group (else content): a module's docstrings and its source code
     always fall on the same side, so no eval text hides inside another corpus's training side."""
-    return text_hash(doc.group or doc.text) % 1000 < HOLDOUT_PER_MILLE
+    return text_hash(doc.group or doc.text) % 1000 < HOLDOUT_PER_MILLE.get(doc.group.split(":")[0], 100)
 
 
 # ---- built-in corpora -------------------------------------------------------------------------
@@ -65,7 +65,11 @@ def _stdlib_files() -> list[Path]:
 
 
 def _module(path: Path) -> str:
-    return "stdlib:" + str(path.relative_to(sysconfig.get_paths()["stdlib"]))
+    """Group key of a stdlib file: its module, with pure-Python twins (_pyio/io,
+    _pydecimal/decimal) in one group since they share most of their docstrings."""
+    rel = path.relative_to(sysconfig.get_paths()["stdlib"])
+    top = rel.parts[0].removesuffix(".py").lstrip("_")
+    return "stdlib:" + (top[2:] if top.startswith("py") and len(top) > 4 else top)
 
 
 def _read(path: Path) -> str | None:

@@ -423,6 +423,8 @@ def analyze(df: pd.DataFrame, sizes: list[str], *, higher_is_better: bool = Fals
     if not has_lr:
         df["lr"] = np.nan
     df["lr"] = df["lr"].astype(float).fillna(-1.0)  # -1 = "no LR given"
+    if "seed" in df.columns:
+        df["seed"] = df["seed"].astype(float).fillna(-1.0)
     cube = Cube(df, sizes, higher_is_better)
     has_seed = len(cube.seeds) > 1
     direction = "higher" if higher_is_better else "lower"
@@ -573,6 +575,8 @@ def early_signal(curves: pd.DataFrame, cube: Cube, higher_is_better: bool) -> di
     if "lr" not in c.columns or c["lr"].isna().all():
         c["lr"] = -1.0
     c["lr"] = c["lr"].astype(float).fillna(-1.0)
+    if "seed" in c.columns:
+        c["seed"] = c["seed"].astype(float).fillna(-1.0)
     gkeys = [k for k in ("size", "recipe", "lr", "seed", "metric") if k in c.columns]
     c["fraction"] = (c["step"] / c.groupby(gkeys)["step"].transform("max")).round(2)
     m = c.groupby(["metric", "size", "fraction", "lr", "recipe"], sort=False).agg(mean=("value", "mean"), step=("step", "median")).reset_index()

@@ -8,19 +8,21 @@ reason string next to it):
   direction: "lower" | "higher"          which way is better, for every metric
   metrics, sizes (smallest first), recipes: lists of names; size_params: {size: params} (when known)
   status_counts: {size: {completed|diverged|failed: n}}   (sweeps; only completed cells are analysed)
-  n_boot, n_boot_lr, bootstrap_seed      percentile bootstrap over recipes (2.5 / 97.5 %)
+  n_boot, n_boot_lr, bootstrap_seed      percentile bootstrap over recipes (2.5 / 97.5 %): n_boot
+                                         (1000) resamples per size pair, n_boot_lr (100) per proxy-LR entry
   comparisons: [ one object per (metric, proxy, target) with proxy smaller than target, and for
       sweeps with an LR grid also per proxy LR and target mode:
       metric, proxy, target, direction,
       proxy_lr: "tuned" (best LR per recipe) | a float | null (no LR given),
       target_mode: "tuned" (best LR per recipe at the target) | "fixed" (target at the standard LR) | null,
-      n_recipes, recipes, proxy_values, target_values  ({recipe: seed-mean value}),
+      n_recipes, recipes, proxy_values, target_values  ({recipe: seed-mean value}; only recipes present
+      at both sizes count; the "tuned" value is the best seed-mean over that size's LRs),
       pearson, r2, spearman, kendall, decision_accuracy   (floats or null),
       pearson_ci, r2_ci, spearman_ci, kendall_ci, decision_accuracy_ci   ([lo, hi] or null),
       n_boot, n_boot_valid, fit: {slope, intercept} (target ~ proxy),
       n_pairs (untied recipe pairs), n_ties (pairs tied at either scale, excluded), n_flips,
       flips: [{a, b, proxy_a, proxy_b, target_a, target_b, proxy_prefers, target_prefers}] (largest
-             target gap first, at most 100; flips_truncated says if more),
+             target gap first, at most 100 - 10 for per-LR entries; flips_truncated says if more),
       regret: {best_target, top1_pick, top1, top1_target_rank, k, topk, topk_picks}  (target units, >= 0),
       abstain: {n_abstain, n_pairs_confident, decision_accuracy_confident, decision_accuracy_all,
                 proxy_seed_sd, rule} | null,

@@ -50,11 +50,11 @@ def _short(name: str, n: int = 40) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
-def _grid(n: int, ncols: int = 3, w: float = 4.6, h: float = 3.8):
+def _grid(n: int, ncols: int = 3, w: float = 4.6, h: float = 3.8, **kw):
     plt = _plt()
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False, **kw)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return fig, axes.ravel()
@@ -88,7 +88,6 @@ def fig_scatter(rep: dict) -> bytes | None:
         ax.set_ylabel(f"target {c['target']} ({units})", fontsize=8)
         ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
-    fig.suptitle("Proxy vs target per eval set", fontsize=11)
     fig.tight_layout()
     return _png(fig)
 
@@ -124,6 +123,9 @@ def fig_bump(rep: dict) -> bytes | None:
                     label=_short(r) if len(recipes) <= MAX_LABELS else None)
         ax.set_xticks(range(len(sizes)))
         ax.set_xticklabels(sizes)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.invert_yaxis()
         ax.set_xlabel("model size (smallest to largest)", fontsize=8)
         ax.set_ylabel("recipe rank (1 = best)", fontsize=8)
@@ -143,7 +145,7 @@ def fig_heatmap(rep: dict) -> bytes | None:
         return None
     import numpy as np
 
-    fig, axes = _grid(len(metrics), ncols=3, w=4.2, h=3.6)
+    fig, axes = _grid(len(metrics), ncols=3, w=4.2, h=3.6, layout="constrained")
     im = None
     for ax, metric in zip(axes, metrics):
         mat = np.full((len(sizes) - 1, len(sizes) - 1), np.nan)
@@ -178,13 +180,14 @@ def fig_reduced_lr(rep: dict) -> bytes | None:
     cmap = plt.get_cmap("tab10")
     for row, metric in zip(axes, metrics):
         for j, e in enumerate([e for e in entries if e["metric"] == metric]):
-            for mode, style in (("tuned", "-"), ("fixed", "--")):
+            for mode, style, marker in (("tuned", "-", "o"), ("fixed", "--", "s")):
                 pts = [p for p in e["curve"] if p["target_mode"] == mode]
                 for ax, key in zip(row, ("spearman", "decision_accuracy")):
                     xs = [p["proxy_lr"] for p in pts if p[key] is not None]
                     ys = [p[key] for p in pts if p[key] is not None]
                     if xs:
-                        ax.plot(xs, ys, style, marker="o", ms=4, color=cmap(j % 10),
+                        ax.plot(xs, ys, style, marker=marker, ms=4 if mode == "tuned" else 7, mfc="none" if mode == "fixed" else None,
+                                color=cmap(j % 10),
                                 label=f"{e['proxy']}→{e['target']} ({mode} target)")
                         bad = [(p["proxy_lr"], p[key]) for p in pts if p[key] is not None and p["n_undertrained"]]
                         if bad:
@@ -193,6 +196,8 @@ def fig_reduced_lr(rep: dict) -> bytes | None:
         if red.get("standard_lr"):
             for ax in row:
                 ax.axvline(red["standard_lr"], color="grey", lw=0.8, ls=":", label="standard LR")
+        row[0].set_ylim(-1.05, 1.05)
+        row[1].set_ylim(-0.02, 1.02)
         for ax, key in zip(row, ("Spearman rho", "decision accuracy")):
             ax.set_xscale("log")
             ax.set_xlabel("proxy peak learning rate (log scale)", fontsize=8)
@@ -227,6 +232,8 @@ def fig_early(rep: dict) -> bytes | None:
             ax.set_title(f"{metric}: {key} with the final {es['target']} ranking", fontsize=9)
             ax.set_xlim(0, 1.05)
             ax.grid(alpha=0.3)
+        row[0].set_ylim(-1.05, 1.05)
+        row[1].set_ylim(-0.02, 1.02)
         row[1].legend(fontsize=7, title="proxy", title_fontsize=7)
     fig.tight_layout()
     return _png(fig)
