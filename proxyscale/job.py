@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from proxyscale import config as C
-from proxyscale import record
+from proxyscale import record, tracking
 
 log = logging.getLogger("proxyscale")
 
@@ -107,9 +107,7 @@ def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
     plugins = []
     if "SLURM_JOB_ID" in os.environ:  # submitit owns requeueing; Lightning's own handler stays off
         plugins.append(L.pytorch.plugins.environments.SLURMEnvironment(auto_requeue=False))
-    loggers = []
-    if cfg.logger.kind == "csv":
-        loggers.append(L.pytorch.loggers.CSVLogger(str(out), name="csv", version=""))
+    active = tracking.loggers(cfg, out)
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
@@ -121,7 +119,7 @@ def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         gradient_clip_val=cfg.optim.grad_clip or None,
-        logger=loggers or False,
+        logger=active or False,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
         enable_checkpointing=cfg.trainer.checkpoint,
         enable_progress_bar=False,
@@ -131,9 +129,14 @@ def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
         default_root_dir=str(out),
     )
     val = eval_loaders(evals, cfg.trainer.seq_len, cfg.eval.batch_size)
-    trainer.fit(module, train_dataloaders=train_loader(pool, cfg, steps, start), val_dataloaders=val, ckpt_path=resume_from)
-    if not monitor.diverged and (not monitor.eval_curve or monitor.eval_curve[-1]["step"] != trainer.global_step):
-        trainer.validate(module, dataloaders=val, verbose=False)
+    try:
+        trainer.fit(module, train_dataloaders=train_loader(pool, cfg, steps, start), val_dataloaders=val, ckpt_path=resume_from)
+        if not monitor.diverged and (not monitor.eval_curve or monitor.eval_curve[-1]["step"] != trainer.global_step):
+            trainer.validate(module, dataloaders=val, verbose=False)
+    except BaseException:
+        tracking.finish(active, "failed")
+        raise
+    tracking.finish(active, "diverged" if monitor.diverged else "completed")
 
     done = trainer.global_step
     wall = time.perf_counter() - t_start

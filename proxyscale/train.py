@@ -68,6 +68,10 @@ class CausalLM(L.LightningModule):
         acc[0] += float(loss)
         acc[1] += batch[:, 1:].numel()
 
+    def on_validation_epoch_end(self):
+        if self.logger is not None and not self.trainer.sanity_checking:
+            self.log_dict({f"eval/{k}/loss": v for k, v in self.eval_losses().items()}, add_dataloader_idx=False)
+
     def eval_losses(self) -> dict[str, float]:
         return {name: self._eval_sums[i][0] / max(1, self._eval_sums[i][1]) for i, name in enumerate(self.eval_names)}
 
