@@ -113,7 +113,14 @@ class TrainerConfig:
 class LoggerConfig:
     """Experiment tracker for per-step metrics; the record is written regardless."""
 
-    kind: str = "none"  # none | csv | tensorboard
+    kind: str = "none"  # none | csv | tensorboard | wandb (see proxyscale/tracking.py)
+    # wandb only (the other kinds ignore these):
+    project: str = "proxyscale"  # W&B project
+    entity: Optional[str] = None  # W&B user or team; None = the API key's default entity
+    mode: str = "offline"  # offline (default: files only) | online (needs WANDB_API_KEY in the env) | disabled
+    dir: Optional[str] = None  # folder that gets wandb/offline-run-*; None = <output_dir>/<sweep>
+    group: Optional[str] = None  # W&B group; None = the sweep name
+    tags: List[str] = field(default_factory=list)  # extra tags besides size:/recipe:/lr:/seed:
 
 
 @dataclass
@@ -176,6 +183,8 @@ def run_id(cfg: DictConfig) -> str:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError with one line for the first value that cannot train."""
+    from proxyscale import tracking
+
     m, d, o, t, e = cfg.model, cfg.data, cfg.optim, cfg.trainer, cfg.eval
     checks = [
         (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
@@ -188,7 +197,7 @@ def validate(cfg: DictConfig) -> None:
         (t.max_tokens is None or t.max_tokens >= t.batch_size * t.seq_len, f"trainer.max_tokens={t.max_tokens} is less than one batch ({t.batch_size * t.seq_len} tokens)"),
         (t.tokens_per_param > 0, f"trainer.tokens_per_param must be > 0, got {t.tokens_per_param}"),
         (t.strategy in ("auto", "ddp", "fsdp"), f"trainer.strategy must be auto, ddp or fsdp, got {t.strategy!r}"),
-        (cfg.logger.kind in ("none", "csv", "tensorboard"), f"logger.kind must be none, csv or tensorboard, got {cfg.logger.kind!r}"),
+        (tracking.check(cfg) is None, tracking.check(cfg)),
         (len(d.sources) > 0, f"recipe {d.name}: no sources"),
         (d.pool_tokens > 0, f"recipe {d.name}: pool_tokens must be > 0"),
         (len(e.sets) > 0, "eval.sets is empty: at least one eval set is needed"),

@@ -134,9 +134,9 @@ def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
         if not monitor.diverged and (not monitor.eval_curve or monitor.eval_curve[-1]["step"] != trainer.global_step):
             trainer.validate(module, dataloaders=val, verbose=False)
     except BaseException:
-        tracking.finish(active, "failed")
+        tracking.finish(active, "failed", monitor)
         raise
-    tracking.finish(active, "diverged" if monitor.diverged else "completed")
+    tracking.finish(active, "diverged" if monitor.diverged else "completed", monitor)
 
     done = trainer.global_step
     wall = time.perf_counter() - t_start

@@ -24,7 +24,7 @@ from proxyscale.config import ConfigError, SourceConfig
 
 HOLDOUT_PER_MILLE = {"pkg": 250, "stdlib": 100, "topic": 100}  # by group prefix; never trained on
 MIN_DOC_CHARS = 200
-CORPUS_VERSION = 3  # bump when extraction or the split changes: every cache key changes with it
+CORPUS_VERSION = 4  # bump when extraction or the split changes: every cache key changes with it
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ def is_heldout(doc: Document) -> bool:
 
 # ---- built-in corpora -------------------------------------------------------------------------
 
-_SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "dist-packages", "__pycache__", "ensurepip", "venv", "tkinter"}
+# Tests, GUI code and the codec tables of encodings/ (hex data, not code) stay out.
+_SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "dist-packages", "__pycache__", "ensurepip", "venv", "tkinter", "encodings", "pydoc_data"}
 
 
 def _stdlib_files() -> list[Path]:

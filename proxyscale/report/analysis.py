@@ -22,7 +22,7 @@ Conventions
 """
 from __future__ import annotations
 
-import itertools
+import functools
 import math
 import re
 from typing import Any, Iterable
@@ -155,6 +155,11 @@ def rankdata(a, axis: int = -1) -> np.ndarray:
     return out.reshape(shape)
 
 
+@functools.lru_cache(maxsize=64)
+def _triu(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(n, 1)
+
+
 def _signs(v: np.ndarray) -> np.ndarray:
     return np.sign(v[:, None] - v[None, :]).astype(np.int8)
 
@@ -202,15 +207,16 @@ def _bootstrap(x, y, sx, sy, n_boot: int, seed: int) -> dict[str, Any]:
     w = np.bincount((idx + (np.arange(n_boot) * n)[:, None]).ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
     xs, ys = np.broadcast_to(x, w.shape), np.broadcast_to(y, w.shape)
     pear = _weighted_pearson(w, xs, ys)
-    # average rank of recipe i inside the resample: (# copies below) + ((# tied copies) + 1) / 2
-    rx = w @ (sx > 0).T.astype(float) + (w @ (sx == 0).T.astype(float) + 1.0) / 2.0
-    ry = w @ (sy > 0).T.astype(float) + (w @ (sy == 0).T.astype(float) + 1.0) / 2.0
-    spear = _weighted_pearson(w, rx, ry)
+    # One product with all n x n pair matrices side by side:
+    #  - average rank of recipe i inside the resample: (# copies below) + ((# tied copies) + 1) / 2
+    #  - pair sums over the resample: sum_ij w_i w_j M_ij = w^T M w
     c = sx.astype(float) * sy
-    quad = lambda m: np.einsum("bi,bi->b", w @ m, w)
-    conc = quad(c)
-    nx, ny = quad(np.abs(sx).astype(float)), quad(np.abs(sy).astype(float))
-    both, agree = quad(np.abs(c)), quad((c > 0).astype(float))
+    blocks = [(sx > 0).T, (sx == 0).T, (sy > 0).T, (sy == 0).T, c, np.abs(sx), np.abs(sy), np.abs(c), c > 0]
+    wm = (w @ np.hstack([m.astype(float) for m in blocks])).reshape(n_boot, len(blocks), n)
+    rx = wm[:, 0] + (wm[:, 1] + 1.0) / 2.0
+    ry = wm[:, 2] + (wm[:, 3] + 1.0) / 2.0
+    spear = _weighted_pearson(w, rx, ry)
+    conc, nx, ny, both, agree = np.einsum("bki,bi->kb", wm[:, 4:], w)
     with np.errstate(invalid="ignore", divide="ignore"):
         tau = np.where(nx * ny > 0, conc / np.sqrt(nx * ny), np.nan)
         da = np.where(both > 0, agree / np.maximum(both, 1), np.nan)
@@ -244,7 +250,7 @@ def compare(recipes: list[str], x: np.ndarray, y: np.ndarray, *, higher_is_bette
         return out
     const_x, const_y = np.ptp(x) == 0, np.ptp(y) == 0
     sx, sy = _signs(x), _signs(y)
-    iu = np.triu_indices(n, 1)
+    iu = _triu(n)
     px, py = sx[iu], sy[iu]
     tied = (px == 0) | (py == 0)
     flip = (px * py) < 0
@@ -374,24 +380,22 @@ def seed_noise(cube: Cube) -> list[dict]:
     if len(cube.seeds) < 2:
         return out
     M, S, L, K, R = cube.shape
-    iu = np.triu_indices(R, 1)
+    iu = _triu(R)
+    ka, kb = _triu(K)
     for mi in range(M):
         for si in range(S):
-            dis = tot = n_comp = 0
-            for li in range(L):
-                cells = cube.cell[mi, si, li]  # K x R
-                for a, b in itertools.combinations(range(K), 2):
-                    ok_r = np.isfinite(cells[a]) & np.isfinite(cells[b])
-                    if ok_r.sum() < 2:
-                        continue
-                    u, v = np.where(ok_r, cells[a], 0.0), np.where(ok_r, cells[b], 0.0)
-                    su, sv = _signs(u)[iu], _signs(v)[iu]
-                    both = ok_r[iu[0]] & ok_r[iu[1]] & (su != 0) & (sv != 0)
-                    dis += int((both & ((su * sv) < 0)).sum())
-                    tot += int(both.sum())
-                    n_comp += 1
             if not np.isfinite(cube.mean[mi, si]).any():
                 continue
+            cells = cube.cell[mi, si]  # L x K x R
+            ok = np.isfinite(cells)
+            with np.errstate(invalid="ignore"):
+                sg = np.sign(cells[..., :, None] - cells[..., None, :])[..., iu[0], iu[1]]  # L x K x P (NaN -> 0 below)
+            sg = np.where(ok[..., iu[0]] & ok[..., iu[1]], sg, 0.0)
+            a, b = sg[:, ka], sg[:, kb]  # L x seed pairs x P
+            both = (a != 0) & (b != 0)
+            dis, tot = int((both & ((a * b) < 0)).sum()), int(both.sum())
+            common = (ok[:, ka] & ok[:, kb]).sum(axis=2)  # recipes with both seeds, per LR and seed pair
+            n_comp = int((common >= 2).sum())
             rec = {"metric": cube.metrics[mi], "size": cube.sizes[si], "n_seed_pairs": n_comp, "n_pairs": tot,
                    "floor": dis / tot if tot else None}
             if not tot:

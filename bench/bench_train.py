@@ -1,0 +1,98 @@
+"""Training-step throughput: proxyscale's Lightning cell vs a bare PyTorch loop, side by side.
+
+Same model, same batches (StepBatches), same optimizer and schedule; the bare loop is the floor
+Lightning's bookkeeping is measured against. Runs interleaved (bare, lightning, bare, ...) so a
+noisy machine hits both alike; reports the median of the repeats.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from proxyscale import optim
+from proxyscale.config import CONF_DIR
+from proxyscale.train import CausalLM, train_loader
+
+from bench.common import save, table
+
+STEPS = 40
+WARMUP = 5
+
+
+def _cfg(size: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=[f"model={size}", "trainer.threads=1"])
+
+
+def bare(cfg, tokens) -> float:
+    torch.manual_seed(0)
+    module = CausalLM(cfg, 257, STEPS + WARMUP, [])
+    o = optim.configure(module.parameters(), cfg.optim, STEPS + WARMUP)
+    opt, sched = o["optimizer"], o["lr_scheduler"]["scheduler"]
+    t0 = None
+    for i, batch in enumerate(train_loader(tokens, cfg, STEPS + WARMUP)):
+        if i == WARMUP:
+            t0 = time.perf_counter()
+        x, y = batch[:, :-1], batch[:, 1:]
+        logits = module.net(input_ids=x).logits
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    return STEPS * cfg.trainer.batch_size * cfg.trainer.seq_len / (time.perf_counter() - t0)
+
+
+class _Clock(L.Callback):
+    def on_train_batch_start(self, trainer, *a):
+        if trainer.global_step == WARMUP:
+            self.t0 = time.perf_counter()
+
+    def on_train_end(self, trainer, *a):
+        self.seconds = time.perf_counter() - self.t0
+
+
+def lightning(cfg, tokens) -> float:
+    torch.manual_seed(0)
+    module = CausalLM(cfg, 257, STEPS + WARMUP, [])
+    clock = _Clock()
+    trainer = L.Trainer(accelerator="cpu", max_steps=STEPS + WARMUP, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=cfg.optim.grad_clip,
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[clock])
+    trainer.fit(module, train_dataloaders=train_loader(tokens, cfg, STEPS + WARMUP))
+    return STEPS * cfg.trainer.batch_size * cfg.trainer.seq_len / clock.seconds
+
+
+def main(sizes=("debug", "tiny", "mini", "small"), repeats: int = 3) -> dict:
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    tokens = np.random.default_rng(0).integers(0, 256, 400_000).astype(np.uint16)
+    rows, out = [], {}
+    for size in sizes:
+        cfg = _cfg(size)
+        b, lt = [], []
+        for _ in range(repeats):
+            b.append(bare(cfg, tokens))
+            lt.append(lightning(cfg, tokens))
+        mb, ml = statistics.median(b), statistics.median(lt)
+        params = sum(p.numel() for p in CausalLM(cfg, 257, 1, []).parameters())
+        out[size] = {"params": params, "bare_tok_s": mb, "lightning_tok_s": ml, "ratio": ml / mb}
+        rows.append((size, f"{params:,}", f"{mb / 1e3:.1f}k", f"{ml / 1e3:.1f}k", f"{ml / mb:.2f}"))
+    print(table(("size", "params", "bare tok/s", "lightning tok/s", "lightning/bare"), rows))
+    print("target: lightning/bare >= 0.95 at >= 1M parameters (1 thread, fp32, batch 32 x 128)")
+    save("train_step", out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
