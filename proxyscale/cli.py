@@ -7,6 +7,8 @@ usage:
   proxyscale ladder                       the size registry: params, tokens, FLOPs, est. time
   proxyscale collect outputs/SWEEP        records -> outputs/SWEEP/results.parquet
   proxyscale report outputs/SWEEP         -> report.md, report.json, report.html
+  proxyscale submit [OVERRIDES]           a grid as one SLURM job array (non-blocking); see --help
+  proxyscale status outputs/SWEEP         cells by state: records merged with the scheduler
   proxyscale report --from-csv F --out D  the same analysis on external results (recipe,size,metric,value)
 
 Every grid is composed and validated before anything trains: bad input is one line and exit 2.
@@ -18,7 +20,7 @@ import logging
 import os
 import sys
 
-SUBCOMMANDS = ("ladder", "collect", "report")
+SUBCOMMANDS = ("ladder", "collect", "report", "submit", "status", "wandb-sync")
 PASSTHROUGH_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 
 
@@ -152,11 +154,43 @@ def report_main(argv: list[str]) -> None:
         print(f"wrote {p_}")
 
 
+def submit_main(argv: list[str]) -> None:
+    """proxyscale submit [--cells-per-task N] [--max-parallel P] [--retry-failed] OVERRIDES: one SLURM job array, returns at once."""
+    from proxyscale import launch
+
+    launch.submit_cli(argv)
+
+
+def status_main(argv: list[str]) -> None:
+    """proxyscale status outputs/SWEEP: cells by state (records + scheduler), failed cells' error and log paths."""
+    from proxyscale import launch
+
+    launch.status_cli(argv)
+
+
+def wandb_sync_main(argv: list[str]) -> None:
+    from proxyscale import tracking
+
+    p = argparse.ArgumentParser(prog="proxyscale wandb-sync", description="Upload a sweep's offline W&B runs (logger=wandb) with `wandb sync`; needs WANDB_API_KEY.")
+    p.add_argument("sweep_dir", help="a sweep folder (its wandb/offline-run-* are synced) or a wandb folder (logger.dir)")
+    p.add_argument("--project", help="override the W&B project of every synced run")
+    p.add_argument("--entity", help="override the W&B entity of every synced run")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and the wandb command, upload nothing")
+    p.add_argument("--timeout", type=float, default=900, help="seconds before giving up on `wandb sync` (default 900)")
+    a = p.parse_args(argv)
+    try:
+        cmd = tracking.sync(a.sweep_dir, a.project, a.entity, dry_run=a.dry_run, timeout=a.timeout)
+    except tracking.SyncError as exc:
+        fail(str(exc), code=1)
+    runs = [c for c in cmd if "offline-run-" in c]
+    print(f"{'would sync' if a.dry_run else 'synced'} {len(runs)} offline run(s): " + " ".join(cmd))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if argv and argv[0] in SUBCOMMANDS:
-        {"ladder": ladder_main, "collect": collect_main, "report": report_main}[argv[0]](argv[1:])
+        {"ladder": ladder_main, "collect": collect_main, "report": report_main, "submit": submit_main, "status": status_main, "wandb-sync": wandb_sync_main}[argv[0]](argv[1:])
     else:
         train_main(argv)
 

@@ -11,7 +11,8 @@ a tracker is a view of the same numbers. Each tracker is imported only when sele
                       - group = sweep name, job_type = "train-<size>", tags size:/recipe:/lr:,
                         name = the run id without its hash;
                       - config = the resolved cell config flattened to dotted keys (optim.lr, ...);
-                      - train/loss and eval/<set>/loss against trainer/global_step, plus
+                      - train/loss (every trainer.log_every_n_steps) and eval/<set>/loss (every
+                        eval) against trainer/global_step = optimizer steps done (the record's steps), plus
                         perf/tokens_per_second between train-loss points (eval time excluded);
                       - summary: status (completed|diverged|failed), final/eval/<set>/loss, steps,
                         tokens, tokens_per_second, error; wandb.finish(exit_code=1 unless completed)
@@ -142,9 +143,13 @@ def _wandb_logger(cfg: DictConfig, out: Path):
 
         def __init__(self, tokens_per_step: int, **kw):
             super().__init__(**kw)
+            self._wandb_init.pop("anonymous", None)  # deprecated in wandb; Lightning still passes None
             self._tps, self._mark = tokens_per_step, None
 
         def log_metrics(self, metrics, step=None):
+            # Lightning passes the step index before the optimizer step is counted; +1 makes
+            # trainer/global_step the number of optimizer steps done, as in the record's curves.
+            step = None if step is None else step + 1
             now = time.perf_counter()
             metrics = dict(metrics)
             if step is not None and "train/loss" in metrics:
@@ -216,9 +221,13 @@ def finish(active: list, status: str, monitor=None) -> None:
 def _finish_wandb(lg, status: str, monitor) -> None:
     import wandb
 
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
     run = lg._experiment
-    if run is None:  # the run never started (the cell failed before the first log)
-        if status != "failed" and monitor is None:
+    if run is None:  # the cell failed before its first log: start the run so the failure shows
+        if status != "failed":
             return
         run = lg.experiment
     values = {"status": status, **summary(monitor, status)}

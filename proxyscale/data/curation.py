@@ -7,9 +7,12 @@ relative quality is known in advance.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from typing import Callable
+
+import numpy as np
 
 from proxyscale.config import ConfigError, DataConfig
 from proxyscale.data.sources import Document, text_hash
@@ -60,6 +63,58 @@ def quality_filter(
     return out
 
 
+def near_dedup(docs: list[Document], rng: random.Random, threshold: float = 0.8, num_perm: int = 64, shingle: int = 5) -> list[Document]:
+    """Drop documents whose word-shingle Jaccard similarity to a kept one exceeds `threshold`
+    (MinHash + LSH from datasketch), keeping the first of each near-duplicate cluster."""
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    out = []
+    for i, d in enumerate(docs):
+        words = d.text.split()
+        grams = {" ".join(words[j : j + shingle]) for j in range(max(1, len(words) - shingle + 1))}
+        mh = MinHash(num_perm=num_perm, seed=1)
+        mh.update_batch([g.encode("utf-8", "replace") for g in grams])
+        if not lsh.query(mh):
+            lsh.insert(str(i), mh)
+            out.append(d)
+    return out
+
+
+def _ngram_counts(texts: list[str], buckets: int) -> np.ndarray:
+    """Hashed word unigram+bigram counts: the feature space of DSIR-style importance scores."""
+    counts = np.ones(buckets)
+    for t in texts:
+        words = _WORD.findall(t.lower())
+        feats = words + [a + " " + b for a, b in zip(words, words[1:])]
+        np.add.at(counts, [hash_bucket(f, buckets) for f in feats], 1)
+    return counts
+
+
+def hash_bucket(feature: str, buckets: int) -> int:
+    return int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=4).digest(), "big") % buckets
+
+
+def select_like(docs: list[Document], rng: random.Random, target: str = "python_docs", keep_frac: float = 0.5, buckets: int = 4096) -> list[Document]:
+    """Model-based selection (the DSIR idea): score each document by the log-likelihood ratio of
+    its hashed n-grams under the target corpus vs the candidate pool, keep the top `keep_frac`.
+    The target is the training side of a built-in corpus, so no eval text steers the selection."""
+    from proxyscale.config import SourceConfig
+    from proxyscale.data.sources import load_documents
+
+    target_docs = load_documents(SourceConfig(name=target, path=target), "train")
+    log_ratio = np.log(_ngram_counts([d.text for d in target_docs], buckets)) - np.log(_ngram_counts([d.text for d in docs], buckets))
+    log_ratio -= np.log(np.exp(log_ratio).sum())
+
+    def score(d: Document) -> float:
+        words = _WORD.findall(d.text.lower())
+        feats = words + [a + " " + b for a, b in zip(words, words[1:])]
+        return float(np.mean([log_ratio[hash_bucket(f, buckets)] for f in feats])) if feats else -np.inf
+
+    ranked = sorted(docs, key=score, reverse=True)
+    return ranked[: max(1, int(round(keep_frac * len(docs))))]
+
+
 def duplicate(docs: list[Document], rng: random.Random, factor: int = 8) -> list[Document]:
     """Every document `factor` times, in random order. A pool step: it runs on the documents
     selected for the pool, which are then 1/factor of its tokens, so each is seen ~factor times."""
@@ -94,6 +149,8 @@ def shuffle_words(docs: list[Document], rng: random.Random, frac: float = 0.3) -
 
 STEPS: dict[str, Callable[..., list[Document]]] = {
     "exact_dedup": exact_dedup,
+    "near_dedup": near_dedup,
+    "select_like": select_like,
     "quality_filter": quality_filter,
     "duplicate": duplicate,
     "corrupt": corrupt,
@@ -129,6 +186,13 @@ def check_steps(data: DataConfig) -> None:
         unknown = set(_params(step)) - allowed
         if unknown:
             raise ConfigError(f"recipe {data.name}: step {op} has unknown parameter(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
+        if op == "select_like" and not 0 < float(step.get("keep_frac", 0.5)) <= 1:
+            raise ConfigError(f"recipe {data.name}: select_like keep_frac must be in (0, 1]")
+        if op == "select_like":
+            from proxyscale.data.sources import BUILTIN
+
+            if step.get("target", "python_docs") not in BUILTIN:
+                raise ConfigError(f"recipe {data.name}: select_like target must be a built-in corpus ({', '.join(BUILTIN)})")
         if op == "duplicate" and int(step.get("factor", 8)) < 1:
             raise ConfigError(f"recipe {data.name}: duplicate factor must be >= 1")
         missing = set(step.get("sources") or []) - names

@@ -135,6 +135,15 @@ def rankdata(a, axis: int = -1) -> np.ndarray:
     """Average ranks (1-based, ties share their mean rank) along the last axis; scipy.stats.rankdata
     semantics without importing scipy (it would double the report's import time)."""
     a = np.asarray(a, dtype=float)
+    if a.ndim == 1:
+        order = np.argsort(a, kind="mergesort")
+        v = a[order]
+        new = np.r_[True, v[1:] != v[:-1]]
+        starts = np.flatnonzero(new)
+        avg = (starts + np.r_[starts[1:], len(a)] - 1) / 2.0 + 1.0
+        out = np.empty(len(a))
+        out[order] = avg[np.cumsum(new) - 1]
+        return out
     shape = a.shape
     a2 = a.reshape(-1, shape[-1])
     rows, n = a2.shape
@@ -191,9 +200,10 @@ def _weighted_pearson(w: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
     ac, bc = a - ma, b - mb
     sab, saa, sbb = (w * ac * bc).sum(1), (w * ac * ac).sum(1), (w * bc * bc).sum(1)
     den = np.sqrt(saa * sbb)
-    scale = np.sqrt((w * (a - a.mean(1, keepdims=True)) ** 2).sum(1) * (w * (b - b.mean(1, keepdims=True)) ** 2).sum(1)) + 1e-300
+    # a resample whose values are all equal leaves only rounding noise (~1e-32 relative) in saa/sbb
+    ok = (saa > 1e-20 * tot[:, 0] * (ma[:, 0] ** 2 + 1e-300)) & (sbb > 1e-20 * tot[:, 0] * (mb[:, 0] ** 2 + 1e-300))
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(den > 1e-12 * scale, sab / den, np.nan)
+        r = np.where(ok, sab / den, np.nan)
     return np.clip(r, -1.0, 1.0)
 
 
