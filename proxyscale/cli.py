@@ -94,7 +94,8 @@ def _task(cfg) -> str:
     total = os.environ.get("PROXYSCALE_GRID_SIZE")
     num = HydraConfig.get().job.get("num") if HydraConfig.initialized() else None
     position = f"[{num + 1}/{total}] " if total and num is not None else ""
-    return run_cell(cfg, position).status
+    rec = run_cell(cfg, position)
+    return rec.status if rec else "busy"
 
 
 def _hydra_main(argv: list[str]) -> None:
@@ -179,11 +180,11 @@ def wandb_sync_main(argv: list[str]) -> None:
     p.add_argument("--timeout", type=float, default=900, help="seconds before giving up on `wandb sync` (default 900)")
     a = p.parse_args(argv)
     try:
-        cmd = tracking.sync(a.sweep_dir, a.project, a.entity, dry_run=a.dry_run, timeout=a.timeout)
+        cmd, output = tracking.sync(a.sweep_dir, a.project, a.entity, dry_run=a.dry_run, timeout=a.timeout)
     except tracking.SyncError as exc:
         fail(str(exc), code=1)
     runs = [c for c in cmd if "offline-run-" in c]
-    print(f"{'would sync' if a.dry_run else 'synced'} {len(runs)} offline run(s): " + " ".join(cmd))
+    print(f"{output}\n{'dry run, nothing uploaded' if a.dry_run else 'synced'}: {len(runs)} offline run(s) via: {' '.join(cmd)}".strip())
 
 
 def main(argv: list[str] | None = None) -> None:

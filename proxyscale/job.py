@@ -14,6 +14,7 @@ import traceback
 import warnings
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 from proxyscale import config as C
@@ -106,7 +107,9 @@ def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
         callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="last", save_top_k=1, enable_version_counter=False))
     plugins = []
     if "SLURM_JOB_ID" in os.environ:  # submitit owns requeueing; Lightning's own handler stays off
-        plugins.append(L.pytorch.plugins.environments.SLURMEnvironment(auto_requeue=False))
+        from lightning.pytorch.plugins.environments import SLURMEnvironment  # (not an attribute of L.pytorch.plugins)
+
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     active = tracking.loggers(cfg, out)
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
@@ -168,8 +171,19 @@ def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
     )
 
 
-def run_cell(cfg: DictConfig, position: str = "") -> record.Record:
-    """Skip-or-train one cell and write its record; returns the record."""
+def _global_rank() -> int:
+    """This process's rank in a multi-process cell: torch.distributed if up, else the launcher's env."""
+    import sys
+
+    dist = getattr(sys.modules.get("torch"), "distributed", None)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0)
+
+
+def run_cell(cfg: DictConfig, position: str = "") -> record.Record | None:
+    """Skip-or-train one cell and write its record; returns the record, or None when another
+    process holds the cell (two sweeps over one folder never train a cell twice)."""
     out = run_dir(cfg)
     label = f"{position}{out.name}".strip()
     if record.is_completed(out):
@@ -177,6 +191,23 @@ def run_cell(cfg: DictConfig, position: str = "") -> record.Record:
         log.info(f"{label} skip: already {rec.status}")
         return rec
     out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / ".lock"))  # an flock: released by the OS if this process dies
+    if _global_rank() == 0:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info(f"{label} skip: running in another process")
+            return None
+    try:
+        return _run_locked(cfg, out, label)
+    finally:
+        if lock.is_locked:
+            lock.release()
+
+
+def _run_locked(cfg: DictConfig, out: Path, label: str) -> record.Record:
+    if record.is_completed(out):  # finished by another process while we waited for the lock
+        return record.read(out)
     record.atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(C.plain(cfg)))
     log.info(f"{label} start")
     t0 = time.perf_counter()
@@ -186,7 +217,8 @@ def run_cell(cfg: DictConfig, position: str = "") -> record.Record:
     except Exception as exc:  # the cell failed; the sweep goes on
         rec = _failed(cfg, out, traceback.format_exc(), time.perf_counter() - t0)
         log.error(f"{label} FAILED: {type(exc).__name__}: {exc} (see {out / record.RESULT})")
-    record.write(out, rec)
+    if _global_rank() == 0:  # a multi-process cell (ddp/fsdp under srun): one record, from rank 0
+        record.write(out, rec)
     if rec.status == "completed":
         losses = " ".join(f"{k}={v:.3f}" for k, v in rec.final_loss.items())
         log.info(f"{label} completed in {rec.wall_seconds:.1f}s ({rec.tokens_per_second / 1e3:.0f}k tok/s) {losses}")
