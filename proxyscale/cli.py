@@ -5,6 +5,8 @@ usage:
   proxyscale -m [OVERRIDES]               sweep a grid: model=tiny,small optim.lr=1e-3,3e-3 or grid=demo
   proxyscale -m grid=demo dry_run=true    cost table of a grid, nothing trained
   proxyscale ladder                       the size registry: params, tokens, FLOPs, est. time
+  proxyscale recipes [--build]            the recipe catalogue with pool sizes and curation counts
+  proxyscale mixtures --base R --n 16     Dirichlet-sampled mixtures of R as new recipes
   proxyscale collect outputs/SWEEP        records -> outputs/SWEEP/results.parquet
   proxyscale report outputs/SWEEP         -> report.md, report.json, report.html
   proxyscale submit [OVERRIDES]           a grid as one SLURM job array (non-blocking); see --help
@@ -20,7 +22,7 @@ import logging
 import os
 import sys
 
-SUBCOMMANDS = ("ladder", "collect", "report", "submit", "status", "wandb-sync")
+SUBCOMMANDS = ("ladder", "recipes", "mixtures", "collect", "report", "submit", "status", "wandb-sync")
 PASSTHROUGH_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 
 
@@ -120,6 +122,56 @@ def ladder_main(argv: list[str]) -> None:
     print(grid.cost_table(sorted(cells, key=lambda c: grid.cost(c.cfg)["params"])))
 
 
+def recipes_main(argv: list[str]) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from proxyscale.config import CONF_DIR, ConfigError
+    from proxyscale.data.cache import cached_recipe_meta, recipe_tokens
+
+    p = argparse.ArgumentParser(prog="proxyscale recipes", description="The recipe catalogue (conf/data/) with pool sizes and what curation kept.")
+    p.add_argument("--build", action="store_true", help="build missing built-in recipe caches to show their kept counts")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every recipe, e.g. paths.cache_dir=...")
+    a = p.parse_args(argv)
+    names = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(CONF_DIR, "data")) if f.endswith(".yaml"))
+    rows = []
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for name in names:
+            cfg = compose("config", overrides=[f"data={name}", *a.overrides])
+            d = cfg.data
+            hub = any(s.kind != "builtin" for s in d.sources)
+            meta = cached_recipe_meta(d, cfg.paths.cache_dir)
+            if meta is None and a.build and not hub:
+                try:
+                    meta = recipe_tokens(d, cfg.paths.cache_dir)[1]
+                except ConfigError as exc:
+                    fail(str(exc))
+            mix = " ".join(f"{s.name}:{s.weight:g}" for s in d.sources)
+            steps = ",".join(st["op"] for st in d.steps) or "-"
+            kept = " ".join(f"{s['source']}={s['docs']}docs/{s['unique_tokens'] / 1e3:.0f}k uniq" for s in meta["sources"]) if meta else ("(hub: streamed)" if hub else "(not built; --build)")
+            rows.append((name, f"{d.pool_tokens / 1e6:g}M", mix, steps, kept, d.description))
+    head = ("recipe", "pool", "mixture", "steps", "kept after curation", "description")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def mixtures_main(argv: list[str]) -> None:
+    from proxyscale.config import ConfigError
+    from proxyscale.data.mixtures import write_recipes
+
+    p = argparse.ArgumentParser(prog="proxyscale mixtures", description="Write N recipes with Dirichlet-sampled mixture weights (RegMix-style) to conf/data/mix/.")
+    p.add_argument("--base", default="balanced", help="recipe whose sources and steps the mixtures share")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration (small = extreme mixtures)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    try:
+        paths = write_recipes(a.base, a.n, a.alpha, a.seed)
+    except ConfigError as exc:
+        fail(str(exc))
+    print(f"wrote {len(paths)} recipes to {paths[0].parent}; sweep them with: proxyscale -m 'data=glob(mix/{a.base}_mix*)' ...")
+
+
 def collect_main(argv: list[str]) -> None:
     from proxyscale import table
 
@@ -191,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if argv and argv[0] in SUBCOMMANDS:
-        {"ladder": ladder_main, "collect": collect_main, "report": report_main, "submit": submit_main, "status": status_main, "wandb-sync": wandb_sync_main}[argv[0]](argv[1:])
+        {"ladder": ladder_main, "recipes": recipes_main, "mixtures": mixtures_main, "collect": collect_main, "report": report_main, "submit": submit_main, "status": status_main, "wandb-sync": wandb_sync_main}[argv[0]](argv[1:])
     else:
         train_main(argv)
 

@@ -77,3 +77,15 @@ def test_tiny_grid_end_to_end_with_a_diverging_cell(out_dir, cache_dir):
     r = run_cli("collect", str(sweep))
     assert r.returncode == 0 and "3 completed, 3 diverged" in r.stdout
     assert (sweep / "results.parquet").exists()
+
+
+def test_recipes_lists_the_catalogue():
+    r = run_cli("recipes", timeout=120)
+    assert r.returncode == 0, r.stderr
+    names = [ln.split()[0] for ln in r.stdout.splitlines()[2:]]
+    assert len(names) >= 8 and {"balanced", "duplicated", "noisy", "hub_fineweb_edu"} <= set(names)
+
+
+def test_mixtures_of_an_unknown_recipe_is_one_line():
+    r = run_cli("mixtures", "--base", "nosuch", "--n", "2", timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().startswith("proxyscale: error: unknown recipe 'nosuch'")

@@ -104,9 +104,19 @@ def _concat(docs: list[Document], tok: Tokenizer, limit: int) -> np.ndarray:
     return np.concatenate(parts)[:limit] if parts else np.zeros(0, dtype=np.uint16)
 
 
+def _recipe_payload(data: DataConfig) -> dict:
+    return {"recipe": {k: v for k, v in _plain(data).items() if k not in ("name", "description")}, "corpora": builtin_fingerprint()}
+
+
+def cached_recipe_meta(data: DataConfig, cache_dir: str) -> dict | None:
+    """What a recipe's cache recorded (per-source and per-step counts), if it was built."""
+    path = Path(cache_dir) / "recipes" / f"{_key(_recipe_payload(data))}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def recipe_tokens(data: DataConfig, cache_dir: str) -> tuple[np.ndarray, dict]:
     """The recipe's token pool: each source curated, shuffled, and taken to its mixture share."""
-    payload = {"recipe": {k: v for k, v in _plain(data).items() if k not in ("name", "description")}, "corpora": builtin_fingerprint()}
+    payload = _recipe_payload(data)
 
     def build():
         tok = Tokenizer(data.tokenizer)
