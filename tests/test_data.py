@@ -141,3 +141,18 @@ def test_unreachable_hub_dataset_is_a_one_line_error(monkeypatch):
     with pytest.raises(ConfigError) as exc:
         sources.load_documents(src, "train")
     assert "cannot load hub dataset HuggingFaceFW/fineweb-edu/sample-10BT" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_recipes_sharing_a_step_prefix_reuse_its_cache(tmp_path):
+    a = _recipe(steps=[{"op": "exact_dedup"}, {"op": "quality_filter", "sources": ["prose"]}])
+    cache.recipe_tokens(a, str(tmp_path))
+    prefix_files = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "steps").glob("*.jsonl")}
+    assert len(prefix_files) == 3  # prose: dedup, dedup+filter; code: dedup
+    b = _recipe(steps=[{"op": "exact_dedup"}, {"op": "quality_filter", "sources": ["prose"]}, {"op": "corrupt", "frac": 0.5}])
+    _, meta = cache.recipe_tokens(b, str(tmp_path))
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "steps").glob("*.jsonl")}
+    assert {k: after[k] for k in prefix_files} == prefix_files  # shared prefixes were read, not rebuilt
+    assert len(after) == 5
+    ops = [(s["source"], s["op"]) for s in meta["steps"]]
+    assert ops == [("prose", "exact_dedup"), ("prose", "quality_filter"), ("prose", "corrupt"), ("code", "exact_dedup"), ("code", "corrupt")]
+    assert all(s["bytes_out"] <= s["bytes_in"] for s in meta["steps"] if s["op"] != "corrupt")

@@ -20,7 +20,7 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 
 from proxyscale.config import ConfigError, DataConfig, SourceConfig
-from proxyscale.data.curation import apply_steps, duplicate, pool_factor
+from proxyscale.data.curation import doc_steps, duplicate, pool_factor, run_step
 from proxyscale.data.sources import Document, builtin_fingerprint, load_documents
 
 BYTE_EOS = 256
@@ -72,9 +72,7 @@ def _cached(cache_dir: str, kind: str, payload: dict, build: Callable[[], tuple[
             tmp = bin_path.with_suffix(f".tmp{os.getpid()}")
             tokens.astype(np.uint16).tofile(tmp)
             os.replace(tmp, bin_path)
-            tmp = meta_path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(meta, indent=1))
-            os.replace(tmp, meta_path)
+            _atomic_text(meta_path, json.dumps(meta, indent=1))
     return np.memmap(bin_path, dtype=np.uint16, mode="r"), json.loads(meta_path.read_text())
 
 
@@ -104,6 +102,44 @@ def _concat(docs: list[Document], tok: Tokenizer, limit: int) -> np.ndarray:
     return np.concatenate(parts)[:limit] if parts else np.zeros(0, dtype=np.uint16)
 
 
+def _n_bytes(docs: list[Document]) -> int:
+    return sum(len(d.text.encode("utf-8", "replace")) for d in docs)
+
+
+def curated_documents(src: SourceConfig, data: DataConfig, cache_dir: str) -> tuple[list[Document], list[dict]]:
+    """A source's training documents after the recipe's document steps. The documents after
+    every step prefix are cached, so recipes that share a prefix (same source, same first steps)
+    start from the deepest cached one; each step's kept documents and bytes are recorded."""
+    steps = doc_steps(data, src.name)
+    base = {"source": {k: v for k, v in _plain(src).items() if k not in ("weight", "name")}, "seed": data.seed, "corpora": builtin_fingerprint()}
+    folder = Path(cache_dir) / "steps"
+    keys = [_key({**base, "steps": steps[: i + 1]}) for i in range(len(steps))]
+    docs, stats, start = None, [], 0
+    for i in range(len(steps) - 1, -1, -1):
+        meta_path = folder / f"{keys[i]}.json"
+        if meta_path.exists():
+            rows = [json.loads(line) for line in (folder / f"{keys[i]}.jsonl").read_text().splitlines()]
+            docs, stats, start = [Document(*r) for r in rows], json.loads(meta_path.read_text())["stats"], i + 1
+            break
+    if docs is None:
+        docs = load_documents(src, "train")
+    for i in range(start, len(steps)):
+        before, before_bytes = len(docs), _n_bytes(docs)
+        docs = run_step(steps[i], docs, random.Random(f"{data.seed}:{src.name}:{i}:{steps[i]['op']}"), data.name, src.name)
+        stats = stats + [{"source": src.name, "op": steps[i]["op"], "docs_in": before, "docs_out": len(docs), "bytes_in": before_bytes, "bytes_out": _n_bytes(docs)}]
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / f"{keys[i]}.lock")):
+            _atomic_text(folder / f"{keys[i]}.jsonl", "\n".join(json.dumps([d.id, d.text, d.group]) for d in docs))
+            _atomic_text(folder / f"{keys[i]}.json", json.dumps({"stats": stats}))
+    return docs, stats
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(f"{path.suffix}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _recipe_payload(data: DataConfig) -> dict:
     return {"recipe": {k: v for k, v in _plain(data).items() if k not in ("name", "description")}, "corpora": builtin_fingerprint()}
 
@@ -126,7 +162,7 @@ def recipe_tokens(data: DataConfig, cache_dir: str) -> tuple[np.ndarray, dict]:
             if src.weight == 0:
                 continue
             want = int(round(data.pool_tokens * src.weight / total_w))
-            docs, stats = apply_steps(src.name, load_documents(src, "train"), data)
+            docs, stats = curated_documents(src, data, cache_dir)
             steps += stats
             random.Random(f"{data.seed}:{src.name}:order").shuffle(docs)
             factor = pool_factor(data, src.name)

@@ -200,16 +200,13 @@ def check_steps(data: DataConfig) -> None:
             raise ConfigError(f"recipe {data.name}: step {op} names missing source(s) {sorted(missing)}")
 
 
-def apply_steps(source: str, docs: list[Document], data: DataConfig) -> tuple[list[Document], list[dict]]:
-    """Run the recipe's steps on one source's documents; return them and per-step keep counts."""
-    rng = random.Random(f"{data.seed}:{source}")
-    stats = []
-    for step in data.steps:
-        if step["op"] in POOL_STEPS or (step.get("sources") and source not in step["sources"]):
-            continue
-        before = len(docs)
-        docs = STEPS[step["op"]](docs, rng, **_params(step))
-        stats.append({"source": source, "op": step["op"], "docs_in": before, "docs_out": len(docs)})
-        if not docs:
-            raise ConfigError(f"recipe {data.name}: step {step['op']} kept zero documents of source {source!r}")
-    return docs, stats
+def doc_steps(data: DataConfig, source: str) -> list[dict]:
+    """The document steps that apply to `source`, in order (pool steps run later)."""
+    return [dict(st) for st in data.steps if st["op"] not in POOL_STEPS and (not st.get("sources") or source in st["sources"])]
+
+
+def run_step(step: dict, docs: list[Document], rng: random.Random, recipe: str, source: str) -> list[Document]:
+    out = STEPS[step["op"]](docs, rng, **_params(step))
+    if not out:
+        raise ConfigError(f"recipe {recipe}: step {step['op']} kept zero documents of source {source!r}")
+    return out

@@ -24,7 +24,7 @@ from proxyscale.config import ConfigError, SourceConfig
 
 HOLDOUT_PER_MILLE = {"pkg": 250, "stdlib": 100, "topic": 100}  # by group prefix; never trained on
 MIN_DOC_CHARS = 200
-CORPUS_VERSION = 4  # bump when extraction or the split changes: every cache key changes with it
+CORPUS_VERSION = 5  # bump when extraction or the split changes: every cache key changes with it
 
 
 @dataclass(frozen=True)
