@@ -18,18 +18,7 @@ case "${1:-}" in
     *) echo "cluster-down: unknown option '$1' (use --purge)" >&2; exit 2 ;;
 esac
 
-# pid_of PIDFILE NAME: print the pid if it is a live, non-zombie process called NAME.
-pid_of() {
-    local pid state comm
-    [ -s "$1" ] || return 1
-    pid=$(cat -- "$1" 2>/dev/null | tr -dc 0-9)
-    [ -n "$pid" ] && [ -r "/proc/$pid/status" ] || return 1
-    state=$(awk '/^State:/ {print $2; exit}' "/proc/$pid/status" 2>/dev/null) || return 1
-    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ] || return 1
-    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    [ "$comm" = "$2" ] || return 1
-    echo "$pid"
-}
+. "$(dirname "$0")/pids.sh"
 
 # stop NAME: TERM, wait up to 15 s, then KILL; remove the pid file.
 stop() {

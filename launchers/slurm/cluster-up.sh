@@ -27,17 +27,9 @@ export SLURM_CONF=$CONF
 say() { echo "cluster-up: $*"; }
 die() { echo "cluster-up: error: $*" >&2; exit 1; }
 
+. "$(dirname "$0")/pids.sh"
 # alive PIDFILE NAME: the pid in PIDFILE is a live (not zombie) process called NAME.
-alive() {
-    local pid state comm
-    [ -s "$1" ] || return 1
-    pid=$(cat -- "$1" 2>/dev/null | tr -dc 0-9)
-    [ -n "$pid" ] && [ -r "/proc/$pid/status" ] || return 1
-    state=$(awk '/^State:/ {print $2; exit}' "/proc/$pid/status" 2>/dev/null) || return 1
-    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ] || return 1
-    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    [ "$comm" = "$2" ]
-}
+alive() { pid_of "$@" >/dev/null; }
 
 # Every daemon up, the node schedulable and accounting answering.
 healthy() {
