@@ -122,7 +122,7 @@ def curated_documents(src: SourceConfig, data: DataConfig, cache_dir: str) -> tu
             docs, stats, start = [Document(*r) for r in rows], json.loads(meta_path.read_text())["stats"], i + 1
             break
     if docs is None:
-        docs = load_documents(src, "train")
+        docs = load_documents(src, "train", cache_dir)
     for i in range(start, len(steps)):
         before, before_bytes = len(docs), _n_bytes(docs)
         docs = run_step(steps[i], docs, random.Random(f"{data.seed}:{src.name}:{i}:{steps[i]['op']}"), data.name, src.name)
@@ -194,7 +194,7 @@ def eval_tokens(eval_set: SourceConfig, tokenizer: str, n_tokens: int, cache_dir
 
     def build():
         tok = Tokenizer(tokenizer)
-        docs = sorted(load_documents(eval_set, "heldout"), key=lambda d: d.id)
+        docs = sorted(load_documents(eval_set, "heldout", cache_dir), key=lambda d: d.id)
         encoded = [np.append(tok.encode(d.text), np.uint16(tok.eos)) for d in docs]
         if sum(len(e) for e in encoded) < n_tokens:
             raise ConfigError(f"eval set {eval_set.name!r} has only {sum(len(e) for e in encoded)} tokens, eval.tokens_per_set asks for {n_tokens}")

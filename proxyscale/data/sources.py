@@ -13,6 +13,7 @@ import functools
 import glob
 import hashlib
 import importlib.metadata
+import json
 import os
 import sys
 import sysconfig
@@ -24,7 +25,7 @@ from proxyscale.config import ConfigError, SourceConfig
 
 HOLDOUT_PER_MILLE = {"pkg": 250, "stdlib": 100, "topic": 100}  # by group prefix; never trained on
 MIN_DOC_CHARS = 200
-CORPUS_VERSION = 5  # bump when extraction or the split changes: every cache key changes with it
+CORPUS_VERSION = 6  # bump when extraction or the split changes: every cache key changes with it
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,22 @@ def _read(path: Path) -> str | None:
         return None
 
 
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _docstrings(node: ast.AST) -> Iterator[str]:
+    """Docstrings of a module and every class/function in it, visiting statements only
+    (ast.walk would also visit every expression node: ten times slower on the stdlib)."""
+    if isinstance(node, (ast.Module, *_DEFS)):
+        doc = ast.get_docstring(node)
+        if doc:
+            yield doc
+    for field in ("body", "orelse", "finalbody", "handlers"):
+        for child in getattr(node, field, ()):
+            if isinstance(child, ast.stmt) or isinstance(child, ast.excepthandler):
+                yield from _docstrings(child)
+
+
 def python_docs() -> Iterator[Document]:
     """English prose: the language reference topics and every stdlib module's docstrings."""
     from pydoc_data.topics import topics
@@ -94,9 +111,7 @@ def python_docs() -> Iterator[Document]:
             tree = ast.parse(src)
         except SyntaxError:
             continue
-        nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
-        docs = [ast.get_docstring(n) for n in nodes]
-        text = "\n\n".join(d for d in docs if d and len(d) > 40)
+        text = "\n\n".join(d for d in _docstrings(tree) if len(d) > 40)
         if text:
             yield Document(f"docstrings:{path.name}", text, _module(path))
 
@@ -152,9 +167,18 @@ BUILTIN: dict[str, Callable[[], Iterator[Document]]] = {
 
 
 @functools.lru_cache(maxsize=None)
-def builtin_corpus(name: str) -> tuple[Document, ...]:
-    """A built-in corpus, read once per process (parsing the stdlib takes seconds)."""
-    return tuple(d for d in BUILTIN[name]() if len(d.text) >= MIN_DOC_CHARS)
+def builtin_corpus(name: str, cache_dir: str | None = None) -> tuple[Document, ...]:
+    """A built-in corpus, extracted once per machine (in cache_dir) and once per process."""
+    path = Path(cache_dir, "corpora", f"{name}-{builtin_fingerprint()}.jsonl") if cache_dir else None
+    if path is not None and path.exists():
+        return tuple(Document(*json.loads(line)) for line in path.read_text().splitlines())
+    docs = tuple(d for d in BUILTIN[name]() if len(d.text) >= MIN_DOC_CHARS)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text("\n".join(json.dumps([d.id, d.text, d.group]) for d in docs))
+        os.replace(tmp, path)
+    return docs
 
 
 @functools.lru_cache(maxsize=None)
@@ -165,8 +189,8 @@ def builtin_fingerprint() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def heldout_hashes() -> frozenset[int]:
-    return frozenset(norm_hash(d.text) for name in BUILTIN for d in builtin_corpus(name) if is_heldout(d))
+def heldout_hashes(cache_dir: str | None = None) -> frozenset[int]:
+    return frozenset(norm_hash(d.text) for name in BUILTIN for d in builtin_corpus(name, cache_dir) if is_heldout(d))
 
 
 # ---- hub and local files ----------------------------------------------------------------------
@@ -228,12 +252,12 @@ def _from_datasets(src: SourceConfig) -> Iterator[Document]:
             yield Document(f"{src.name}:{i}", text)
 
 
-def load_documents(src: SourceConfig, side: str) -> list[Document]:
+def load_documents(src: SourceConfig, side: str, cache_dir: str | None = None) -> list[Document]:
     """All documents of a source. side='train' or 'heldout' selects a built-in corpus's split;
     external sources are used as given (their split is chosen by `split`)."""
     if src.kind == "builtin":
-        docs = [d for d in builtin_corpus(src.path or src.name) if is_heldout(d) == (side == "heldout")]
+        docs = [d for d in builtin_corpus(src.path or src.name, cache_dir) if is_heldout(d) == (side == "heldout")]
         if side == "train":  # a text that also occurs on the held-out side of any corpus stays out
-            docs = [d for d in docs if norm_hash(d.text) not in heldout_hashes()]
+            docs = [d for d in docs if norm_hash(d.text) not in heldout_hashes(cache_dir)]
         return docs[: src.max_docs] if src.max_docs else docs
     return list(_from_datasets(src))
