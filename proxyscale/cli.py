@@ -12,6 +12,8 @@ usage:
   proxyscale submit [OVERRIDES]           a grid as one SLURM job array (non-blocking); see --help
   proxyscale status outputs/SWEEP         cells by state: records merged with the scheduler
   proxyscale report --from-csv F --out D  the same analysis on external results (recipe,size,metric,value)
+  proxyscale report outputs/SWEEP --wandb also publish the report as a W&B run in the sweep's group
+  proxyscale wandb-sync outputs/SWEEP     upload a sweep's offline W&B runs
 
 Every grid is composed and validated before anything trains: bad input is one line and exit 2.
 """
@@ -194,6 +196,7 @@ def report_main(argv: list[str]) -> None:
     p.add_argument("--from-csv", help="long CSV of external results: recipe,size,metric,value[,lr,seed,step,params]")
     p.add_argument("--out", help="output folder (default: the sweep folder)")
     p.add_argument("--higher-is-better", action="store_true", help="every metric is higher-is-better (default: lower, like losses)")
+    p.add_argument("--wandb", action="store_true", help="also log the report as a W&B run (job_type report) in the sweep's group; offline unless the sweep used logger.mode=online")
     a = p.parse_args(argv)
     if bool(a.sweep_dir) == bool(a.from_csv):
         fail("give either a sweep folder or --from-csv PATH")
@@ -205,6 +208,17 @@ def report_main(argv: list[str]) -> None:
         fail(str(exc))
     for p_ in paths:
         print(f"wrote {p_}")
+    if a.wandb:
+        from pathlib import Path
+
+        from proxyscale.report import wandb_publish
+
+        out_dir = a.out or a.sweep_dir
+        try:
+            where = wandb_publish.publish(a.sweep_dir, Path(out_dir) / "report.json", out_dir)
+        except wandb_publish.PublishError as exc:
+            fail(str(exc))
+        print(f"W&B report run: {where}")
 
 
 def submit_main(argv: list[str]) -> None:

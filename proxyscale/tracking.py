@@ -229,7 +229,10 @@ def _finish_wandb(lg, status: str, monitor) -> None:
     if run is None:  # the cell failed before its first log: start the run so the failure shows
         if status != "failed":
             return
-        run = lg.experiment
+        try:
+            run = lg.experiment
+        except Exception:  # W&B itself could not start: the cell's own error is what matters
+            return
     values = {"status": status, **summary(monitor, status)}
     exc = sys.exc_info()[1]
     if status == "failed" and exc is not None:
@@ -273,26 +276,26 @@ class SyncError(RuntimeError):
 
 
 def sync(path: str | Path, project: str | None = None, entity: str | None = None, dry_run: bool = False,
-         timeout: float = 900) -> list[str]:
-    """Run `wandb sync` on a sweep's offline runs; returns the command. Raises SyncError."""
+         timeout: float = 900) -> tuple[list[str], str]:
+    """Run `wandb sync` (with --dry-run: wandb's own dry run, no key needed) on a sweep's offline
+    runs; returns (command, wandb's output). Raises SyncError with one line."""
     import subprocess
 
-    runs = offline_runs(path)
     if not Path(path).is_dir():
         raise SyncError(f"{path}: no such sweep folder")
+    runs = offline_runs(path)
     if not runs:
-        raise SyncError(f"{path}: no offline W&B runs to sync (was the sweep run with logger=wandb?)")
-    cmd = sync_command(runs, project, entity, dry_run)
+        raise SyncError(f"{path}: nothing to sync: no offline W&B runs (was the sweep run with logger=wandb?)")
     if not dry_run and not _has_wandb_login():
         raise SyncError(f"{len(runs)} offline run(s) not synced: set WANDB_API_KEY in the environment (or run `wandb login`) first")
-    if dry_run:
-        return cmd
+    cmd = sync_command(runs, project, entity, dry_run)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise SyncError(f"`wandb sync` of {len(runs)} run(s) gave no result within {timeout:g}s (no network to the W&B server?)") from None
+    output = (done.stdout + done.stderr).strip()
     if done.returncode != 0:
-        lines = [ln.strip() for ln in (done.stderr + "\n" + done.stdout).splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
         errs = [ln for ln in lines if "error" in ln.lower()] or lines or [f"exit status {done.returncode}"]
         raise SyncError(f"`wandb sync` of {len(runs)} run(s) failed (exit {done.returncode}): {errs[-1][:300]}")
-    return cmd
+    return cmd, output

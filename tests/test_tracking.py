@@ -1,0 +1,394 @@
+"""Trackers (proxyscale/tracking.py): W&B offline runs per cell, resume into the same run, no API key
+in any output, `wandb-sync`, the report run, logger=none without wandb, csv and tensorboard.
+
+W&B's offline `.wandb` files are read back with wandb's own protobuf schema (wandb.proto): the file
+is a LevelDB-style log of `Record` messages. Everything is offline; nothing reaches the network.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from proxyscale import config as C
+from proxyscale import record, tracking
+
+from conftest import FAST, ROOT, run_cli
+
+FAKE_KEY = "fk" + "0123456789abcdef" * 2 + "feedbe"  # 40 characters, never a real key
+assert len(FAKE_KEY) == 40
+
+
+# ------------------------------------------------------------------------ reading offline runs
+
+
+def wandb_records(path: Path) -> list:
+    """Every protobuf Record of a .wandb file (32 KiB blocks of [crc32 u32][len u16][type u8] chunks)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path}: not a W&B data file"
+    pos, block, buf, chunks = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0 and length == 0:  # zero padding to the end of a block
+            pos += left
+            continue
+        if pos + 7 + length > len(data):  # a chunk still being written
+            break
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 1:  # FULL
+            chunks.append(chunk)
+        elif kind == 2:  # FIRST
+            buf = chunk
+        elif kind == 3:  # MIDDLE
+            buf += chunk
+        elif kind == 4:  # LAST
+            chunks.append(buf + chunk)
+            buf = b""
+    out = []
+    for c in chunks:
+        r = pb.Record()
+        r.ParseFromString(c)
+        out.append(r)
+    return out
+
+
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+def finished_records(path: Path, timeout: float = 60) -> list:
+    """The records once the run's exit record is on disk: wandb's service process may still be
+    writing the file for a moment after `finish()` returned in this process."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        recs = wandb_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in recs) or time.monotonic() > deadline:
+            return recs
+        time.sleep(0.2)
+
+
+def read_offline_run(folder: Path) -> dict:
+    """{id, group, job_type, name, tags, project, config, history, summary, exit_code} of one run folder."""
+    (path,) = folder.glob("*.wandb")
+    run: dict = {"folder": folder, "config": {}, "history": [], "summary": {}, "exit_code": None}
+    for r in finished_records(path):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            run.update(id=r.run.run_id, group=r.run.run_group, job_type=r.run.job_type, name=r.run.display_name,
+                       tags=list(r.run.tags), project=r.run.project)
+            run["config"].update({_key(u): json.loads(u.value_json) for u in r.run.config.update})
+        elif kind == "config":
+            run["config"].update({_key(u): json.loads(u.value_json) for u in r.config.update})
+        elif kind == "history":
+            run["history"].append({_key(i): json.loads(i.value_json) for i in r.history.item})
+        elif kind == "summary":
+            run["summary"].update({_key(u): json.loads(u.value_json) for u in r.summary.update})
+        elif kind == "exit":
+            run["exit_code"] = r.exit.exit_code
+    return run
+
+
+def offline_runs(root: Path) -> list[dict]:
+    return [read_offline_run(f) for f in tracking.offline_runs(root)]
+
+
+def series(run: dict, key: str) -> list[tuple[int, float]]:
+    return [(h["trainer/global_step"], h[key]) for h in run["history"] if key in h]
+
+
+def files_containing(root: Path, text: str) -> list[str]:
+    needle = text.encode()
+    return [str(p) for p in root.rglob("*") if p.is_file() and not p.is_symlink() and needle in p.read_bytes()]
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    """A fake API key in the environment, W&B's own folders inside tmp_path, no mode override."""
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home" / var.lower()))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    return {k: os.environ[k] for k in os.environ if k.startswith("WANDB_")}
+
+
+def _cfg(out_dir, cache_dir, *extra):
+    with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=["model=debug", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", *FAST, *extra])
+
+
+# ------------------------------------------------------------------------ unit
+
+
+def test_config_is_flattened_to_dotted_keys():
+    flat = tracking.flatten({"optim": {"lr": 0.003, "optimizer": {"_target_": "x"}}, "model": {"n_layer": 2},
+                             "data": {"sources": [{"name": "a", "weight": 1.0}], "steps": []}, "tags": ["a", "b"]})
+    assert flat == {"optim.lr": 0.003, "optim.optimizer._target_": "x", "model.n_layer": 2,
+                    "data.sources.0.name": "a", "data.sources.0.weight": 1.0, "data.steps": [], "tags": ["a", "b"]}
+
+
+def test_logger_settings_are_checked_before_anything_trains(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    with pytest.raises(C.ConfigError, match="logger.kind must be one of none, csv, tensorboard, wandb"):
+        C.validate(_cfg(tmp_path, cache_dir, "logger.kind=comet"))
+    with pytest.raises(C.ConfigError, match="logger.mode must be one of offline, online, disabled"):
+        C.validate(_cfg(tmp_path, cache_dir, "logger=wandb", "logger.mode=cloud"))
+    with pytest.raises(C.ConfigError, match="logger.mode=online needs WANDB_API_KEY"):
+        C.validate(_cfg(tmp_path, cache_dir, "logger=wandb", "logger.mode=online"))
+    C.validate(_cfg(tmp_path, cache_dir, "logger=wandb"))  # offline needs no key
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    C.validate(_cfg(tmp_path, cache_dir, "logger=wandb", "logger.mode=online"))
+    cfg = _cfg(tmp_path, cache_dir, "logger=wandb")
+    assert cfg.logger.mode == "offline" and tracking.wandb_dir(cfg) == tmp_path / "default"
+
+
+def test_a_bad_logger_kind_is_one_line_and_exit_2(tmp_path):
+    res = run_cli("-m", "model=debug", "logger.kind=comet", f"paths.output_dir={tmp_path}")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1
+    assert lines[0].startswith("proxyscale: error: logger.kind must be one of none, csv, tensorboard, wandb, got 'comet'")
+    assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------ wandb-sync
+
+
+def _fake_offline_run(root: Path, rid: str) -> Path:
+    folder = root / "wandb" / f"offline-run-20260101_000000-{rid}"
+    folder.mkdir(parents=True)
+    (folder / f"run-{rid}.wandb").write_bytes(b":W&B" + struct.pack("<HB", 0xBEE1, 1))
+    return folder
+
+
+def test_wandb_sync_nothing_to_sync_and_missing_folder(tmp_path):
+    (tmp_path / "sweep").mkdir()
+    res = run_cli("wandb-sync", str(tmp_path / "sweep"))
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [
+        f"proxyscale: error: {tmp_path / 'sweep'}: nothing to sync: no offline W&B runs (was the sweep run with logger=wandb?)"]
+    res = run_cli("wandb-sync", str(tmp_path / "nope"))
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1 and "no such sweep folder" in res.stderr
+    res = run_cli("wandb-sync")
+    assert res.returncode == 2 and "sweep_dir" in res.stderr
+
+
+def test_wandb_sync_needs_a_key_and_dry_run_invokes_wandb_sync(tmp_path):
+    sweep = tmp_path / "sweep"
+    a = _fake_offline_run(sweep, "debug-balanced-lr0.003-s0-aaaa")
+    b = _fake_offline_run(sweep, "debug-noisy-lr0.003-s0-bbbb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "cfg"))
+    from conftest import PROXYSCALE
+
+    res = subprocess.run([PROXYSCALE, "wandb-sync", str(sweep)], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [
+        "proxyscale: error: 2 offline run(s) not synced: set WANDB_API_KEY in the environment (or run `wandb login`) first"]
+    res = subprocess.run([PROXYSCALE, "wandb-sync", str(sweep), "--dry-run", "--project", "p1"], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"-m wandb sync --project p1 --dry-run {a} {b}" in res.stdout
+    assert "Would sync 2 run(s)" in res.stdout  # wandb's own dry run answered
+    assert tracking.sync_command([a], entity="team") == [sys.executable, "-m", "wandb", "sync", "--entity", "team", str(a)]
+
+
+# ------------------------------------------------------------------------ logger=none
+
+
+@pytest.mark.slow
+def test_logger_none_never_imports_wandb(tmp_path, cache_dir):
+    driver = f"""
+import sys
+from hydra import compose, initialize_config_dir
+from proxyscale import config as C
+from proxyscale.job import run_cell
+with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
+    cfg = compose("config", overrides={["model=debug", f"paths.output_dir={tmp_path}", f"paths.cache_dir={cache_dir}", "logger=none", *FAST]!r})
+rec = run_cell(cfg)
+print("STATUS", rec.status, "WANDB", "wandb" in sys.modules)
+"""
+    res = subprocess.run([sys.executable, "-c", driver], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "STATUS completed WANDB False" in res.stdout
+    assert not list(tmp_path.rglob("offline-run-*"))
+
+
+# ------------------------------------------------------------------------ csv / tensorboard
+
+
+@pytest.mark.parametrize("kind", ["csv", "tensorboard"])
+def test_csv_and_tensorboard_loggers_keep_working(tmp_path, cache_dir, kind):
+    if kind == "tensorboard" and not (importlib.util.find_spec("tensorboardX") or importlib.util.find_spec("tensorboard")):
+        pytest.skip(f"logger=tensorboard needs {tracking.TENSORBOARD_PIN} (not installed)")
+    from proxyscale.job import run_cell, run_dir
+
+    cfg = _cfg(tmp_path, cache_dir, f"logger={kind}", "trainer.log_every_n_steps=2")
+    rec = run_cell(cfg)
+    assert rec.status == "completed", rec.error
+    folder = run_dir(cfg)
+    if kind == "csv":
+        header = (folder / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+        assert {"train/loss", "eval/prose/loss", "eval/code/loss", "eval/readme/loss"} <= set(header)
+    else:
+        events = list((folder / "tensorboard").glob("events.out.tfevents.*"))
+        assert events and all(e.stat().st_size > 0 for e in events)
+        blob = b"".join(e.read_bytes() for e in events)
+        assert b"train/loss" in blob and b"eval/prose/loss" in blob
+
+
+# ------------------------------------------------------------------------ wandb: real runs
+
+
+@pytest.mark.slow
+def test_a_wandb_grid_through_the_cli_is_one_offline_run_per_cell(tmp_path, cache_dir, wandb_env):
+    out = tmp_path / "outputs"
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    res = subprocess.run(
+        [str(Path(sys.executable).with_name("proxyscale")), "-m", "model=debug", *FAST, "sweep=wbgrid", "logger=wandb",
+         "trainer.log_every_n_steps=2", "data=balanced,noisy", "optim.lr=3e-3", "data.pool_tokens=200000,100",
+         f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    sweep = out / "wbgrid"
+    recs = {p.parent.name: record.read(p.parent) for p in sweep.glob(f"*/{record.RESULT}")}
+    assert sorted(r.status for r in recs.values()) == ["completed", "completed", "failed", "failed"]
+    runs = offline_runs(sweep)
+    assert all(r["folder"].parent == sweep / "wandb" for r in runs)
+    # one run per cell, ids == run ids: the in-process cells never collapse into one run
+    assert sorted(r["id"] for r in runs) == sorted(recs)
+    for run in runs:
+        rec = recs[run["id"]]
+        cfg = rec.config
+        assert run["group"] == "wbgrid" and run["project"] == "proxyscale" and run["job_type"] == "train-debug"
+        assert {"size:debug", f"recipe:{rec.recipe}", "lr:0.003", "seed:0"} <= set(run["tags"])
+        assert run["name"] == run["id"].rsplit("-", 1)[0]
+        c = run["config"]
+        assert c["optim.lr"] == pytest.approx(0.003) and c["model.n_layer"] == 2 and c["run_id"] == run["id"]
+        assert c["data.pool_tokens"] == cfg["data"]["pool_tokens"] and c["data.sources.0.name"] == cfg["data"]["sources"][0]["name"]
+        assert not any(isinstance(v, dict) and v for k, v in c.items() if k != "_wandb"), "config is not flat"
+        assert run["summary"]["status"] == rec.status
+        if rec.status == "completed":
+            assert run["exit_code"] == 0
+            assert [s for s, _ in series(run, "train/loss")] == list(range(2, 13, 2))
+            for name in ("prose", "code", "readme"):
+                ev = series(run, f"eval/{name}/loss")
+                assert [s for s, _ in ev] == [p["step"] for p in rec.eval_curve] == [4, 8, 12]
+                assert [v for _, v in ev] == pytest.approx([p["loss"][name] for p in rec.eval_curve], abs=1e-5)
+                assert run["summary"][f"final/eval/{name}/loss"] == pytest.approx(rec.final_loss[name], abs=1e-5)
+            assert all(v > 0 for _, v in series(run, "perf/tokens_per_second"))
+            assert run["summary"]["steps"] == 12 and run["summary"]["tokens"] == rec.tokens
+            assert run["summary"]["tokens_per_second"] == pytest.approx(rec.tokens_per_second, rel=1e-6)
+        else:
+            assert run["exit_code"] == 1 and run["summary"]["error"]
+    leaks = files_containing(tmp_path, FAKE_KEY)
+    assert not leaks, f"the API key was written to {leaks}"
+    assert FAKE_KEY not in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_an_interrupted_cell_resumes_into_the_same_wandb_run(tmp_path, cache_dir, wandb_env, monkeypatch):
+    from proxyscale.job import run_cell, run_dir
+    from proxyscale.train import Monitor
+
+    cfg = _cfg(tmp_path / "outputs", cache_dir, "optim.lr=1e-2", "trainer.checkpoint=true", "logger=wandb", "trainer.log_every_n_steps=1", "sweep=wbresume")
+    original = Monitor.on_train_batch_end
+
+    def preempt_at_step_6(self, trainer, *args):
+        original(self, trainer, *args)
+        if trainer.global_step == 6:
+            raise RuntimeError("preempted")
+
+    monkeypatch.setattr(Monitor, "on_train_batch_end", preempt_at_step_6)
+    first = run_cell(cfg)
+    assert first.status == "failed" and "preempted" in first.error
+    import wandb
+
+    assert wandb.run is None, "the failed cell left its W&B run open"
+    monkeypatch.setattr(Monitor, "on_train_batch_end", original)
+    resumed = run_cell(cfg)
+    assert resumed.status == "completed" and resumed.requeues == 1
+    assert wandb.run is None
+
+    a, b = offline_runs(tmp_path / "outputs" / "wbresume")  # oldest first
+    assert a["id"] == b["id"] == run_dir(cfg).name == resumed.run_id
+    assert a["exit_code"] == 1 and a["summary"]["status"] == "failed" and "preempted" in a["summary"]["error"]
+    assert b["exit_code"] == 0 and b["summary"]["status"] == "completed"
+    # the first run died in step 6 (before Lightning logged it); the checkpoint was at the step-4
+    # eval, so the resumed run goes on from step 5 in the same run id
+    assert [s for s, _ in series(a, "train/loss")] == [1, 2, 3, 4, 5]
+    assert [s for s, _ in series(a, "eval/prose/loss")] == [4]
+    assert [s for s, _ in series(b, "train/loss")] == list(range(5, 13))
+    assert [s for s, _ in series(b, "eval/prose/loss")] == [8, 12]
+    assert b["summary"]["requeues"] == 1
+    assert b["summary"]["final/eval/prose/loss"] == pytest.approx(resumed.final_loss["prose"], abs=1e-5)
+    leaks = files_containing(tmp_path, FAKE_KEY)
+    assert not leaks, f"the API key was written to {leaks}"
+
+
+@pytest.mark.slow
+def test_publish_logs_the_report_as_a_run_in_the_sweep_group(tmp_path, wandb_env):
+    from proxyscale.report import wandb_publish
+
+    sweep = tmp_path / "outputs" / "pub"
+    cell = sweep / "debug-balanced-lr0.003-s0-aaaa"
+    cell.mkdir(parents=True)
+    (cell / "config.yaml").write_text("sweep: pub\nlogger:\n  kind: wandb\n  project: proxyscale\n  mode: offline\n  tags: [study]\n")
+    (cell / record.RESULT).write_text(json.dumps({"run_id": cell.name, "status": "completed", "size": "debug", "params": 35008,
+                                                 "recipe": "balanced", "lr": 0.003, "seed": 0, "tokens": 49152, "steps": 12,
+                                                 "tokens_per_second": 1e4, "final_loss": {"prose": 4.6, "code": 4.5}}))
+    flips = [{"a": "balanced", "b": "noisy", "proxy_a": 4.6, "proxy_b": 4.7, "target_a": 4.1, "target_b": 4.0,
+              "proxy_prefers": "balanced", "target_prefers": "noisy"}]
+    report = {"schema_version": 1, "direction": "lower", "sizes": ["debug", "tiny"], "recipes": ["balanced", "noisy", "dup"],
+              "metrics": ["prose"], "status_counts": {"debug": {"completed": 3}, "tiny": {"completed": 2, "failed": 1}},
+              "comparisons": [
+                  {"metric": "prose", "proxy": "debug", "target": "tiny", "proxy_lr": None, "target_mode": None, "n_recipes": 3,
+                   "pearson": 0.5, "r2": 0.25, "spearman": 0.5, "kendall": 0.33, "decision_accuracy": 0.667, "n_pairs": 3,
+                   "n_flips": 1, "flips": flips, "pearson_ci": [0.1, 0.9]},
+                  {"metric": "prose", "proxy": "debug", "target": "tiny", "proxy_lr": 0.001, "target_mode": "tuned",
+                   "n_recipes": 3, "spearman": None, "decision_accuracy": None, "reason": "too few recipes"},
+                  "not a comparison"],
+              "summary": {"target": "tiny"}}
+    rj = tmp_path / "report.json"
+    rj.write_text(json.dumps(report))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.plot([0, 1], [1, 0])
+    plt.savefig(tmp_path / "ranking.png")
+    plt.close("all")
+
+    where = Path(wandb_publish.publish(sweep, rj, tmp_path))
+    assert where.parent == sweep / "wandb" and where.name.startswith("offline-run-")
+    (run,) = [r for r in offline_runs(sweep) if r["job_type"] == "report"]
+    assert run["group"] == "pub" and run["name"] == "pub-report" and "study" in run["tags"] and run["exit_code"] == 0
+    s = run["summary"]
+    assert s["prose/debug->tiny/decision_accuracy"] == pytest.approx(0.667) and s["prose/debug->tiny/n_flips"] == 1
+    assert s["cells/completed"] == 5 and s["cells/failed"] == 1 and s["n_comparisons"] == 2 and s["target"] == "tiny"
+    (logged,) = run["history"]
+    assert {logged[f"{k}/_type"] for k in ("results", "comparisons", "flips")} == {"table-file"}
+    assert logged["plots/ranking/_type"] == "image-file"
+    tables = {p.name.split("_")[0]: json.loads(p.read_text()) for p in (where / "files" / "media" / "table").glob("*.table.json")}
+    assert tables["comparisons"]["columns"][:3] == ["metric", "proxy", "target"] and len(tables["comparisons"]["data"]) == 2
+    assert tables["flips"]["data"][0][4:6] == ["balanced", "noisy"]
+    assert len(tables["results"]["data"]) == 2  # the one record, per eval set
+    assert list((where / "files" / "media" / "images").rglob("*.png"))
+    with pytest.raises(wandb_publish.PublishError, match="not valid JSON"):
+        (tmp_path / "bad.json").write_text("{")
+        wandb_publish.publish(sweep, tmp_path / "bad.json", tmp_path)
+    assert not files_containing(tmp_path, FAKE_KEY)
