@@ -24,8 +24,8 @@ GRID_FILE = "grid.json"
 
 # Cost model of one CPU thread, fitted to steps timed on the 2-core development machine
 # (fp32, batch 32 x 128 tokens): seconds per step = overhead + training FLOPs / rate.
-CPU_STEP_OVERHEAD_S = 0.02
-CPU_FLOPS_PER_S = 1.1e11
+CPU_STEP_OVERHEAD_S = 0.015
+CPU_FLOPS_PER_S = 9e10
 
 
 class GridError(ValueError):
