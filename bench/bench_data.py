@@ -5,7 +5,6 @@ from __future__ import annotations
 import tempfile
 import time
 
-import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 

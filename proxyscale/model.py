@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
-
 from omegaconf import OmegaConf
 
 from proxyscale.config import CONF_DIR, ModelConfig
@@ -52,13 +50,6 @@ def build(m: ModelConfig, vocab_size: int, seq_len: int):
         use_cache=False,
     )
     return LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa")
-
-
-@dataclass
-class Rung:
-    config: ModelConfig
-    params: int
-    flops_per_token: float
 
 
 def registry() -> dict[str, ModelConfig]:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
-from pathlib import Path
 
 import pandas as pd
 import pytest

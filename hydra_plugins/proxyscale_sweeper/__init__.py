@@ -3,7 +3,7 @@ whose record is final, records the grid in <sweep>/grid.json, and hands the rest
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
