@@ -195,6 +195,7 @@ def validate(cfg: DictConfig) -> None:
         (m.d_model % m.n_head == 0, f"model {m.name}: d_model {m.d_model} is not divisible by n_head {m.n_head}"),
         (t.batch_size > 0 and t.seq_len > 1, "trainer.batch_size must be > 0 and trainer.seq_len > 1"),
         (t.max_tokens is None or t.max_tokens >= t.batch_size * t.seq_len, f"trainer.max_tokens={t.max_tokens} is less than one batch ({t.batch_size * t.seq_len} tokens)"),
+        (t.batch_size % (t.devices * t.num_nodes) == 0, f"trainer.batch_size={t.batch_size} must divide evenly over devices x num_nodes = {t.devices * t.num_nodes} processes"),
         (t.tokens_per_param > 0, f"trainer.tokens_per_param must be > 0, got {t.tokens_per_param}"),
         (t.strategy in ("auto", "ddp", "fsdp"), f"trainer.strategy must be auto, ddp or fsdp, got {t.strategy!r}"),
         (tracking.check(cfg) is None, tracking.check(cfg)),

@@ -1,6 +1,6 @@
-"""Launching grids beyond this process: `proxyscale submit` (one SLURM job array, non-blocking),
-`proxyscale status` (records merged with the scheduler), and Hydra's submitit_local launcher with a
-parallelism limit.
+"""Launching grids beyond this process: `proxyscale submit` (one SLURM job array, non-blocking) and
+`proxyscale status` (records merged with the scheduler). Hydra's submitit_local launcher with a
+parallelism limit is hydra_plugins/proxyscale_launcher (Hydra loads plugin classes only from there).
 
 submit
   compose + validate every cell (cli.compose_grid) -> drop final cells (and failed ones unless
@@ -38,20 +38,12 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
-import logging
 import os
 import shutil
 import subprocess
-import sys
-import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from hydra.core.config_store import ConfigStore
-from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
 
 MANIFEST = "manifest.jsonl"
 SUBMIT_INFO = "submit.json"
@@ -60,44 +52,10 @@ STATES = ("pending", "running", "requeued", "completed", "diverged", "failed", "
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
           "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED"}
 
-log = logging.getLogger("proxyscale")
 
 
 class LaunchError(ValueError):
     """Bad input for submit/status: the one line the CLI prints (exit 2)."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Hydra: submitit's local executor with a parallelism limit
-# --------------------------------------------------------------------------------------------------
-class SubmititLocalLauncher(LocalLauncher):
-    """hydra-submitit-launcher's local launcher, at most `array_parallelism` jobs at a time.
-
-    submitit's LocalExecutor starts every job of an array at once; on a small machine that
-    oversubscribes the cores. Cells are launched in waves of `array_parallelism`; like the stock
-    launcher, this blocks until every cell has ended."""
-
-    def __init__(self, array_parallelism: int = 2, **params: Any) -> None:
-        super().__init__(**params)
-        self.array_parallelism = max(1, int(array_parallelism))
-
-    def launch(self, job_overrides, initial_job_idx: int):
-        out, n = [], self.array_parallelism
-        for i in range(0, len(job_overrides), n):
-            out.extend(super().launch(job_overrides[i:i + n], initial_job_idx + i))
-        return out
-
-
-@dataclass
-class SubmititLocalConf(LocalQueueConf):
-    """The schema of conf/hydra/launcher/submitit_local.yaml: submitit's local one plus the limit.
-    Stored under the same name, so Hydra's automatic schema matching of that file accepts it."""
-
-    _target_: str = "hydra_plugins.proxyscale_launcher.SubmititLocalLauncher"
-    array_parallelism: int = 2
-
-
-ConfigStore.instance().store(group="hydra/launcher", name="submitit_local", node=SubmititLocalConf, provider="proxyscale")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -115,6 +73,8 @@ class CellTask:
         self.finished: list[str] = []
 
     def __call__(self, cells: list[dict]) -> dict[str, str]:
+        import logging
+
         from omegaconf import OmegaConf
 
         from proxyscale import config as C
@@ -133,7 +93,8 @@ class CellTask:
                 cfg.trainer.threads = cpus
             if C.run_id(cfg) != rid:
                 raise RuntimeError(f"cell config does not give its run id {rid} (got {C.run_id(cfg)})")
-            statuses[rid] = run_cell(cfg, f"[{i + 1}/{len(cells)}] ").status
+            rec = run_cell(cfg, f"[{i + 1}/{len(cells)}] ")
+            statuses[rid] = rec.status if rec is not None else "held by another process"
             self.finished.append(rid)
         return statuses
 
@@ -279,8 +240,10 @@ def check_slurm(launcher: dict, cells) -> None:
 
 def sacct_states(job_ids: list[str]) -> dict[str, dict] | None:
     """job id ("123_4") -> {"state": current state, "requeued": bool}; None when sacct is unavailable."""
-    if not job_ids or shutil.which("sacct") is None:
-        return None if not job_ids else None
+    if not job_ids:
+        return {}
+    if shutil.which("sacct") is None:
+        return None
     arrays = sorted({j.split("_")[0] for j in job_ids})
     try:
         r = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(arrays), "-o", "JobID,State"], timeout=30)
@@ -289,6 +252,7 @@ def sacct_states(job_ids: list[str]) -> dict[str, dict] | None:
     if r.returncode != 0:
         return None
     out: dict[str, dict] = {}
+    ranged: dict[str, dict] = {}  # "123_[2-5%2]": the tasks not started yet; an explicit line wins
     for line in r.stdout.splitlines():
         parts = line.strip().split("|")
         if len(parts) < 2:
@@ -301,15 +265,13 @@ def sacct_states(job_ids: list[str]) -> dict[str, dict] | None:
             for piece in rng.split(","):
                 a, _, b = piece.partition("-")
                 ids += range(int(a), int(b or a) + 1)
-            jids = [f"{base}_{i}" for i in ids]
-        else:
-            jids = [jid]
-        for j in jids:
-            prev = out.get(j)
-            out[j] = {"state": state, "requeued": bool(prev and (prev["requeued"] or prev["state"] in ("REQUEUED", "PREEMPTED", "TIMEOUT", "NODE_FAIL")))
-                      or state == "REQUEUED"}
-    # squeue knows pending tasks that sacct may still list as a range only
-    return out
+            for i in ids:
+                ranged[f"{base}_{i}"] = {"state": state, "requeued": False}
+            continue
+        prev = out.get(jid)
+        out[jid] = {"state": state, "requeued": bool(prev and (prev["requeued"] or prev["state"] in ("REQUEUED", "PREEMPTED", "TIMEOUT", "NODE_FAIL")))
+                    or state == "REQUEUED"}
+    return {**ranged, **out}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,7 +331,7 @@ def submit(argv: list[str], cells_per_task: int = 4, max_parallel: int | None = 
     hl = base.hydra.launcher
     launcher = {k: (OmegaConf.to_container(hl[k], resolve=True) if OmegaConf.is_config(hl[k]) else hl[k])
                 for k in hl if k not in ("submitit_folder", "name")}
-    if "partition" not in launcher and "n_jobs" in launcher:
+    if "partition" not in launcher:
         raise LaunchError("submit needs the submitit_slurm launcher preset (drop the hydra/launcher override)")
     sweeps = {str(grid.sweep_dir(c.cfg)) for c in cells}
     if len(sweeps) != 1:
@@ -414,8 +376,7 @@ def submit(argv: list[str], cells_per_task: int = 4, max_parallel: int | None = 
         folder = sweep / SUBMITIT_DIR / "%A"
         rows, job_ids, now = [], [], _dt.datetime.now().isoformat(timespec="seconds")
         for shape, members in groups.items():
-            per = cells_per_task if shape[:2] == (1, 1) else cells_per_task  # same packing for large cells
-            tasks = [members[i:i + per] for i in range(0, len(members), per)]
+            tasks = [members[i:i + cells_per_task] for i in range(0, len(members), cells_per_task)]
             ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=int(launcher.get("max_num_timeout") or 0))
             ex.update_parameters(**_executor_params(launcher, shape, parallel, f"ps-{base.sweep}"))
             specs = [[{"run_id": c.run_id, "overrides": list(c.overrides), "config": C.plain(c.cfg)} for c in t] for t in tasks]
@@ -427,16 +388,22 @@ def submit(argv: list[str], cells_per_task: int = 4, max_parallel: int | None = 
                 for c in t:
                     rows.append({"run_id": c.run_id, "job_id": job.job_id, "array_job_id": job.job_id.split("_")[0],
                                  "array_index": int(job.job_id.split("_")[1]) if "_" in job.job_id else 0,
-                                 "submitted": now, "overrides": list(c.overrides), "grid": fingerprint(fixed),
+                                 "submitted": now, "overrides": _user_overrides(c.overrides), "grid": fingerprint(fixed),
                                  "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)})
             job_ids.append(jobs[0].job_id.split("_")[0])
         append_manifest(sweep, rows)
+    n_tasks = sum(-(-len(m) // cells_per_task) for m in groups.values())
     out(f"submitted {len(todo)} of {len(cells)} cells as SLURM array job {', '.join(job_ids)} "
-        f"({sum(-(-len(m) // cells_per_task) for m in groups.values())} tasks, {cells_per_task} cells/task, at most {parallel} at once); "
+        f"({n_tasks} task{'s' * (n_tasks != 1)}, up to {cells_per_task} cells each, at most {parallel} at once); "
         f"{', '.join(notes)}")
     out(f"manifest: {sweep / MANIFEST}")
     out(f"status:   proxyscale status {sweep}")
     return {"sweep": str(sweep), "job_ids": job_ids, "submitted": len(todo)}
+
+
+def _user_overrides(overrides) -> list[str]:
+    """A cell's overrides without the two that submit adds itself."""
+    return [o for o in overrides if not o.startswith(("hydra/launcher=", "trainer.checkpoint="))]
 
 
 def _record_status(run_dir: Path) -> str | None:
@@ -487,10 +454,10 @@ def cell_states(sweep: Path, scheduler: bool = True) -> tuple[list[dict], str | 
         resubmitted_after_fail = rec is not None and rec.status == "failed" and sub_t is not None and rec_t is not None and sub_t > rec_t - 1
         if rec is not None and rec.status in ("completed", "diverged"):
             state = rec.status
-        elif rec is not None and rec.status == "failed" and not (resubmitted_after_fail and state_s in ACTIVE):
+        elif rec is not None and rec.status == "failed" and not (resubmitted_after_fail and ((live is not None and sched is None) or state_s in ACTIVE)):
             state = "failed"
             row["error"] = f"{d / record.RESULT} (error: {_last_line(rec.error)})"
-        elif sched is None:
+        elif sched is None:  # not submitted, sacct lagging a fresh submission, or no sacct here
             started = (d / "config.yaml").exists()
             state = "pending" if not (e and live is None and started) else "running"
         elif state_s.startswith("CANCELLED"):
@@ -586,17 +553,3 @@ def status_cli(argv: list[str]) -> None:
             print(json.dumps(r, sort_keys=True))
     else:
         print(status_table(rows, note))
-
-
-def wait(sweep: Path, timeout_s: float, poll_s: float = 2.0, until=("completed", "diverged", "failed", "cancelled")) -> list[dict]:
-    """Poll cell_states until every cell is in one of `until` or the time is up (tests, bench)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        rows, _ = cell_states(sweep)
-        if rows and all(r["state"] in until for r in rows) or time.monotonic() > deadline:
-            return rows
-        time.sleep(poll_s)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(status_cli(sys.argv[1:]))

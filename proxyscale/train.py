@@ -55,7 +55,10 @@ class CausalLM(L.LightningModule):
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), reduction=reduction)
 
     def training_step(self, batch, batch_idx):
-        loss = self._loss(batch)
+        # Every rank draws the same global batch (a function of seed and step) and keeps its own
+        # rows: a W-process cell trains on exactly the batches of a single-process one.
+        world = self.trainer.world_size
+        loss = self._loss(batch[self.global_rank :: world] if world > 1 else batch)
         self.log("train/loss", loss, prog_bar=False, logger=True)
         return loss
 
