@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import FAST, run_cli, snapshot
+from helpers import FAST, run_cli, snapshot
 
 
 @pytest.fixture

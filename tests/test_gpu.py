@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from proxyscale import config as C
 from proxyscale.job import run_cell
 
-from conftest import FAST
+from helpers import FAST
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 

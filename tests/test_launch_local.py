@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, run_cli, snapshot
+from helpers import FAST, run_cli, snapshot
 
 from proxyscale import launch, record
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import FAST, PROXYSCALE, ROOT, run_cli
+from helpers import FAST, PROXYSCALE, ROOT, run_cli
 
 GRID = ["-m", "model=debug", "data=balanced,noisy", "optim.lr=3e-3,1e-2", "sweep=rel", *FAST]
 

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from proxyscale import config as C
 from proxyscale import record, tracking
 
-from conftest import FAST, ROOT, run_cli
+from helpers import FAST, ROOT, run_cli
 
 FAKE_KEY = "fk" + "0123456789abcdef" * 2 + "feedbe"  # 40 characters, never a real key
 assert len(FAKE_KEY) == 40
@@ -194,7 +194,7 @@ def test_wandb_sync_needs_a_key_and_dry_run_invokes_wandb_sync(tmp_path):
     b = _fake_offline_run(sweep, "debug-noisy-lr0.003-s0-bbbb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path / "cfg"))
-    from conftest import PROXYSCALE
+    from helpers import PROXYSCALE
 
     res = subprocess.run([PROXYSCALE, "wandb-sync", str(sweep)], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and res.stderr.strip().splitlines() == [

@@ -10,7 +10,7 @@ from proxyscale import record
 from proxyscale.job import run_cell, run_dir
 from proxyscale.train import StepBatches
 
-from conftest import FAST
+from helpers import FAST
 
 
 def _cfg(out_dir, cache_dir, *extra):

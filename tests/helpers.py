@@ -1,0 +1,24 @@
+"""Shared test helpers: the real CLI in a subprocess, fast-cell overrides, folder snapshots.
+(A plain module, not conftest.py: tests/slurm has its own conftest and both would be `conftest`.)"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROXYSCALE = str(Path(sys.executable).with_name("proxyscale"))
+
+# A cell that trains in a few seconds: the debug size, 12 steps, small eval sets.
+FAST = ["trainer.max_tokens=49152", "eval.tokens_per_set=2048", "eval.every_n_steps=4", "data.pool_tokens=200000", "trainer.threads=1"]
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([PROXYSCALE, *args], cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under a folder with its bytes: to assert a failed command touched nothing."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
