@@ -151,7 +151,12 @@ def test_failed_cell_reported_others_complete(slurm_cluster, cache_dir, tmp_path
     table = cli("status", str(sweep)).stdout
     assert "1 completed" in table and "1 failed" in table and str(err_path) in table, table
 
-    skip = cli(*args)  # failed cells are not rerun by default, and the output says how
+    deadline = time.time() + 90  # the records are final; let the array task itself end too
+    while True:
+        skip = cli(*args)  # failed cells are not rerun by default, and the output says how
+        if "still queued/running" not in skip.stdout or time.time() > deadline:
+            break
+        time.sleep(2)
     assert skip.returncode == 0 and "nothing to submit" in skip.stdout and "--retry-failed" in skip.stdout, skip.stdout
     retry = cli(*args, "--retry-failed")
     assert retry.returncode == 0 and "submitted 1 of 2" in retry.stdout, retry.stdout + retry.stderr
