@@ -22,3 +22,18 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under a folder with its bytes: to assert a failed command touched nothing."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+
+
+def preempt_at(monkeypatch, step: int):
+    """Make in-process training raise at `step`, like a preemption; returns the undo."""
+    from proxyscale.train import Monitor
+
+    original = Monitor.on_train_batch_end
+
+    def hook(self, trainer, *args):
+        original(self, trainer, *args)
+        if trainer.global_step == step:
+            raise RuntimeError("preempted")
+
+    monkeypatch.setattr(Monitor, "on_train_batch_end", hook)
+    return lambda: monkeypatch.setattr(Monitor, "on_train_batch_end", original)

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from proxyscale import config as C
 from proxyscale import record, tracking
 
-from helpers import FAST, ROOT, run_cli
+from helpers import FAST, ROOT, preempt_at, run_cli
 
 FAKE_KEY = "fk" + "0123456789abcdef" * 2 + "feedbe"  # 40 characters, never a real key
 assert len(FAKE_KEY) == 40
@@ -302,23 +302,15 @@ def test_a_wandb_grid_through_the_cli_is_one_offline_run_per_cell(tmp_path, cach
 @pytest.mark.slow
 def test_an_interrupted_cell_resumes_into_the_same_wandb_run(tmp_path, cache_dir, wandb_env, monkeypatch):
     from proxyscale.job import run_cell, run_dir
-    from proxyscale.train import Monitor
 
     cfg = _cfg(tmp_path / "outputs", cache_dir, "optim.lr=1e-2", "trainer.checkpoint=true", "logger=wandb", "trainer.log_every_n_steps=1", "sweep=wbresume")
-    original = Monitor.on_train_batch_end
-
-    def preempt_at_step_6(self, trainer, *args):
-        original(self, trainer, *args)
-        if trainer.global_step == 6:
-            raise RuntimeError("preempted")
-
-    monkeypatch.setattr(Monitor, "on_train_batch_end", preempt_at_step_6)
+    undo = preempt_at(monkeypatch, 6)
     first = run_cell(cfg)
     assert first.status == "failed" and "preempted" in first.error
     import wandb
 
     assert wandb.run is None, "the failed cell left its W&B run open"
-    monkeypatch.setattr(Monitor, "on_train_batch_end", original)
+    undo()
     resumed = run_cell(cfg)
     assert resumed.status == "completed" and resumed.requeues == 1
     assert wandb.run is None

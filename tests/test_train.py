@@ -10,7 +10,7 @@ from proxyscale import record
 from proxyscale.job import run_cell, run_dir
 from proxyscale.train import StepBatches
 
-from helpers import FAST
+from helpers import FAST, preempt_at
 
 
 def _cfg(out_dir, cache_dir, *extra):
@@ -57,22 +57,14 @@ def test_a_crashing_cell_is_recorded_as_failed_with_its_traceback(out_dir, cache
 
 
 def test_an_interrupted_cell_resumes_from_its_checkpoint_to_the_same_result(out_dir, cache_dir, monkeypatch):
-    from proxyscale.train import Monitor
 
     plain = run_cell(_cfg(out_dir / "a", cache_dir, "optim.lr=1e-2"))
     cfg = _cfg(out_dir / "b", cache_dir, "optim.lr=1e-2", "trainer.checkpoint=true")
-    original = Monitor.on_train_batch_end
-
-    def preempt_at_step_6(self, trainer, *args):
-        original(self, trainer, *args)
-        if trainer.global_step == 6:
-            raise RuntimeError("preempted")
-
-    monkeypatch.setattr(Monitor, "on_train_batch_end", preempt_at_step_6)
+    undo = preempt_at(monkeypatch, 6)
     first = run_cell(cfg)
     assert first.status == "failed" and "preempted" in first.error
     assert (run_dir(cfg) / "checkpoints" / "last.ckpt").exists()
-    monkeypatch.setattr(Monitor, "on_train_batch_end", original)
+    undo()
     resumed = run_cell(cfg)
     assert resumed.status == "completed" and resumed.requeues == 1
     assert resumed.steps == plain.steps and resumed.tokens == plain.tokens

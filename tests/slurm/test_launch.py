@@ -176,7 +176,7 @@ def test_cancel_shows_cancelled(slurm_cluster, cache_dir, tmp_path):
     job = r.stdout.split("array job ")[1].split()[0]
     wait_for(sweep, lambda rows: any(v["state"] == "running" for v in rows.values()), 120, slurm_cluster, poll_s=1)
     subprocess.run(["scancel", job], check=True, timeout=20)
-    rows = wait_for(sweep, lambda rows: all(v["state"] == "cancelled" for v in rows.values()), 90, slurm_cluster)
+    wait_for(sweep, lambda rows: all(v["state"] == "cancelled" for v in rows.values()), 90, slurm_cluster)
     table = cli("status", str(sweep)).stdout
     assert table.strip().splitlines()[-1] == "2 cells: 2 cancelled", table
     assert not list(sweep.glob("*/result.json"))
