@@ -60,13 +60,14 @@ def compose_grid(argv: list[str]):
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            parsed = OverridesParser.create().parse_overrides(args)
+            loader = GlobalHydra.instance().config_loader()
+            parsed = OverridesParser.create(config_loader=loader).parse_overrides(args)
             fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
             base = compose("config", overrides=fixed, return_hydra_config=True)
             params = base.hydra.sweeper.get("params") if "-m" in argv or "--multirun" in argv else None
             if any(o.is_sweep_override() for o in parsed) and not ("-m" in argv or "--multirun" in argv):
                 raise grid.GridError("a sweep (a,b values) needs -m/--multirun")
-            cells = grid.plan(args, dict(params or {}), lambda o: compose("config", overrides=list(o), return_hydra_config=True))
+            cells = grid.plan(args, dict(params or {}), lambda o: compose("config", overrides=list(o), return_hydra_config=True), loader)
     except grid.GridError as exc:
         fail(str(exc))
     except Exception as exc:  # Hydra/OmegaConf composition errors

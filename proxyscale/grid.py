@@ -39,9 +39,10 @@ class Cell:
     run_id: str
 
 
-def expand(arguments: list[str], params: dict | None) -> list[list[str]]:
-    """Cartesian product of the grid's axes and the command line's overrides."""
-    parser = OverridesParser.create()
+def expand(arguments: list[str], params: dict | None, loader=None) -> list[list[str]]:
+    """Cartesian product of the grid's axes and the command line's overrides. `loader` (Hydra's
+    config loader) lets sweeps such as data=glob(mix/*) list a group's options."""
+    parser = OverridesParser.create(config_loader=loader)
     cli = parser.parse_overrides(list(arguments))
     cli_keys = {o.get_key_element() for o in cli}
     axes = [f"{k}={v}" for k, v in (params or {}).items() if k not in cli_keys]
@@ -49,10 +50,10 @@ def expand(arguments: list[str], params: dict | None) -> list[list[str]]:
     return [list(c) for batch in BasicSweeper.split_arguments(overrides, None) for c in batch]
 
 
-def plan(arguments: list[str], params: dict | None, compose: Callable[[list[str]], DictConfig]) -> list[Cell]:
+def plan(arguments: list[str], params: dict | None, compose: Callable[[list[str]], DictConfig], loader=None) -> list[Cell]:
     """Every cell of the grid, validated, duplicates dropped. Raises GridError on the first problem."""
     cells, seen = [], set()
-    for overrides in expand(arguments, params):
+    for overrides in expand(arguments, params, loader):
         cfg = compose(overrides)
         try:
             C.validate(cfg)

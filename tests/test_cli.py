@@ -3,10 +3,11 @@ trains or is written; a tiny grid runs end to end to a report; reruns skip final
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from helpers import FAST, run_cli, snapshot
+from helpers import FAST, PROXYSCALE, run_cli, snapshot
 
 
 @pytest.fixture
@@ -17,25 +18,51 @@ def seeded_outputs(out_dir):
     return out_dir
 
 
+NO_SLURM = {"PATH": str(Path(PROXYSCALE).parent)}  # the venv's bin only: no sbatch
+
+# The bad-input table: every entry must fail in one line, exit 2, before anything trains or is
+# written (CSV inputs are in test_report.py, cluster-specific ones in tests/slurm/).
 BAD = [
-    (["model=nonexistent"], "Could not find 'model/nonexistent'", "available: "),
-    (["-m", "data=balanced,nosuchrecipe"], "Could not find 'data/nosuchrecipe'", "available: "),
-    (["optim.lr=0"], "optim.lr must be > 0", ""),
-    (["-m", "optim.lr=1e-3,-1e-3"], "optim.lr must be > 0", "optim.lr=-0.001"),
-    (["data.sources.0.weight=-0.5"], "negative mixture weight", ""),
-    (["data.sources.0.weight=0", "data.sources.1.weight=0", "data.sources.2.weight=0"], "mixture weights sum to zero", ""),
-    (["data.sources.2={name: mine, kind: files, path: /no/such/file.jsonl}"], "no local dataset file matches '/no/such/file.jsonl'", ""),
-    (["-m", "optim.lr=range(1,1)"], "the grid has zero cells", ""),
-    (["optim.lr=fast"], "could not be converted to Float", ""),
-    (["model=debug,tiny"], "needs -m/--multirun", ""),
-    (["trainer.nonsense=1"], "nonsense", ""),
+    # sizes, recipes and other config groups
+    (["model=nonexistent"], "Could not find 'model/nonexistent'", "available: ", None),
+    (["-m", "data=balanced,nosuchrecipe"], "Could not find 'data/nosuchrecipe'", "available: ", None),
+    (["logger=nosuch"], "Could not find 'logger/nosuch'", "wandb", None),
+    # values
+    (["optim.lr=0"], "optim.lr must be > 0", "", None),
+    (["-m", "optim.lr=1e-3,-1e-3"], "optim.lr must be > 0", "optim.lr=-0.001", None),
+    (["optim.lr=fast"], "could not be converted to Float", "", None),
+    (["optim.schedule=linear"], "optim.schedule must be cosine, wsd or constant", "", None),
+    (["trainer.nonsense=1"], "nonsense", "", None),
+    (["trainer.strategy=deepspeed"], "trainer.strategy must be auto, ddp or fsdp", "", None),
+    (["trainer.batch_size=33", "trainer.devices=2"], "must divide evenly over devices x num_nodes", "", None),
+    (["eval.tokens_per_set=10"], "eval.tokens_per_set must hold one sequence", "", None),
+    # recipes: mixtures, sources, curation steps
+    (["data.sources.0.weight=-0.5"], "negative mixture weight", "", None),
+    (["data.sources.0.weight=0", "data.sources.1.weight=0", "data.sources.2.weight=0"], "mixture weights sum to zero", "", None),
+    (["data.sources.2={name: mine, kind: files, path: /no/such/file.jsonl}"], "no local dataset file matches '/no/such/file.jsonl'", "", None),
+    (["data.sources.0.path=nope"], "unknown built-in corpus 'nope'", "", None),
+    (["data.sources.0.kind=ftp"], "kind must be builtin, hf or files", "", None),
+    (["data.steps=[{op: frobnicate}]"], "unknown op 'frobnicate'", "", None),
+    (["data.steps=[{op: quality_filter, bogus: 1}]"], "unknown parameter(s) ['bogus']", "", None),
+    (["data.steps=[{op: exact_dedup, sources: [nosuch]}]"], "names missing source(s) ['nosuch']", "", None),
+    (["data.steps=[{op: select_like, keep_frac: 0}]"], "keep_frac must be in (0, 1]", "", None),
+    (["data.steps=[{op: duplicate, factor: 0}]"], "duplicate factor must be >= 1", "", None),
+    # grids and launchers
+    (["-m", "optim.lr=range(1,1)"], "the grid has zero cells", "", None),
+    (["-m", "data=glob(nomatch*)"], "the grid has zero cells", "", None),
+    (["model=debug,tiny"], "needs -m/--multirun", "", None),
+    (["submit", "model=debug"], "'sbatch' not found on PATH", "", NO_SLURM),
 ]
 
 
-@pytest.mark.parametrize("args,needle,also", BAD, ids=[" ".join(b[0]) for b in BAD])
-def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, needle, also):
+def test_the_bad_input_table_is_large():
+    assert len(BAD) >= 20
+
+
+@pytest.mark.parametrize("args,needle,also,env", BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, needle, also, env):
     before = snapshot(seeded_outputs)
-    r = run_cli(*args, f"paths.output_dir={seeded_outputs}", timeout=120)
+    r = run_cli(*args, f"paths.output_dir={seeded_outputs}", env=env, timeout=120)
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("proxyscale: error: "), r.stderr

@@ -40,7 +40,7 @@ class ProxyscaleSweeper(Sweeper):
 
         loader = self.hydra_context.config_loader
 
-        cells = grid.plan(arguments, self.params, lambda o: loader.load_sweep_config(self.config, list(o)))
+        cells = grid.plan(arguments, self.params, lambda o: loader.load_sweep_config(self.config, list(o)), loader)
         todo = grid.pending(cells)
         grid.write_grid(cells)
         where = grid.sweep_dir(cells[0].cfg)
