@@ -1,7 +1,8 @@
 """Peak memory per size at the demo's batch (32 x 128, fp32, AdamW), measured in a fresh process
-per size for the rungs that train a step in under a minute on 2 cores; the larger rungs use the
-closed form fitted to them (bytes per parameter + a fixed process floor), and the table says which
-is which. The last column answers: does this size fit a 24 GiB machine?"""
+per size for the rungs that train a step in under a minute on 2 cores. Larger rungs are modelled:
+16 bytes per parameter (weights, grads, two Adam moments) + activations proportional to
+n_layer x d_model x batch x seq (coefficient and process floor fitted to the measured rungs); the
+table says which is which. The last column answers: does this size fit a 24 GiB machine?"""
 from __future__ import annotations
 
 import json
@@ -37,24 +38,29 @@ print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 def main() -> dict:
     sizes = registry()
-    rows, out, fit = [], {}, []
+    rows, out, act, rest = [], {}, [], []
+
+    def activations(m) -> float:
+        return m.n_layer * m.d_model * 32 * 128
+
     for name in MEASURED:
         r = subprocess.run([sys.executable, "-c", _CHILD, name], capture_output=True, text=True, timeout=900)
         got = json.loads(r.stdout.strip().splitlines()[-1])
         p = n_params(sizes[name], 257)
         out[name] = {"params": p, "peak_gib": got["peak_kib"] / 2**20, "source": "measured"}
-        fit.append((p, got["peak_kib"] / 2**20))
-    slope, floor = np.polyfit([p for p, _ in fit], [g for _, g in fit], 1)
+        act.append(activations(sizes[name]))
+        rest.append(got["peak_kib"] * 1024 - 16 * p)
+    per_act, floor = np.polyfit(act, rest, 1)  # bytes per activation unit, process floor (bytes)
     for name, m in sizes.items():
         if name not in out:
             p = n_params(m, 257)
-            out[name] = {"params": p, "peak_gib": floor + slope * p, "source": "fitted"}
+            out[name] = {"params": p, "peak_gib": (floor + 16 * p + per_act * activations(m)) / 2**30, "source": "modelled"}
     largest = max((v["params"], k) for k, v in out.items() if v["peak_gib"] < MACHINE_GIB * 0.9)[1]
     for name, v in sorted(out.items(), key=lambda kv: kv[1]["params"]):
         rows.append((name, f"{v['params']:,}", f"{v['peak_gib']:.2f}", v["source"], "yes" if v["peak_gib"] < MACHINE_GIB * 0.9 else "no"))
     print(table(("size", "params", "peak GiB", "how", f"fits {MACHINE_GIB} GiB"), rows))
-    print(f"fit: {slope * 2**30:.1f} bytes/param + {floor:.2f} GiB; largest size that trains here at the demo batch: {largest}")
-    save("memory", {"sizes": out, "bytes_per_param": slope * 2**30, "floor_gib": floor, "largest_fitting": largest})
+    print(f"model: 16 bytes/param + {per_act:.0f} bytes x n_layer x d_model x batch x seq + {floor / 2**30:.2f} GiB; largest size that trains here at the demo batch: {largest}")
+    save("memory", {"sizes": out, "bytes_per_activation_unit": per_act, "floor_gib": floor / 2**30, "largest_fitting": largest})
     return out
 
 
