@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: a plain-text table and merging results into bench/results.json."""
+"""Shared by the benchmarks: the CLI's plain-text table and merging results into bench/results.json."""
 from __future__ import annotations
 
 import json
@@ -6,13 +6,9 @@ import platform
 import time
 from pathlib import Path
 
+from proxyscale.grid import text_table as table  # noqa: F401  (re-exported for the benches)
+
 RESULTS = Path(__file__).with_name("results.json")
-
-
-def table(head: tuple, rows: list[tuple]) -> str:
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths))  # noqa: E731
-    return "\n".join([line(head), line(tuple("-" * w for w in widths)), *map(line, rows)])
 
 
 def save(key: str, value: dict) -> None:

@@ -152,10 +152,9 @@ def recipes_main(argv: list[str]) -> None:
             steps = ",".join(st["op"] for st in d.steps) or "-"
             kept = " ".join(f"{s['source']}={s['docs']}docs/{s['unique_tokens'] / 1e3:.0f}k uniq" for s in meta["sources"]) if meta else ("(hub: streamed)" if hub else "(not built; --build)")
             rows.append((name, f"{d.pool_tokens / 1e6:g}M", mix, steps, kept, d.description))
-    head = ("recipe", "pool", "mixture", "steps", "kept after curation", "description")
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-    for r in [head, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    from proxyscale.grid import text_table
+
+    print(text_table(("recipe", "pool", "mixture", "steps", "kept after curation", "description"), rows))
 
 
 def mixtures_main(argv: list[str]) -> None:

@@ -7,7 +7,6 @@ cells that were validated are exactly the cells that launch. A named grid (conf/
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +85,7 @@ def write_grid(cells: list[Cell]) -> None:
 
 def cost(cfg: DictConfig, workers: int = 1) -> dict:
     """Params, tokens, FLOPs and an estimated time on this machine for one cell, without torch."""
-    from proxyscale.job import plan_steps
+    from proxyscale.job import plan_steps, threads_per_worker
     from proxyscale.model import flops_per_token, n_params
 
     vocab = 257 if cfg.data.tokenizer == "byte" else 50_304
@@ -95,8 +94,7 @@ def cost(cfg: DictConfig, workers: int = 1) -> dict:
     evals = steps // cfg.eval.every_n_steps + 1
     eval_tokens = evals * len(cfg.eval.sets) * cfg.eval.tokens_per_set
     flops = fpt * steps * per_step + fpt / 3 * eval_tokens
-    threads = cfg.trainer.threads or max(1, (os.cpu_count() or 1) // workers)
-    est = steps * CPU_STEP_OVERHEAD_S + flops / (CPU_FLOPS_PER_S * threads)
+    est = steps * CPU_STEP_OVERHEAD_S + flops / (CPU_FLOPS_PER_S * threads_per_worker(cfg, workers))
     return {"params": n_params(cfg.model, vocab), "tokens": steps * per_step, "steps": steps, "flops": flops, "est_seconds": est}
 
 
@@ -109,11 +107,16 @@ def cost_table(cells: list[Cell], workers: int = 1) -> str:
         total_f += k["flops"]
         rows.append((c.run_id, c.cfg.model.name, c.cfg.data.name, f"{c.cfg.optim.lr:g}", str(c.cfg.seed), _si(k["params"]), _si(k["tokens"]), str(k["steps"]), f"{k['flops']:.2e}", _duration(k["est_seconds"])))
     head = ("cell", "size", "recipe", "lr", "seed", "params", "tokens", "steps", "FLOPs", "est. CPU time")
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
+    lines = [text_table(head, rows)]
     lines.append(f"{len(cells)} cells, {total_f:.2e} FLOPs, about {_duration(total_s / max(1, workers))} with {workers} worker(s) on this machine")
     return "\n".join(lines)
+
+
+def text_table(head: tuple, rows: list[tuple]) -> str:
+    """Left-aligned columns under a dashed rule: the CLI's and the benchmarks' tables."""
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(head), line(tuple("-" * w for w in widths)), *map(line, rows)])
 
 
 def _duration(s: float) -> str:

@@ -56,6 +56,11 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
+def threads_per_worker(cfg: DictConfig, workers: int) -> int:
+    """trainer.threads, or (when 0) the machine's cores shared evenly among the workers."""
+    return cfg.trainer.threads or max(1, (os.cpu_count() or 1) // workers)
+
+
 def plan_steps(cfg: DictConfig, vocab_size: int) -> tuple[int, int]:
     """(steps, tokens_per_step) from the token budget: max_tokens, else params x tokens_per_param."""
     from proxyscale.model import n_params
@@ -76,8 +81,7 @@ def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
     from proxyscale.train import CausalLM, Monitor, eval_loaders, train_loader
 
     _quiet_lightning()
-    threads = cfg.trainer.threads or max(1, (os.cpu_count() or 1) // _workers())
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads_per_worker(cfg, _workers()))
     torch.set_flush_denormal(True)  # denormals slowed high-LR CPU runs ~1.7x
     t_start = time.perf_counter()
 
