@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: install
-	$(BIN)/proxyscale -m grid=demo
+	$(BIN)/proxyscale -m grid=demo hydra.launcher.n_jobs=2
 	$(BIN)/proxyscale report outputs/demo
 	@echo "report: $(CURDIR)/outputs/demo/report.html (and report.md, report.json)"
 

@@ -31,6 +31,20 @@ class GridError(ValueError):
     """A grid that must not launch; the message is the one line the CLI prints."""
 
 
+def one_line(exc: BaseException) -> str:
+    """Hydra's composition errors span several lines; keep what names the problem."""
+    from hydra.errors import MissingConfigException
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, MissingConfigException) and getattr(exc, "options", None):
+        return f"{first} (available: {', '.join(sorted(exc.options))})"
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause).strip():
+        first = f"{first}: {str(cause).strip().splitlines()[0]}"
+    key = getattr(exc, "full_key", None)
+    return f"{first} (key: {key})" if key and str(key) not in first else first
+
+
 @dataclass
 class Cell:
     overrides: list[str]
@@ -50,10 +64,18 @@ def expand(arguments: list[str], params: dict | None, loader=None) -> list[list[
 
 
 def plan(arguments: list[str], params: dict | None, compose: Callable[[list[str]], DictConfig], loader=None) -> list[Cell]:
-    """Every cell of the grid, validated, duplicates dropped. Raises GridError on the first problem."""
+    """Every cell of the grid, composed once and validated, duplicates dropped. Raises GridError
+    (one line) on the first problem, composition errors included."""
     cells, seen = [], set()
-    for overrides in expand(arguments, params, loader):
-        cfg = compose(overrides)
+    try:
+        grid = expand(arguments, params, loader)
+    except Exception as exc:  # override syntax, glob() over an unknown group
+        raise GridError(one_line(exc)) from None
+    for overrides in grid:
+        try:
+            cfg = compose(overrides)
+        except Exception as exc:  # Hydra/OmegaConf: unknown group option, unconvertible value, ...
+            raise GridError(one_line(exc)) from None
         try:
             C.validate(cfg)
         except C.ConfigError as exc:

@@ -6,6 +6,7 @@ sweep goes on.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -15,7 +16,8 @@ import warnings
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-from omegaconf import DictConfig, OmegaConf
+import yaml
+from omegaconf import DictConfig
 
 from proxyscale import config as C
 from proxyscale import record, tracking
@@ -27,6 +29,7 @@ def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir) / cfg.sweep / C.run_id(cfg)
 
 
+@functools.cache  # the same for every cell of a process
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -172,6 +175,7 @@ def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
         versions=_versions(),
         error=monitor.diverged,
         requeues=monitor.resumes,
+        eval_seconds=monitor.eval_seconds,
     )
 
 
@@ -212,7 +216,7 @@ def run_cell(cfg: DictConfig, position: str = "") -> record.Record | None:
 def _run_locked(cfg: DictConfig, out: Path, label: str) -> record.Record:
     if record.is_completed(out):  # finished by another process while we waited for the lock
         return record.read(out)
-    record.atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(C.plain(cfg)))
+    record.atomic_write_text(out / "config.yaml", yaml.safe_dump(C.plain(cfg), sort_keys=False))
     log.info(f"{label} start")
     t0 = time.perf_counter()
     try:

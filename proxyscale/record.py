@@ -41,6 +41,7 @@ class Record:
     versions: dict[str, str]
     error: Optional[str] = None  # diverged: why; failed: the traceback
     requeues: int = 0
+    eval_seconds: float = 0.0  # time in eval passes (train_seconds: in training batches)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -73,18 +74,29 @@ def write(run_dir: Path, rec: Record) -> Path:
 def read(run_dir: Path) -> Record:
     path = Path(run_dir) / RESULT
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise RecordError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    return parse(text, path)
+
+
+def parse(text: bytes | str, path: Path | str) -> Record:
+    """A record from the text of its result.json (`path` names it in errors)."""
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
     if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
         got = raw.get("schema_version") if isinstance(raw, dict) else type(raw).__name__
         raise RecordError(f"{path}: schema version {got!r}, expected {SCHEMA_VERSION}")
-    names = {f.name for f in fields(Record)}
-    required = [f.name for f in fields(Record) if f.default is MISSING and f.default_factory is MISSING]
-    missing = [name for name in required if name not in raw]
+    missing = [name for name in _REQUIRED if name not in raw]
     if missing or raw.get("status") not in STATUSES:
         raise RecordError(f"{path}: missing fields {missing} or bad status {raw.get('status')!r}")
-    return Record(**{k: v for k, v in raw.items() if k in names})
+    return Record(**{k: v for k, v in raw.items() if k in _NAMES})
+
+
+_NAMES = frozenset(f.name for f in fields(Record))
+_REQUIRED = [f.name for f in fields(Record) if f.default is MISSING and f.default_factory is MISSING]
 
 
 def is_completed(run_dir: Path) -> bool:

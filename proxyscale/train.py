@@ -94,9 +94,10 @@ class Monitor(L.Callback):
         self.diverged: str | None = None
         self._ema: float | None = None
         self._best = math.inf
-        self.train_seconds = 0.0
+        self.train_seconds = 0.0  # inside training batches (forward, backward, optimizer)
+        self.eval_seconds = 0.0  # inside eval passes: with train_seconds, the cell's useful work
         self.resumes = 0  # times this cell continued from a checkpoint (requeues)
-        self._t0 = None
+        self._t0 = self._t_eval = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._t0 = time.perf_counter()
@@ -117,9 +118,13 @@ class Monitor(L.Callback):
         if self.diverged:
             trainer.should_stop = True
 
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self._t_eval = time.perf_counter()
+
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking:
             return
+        self.eval_seconds += time.perf_counter() - self._t_eval
         point = {"step": trainer.global_step, "tokens": trainer.global_step * self.tokens_per_step, "loss": pl_module.eval_losses()}
         if self.eval_curve and self.eval_curve[-1]["step"] == point["step"]:
             self.eval_curve[-1] = point
@@ -132,11 +137,13 @@ class Monitor(L.Callback):
             self.on_eval(point)
 
     def state_dict(self):
-        return {"train_curve": self.train_curve, "eval_curve": self.eval_curve, "ema": self._ema, "best": self._best, "train_seconds": self.train_seconds, "resumes": self.resumes}
+        return {"train_curve": self.train_curve, "eval_curve": self.eval_curve, "ema": self._ema, "best": self._best, "train_seconds": self.train_seconds,
+                "eval_seconds": self.eval_seconds, "resumes": self.resumes}
 
     def load_state_dict(self, state):
         self.train_curve, self.eval_curve = state["train_curve"], state["eval_curve"]
         self._ema, self._best, self.train_seconds = state["ema"], state["best"], state["train_seconds"]
+        self.eval_seconds = state.get("eval_seconds", 0.0)  # (absent from checkpoints of earlier versions)
         self.resumes = state["resumes"] + 1
 
 

@@ -32,6 +32,14 @@ def test_every_config_composes_and_validates(group, option):
     assert C.plain(cfg) and OmegaConf.to_container(cfg.hydra.sweeper, resolve=True) is not None  # interpolations resolve
 
 
+@pytest.mark.parametrize("launcher", _options("hydra/launcher"))
+@pytest.mark.parametrize("name", _options("grid"))
+def test_every_grid_composes_with_every_launcher(name, launcher):
+    """A named grid carries no launcher settings, so `proxyscale submit grid=X` works as well as -m."""
+    cfg = _compose([f"grid={name}", f"hydra/launcher={launcher}"], hydra_cfg=True)
+    assert cfg.hydra.sweeper.params
+
+
 def test_every_group_has_options():
     for group in ["model", "data", "eval", "optim", "trainer", "logger", "grid", "experiment", "debug"]:
         assert _options(group), f"conf/{group}/ is empty"

@@ -102,3 +102,18 @@ def test_hydra_submitit_local_launcher_runs_the_grid(tmp_path, cache_dir):
     again = run_cli("-m", "hydra/launcher=submitit_local", "model=debug", "data=balanced,noisy", *FAST,
                     f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "sweep=sl", timeout=200)
     assert again.returncode == 0 and "2 already final, 0 to run" in again.stdout + again.stderr
+
+
+def test_in_process_and_worker_processes_train_the_same_cells(tmp_path, cache_dir):
+    """hydra/launcher=local: n_jobs=1 runs the sweeper's composed configs in this process, n_jobs=2
+    recomposes them in joblib workers; both must train every cell to the same losses."""
+    losses = {}
+    for n_jobs in (1, 2):
+        r = run_cli("-m", "model=debug", *FAST, "seed=0,1", f"hydra.launcher.n_jobs={n_jobs}", f"sweep=jobs{n_jobs}",
+                    f"paths.output_dir={tmp_path}", f"paths.cache_dir={cache_dir}", timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert ("Joblib.Parallel(n_jobs=2" in r.stdout + r.stderr) == (n_jobs == 2)
+        recs = [record.read(p.parent) for p in sorted((tmp_path / f"jobs{n_jobs}").glob("*/result.json"))]
+        assert [x.status for x in recs] == ["completed", "completed"]
+        losses[n_jobs] = {x.run_id: x.final_loss for x in recs}
+    assert losses[1] == losses[2]

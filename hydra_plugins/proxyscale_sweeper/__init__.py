@@ -1,8 +1,11 @@
-"""Hydra sweeper `proxyscale`: expands the grid like proxyscale's pre-flight check, skips cells
-whose record is final, records the grid in <sweep>/grid.json, and hands the rest to the launcher."""
+"""Hydra sweeper `proxyscale`: composes and validates every cell of the grid once (bad input: one
+line on stderr, exit 2, nothing launched or written), skips cells whose record is final, records
+the grid in <sweep>/grid.json, and hands the rest to the launcher, with their configs when the
+launcher runs them in this process."""
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -40,7 +43,11 @@ class ProxyscaleSweeper(Sweeper):
 
         loader = self.hydra_context.config_loader
 
-        cells = grid.plan(arguments, self.params, lambda o: loader.load_sweep_config(self.config, list(o)), loader)
+        try:
+            cells = grid.plan(arguments, self.params, lambda o: loader.load_sweep_config(self.config, list(o)), loader)
+        except grid.GridError as exc:  # SystemExit passes Hydra's multi-line error report
+            print(f"proxyscale: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         todo = grid.pending(cells)
         grid.write_grid(cells)
         where = grid.sweep_dir(cells[0].cfg)
@@ -48,4 +55,6 @@ class ProxyscaleSweeper(Sweeper):
         if not todo:
             return []
         os.environ["PROXYSCALE_GRID_SIZE"] = str(len(todo))
+        if hasattr(self.launcher, "composed"):  # the same load_sweep_config call the launcher would make
+            self.launcher.composed = {tuple(c.overrides): c.cfg for c in todo}
         return [self.launcher.launch([c.overrides for c in todo], initial_job_idx=0)]
