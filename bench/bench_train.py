@@ -25,52 +25,70 @@ STEPS = 40
 WARMUP = 5
 
 
-def _cfg(size: str):
+def _cfg(size: str, *overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=[f"model={size}", "trainer.threads=1"])
+        return compose("config", overrides=[f"model={size}", "trainer.threads=1", *overrides])
 
 
-def bare(cfg, tokens) -> float:
+def _sync(cfg) -> float:
+    """A clock reading after the device has finished its queued work."""
+    if cfg.trainer.accelerator == "gpu":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def bare(cfg, tokens, vocab: int = 257, steps: int = STEPS, warmup: int = WARMUP) -> float:
+    """Tokens/s of a plain loop over the cell's own model (compiled in place when
+    trainer.compile), batches, optimizer and schedule, in the cell's precision."""
     torch.manual_seed(0)
-    module = CausalLM(cfg, 257, STEPS + WARMUP, [])
-    o = optim.configure(module.parameters(), cfg.optim, STEPS + WARMUP)
+    gpu = cfg.trainer.accelerator == "gpu"
+    device = "cuda" if gpu else "cpu"
+    module = CausalLM(cfg, vocab, steps + warmup, []).to(device)
+    o = optim.configure(module.parameters(), cfg.optim, steps + warmup)
     opt, sched = o["optimizer"], o["lr_scheduler"]["scheduler"]
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.trainer.precision.startswith("bf16"))
     t0 = None
-    for i, batch in enumerate(train_loader(tokens, cfg, STEPS + WARMUP)):
-        if i == WARMUP:
-            t0 = time.perf_counter()
+    for i, batch in enumerate(train_loader(tokens, cfg, steps + warmup)):
+        if i == warmup:
+            t0 = _sync(cfg)
+        batch = batch.to(device, non_blocking=True)
         x, y = batch[:, :-1], batch[:, 1:]
-        logits = module.net(input_ids=x).logits
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        with autocast:
+            logits = module.net(input_ids=x).logits
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-    return STEPS * cfg.trainer.batch_size * cfg.trainer.seq_len / (time.perf_counter() - t0)
+    return steps * cfg.trainer.batch_size * cfg.trainer.seq_len / (_sync(cfg) - t0)
 
 
 class _Clock(L.Callback):
+    def __init__(self, cfg, warmup: int):
+        self.cfg, self.warmup = cfg, warmup
+
     def on_train_batch_start(self, trainer, *a):
-        if trainer.global_step == WARMUP:
-            self.t0 = time.perf_counter()
+        if trainer.global_step == self.warmup:
+            self.t0 = _sync(self.cfg)
 
     def on_train_end(self, trainer, *a):
-        self.seconds = time.perf_counter() - self.t0
+        self.seconds = _sync(self.cfg) - self.t0
 
 
-def lightning(cfg, tokens) -> float:
+def lightning(cfg, tokens, vocab: int = 257, steps: int = STEPS, warmup: int = WARMUP) -> float:
+    """Tokens/s of the proxyscale cell: its LightningModule under a Trainer set as job.py sets it."""
     torch.manual_seed(0)
-    module = CausalLM(cfg, 257, STEPS + WARMUP, [])
-    clock = _Clock()
-    trainer = L.Trainer(accelerator="cpu", max_steps=STEPS + WARMUP, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=cfg.optim.grad_clip,
-                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[clock])
-    trainer.fit(module, train_dataloaders=train_loader(tokens, cfg, STEPS + WARMUP))
-    return STEPS * cfg.trainer.batch_size * cfg.trainer.seq_len / clock.seconds
+    module = CausalLM(cfg, vocab, steps + warmup, [])
+    clock = _Clock(cfg, warmup)
+    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, max_steps=steps + warmup,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        gradient_clip_val=cfg.optim.grad_clip, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[clock])
+    trainer.fit(module, train_dataloaders=train_loader(tokens, cfg, steps + warmup))
+    return steps * cfg.trainer.batch_size * cfg.trainer.seq_len / clock.seconds
 
 
-def main(sizes=("debug", "tiny", "mini", "small"), repeats: int = 3) -> dict:
+def main(sizes=("debug", "tiny", "mini", "small", "base"), repeats: int = 3) -> dict:
     import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

@@ -103,6 +103,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | fsdp
     precision: str = "32-true"  # Lightning precision, e.g. bf16-mixed on GPUs
+    compile: bool = False  # torch.compile the model (GPU cells; on CPUs compiling costs more than it saves)
     threads: int = 0  # torch threads per worker; 0 = cores / workers
     diverge_delta: float = 1.0  # smoothed train loss this far (nats) above its best = diverged
     log_every_n_steps: int = 25  # train-loss points kept in the record
@@ -155,7 +156,7 @@ OmegaConf.register_new_resolver("proxyscale_run_id", lambda *, _root_: run_id(_r
 
 # Keys that change how a cell runs but not what it computes: left out of the run id.
 _NOT_IDENTITY = {"sweep", "dry_run", "logger", "paths"}
-_NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint", "accelerator"}
+_NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint", "accelerator", "compile"}
 
 
 def identity(cfg: DictConfig) -> dict:

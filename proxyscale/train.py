@@ -46,6 +46,8 @@ class CausalLM(L.LightningModule):
         super().__init__()
         self.cfg, self.total_steps, self.eval_names = cfg, total_steps, eval_names
         self.net = ladder.build(cfg.model, vocab_size, cfg.trainer.seq_len)
+        if cfg.trainer.compile:  # in place: parameter names, and so checkpoints, stay those of the plain model
+            self.net.compile()
         self.vocab_size = vocab_size
         self._eval_sums: dict[int, list[float]] = {}
 

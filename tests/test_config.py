@@ -54,6 +54,20 @@ def test_every_size_builds_with_the_closed_form_param_count(name):
     assert flops_per_token(m, 257, 128) > 6 * (n_params(m, 257) - 257 * m.d_model)
 
 
+@pytest.mark.parametrize("name", ["debug", "mini", "base"])
+def test_flops_per_token_matches_counted_flops(name):
+    """The closed form behind MFU and the cost table against torch's own count of a forward +
+    backward pass (eager attention, so that QK^T and AV are matmuls the counter sees)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m, seq = registry()[name], 128
+    net = build(m, 257, seq)
+    net.config._attn_implementation = "eager"
+    with FlopCounterMode(display=False) as counter:
+        net(input_ids=torch.randint(0, 257, (2, seq))).logits.float().logsumexp(-1).mean().backward()
+    assert counter.get_total_flops() / (2 * seq) == pytest.approx(flops_per_token(m, 257, seq), rel=0.01)
+
+
 def test_ladder_is_ordered_and_spans_debug_to_1b():
     sizes = sorted(n_params(m, 257) for m in registry().values())
     assert sizes[0] < 100_000 and sizes[-1] > 1_000_000_000

@@ -71,3 +71,21 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint_to_the_same_result(out_
     assert [p["step"] for p in resumed.eval_curve] == [p["step"] for p in plain.eval_curve]
     for k, v in plain.final_loss.items():
         assert resumed.final_loss[k] == pytest.approx(v, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_a_compiled_cell_matches_the_eager_one_and_checkpoints_plain_names(out_dir, cache_dir):
+    """trainer.compile (on in trainer=gpu) compiles the model in place: same losses as eager, the
+    same run id, and checkpoints an eager cell can resume from."""
+    import torch
+
+    eager = run_cell(_cfg(out_dir / "eager", cache_dir))
+    cfg = _cfg(out_dir / "compiled", cache_dir, "trainer.compile=true", "trainer.checkpoint=true")
+    compiled = run_cell(cfg)
+    assert compiled.status == "completed", compiled.error
+    assert run_dir(cfg).name == eager.run_id
+    assert compiled.config["trainer"]["compile"] is True
+    for k, v in eager.final_loss.items():
+        assert compiled.final_loss[k] == pytest.approx(v, abs=1e-3)
+    state = torch.load(run_dir(cfg) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert "net.model.embed_tokens.weight" in state and not any("_orig_mod" in k for k in state)
