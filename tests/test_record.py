@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 
 import pandas as pd
 import pytest
 
 from proxyscale import record, table
+
+from helpers import run_cli
 
 
 def make_record(run_id="r", status="completed", size="tiny", recipe="a", lr=1e-3, seed=0, losses=None, params=1000) -> record.Record:
@@ -93,3 +96,24 @@ def test_collect_in_worker_processes_matches_one_process(tmp_path):
 def test_collect_on_empty_folder_is_an_error(tmp_path):
     with pytest.raises(table.TableError, match="no readable records"):
         table.collect(tmp_path)
+
+
+def test_collect_cli_warns_with_each_bad_records_path_and_keeps_the_good_ones(tmp_path):
+    """Faults a sweep folder meets in practice: an empty, a truncated, a non-object record, one
+    from an older schema, one without its config, and a cell whose folder has no record yet."""
+    record.write(tmp_path / "ok", make_record(run_id="ok"))
+    no_config = asdict(make_record(run_id="nc"))
+    del no_config["config"]
+    bad = {"empty": "", "truncated": '{"run_id": "r", "sta', "list": "[]", "noconfig": json.dumps(no_config),
+           "old": json.dumps({**asdict(make_record(run_id="old")), "schema_version": 0})}
+    for name, text in bad.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / record.RESULT).write_text(text)
+    (tmp_path / "running").mkdir()
+    r = run_cli("collect", str(tmp_path), timeout=120)
+    assert r.returncode == 0, r.stderr
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("skipping ")]
+    assert sorted(ln.split()[1].rstrip(":") for ln in warnings) == sorted(str(tmp_path / n / record.RESULT) for n in bad)
+    assert "missing fields ['config']" in r.stderr and "schema version 0, expected 1" in r.stderr
+    assert "1 records: 1 completed" in r.stdout and "5 unreadable record(s) skipped" in r.stdout
+    assert set(pd.read_parquet(tmp_path / table.RESULTS)["run_id"]) == {"ok"}
