@@ -73,6 +73,9 @@ def train_main(argv: list[str]) -> None:
         # A sweep's cells are composed and validated once, by the proxyscale sweeper (which exits 2
         # with one line on bad input); here only the fixed overrides, which Hydra would report badly.
         cells, base = compose_grid(argv, base_only=multirun)
+        n_jobs = base.hydra.launcher.get("n_jobs")
+        if n_jobs is not None and n_jobs < 1:
+            fail(f"hydra.launcher.n_jobs must be >= 1, got {n_jobs}")
         if base.dry_run:
             cells = cells or compose_grid(argv)[0]
             print(grid.cost_table(cells, int(base.hydra.launcher.get("n_jobs", 1) or 1)))

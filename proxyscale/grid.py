@@ -40,7 +40,7 @@ def one_line(exc: BaseException) -> str:
         return f"{first} (available: {', '.join(sorted(exc.options))})"
     cause = exc.__cause__ or exc.__context__
     if cause is not None and str(cause).strip():
-        first = f"{first}: {str(cause).strip().splitlines()[0]}"
+        first = f"{first.rstrip('.')}: {str(cause).strip().splitlines()[0]}"
     key = getattr(exc, "full_key", None)
     return f"{first} (key: {key})" if key and str(key) not in first else first
 

@@ -57,6 +57,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*but have no logger configured.*")
     warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
     warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system but is not used.*")  # local cells on a SLURM host
 
 
 def threads_per_worker(cfg: DictConfig, workers: int) -> int:

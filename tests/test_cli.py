@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FAST, PROXYSCALE, run_cli, snapshot
+from helpers import FAST, PROXYSCALE, ROOT, run_cli, snapshot
+from proxyscale.cli import SUBCOMMANDS
 
 
 @pytest.fixture
@@ -20,38 +21,77 @@ def seeded_outputs(out_dir):
 
 NO_SLURM = {"PATH": str(Path(PROXYSCALE).parent)}  # the venv's bin only: no sbatch
 
-# The bad-input table: every entry must fail in one line, exit 2, before anything trains or is
-# written (CSV inputs are in test_report.py, cluster-specific ones in tests/slurm/).
+
+class Csv(str):
+    """An external results CSV with this text; the test writes it to the file {csv} names."""
+
+
+def available(group: str) -> str:
+    return ", ".join(sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")))
+
+
+IN = "{csv}"
+REPORT = ["report", "--from-csv", "{csv}", "--out", "{out}/report"]
+# The bad-input table: each entry's exact one-line error ({out}: the seeded outputs folder, {csv}:
+# the entry's CSV file). Every one must exit 2, before anything trains, and leave {out} unchanged.
+# Hydra entries get paths.output_dir={out}; cluster-specific cases (unknown partition, GPUs on a
+# CPU cluster) are in tests/slurm/.
 BAD = [
     # sizes, recipes and other config groups
-    (["model=nonexistent"], "Could not find 'model/nonexistent'", "available: ", None),
-    (["-m", "data=balanced,nosuchrecipe"], "Could not find 'data/nosuchrecipe'", "available: ", None),
-    (["logger=nosuch"], "Could not find 'logger/nosuch'", "wandb", None),
+    (["model=nonexistent"], f"In 'config': Could not find 'model/nonexistent' (available: {available('model')})", None),
+    (["-m", "data=balanced,nosuchrecipe"], f"In 'config': Could not find 'data/nosuchrecipe' (available: {available('data')})", None),
+    (["logger=nosuch"], f"In 'config': Could not find 'logger/nosuch' (available: {available('logger')})", None),
     # values
-    (["optim.lr=0"], "optim.lr must be > 0", "", None),
-    (["-m", "optim.lr=1e-3,-1e-3"], "optim.lr must be > 0", "optim.lr=-0.001", None),
-    (["optim.lr=fast"], "could not be converted to Float", "", None),
-    (["optim.schedule=linear"], "optim.schedule must be cosine, wsd or constant", "", None),
-    (["trainer.nonsense=1"], "nonsense", "", None),
-    (["trainer.strategy=deepspeed"], "trainer.strategy must be auto, ddp or fsdp", "", None),
-    (["trainer.batch_size=33", "trainer.devices=2"], "must divide evenly over devices x num_nodes", "", None),
-    (["eval.tokens_per_set=10"], "eval.tokens_per_set must hold one sequence", "", None),
+    (["optim.lr=0"], "optim.lr must be > 0, got 0.0 (cell: optim.lr=0 paths.output_dir={out})", None),
+    (["-m", "optim.lr=1e-3,-1e-3"], "optim.lr must be > 0, got -0.001 (cell: optim.lr=-0.001 paths.output_dir={out})", None),
+    (["optim.lr=fast"], "Error merging override optim.lr=fast: Value 'fast' of type 'str' could not be converted to Float", None),
+    (["optim.schedule=linear"], "optim.schedule must be cosine, wsd or constant, got 'linear' (cell: optim.schedule=linear paths.output_dir={out})", None),
+    (["trainer.nonsense=1"], "Could not override 'trainer.nonsense': Key 'nonsense' not in 'TrainerConfig'", None),
+    (["trainer.compile=maybe"], "Error merging override trainer.compile=maybe: Value 'maybe' is not a valid bool (type str)", None),
+    (["trainer.strategy=deepspeed"], "trainer.strategy must be auto, ddp or fsdp, got 'deepspeed' (cell: trainer.strategy=deepspeed paths.output_dir={out})", None),
+    (["trainer.batch_size=33", "trainer.devices=2"],
+     "trainer.batch_size=33 must divide evenly over devices x num_nodes = 2 processes (cell: trainer.batch_size=33 trainer.devices=2 paths.output_dir={out})", None),
+    (["eval.tokens_per_set=10"], "eval.tokens_per_set must hold one sequence (129 tokens) (cell: eval.tokens_per_set=10 paths.output_dir={out})", None),
     # recipes: mixtures, sources, curation steps
-    (["data.sources.0.weight=-0.5"], "negative mixture weight", "", None),
-    (["data.sources.0.weight=0", "data.sources.1.weight=0", "data.sources.2.weight=0"], "mixture weights sum to zero", "", None),
-    (["data.sources.2={name: mine, kind: files, path: /no/such/file.jsonl}"], "no local dataset file matches '/no/such/file.jsonl'", "", None),
-    (["data.sources.0.path=nope"], "unknown built-in corpus 'nope'", "", None),
-    (["data.sources.0.kind=ftp"], "kind must be builtin, hf or files", "", None),
-    (["data.steps=[{op: frobnicate}]"], "unknown op 'frobnicate'", "", None),
-    (["data.steps=[{op: quality_filter, bogus: 1}]"], "unknown parameter(s) ['bogus']", "", None),
-    (["data.steps=[{op: exact_dedup, sources: [nosuch]}]"], "names missing source(s) ['nosuch']", "", None),
-    (["data.steps=[{op: select_like, keep_frac: 0}]"], "keep_frac must be in (0, 1]", "", None),
-    (["data.steps=[{op: duplicate, factor: 0}]"], "duplicate factor must be >= 1", "", None),
+    (["data.sources.0.weight=-0.5"], "recipe balanced: negative mixture weight in [-0.5, 0.4, 0.2] (cell: data.sources.0.weight=-0.5 paths.output_dir={out})", None),
+    (["data.sources.0.weight=0", "data.sources.1.weight=0", "data.sources.2.weight=0"],
+     "recipe balanced: mixture weights sum to zero (cell: data.sources.0.weight=0 data.sources.1.weight=0 data.sources.2.weight=0 paths.output_dir={out})", None),
+    (["data.sources.2={name: mine, kind: files, path: /no/such/file.jsonl}"],
+     "source 'mine': no local dataset file matches '/no/such/file.jsonl' (cell: data.sources.2={name:mine,kind:files,path:/no/such/file.jsonl} paths.output_dir={out})", None),
+    (["data.sources.0.path=nope"],
+     "source 'prose': unknown built-in corpus 'nope' (choose from: python_docs, python_code, package_readmes, licenses) (cell: data.sources.0.path=nope paths.output_dir={out})", None),
+    (["data.sources.0.kind=ftp"], "source 'prose': kind must be builtin, hf or files, got 'ftp' (cell: data.sources.0.kind=ftp paths.output_dir={out})", None),
+    (["data.steps=[{op: frobnicate}]"], "recipe balanced: step 0 has unknown op 'frobnicate' (choose from: exact_dedup, near_dedup, select_like, quality_filter, "
+     "duplicate, corrupt, shuffle_words) (cell: data.steps=[{op:frobnicate}] paths.output_dir={out})", None),
+    (["data.steps=[{op: quality_filter, bogus: 1}]"], "recipe balanced: step quality_filter has unknown parameter(s) ['bogus'] (allowed: ['max_dup_line_frac', "
+     "'max_mean_word_len', 'max_symbol_frac', 'min_alpha_frac', 'min_chars', 'min_mean_word_len']) (cell: data.steps=[{op:quality_filter,bogus:1}] paths.output_dir={out})", None),
+    (["data.steps=[{op: exact_dedup, sources: [nosuch]}]"],
+     "recipe balanced: step exact_dedup names missing source(s) ['nosuch'] (cell: data.steps=[{op:exact_dedup,sources:[nosuch]}] paths.output_dir={out})", None),
+    (["data.steps=[{op: select_like, keep_frac: 0}]"], "recipe balanced: select_like keep_frac must be in (0, 1] (cell: data.steps=[{op:select_like,keep_frac:0}] paths.output_dir={out})", None),
+    (["data.steps=[{op: duplicate, factor: 0}]"], "recipe balanced: duplicate factor must be >= 1 (cell: data.steps=[{op:duplicate,factor:0}] paths.output_dir={out})", None),
+    (["mixtures", "--base", "nosuch", "--n", "2"], f"unknown recipe 'nosuch': no {ROOT}/conf/data/nosuch.yaml", None),
+    (["mixtures", "--base", "balanced", "--n", "0"], "mixtures need n >= 1, at least 2 sources and alpha > 0 (got n=0, k=3, alpha=1.0)", None),
     # grids and launchers
-    (["-m", "optim.lr=range(1,1)"], "the grid has zero cells", "", None),
-    (["-m", "data=glob(nomatch*)"], "the grid has zero cells", "", None),
-    (["model=debug,tiny"], "needs -m/--multirun", "", None),
-    (["submit", "model=debug"], "'sbatch' not found on PATH", "", NO_SLURM),
+    (["-m", "optim.lr=range(1,1)"], "the grid has zero cells", None),
+    (["-m", "data=glob(nomatch*)"], "the grid has zero cells", None),
+    (["model=debug,tiny"], "a sweep (a,b values) needs -m/--multirun", None),
+    (["hydra/launcher=nosuch"], "In 'hydra/config': Could not find 'hydra/launcher/nosuch' (available: basic, joblib, local, submitit_local, submitit_slurm)", None),
+    (["-m", "model=debug", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs must be >= 1, got 0", None),
+    (["submit", "model=debug"], "'sbatch' not found on PATH: `proxyscale submit` needs a SLURM cluster (run the grid here with `proxyscale -m ...`, "
+     "or hydra/launcher=submitit_local)", NO_SLURM),
+    (["submit", "--cells-per-task", "0", "model=debug"], "--cells-per-task must be >= 1, got 0", None),
+    # records, reports and external CSVs
+    (["collect", "{out}/nosuch"], "no sweep folder at {out}/nosuch", None),
+    (["report", "{out}/nosuch"], "no sweep folder at {out}/nosuch", None),
+    (["report", "--from-csv", "{out}/nosuch.csv", "--out", "{out}/report"], "{out}/nosuch.csv: no such file", None),
+    ([*REPORT, Csv("")], IN + ": empty file", None),
+    ([*REPORT, Csv("recipe,size,value\na,1M,1\nb,60M,2\n")], IN + ": missing column(s) metric (need recipe,size,metric,value[,lr,seed,step,params])", None),
+    ([*REPORT, Csv("recipe,size,metric,value\na,1M,loss,1\nb,1M,loss,abc\n")], IN + ": non-numeric value 'abc' (row 3)", None),
+    ([*REPORT, Csv("recipe,size,metric,value,lr\na,1M,loss,1,1e-3\nb,60M,loss,2,x\n")], IN + ": non-numeric lr 'x' (row 3)", None),
+    ([*REPORT, Csv("recipe,size,metric,value\na,1M,loss,1\na,60M,loss,2\n")], IN + ": only one recipe ('a'); a ranking needs at least 2", None),
+    ([*REPORT, Csv("recipe,size,metric,value\na,1M,loss,1\nb,1M,loss,2\n")], IN + ": only one size ('1M'); a proxy and a target are needed", None),
+    ([*REPORT, Csv("recipe,size,metric,value\na,tiny,loss,1\nb,huge,loss,2\n")],
+     "cannot order sizes 'tiny', 'huge': give a params column or names like 60M, 1.3B, 350k", None),
 ]
 
 
@@ -59,14 +99,19 @@ def test_the_bad_input_table_is_large():
     assert len(BAD) >= 20
 
 
-@pytest.mark.parametrize("args,needle,also,env", BAD, ids=[" ".join(b[0]) for b in BAD])
-def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, needle, also, env):
+@pytest.mark.parametrize("args,expected,env", BAD, ids=[" ".join(b[0])[:60] or "empty" for b in BAD])
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, expected, env):
+    csv_path = seeded_outputs.parent / "in.csv"
+    fill = lambda text: text.replace("{out}", str(seeded_outputs)).replace("{csv}", str(csv_path))  # noqa: E731
+    for text in (a for a in args if isinstance(a, Csv)):
+        csv_path.write_text(text)
+    args = [fill(a) for a in args if not isinstance(a, Csv)]
+    if args[0] not in SUBCOMMANDS or args[0] == "submit":
+        args.append(f"paths.output_dir={seeded_outputs}")
     before = snapshot(seeded_outputs)
-    r = run_cli(*args, f"paths.output_dir={seeded_outputs}", env=env, timeout=120)
+    r = run_cli(*args, env=env, timeout=120)
     assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("proxyscale: error: "), r.stderr
-    assert needle in lines[0] and also in lines[0]
+    assert r.stderr.splitlines() == [f"proxyscale: error: {fill(expected)}"]
     assert snapshot(seeded_outputs) == before
 
 
