@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from proxyscale.job import quiet_lightning
 from proxyscale.model import flops_per_token, n_params
 
 from bench.bench_train import _cfg, bare, lightning
@@ -48,6 +49,7 @@ def main(size: str = "125m", device: str | None = None, batch: int = BATCH, seq:
     if device is None:
         print("skipped: no CUDA device (the GPU tier runs only where a GPU is lent)")
         return {}
+    quiet_lightning()
     out = measure(size, device, batch, seq, steps, warmup)
     rows = []
     for key in ("eager_bare", "eager_lightning", "compiled_bare", "compiled_lightning"):

@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from proxyscale import optim
 from proxyscale.config import CONF_DIR
+from proxyscale.job import quiet_lightning
 from proxyscale.train import CausalLM, train_loader
 
 from bench.common import save, table
@@ -89,9 +90,7 @@ def lightning(cfg, tokens, vocab: int = 257, steps: int = STEPS, warmup: int = W
 
 
 def main(sizes=("debug", "tiny", "mini", "small", "base"), repeats: int = 3) -> dict:
-    import logging
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    quiet_lightning()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     tokens = np.random.default_rng(0).integers(0, 256, 400_000).astype(np.uint16)

@@ -21,10 +21,11 @@ from proxyscale import record
 
 GRID_FILE = "grid.json"
 
-# Cost model of one CPU thread, fitted to steps timed on the 2-core development machine
-# (fp32, batch 32 x 128 tokens): seconds per step = overhead + training FLOPs / rate.
-CPU_STEP_OVERHEAD_S = 0.015
-CPU_FLOPS_PER_S = 9e10
+# Cost model of one CPU thread, fitted (relative error) to bench_train's steps, debug to base, on
+# the 2-core development machine (fp32, batch 32 x 128 tokens): seconds per step = overhead +
+# training FLOPs (model.flops_per_token) / rate.
+CPU_STEP_OVERHEAD_S = 0.023
+CPU_FLOPS_PER_S = 6.8e10
 
 
 class GridError(ValueError):

@@ -50,7 +50,8 @@ def _workers() -> int:
     return 1
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
+    """Silence Lightning's hints that do not apply to a proxyscale cell (the benches share this)."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -84,7 +85,7 @@ def train(cfg: DictConfig, out: Path, label: str) -> record.Record:
     from proxyscale.model import flops_per_token, n_params
     from proxyscale.train import CausalLM, Monitor, eval_loaders, train_loader
 
-    _quiet_lightning()
+    quiet_lightning()
     torch.set_num_threads(threads_per_worker(cfg, _workers()))
     torch.set_flush_denormal(True)  # denormals slowed high-LR CPU runs ~1.7x
     t_start = time.perf_counter()

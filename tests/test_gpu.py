@@ -1,4 +1,5 @@
-"""GPU tier: a real cell on CUDA in bf16. Skipped (not failed) where no CUDA device exists."""
+"""GPU tier: a real cell on CUDA in bf16 with torch.compile (trainer=gpu). Skipped (not failed)
+where no CUDA device exists."""
 from __future__ import annotations
 
 import pytest
@@ -20,4 +21,4 @@ def test_a_cell_trains_on_the_gpu_in_bf16(out_dir, cache_dir):
     assert rec.status == "completed", rec.error
     curve = [p["loss"]["prose"] for p in rec.eval_curve]
     assert curve[-1] < curve[0]
-    assert rec.config["trainer"]["precision"] == "bf16-mixed"
+    assert rec.config["trainer"]["precision"] == "bf16-mixed" and rec.config["trainer"]["compile"] is True
