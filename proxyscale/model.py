@@ -25,9 +25,9 @@ def n_params(m: ModelConfig, vocab_size: int) -> int:
 
 def flops_per_token(m: ModelConfig, vocab_size: int, seq_len: int) -> float:
     """Training FLOPs per token, as MFU is usually counted (PaLM, appendix B): 6 x (non-embedding
-    params + output head) plus attention, whose QK^T and AV each take 2 x seq_len x d_model
-    multiply-adds per token and layer in the forward pass, x3 for forward + backward; causal
-    masking is not discounted."""
+    params + output head) plus attention, whose QK^T and AV each take 2 x seq_len x d_model FLOPs
+    per token and layer in the forward pass, x3 for forward + backward; causal masking is not
+    discounted."""
     dense = n_params(m, vocab_size) - vocab_size * m.d_model * (1 if m.tie_embeddings else 2) + vocab_size * m.d_model
     return 6 * dense + 12 * m.n_layer * seq_len * m.d_model
 
