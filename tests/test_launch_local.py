@@ -3,11 +3,13 @@ manifest / grid-fingerprint / status logic of `proxyscale submit` and `proxyscal
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import FAST, run_cli, snapshot
+from helpers import FAST, ROOT, run_cli, snapshot
 
 from proxyscale import launch, record
 
@@ -81,6 +83,14 @@ def test_submit_without_sbatch_is_one_line_exit_2(tmp_path):
     r = run_cli("submit", "model=debug,tiny", *FAST, f"paths.output_dir={out}", env={"PATH": "/nonexistent"})
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "'sbatch' not found" in r.stderr, r.stderr
     assert snapshot(out) == {}
+
+
+def test_submitit_local_schema_holds_with_the_repo_root_first_on_sys_path(tmp_path):
+    """`python -m proxyscale` from the repo root puts our hydra_plugins before site-packages', so
+    Hydra's plugin scan re-registers the stock submitit_local schema (no array_parallelism) last."""
+    r = subprocess.run([sys.executable, "-m", "proxyscale", "-m", "hydra/launcher=submitit_local", "hydra.launcher.array_parallelism=1",
+                        "model=debug", "dry_run=true", f"paths.output_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "1 cells" in r.stdout, r.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -6,14 +6,19 @@
 - `hydra/launcher=submitit_local`: hydra-submitit-launcher's local launcher with a parallelism
   limit. Its schema replaces the stock `submitit_local` entry in the ConfigStore (same group and
   name), because Hydra validates conf/hydra/launcher/submitit_local.yaml against the ConfigStore
-  entry of that name and the stock one has no `array_parallelism`."""
+  entry of that name and the stock one has no `array_parallelism`. Hydra's plugin scan executes
+  every plugin module again, in sys.path order, so the stock entry can come back after ours (the
+  repo root first on sys.path, as with `python -m` from it): `LauncherSchemas`, which Hydra runs
+  after the scan and before composing, stores ours again."""
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import configure_log, run_job, setup_globals
+from hydra.plugins.search_path_plugin import SearchPathPlugin
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf  # registers the stock entries first
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
@@ -25,7 +30,18 @@ class SubmititLocalConf(LocalQueueConf):
     array_parallelism: int = 2  # cells running at once
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="submitit_local", node=SubmititLocalConf, provider="proxyscale")
+def _store_schema() -> None:
+    ConfigStore.instance().store(group="hydra/launcher", name="submitit_local", node=SubmititLocalConf, provider="proxyscale")
+
+
+_store_schema()
+
+
+class LauncherSchemas(SearchPathPlugin):
+    """Not a search path: the hook Hydra calls after its plugin scan, before every composition."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        _store_schema()
 
 
 class SubmititLocalLauncher(LocalLauncher):
