@@ -15,7 +15,7 @@ import torch
 from proxyscale.job import quiet_lightning
 from proxyscale.model import flops_per_token, n_params
 
-from bench.bench_train import _cfg, bare, lightning
+from bench.bench_train import bare, cell_cfg, lightning
 from bench.common import save, table
 
 VOCAB, SEQ, BATCH, STEPS, WARMUP = 50_304, 1024, 16, 30, 10
@@ -34,7 +34,7 @@ def measure(size: str, device: str, batch: int, seq: int, steps: int, warmup: in
     tokens = np.random.default_rng(0).integers(0, VOCAB, max(2_000_000, 4 * batch * (seq + 1))).astype(np.uint16)
     out: dict = {"device": name, "size": size, "batch": batch, "seq_len": seq, "peak_bf16": peak}
     for mode in ("eager", "compiled"):
-        cfg = _cfg(size, "trainer=gpu", f"trainer.accelerator={accel}", f"trainer.batch_size={batch}", f"trainer.seq_len={seq}",
+        cfg = cell_cfg(size, "trainer=gpu", f"trainer.accelerator={accel}", f"trainer.batch_size={batch}", f"trainer.seq_len={seq}",
                    f"trainer.compile={mode == 'compiled'}")
         fpt = flops_per_token(cfg.model, VOCAB, seq)
         out["params"], out["flops_per_token"] = n_params(cfg.model, VOCAB), fpt

@@ -26,7 +26,8 @@ STEPS = 40
 WARMUP = 5
 
 
-def _cfg(size: str, *overrides: str):
+def cell_cfg(size: str, *overrides: str):
+    """A cell's config at this size, one torch thread (the benches' common setting)."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("config", overrides=[f"model={size}", "trainer.threads=1", *overrides])
 
@@ -96,7 +97,7 @@ def main(sizes=("debug", "tiny", "mini", "small", "base"), repeats: int = 3) -> 
     tokens = np.random.default_rng(0).integers(0, 256, 400_000).astype(np.uint16)
     rows, out = [], {}
     for size in sizes:
-        cfg = _cfg(size)
+        cfg = cell_cfg(size)
         b, lt = [], []
         for _ in range(repeats):
             b.append(bare(cfg, tokens))
