@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from proxyscale.job import quiet_lightning
-from proxyscale.model import flops_per_token, n_params
+from proxyscale.model import flops_per_token, n_params, registry
 
 from bench.bench_train import bare, cell_cfg, lightning
 from bench.common import save, table
@@ -32,12 +32,12 @@ def measure(size: str, device: str, batch: int, seq: int, steps: int, warmup: in
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     peak = peak_bf16(name)
     tokens = np.random.default_rng(0).integers(0, VOCAB, max(2_000_000, 4 * batch * (seq + 1))).astype(np.uint16)
-    out: dict = {"device": name, "size": size, "batch": batch, "seq_len": seq, "peak_bf16": peak}
+    m = registry()[size]
+    fpt = flops_per_token(m, VOCAB, seq)
+    out: dict = {"device": name, "size": size, "params": n_params(m, VOCAB), "flops_per_token": fpt, "batch": batch, "seq_len": seq, "peak_bf16": peak}
     for mode in ("eager", "compiled"):
         cfg = cell_cfg(size, "trainer=gpu", f"trainer.accelerator={accel}", f"trainer.batch_size={batch}", f"trainer.seq_len={seq}",
                    f"trainer.compile={mode == 'compiled'}")
-        fpt = flops_per_token(cfg.model, VOCAB, seq)
-        out["params"], out["flops_per_token"] = n_params(cfg.model, VOCAB), fpt
         for loop in (lightning, bare):
             tps = loop(cfg, tokens, VOCAB, steps, warmup)
             out[f"{mode}_{loop.__name__}"] = {"tok_s": tps, "mfu": tps * fpt / peak if peak else None}

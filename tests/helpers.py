@@ -14,6 +14,11 @@ PROXYSCALE = str(Path(sys.executable).with_name("proxyscale"))
 FAST = ["trainer.max_tokens=49152", "eval.tokens_per_set=2048", "eval.every_n_steps=4", "data.pool_tokens=200000", "trainer.threads=1"]
 
 
+def conf_options(group: str) -> list[str]:
+    """The option names of a conf/ group (its yaml files), sorted."""
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([PROXYSCALE, *args], cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FAST, PROXYSCALE, ROOT, run_cli, snapshot
+from helpers import FAST, PROXYSCALE, ROOT, conf_options, run_cli, snapshot
 from proxyscale.cli import SUBCOMMANDS
 
 
@@ -27,10 +27,9 @@ class Csv(str):
 
 
 def available(group: str) -> str:
-    return ", ".join(sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")))
+    return ", ".join(conf_options(group))
 
 
-IN = "{csv}"
 REPORT = ["report", "--from-csv", "{csv}", "--out", "{out}/report"]
 # The bad-input table: each entry's exact one-line error ({out}: the seeded outputs folder, {csv}:
 # the entry's CSV file). Every one must exit 2, before anything trains, and leave {out} unchanged.
@@ -84,12 +83,12 @@ BAD = [
     (["collect", "{out}/nosuch"], "no sweep folder at {out}/nosuch", None),
     (["report", "{out}/nosuch"], "no sweep folder at {out}/nosuch", None),
     (["report", "--from-csv", "{out}/nosuch.csv", "--out", "{out}/report"], "{out}/nosuch.csv: no such file", None),
-    ([*REPORT, Csv("")], IN + ": empty file", None),
-    ([*REPORT, Csv("recipe,size,value\na,1M,1\nb,60M,2\n")], IN + ": missing column(s) metric (need recipe,size,metric,value[,lr,seed,step,params])", None),
-    ([*REPORT, Csv("recipe,size,metric,value\na,1M,loss,1\nb,1M,loss,abc\n")], IN + ": non-numeric value 'abc' (row 3)", None),
-    ([*REPORT, Csv("recipe,size,metric,value,lr\na,1M,loss,1,1e-3\nb,60M,loss,2,x\n")], IN + ": non-numeric lr 'x' (row 3)", None),
-    ([*REPORT, Csv("recipe,size,metric,value\na,1M,loss,1\na,60M,loss,2\n")], IN + ": only one recipe ('a'); a ranking needs at least 2", None),
-    ([*REPORT, Csv("recipe,size,metric,value\na,1M,loss,1\nb,1M,loss,2\n")], IN + ": only one size ('1M'); a proxy and a target are needed", None),
+    ([*REPORT, Csv("")], "{csv}: empty file", None),
+    ([*REPORT, Csv("recipe,size,value\na,1M,1\nb,60M,2\n")], "{csv}: missing column(s) metric (need recipe,size,metric,value[,lr,seed,step,params])", None),
+    ([*REPORT, Csv("recipe,size,metric,value\na,1M,loss,1\nb,1M,loss,abc\n")], "{csv}: non-numeric value 'abc' (row 3)", None),
+    ([*REPORT, Csv("recipe,size,metric,value,lr\na,1M,loss,1,1e-3\nb,60M,loss,2,x\n")], "{csv}: non-numeric lr 'x' (row 3)", None),
+    ([*REPORT, Csv("recipe,size,metric,value\na,1M,loss,1\na,60M,loss,2\n")], "{csv}: only one recipe ('a'); a ranking needs at least 2", None),
+    ([*REPORT, Csv("recipe,size,metric,value\na,1M,loss,1\nb,1M,loss,2\n")], "{csv}: only one size ('1M'); a proxy and a target are needed", None),
     ([*REPORT, Csv("recipe,size,metric,value\na,tiny,loss,1\nb,huge,loss,2\n")],
      "cannot order sizes 'tiny', 'huge': give a params column or names like 60M, 1.3B, 350k", None),
 ]

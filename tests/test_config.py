@@ -1,9 +1,6 @@
 """Every config composes and validates; run ids are stable; bad values fail in one line."""
 from __future__ import annotations
 
-import glob
-import os
-
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -13,6 +10,8 @@ from proxyscale import config as C
 from proxyscale import grid
 from proxyscale.model import build, flops_per_token, n_params, registry
 
+from helpers import conf_options
+
 GROUPS = ["model", "data", "eval", "optim", "trainer", "logger", "grid", "experiment", "debug"]
 
 
@@ -21,19 +20,15 @@ def _compose(overrides: list[str], hydra_cfg: bool = False):
         return compose("config", overrides=overrides, return_hydra_config=hydra_cfg)
 
 
-def _options(group: str) -> list[str]:
-    return sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(C.CONF_DIR, group, "*.yaml")))
-
-
-@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in conf_options(g)])
 def test_every_config_composes_and_validates(group, option):
     cfg = _compose([f"{group}={option}"], hydra_cfg=True)
     C.validate(cfg)
     assert C.plain(cfg) and OmegaConf.to_container(cfg.hydra.sweeper, resolve=True) is not None  # interpolations resolve
 
 
-@pytest.mark.parametrize("launcher", _options("hydra/launcher"))
-@pytest.mark.parametrize("name", _options("grid"))
+@pytest.mark.parametrize("launcher", conf_options("hydra/launcher"))
+@pytest.mark.parametrize("name", conf_options("grid"))
 def test_every_grid_composes_with_every_launcher(name, launcher):
     """A named grid carries no launcher settings, so `proxyscale submit grid=X` works as well as -m."""
     cfg = _compose([f"grid={name}", f"hydra/launcher={launcher}"], hydra_cfg=True)
@@ -42,7 +37,7 @@ def test_every_grid_composes_with_every_launcher(name, launcher):
 
 def test_every_group_has_options():
     for group in ["model", "data", "eval", "optim", "trainer", "logger", "grid", "experiment", "debug"]:
-        assert _options(group), f"conf/{group}/ is empty"
+        assert conf_options(group), f"conf/{group}/ is empty"
 
 
 @pytest.mark.parametrize("name", sorted(registry()))
