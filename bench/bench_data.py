@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from proxyscale.config import CONF_DIR
 from proxyscale.data.cache import recipe_tokens
-from proxyscale.train import CausalLM, train_loader
+from proxyscale.job.module import CausalLM, train_loader
 
 from bench.common import save, table
 

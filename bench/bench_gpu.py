@@ -2,7 +2,7 @@
 vocabulary) in bf16, eager and with torch.compile (trainer.compile), each measured as the real
 Lightning cell and as a bare PyTorch loop over the same model, batches and optimizer, side by side.
 
-MFU = tokens/s x training FLOPs per token (6N + attention, proxyscale.model.flops_per_token, the
+MFU = tokens/s x training FLOPs per token (6N + attention, proxyscale.budget.flops_per_token, the
 PaLM convention) / the device's peak dense bf16 FLOP/s. Published anchors at this scale: ~41-45%
 on A100/H100. Without CUDA it prints that it skipped and records nothing; `device="cpu"` runs the
 same code path on the CPU (a test does, at the debug size, so a lent GPU finds a working bench).
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from proxyscale.job import quiet_lightning
-from proxyscale.model import flops_per_token, n_params, registry
+from proxyscale.budget import flops_per_token, ladder, n_params
 
 from bench.bench_train import bare, cell_cfg, lightning
 from bench.common import save, table
@@ -32,7 +32,7 @@ def measure(size: str, device: str, batch: int, seq: int, steps: int, warmup: in
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     peak = peak_bf16(name)
     tokens = np.random.default_rng(0).integers(0, VOCAB, max(2_000_000, 4 * batch * (seq + 1))).astype(np.uint16)
-    m = registry()[size]
+    m = ladder()[size]
     fpt = flops_per_token(m, VOCAB, seq)
     out: dict = {"device": name, "size": size, "params": n_params(m, VOCAB), "flops_per_token": fpt, "batch": batch, "seq_len": seq, "peak_bf16": peak}
     for mode in ("eager", "compiled"):

@@ -99,7 +99,7 @@ def bench_submitit(base: list[str], out: Path, n: int) -> dict:
 
 
 def bench_slurm(base: list[str], out: Path, n: int, per_task: int, name: str, timeout_s: float = 1800) -> dict:
-    from proxyscale import launch
+    from proxyscale.launch.status import cell_states, counts
 
     sweep = out / name
     t0 = time.perf_counter()
@@ -109,7 +109,7 @@ def bench_slurm(base: list[str], out: Path, n: int, per_task: int, name: str, ti
     deadline = time.monotonic() + timeout_s
     while len(list(sweep.glob("*/result.json"))) < n:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"slurm cells not done after {timeout_s}s: {launch.counts(launch.cell_states(sweep)[0])}")
+            raise RuntimeError(f"slurm cells not done after {timeout_s}s: {counts(cell_states(sweep)[0])}")
         time.sleep(0.5)
     wall = time.perf_counter() - t0
     return _row(f"slurm array, {per_task} cell(s)/task", wall, _useful_seconds(sweep, n), n,

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from proxyscale.model import n_params, registry
+from proxyscale.budget import ladder, n_params
 
 from bench.common import save, table
 
@@ -22,7 +22,7 @@ _CHILD = """
 import json, resource, sys, torch
 from hydra import compose, initialize_config_dir
 from proxyscale.config import CONF_DIR
-from proxyscale.train import CausalLM
+from proxyscale.job.module import CausalLM
 torch.set_num_threads(2)
 with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
     cfg = compose("config", overrides=[f"model={sys.argv[1]}"])
@@ -37,7 +37,7 @@ print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def main() -> dict:
-    sizes = registry()
+    sizes = ladder()
     rows, out, act, rest = [], {}, [], []
 
     def activations(m) -> float:

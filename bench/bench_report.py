@@ -37,7 +37,7 @@ import pandas as pd  # noqa: E402
 
 from bench.common import RESULTS, save, table  # noqa: E402
 from proxyscale import record  # noqa: E402
-from proxyscale import table as tables  # noqa: E402
+from proxyscale import collect as tables  # noqa: E402
 
 
 def synthetic(recipes: int, sizes: int, lrs: int, seeds: int, evals: int, rng_seed: int = 0) -> pd.DataFrame:

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from proxyscale import optim
+from proxyscale.job import optim
 from proxyscale.config import CONF_DIR
 from proxyscale.job import quiet_lightning
-from proxyscale.train import CausalLM, train_loader
+from proxyscale.job.module import CausalLM, train_loader
 
 from bench.common import save, table
 

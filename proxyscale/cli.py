@@ -34,37 +34,6 @@ def fail(msg: str, code: int = 2) -> "NoReturn":  # noqa: F821
     raise SystemExit(code)
 
 
-def compose_grid(argv: list[str], base_only: bool = False):
-    """Compose and validate every cell named by a command line. Returns (cells, base config);
-    with base_only, just the config of the fixed overrides (cells: [])."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from proxyscale import grid
-    from proxyscale.config import CONF_DIR
-
-    args = [a for a in argv if a not in ("-m", "--multirun")]
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            loader = GlobalHydra.instance().config_loader()
-            parsed = OverridesParser.create(config_loader=loader).parse_overrides(args)
-            fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-            base = compose("config", overrides=fixed, return_hydra_config=True)
-            params = base.hydra.sweeper.get("params") if "-m" in argv or "--multirun" in argv else None
-            if any(o.is_sweep_override() for o in parsed) and not ("-m" in argv or "--multirun" in argv):
-                raise grid.GridError("a sweep (a,b values) needs -m/--multirun")
-            cells = [] if base_only else grid.plan(args, dict(params or {}), lambda o: compose("config", overrides=list(o), return_hydra_config=True), loader)
-    except grid.GridError as exc:
-        fail(str(exc))
-    except Exception as exc:  # Hydra/OmegaConf composition errors
-        fail(grid.one_line(exc))
-    finally:
-        GlobalHydra.instance().clear()
-    return cells, base
-
-
 def train_main(argv: list[str]) -> None:
     if not any(a in PASSTHROUGH_FLAGS or a.split("=")[0] in PASSTHROUGH_FLAGS for a in argv):
         from proxyscale import grid
@@ -72,12 +41,12 @@ def train_main(argv: list[str]) -> None:
         multirun = "-m" in argv or "--multirun" in argv
         # A sweep's cells are composed and validated once, by the proxyscale sweeper (which exits 2
         # with one line on bad input); here only the fixed overrides, which Hydra would report badly.
-        cells, base = compose_grid(argv, base_only=multirun)
+        cells, base = grid.compose_grid(argv, base_only=multirun)
         n_jobs = base.hydra.launcher.get("n_jobs")
         if n_jobs is not None and n_jobs < 1:
             fail(f"hydra.launcher.n_jobs must be >= 1, got {n_jobs}")
         if base.dry_run:
-            cells = cells or compose_grid(argv)[0]
+            cells = cells or grid.compose_grid(argv)[0]
             print(grid.cost_table(cells, int(base.hydra.launcher.get("n_jobs", 1) or 1)))
             return
         if len(cells) > 1 and not multirun:
@@ -85,44 +54,31 @@ def train_main(argv: list[str]) -> None:
     _hydra_main(argv)
 
 
-def _task(cfg) -> str:
-    from hydra.core.hydra_config import HydraConfig
-
-    from proxyscale.job import run_cell
-
-    total = os.environ.get("PROXYSCALE_GRID_SIZE")
-    num = HydraConfig.get().job.get("num") if HydraConfig.initialized() else None
-    position = f"[{num + 1}/{total}] " if total and num is not None else ""
-    rec = run_cell(cfg, position)
-    return rec.status if rec else "busy"
-
-
 def _hydra_main(argv: list[str]) -> None:
     import hydra
 
     import hydra_plugins.proxyscale_sweeper  # noqa: F401  (registers the sweeper's config)
     from proxyscale.config import CONF_DIR
+    from proxyscale.launch.local import task
 
     sys.argv = [sys.argv[0]] + argv
-    hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(_task)()
+    hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(task)()
 
 
 def ladder_main(argv: list[str]) -> None:
-    from proxyscale import grid
+    from proxyscale import budget, grid
 
     p = argparse.ArgumentParser(prog="proxyscale ladder", description="The size registry with a cost estimate per size.")
     p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every size, e.g. trainer.tokens_per_param=20 data=balanced")
     a = p.parse_args(argv)
-    from proxyscale.model import registry
-
-    cells, base = compose_grid(["-m", "model=" + ",".join(registry())] + a.overrides)
-    print(grid.cost_table(sorted(cells, key=lambda c: grid.cost(c.cfg)["params"])))
+    cells, base = grid.compose_grid(["-m", "model=" + ",".join(budget.ladder())] + a.overrides)
+    print(grid.cost_table(sorted(cells, key=lambda c: budget.cost(c.cfg)["params"])))
 
 
 def recipes_main(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
 
-    from proxyscale.config import CONF_DIR, ConfigError
+    from proxyscale.config import CONF_DIR
     from proxyscale.data.cache import cached_recipe_meta, recipe_tokens
 
     p = argparse.ArgumentParser(prog="proxyscale recipes", description="The recipe catalogue (conf/data/) with pool sizes and what curation kept.")
@@ -138,10 +94,7 @@ def recipes_main(argv: list[str]) -> None:
             hub = any(s.kind != "builtin" for s in d.sources)
             meta = cached_recipe_meta(d, cfg.paths.cache_dir)
             if meta is None and a.build and not hub:
-                try:
-                    meta = recipe_tokens(d, cfg.paths.cache_dir)[1]
-                except ConfigError as exc:
-                    fail(str(exc))
+                meta = recipe_tokens(d, cfg.paths.cache_dir)[1]
             mix = " ".join(f"{s.name}:{s.weight:g}" for s in d.sources)
             steps = ",".join(st["op"] for st in d.steps) or "-"
             kept = " ".join(f"{s['source']}={s['docs']}docs/{s['unique_tokens'] / 1e3:.0f}k uniq" for s in meta["sources"]) if meta else ("(hub: streamed)" if hub else "(not built; --build)")
@@ -152,7 +105,6 @@ def recipes_main(argv: list[str]) -> None:
 
 
 def mixtures_main(argv: list[str]) -> None:
-    from proxyscale.config import ConfigError
     from proxyscale.data.mixtures import write_recipes
 
     p = argparse.ArgumentParser(prog="proxyscale mixtures", description="Write N recipes with Dirichlet-sampled mixture weights (RegMix-style) to conf/data/mix/.")
@@ -161,24 +113,18 @@ def mixtures_main(argv: list[str]) -> None:
     p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration (small = extreme mixtures)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    try:
-        paths = write_recipes(a.base, a.n, a.alpha, a.seed)
-    except ConfigError as exc:
-        fail(str(exc))
+    paths = write_recipes(a.base, a.n, a.alpha, a.seed)
     print(f"wrote {len(paths)} recipes to {paths[0].parent}; sweep them with: proxyscale -m 'data=glob(mix/{a.base}_mix*)' ...")
 
 
 def collect_main(argv: list[str]) -> None:
-    from proxyscale import table
+    from proxyscale import collect
 
     p = argparse.ArgumentParser(prog="proxyscale collect", description="Turn a sweep's records into one tidy results.parquet.")
     p.add_argument("sweep_dir")
     a = p.parse_args(argv)
-    try:
-        df, summary = table.collect(a.sweep_dir)
-    except table.TableError as exc:
-        fail(str(exc))
-    path = table.write(df, a.sweep_dir)
+    df, summary = collect.collect(a.sweep_dir)
+    path = collect.write(df, a.sweep_dir)
     print(f"{summary}\nwrote {path} ({len(df)} rows)")
 
 
@@ -217,20 +163,49 @@ def report_main(argv: list[str]) -> None:
 
 def submit_main(argv: list[str]) -> None:
     """proxyscale submit [--cells-per-task N] [--max-parallel P] [--retry-failed] OVERRIDES: one SLURM job array, returns at once."""
-    from proxyscale import launch
+    from proxyscale.launch.submit import submit
 
-    launch.submit_cli(argv)
+    p = argparse.ArgumentParser(
+        prog="proxyscale submit",
+        description="Submit a grid to SLURM as one job array and return at once. SLURM settings are "
+                    "hydra.launcher.* overrides of conf/hydra/launcher/submitit_slurm.yaml. Final cells are "
+                    "skipped; failed cells too unless --retry-failed.")
+    p.add_argument("--cells-per-task", type=int, default=4, help="cells run one after another in each array task (default 4)")
+    p.add_argument("--max-parallel", type=int, default=None, help="array tasks running at once (%%N; default hydra.launcher.array_parallelism)")
+    p.add_argument("--retry-failed", action="store_true", help="also rerun cells whose record is failed")
+    p.add_argument("overrides", nargs="*", help="grid overrides, as for proxyscale -m (e.g. model=debug,tiny data=balanced,noisy)")
+    a, rest = p.parse_known_args(argv)
+    overrides = [x for x in list(a.overrides) + rest if x not in ("-m", "--multirun")]
+    submit(overrides, a.cells_per_task, a.max_parallel, a.retry_failed)
 
 
 def status_main(argv: list[str]) -> None:
     """proxyscale status outputs/SWEEP: cells by state (records + scheduler), failed cells' error and log paths."""
-    from proxyscale import launch
+    import json
+    from pathlib import Path
 
-    launch.status_cli(argv)
+    from proxyscale.launch.status import cell_states, status_table
+
+    p = argparse.ArgumentParser(prog="proxyscale status", description="Cells of a sweep by state: records merged with the SLURM scheduler (sacct).")
+    p.add_argument("sweep_dir")
+    p.add_argument("--json", action="store_true", help="one JSON object per cell instead of the table")
+    p.add_argument("--no-scheduler", action="store_true", help="records only, do not ask sacct")
+    a = p.parse_args(argv)
+    sweep = Path(a.sweep_dir)
+    if not sweep.is_dir():
+        fail(f"no sweep folder {sweep}")
+    rows, note = cell_states(sweep, scheduler=not a.no_scheduler)
+    if not rows:
+        fail(f"{sweep} has no cells (no grid.json, manifest.jsonl or records)")
+    if a.json:
+        for r in rows:
+            print(json.dumps(r, sort_keys=True))
+    else:
+        print(status_table(rows, note))
 
 
 def wandb_sync_main(argv: list[str]) -> None:
-    from proxyscale import tracking
+    from proxyscale.tracking import wandb
 
     p = argparse.ArgumentParser(prog="proxyscale wandb-sync", description="Upload a sweep's offline W&B runs (logger=wandb) with `wandb sync`; needs WANDB_API_KEY.")
     p.add_argument("sweep_dir", help="a sweep folder (its wandb/offline-run-* are synced) or a wandb folder (logger.dir)")
@@ -240,8 +215,8 @@ def wandb_sync_main(argv: list[str]) -> None:
     p.add_argument("--timeout", type=float, default=900, help="seconds before giving up on `wandb sync` (default 900)")
     a = p.parse_args(argv)
     try:
-        cmd, output = tracking.sync(a.sweep_dir, a.project, a.entity, dry_run=a.dry_run, timeout=a.timeout)
-    except tracking.SyncError as exc:
+        cmd, output = wandb.sync(a.sweep_dir, a.project, a.entity, dry_run=a.dry_run, timeout=a.timeout)
+    except wandb.SyncError as exc:  # wandb's own failure, not the user's input: exit 1
         fail(str(exc), code=1)
     runs = [c for c in cmd if "offline-run-" in c]
     print(f"{output}\n{'dry run, nothing uploaded' if a.dry_run else 'synced'}: {len(runs)} offline run(s) via: {' '.join(cmd)}".strip())
@@ -250,10 +225,16 @@ def wandb_sync_main(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if argv and argv[0] in SUBCOMMANDS:
-        {"ladder": ladder_main, "recipes": recipes_main, "mixtures": mixtures_main, "collect": collect_main, "report": report_main, "submit": submit_main, "status": status_main, "wandb-sync": wandb_sync_main}[argv[0]](argv[1:])
-    else:
-        train_main(argv)
+    from proxyscale.errors import UserError
+
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            {"ladder": ladder_main, "recipes": recipes_main, "mixtures": mixtures_main, "collect": collect_main, "report": report_main,
+             "submit": submit_main, "status": status_main, "wandb-sync": wandb_sync_main}[argv[0]](argv[1:])
+        else:
+            train_main(argv)
+    except UserError as exc:  # every stage's bad-input error: one line, exit 2
+        fail(str(exc), exc.code)
     gc.freeze()  # exit without a final collection over torch's objects (1.5 s -> 0.2 s here)
 
 

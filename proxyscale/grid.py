@@ -1,8 +1,10 @@
-"""From overrides to a validated list of cells: expansion, validation, run ids and the cost table.
+"""The planner: from a command line to a validated list of cells, with run ids and a cost table.
 
-Both the CLI's pre-flight check and the Hydra sweeper expand a grid through `expand`, so the
-cells that were validated are exactly the cells that launch. A named grid (conf/grid/*.yaml) sets
-`hydra.sweeper.params`; a command-line sweep of the same key replaces that axis.
+Both the CLI's pre-flight check (`compose_grid`) and the Hydra sweeper expand a grid through
+`plan`, so the cells that were validated are exactly the cells that launch. A named grid
+(conf/grid/*.yaml) sets `hydra.sweeper.params`; a command-line sweep of the same key replaces that
+axis. The planner sits above config, data and tracking: it is the one place that runs all of
+their checks (`check_cell`), so the job never validates again.
 """
 from __future__ import annotations
 
@@ -16,19 +18,13 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
+from proxyscale import budget, record, tracking
 from proxyscale import config as C
-from proxyscale import record
+from proxyscale.data.curation import check_steps
+from proxyscale.data.sources import check_source
+from proxyscale.errors import UserError
 
-GRID_FILE = "grid.json"
-
-# Cost model of one CPU thread, fitted (relative error) to bench_train's steps, debug to base, on
-# the 2-core development machine (fp32, batch 32 x 128 tokens): seconds per step = overhead +
-# training FLOPs (model.flops_per_token) / rate.
-CPU_STEP_OVERHEAD_S = 0.023
-CPU_FLOPS_PER_S = 6.8e10
-
-
-class GridError(ValueError):
+class GridError(UserError):
     """A grid that must not launch; the message is the one line the CLI prints."""
 
 
@@ -78,7 +74,7 @@ def plan(arguments: list[str], params: dict | None, compose: Callable[[list[str]
         except Exception as exc:  # Hydra/OmegaConf: unknown group option, unconvertible value, ...
             raise GridError(one_line(exc)) from None
         try:
-            C.validate(cfg)
+            check_cell(cfg)
         except C.ConfigError as exc:
             raise GridError(f"{exc} (cell: {' '.join(overrides) or 'defaults'})") from None
         rid = C.run_id(cfg)
@@ -90,6 +86,46 @@ def plan(arguments: list[str], params: dict | None, compose: Callable[[list[str]
     return cells
 
 
+def check_cell(cfg: DictConfig) -> None:
+    """Every check a cell must pass before it runs: schema values, trackers, sources, curation steps."""
+    C.validate(cfg)
+    problem = tracking.check(cfg)
+    if problem:
+        raise C.ConfigError(problem)
+    for s in list(cfg.data.sources) + list(cfg.eval.sets):
+        check_source(s)
+    check_steps(cfg.data)
+
+
+def compose_grid(argv: list[str], base_only: bool = False) -> tuple[list[Cell], DictConfig]:
+    """Compose and validate every cell named by a command line (Hydra overrides, `-m` for a sweep).
+    Returns (cells, base config); with base_only, just the config of the fixed overrides (cells: []).
+    Raises GridError (one line) on any problem."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    multirun = "-m" in argv or "--multirun" in argv
+    args = [a for a in argv if a not in ("-m", "--multirun")]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
+            loader = GlobalHydra.instance().config_loader()
+            parsed = OverridesParser.create(config_loader=loader).parse_overrides(args)
+            fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+            base = compose("config", overrides=fixed, return_hydra_config=True)
+            params = base.hydra.sweeper.get("params") if multirun else None
+            if any(o.is_sweep_override() for o in parsed) and not multirun:
+                raise GridError("a sweep (a,b values) needs -m/--multirun")
+            cells = [] if base_only else plan(args, dict(params or {}), lambda o: compose("config", overrides=list(o), return_hydra_config=True), loader)
+    except UserError:
+        raise
+    except Exception as exc:  # Hydra/OmegaConf composition errors
+        raise GridError(one_line(exc)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    return cells, base
+
+
 def sweep_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir) / cfg.sweep
 
@@ -98,34 +134,30 @@ def pending(cells: list[Cell]) -> list[Cell]:
     return [c for c in cells if not record.is_completed(sweep_dir(c.cfg) / c.run_id)]
 
 
-def write_grid(cells: list[Cell]) -> None:
-    """Add the grid's cells to <sweep>/grid.json: the list `collect` checks for missing cells."""
-    path = sweep_dir(cells[0].cfg) / GRID_FILE
+def standard_lr(base: DictConfig) -> tuple[float, str]:
+    """The sweep's stated standard LR and where it came from: `standard_lr`, else the base config's
+    optim.lr (the value before any LR axis is swept); never guessed from the cells."""
+    if base.get("standard_lr") is not None:
+        return float(base.standard_lr), "standard_lr in the sweep config"
+    return float(base.optim.lr), "optim.lr of the sweep's base config (set standard_lr=... to state another)"
+
+
+def write_grid(cells: list[Cell], base: DictConfig) -> None:
+    """Add the grid's cells to <sweep>/grid.json (the list `collect` checks for missing cells), with
+    the sweep's standard LR, which the report reads instead of guessing it."""
+    path = sweep_dir(cells[0].cfg) / record.GRID
     known = json.loads(path.read_text())["cells"] if path.exists() else {}
     known.update({c.run_id: c.overrides for c in cells})
-    record.atomic_write_text(path, json.dumps({"updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "cells": known}, indent=1, sort_keys=True))
-
-
-def cost(cfg: DictConfig, workers: int = 1) -> dict:
-    """Params, tokens, FLOPs and an estimated time on this machine for one cell, without torch."""
-    from proxyscale.job import plan_steps, threads_per_worker
-    from proxyscale.model import flops_per_token, n_params
-
-    vocab = 257 if cfg.data.tokenizer == "byte" else 50_304
-    steps, per_step = plan_steps(cfg, vocab)
-    fpt = flops_per_token(cfg.model, vocab, cfg.trainer.seq_len)
-    evals = steps // cfg.eval.every_n_steps + 1
-    eval_tokens = evals * len(cfg.eval.sets) * cfg.eval.tokens_per_set
-    flops = fpt * steps * per_step + fpt / 3 * eval_tokens
-    est = steps * CPU_STEP_OVERHEAD_S + flops / (CPU_FLOPS_PER_S * threads_per_worker(cfg, workers))
-    return {"params": n_params(cfg.model, vocab), "tokens": steps * per_step, "steps": steps, "flops": flops, "est_seconds": est}
+    lr, source = standard_lr(base)
+    doc = {"updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "cells": known, "standard_lr": lr, "standard_lr_source": source}
+    record.atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
 
 
 def cost_table(cells: list[Cell], workers: int = 1) -> str:
     rows = []
     total_s = total_f = 0.0
     for c in cells:
-        k = cost(c.cfg, workers)
+        k = budget.cost(c.cfg, workers)
         total_s += k["est_seconds"]
         total_f += k["flops"]
         rows.append((c.run_id, c.cfg.model.name, c.cfg.data.name, f"{c.cfg.optim.lr:g}", str(c.cfg.seed), _si(k["params"]), _si(k["tokens"]), str(k["steps"]), f"{k['flops']:.2e}", _duration(k["est_seconds"])))

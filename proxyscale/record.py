@@ -1,4 +1,5 @@
-"""The one record schema shared by the trainer (writes), the collector (reads) and trackers.
+"""The one record schema: the job writes it; the collector, the trackers and W&B publishing read it
+(through `parse`), and none of them re-reads a cell's config.
 
 `<sweep_dir>/<run_id>/result.json` is written once per cell outcome, atomically (temp file +
 rename), so a reader sees either the previous complete record or the new one, never a torn file.
@@ -14,6 +15,7 @@ from typing import Any, Optional
 
 SCHEMA_VERSION = 1
 RESULT = "result.json"
+GRID = "grid.json"  # per sweep: every cell the planner asked for, and the stated standard LR
 STATUSES = ("completed", "diverged", "failed")
 
 
@@ -42,6 +44,10 @@ class Record:
     error: Optional[str] = None  # diverged: why; failed: the traceback
     requeues: int = 0
     eval_seconds: float = 0.0  # time in eval passes (train_seconds: in training batches)
+    eval_sets: list[str] = field(default_factory=list)  # eval set names, in config order
+    cache_keys: dict[str, Any] = field(default_factory=dict)  # {pool: key, eval: {set: key}} of the token caches used
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # eval set -> {unigram, bigram}: count models of the pool (nats/token)
+    tracking: dict[str, Any] = field(default_factory=dict)  # tracker settings: {kind, ...; wandb: project, entity, group, mode, dir, id}
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

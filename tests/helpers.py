@@ -31,7 +31,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def preempt_at(monkeypatch, step: int):
     """Make in-process training raise at `step`, like a preemption; returns the undo."""
-    from proxyscale.train import Monitor
+    from proxyscale.job.module import Monitor
 
     original = Monitor.on_train_batch_end
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import scipy.stats as st
 
-from proxyscale import baseline
+from proxyscale.data import ngram as baseline
 from proxyscale.report import analysis as A
 
 
@@ -315,7 +315,7 @@ def test_bigram_beats_unigram_on_structured_text():
 
 
 def test_report_modules_import_no_torch():
-    code = ("import sys, proxyscale.report.analysis, proxyscale.report.build, proxyscale.report.render, proxyscale.baseline; "
+    code = ("import sys, proxyscale.report.analysis, proxyscale.report.build, proxyscale.report.render, proxyscale.data.ngram; "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 
 from proxyscale import config as C
 from proxyscale import grid
-from proxyscale.model import build, flops_per_token, n_params, registry
+from proxyscale.budget import flops_per_token, ladder, n_params
+from proxyscale.job.model import build
 
 from helpers import conf_options
 
@@ -40,9 +41,9 @@ def test_every_group_has_options():
         assert conf_options(group), f"conf/{group}/ is empty"
 
 
-@pytest.mark.parametrize("name", sorted(registry()))
+@pytest.mark.parametrize("name", sorted(ladder()))
 def test_every_size_builds_with_the_closed_form_param_count(name):
-    m = registry()[name]
+    m = ladder()[name]
     with torch.device("meta"):
         net = build(m, 257, 128)
     assert sum(p.numel() for p in net.parameters()) == n_params(m, 257)
@@ -55,7 +56,7 @@ def test_flops_per_token_matches_counted_flops(name):
     backward pass (eager attention, so that QK^T and AV are matmuls the counter sees)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    m, seq = registry()[name], 128
+    m, seq = ladder()[name], 128
     net = build(m, 257, seq)
     net.config._attn_implementation = "eager"
     with FlopCounterMode(display=False) as counter:
@@ -64,9 +65,9 @@ def test_flops_per_token_matches_counted_flops(name):
 
 
 def test_ladder_is_ordered_and_spans_debug_to_1b():
-    sizes = sorted(n_params(m, 257) for m in registry().values())
+    sizes = sorted(n_params(m, 257) for m in ladder().values())
     assert sizes[0] < 100_000 and sizes[-1] > 1_000_000_000
-    assert "debug" in registry()
+    assert "debug" in ladder()
 
 
 def test_run_id_is_stable_and_ignores_non_identity_keys():
@@ -94,7 +95,7 @@ def test_run_id_is_stable_and_ignores_non_identity_keys():
 def test_bad_values_raise_one_line(overrides, needle):
     cfg = _compose(overrides)
     with pytest.raises(C.ConfigError) as exc:
-        C.validate(cfg)
+        grid.check_cell(cfg)
     assert needle in str(exc.value) and "\n" not in str(exc.value)
 
 
@@ -110,7 +111,7 @@ def test_named_grid_axes_and_cli_override_replaces_an_axis():
 
 
 def test_wsd_and_cosine_schedules():
-    from proxyscale.optim import lr_factor
+    from proxyscale.job.optim import lr_factor
 
     cos = OmegaConf.structured(C.OptimConfig(schedule="cosine", warmup_frac=0.1, min_lr_frac=0.1))
     assert lr_factor(0, 100, cos) == pytest.approx(0.1)

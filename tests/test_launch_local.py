@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from helpers import FAST, ROOT, run_cli, snapshot
 
-from proxyscale import launch, record
+from proxyscale import grid, record
+from proxyscale.launch import LaunchError, manifest
+from proxyscale.launch.status import cell_states, counts, status_table
 
 
 def _record(sweep: Path, rid: str, status: str, error: str | None = None) -> None:
@@ -28,12 +30,12 @@ def test_status_of_a_local_sweep_from_records(tmp_path, capsys):
     _record(sweep, "b", "failed", "Traceback (most recent call last):\n  ...\nValueError: pool too small")
     _record(sweep, "c", "diverged", "loss is nan")
     (sweep / "grid.json").write_text(json.dumps({"cells": {"a": [], "b": [], "c": [], "d": ["seed=3"]}}))
-    rows, note = launch.cell_states(sweep)
+    rows, note = cell_states(sweep)
     assert note is None
     assert {r["run_id"]: r["state"] for r in rows} == {"a": "completed", "b": "failed", "c": "diverged", "d": "pending"}
     b = next(r for r in rows if r["run_id"] == "b")
     assert str(sweep / "b" / "result.json") in b["error"] and "ValueError: pool too small" in b["error"]
-    table = launch.status_table(rows)
+    table = status_table(rows)
     assert table.splitlines()[-1] == "4 cells: 1 pending, 1 completed, 1 diverged, 1 failed"
     assert table.splitlines()[1].startswith("b ")  # failed cells first
 
@@ -50,32 +52,31 @@ def test_status_merges_manifest_without_scheduler(tmp_path):
     (sweep / "b").mkdir()
     (sweep / "b" / "config.yaml").write_text("x: 1\n")
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
-    launch.append_manifest(sweep, [{"run_id": rid, "job_id": f"7_{i}", "array_job_id": "7", "array_index": i, "submitted": now,
+    manifest.append_manifest(sweep, [{"run_id": rid, "job_id": f"7_{i}", "array_job_id": "7", "array_index": i, "submitted": now,
                                     "overrides": [], "stdout": f"/x/7_{i}_0_log.out", "stderr": f"/x/7_{i}_0_log.err"}
                                    for i, rid in enumerate(("a", "b", "c"))])
-    launch.append_manifest(sweep, [{"run_id": "c", "job_id": "9", "array_job_id": "9", "array_index": 0, "submitted": now, "overrides": []}])
-    assert len((sweep / launch.MANIFEST).read_text().splitlines()) == 4
-    rows, _ = launch.cell_states(sweep, scheduler=False)
+    manifest.append_manifest(sweep, [{"run_id": "c", "job_id": "9", "array_job_id": "9", "array_index": 0, "submitted": now, "overrides": []}])
+    assert len((sweep / manifest.MANIFEST).read_text().splitlines()) == 4
+    rows, _ = cell_states(sweep, scheduler=False)
     got = {r["run_id"]: (r["state"], r["job"]) for r in rows}
     assert got == {"a": ("completed", "7_0"), "b": ("running", "7_1"), "c": ("pending", "9")}
 
 
 def test_same_grid_check(tmp_path):
-    from proxyscale.cli import compose_grid
 
     def settings(*args):
-        cells, _ = compose_grid(["-m", "model=debug", *FAST, f"paths.output_dir={tmp_path}", *args])
-        return launch.grid_settings([c.cfg for c in cells])
+        cells, _ = grid.compose_grid(["-m", "model=debug", *FAST, f"paths.output_dir={tmp_path}", *args])
+        return manifest.grid_settings([c.cfg for c in cells])
 
     fixed, swept = settings("data=balanced,noisy")
     assert swept == ["data.name", "data.sources"] or "data.name" in swept
     assert fixed["trainer.max_tokens"] == 49152 and "data.name" not in fixed
     sweep = tmp_path / "s"
-    launch.save_grid_settings(sweep, fixed, swept)
-    launch.check_same_grid(sweep, *settings("data=noisy"))  # a sub-grid: same experiment
-    launch.check_same_grid(sweep, *settings("data=balanced,noisy", "optim.lr=1e-3,3e-3"))  # a new axis
-    with pytest.raises(launch.LaunchError, match="different grid: trainer.max_tokens was 49152"):
-        launch.check_same_grid(sweep, *settings("data=balanced", "trainer.max_tokens=98304"))
+    manifest.save_grid_settings(sweep, fixed, swept)
+    manifest.check_same_grid(sweep, *settings("data=noisy"))  # a sub-grid: same experiment
+    manifest.check_same_grid(sweep, *settings("data=balanced,noisy", "optim.lr=1e-3,3e-3"))  # a new axis
+    with pytest.raises(LaunchError, match="different grid: trainer.max_tokens was 49152"):
+        manifest.check_same_grid(sweep, *settings("data=balanced", "trainer.max_tokens=98304"))
 
 
 def test_submit_without_sbatch_is_one_line_exit_2(tmp_path):
@@ -106,8 +107,8 @@ def test_hydra_submitit_local_launcher_runs_the_grid(tmp_path, cache_dir):
     assert sorted(x.recipe for x in recs) == ["balanced", "noisy"] and {x.status for x in recs} == {"completed"}
     assert all(x.steps == 12 for x in recs)
     assert list(sweep.glob(".submitit/*/*_log.out")), "not run through submitit"
-    rows, _ = launch.cell_states(sweep)
-    assert launch.counts(rows)["completed"] == 2
+    rows, _ = cell_states(sweep)
+    assert counts(rows)["completed"] == 2
     # a second run skips both final cells (the sweeper's skip) and launches nothing
     again = run_cli("-m", "hydra/launcher=submitit_local", "model=debug", "data=balanced,noisy", *FAST,
                     f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "sweep=sl", timeout=200)

@@ -8,7 +8,8 @@ from dataclasses import asdict
 import pandas as pd
 import pytest
 
-from proxyscale import record, table
+from proxyscale import collect as table
+from proxyscale import record
 
 from helpers import run_cli
 
@@ -21,6 +22,7 @@ def make_record(run_id="r", status="completed", size="tiny", recipe="a", lr=1e-3
         eval_curve=[{"step": 1, "tokens": 4096, "loss": losses}], train_curve=[{"step": 0, "loss": 5.0}],
         wall_seconds=1.0, train_seconds=0.5, tokens_per_second=8192.0, flops_per_token=1e5, tokenizer="byte",
         config={"eval": {"sets": [{"name": k} for k in losses]}}, versions={}, error=None if status == "completed" else "boom",
+        eval_sets=list(losses), baselines={k: {"unigram": 5.0 + i, "bigram": 3.0 + i} for i, k in enumerate(losses)},
     )
 
 
@@ -67,6 +69,7 @@ def test_collect_tidy_table_counts_missing_and_skips_bad(tmp_path):
     (tmp_path / "grid.json").write_text(json.dumps({"cells": {"c0": [], "c1": [], "c2": [], "c3": []}}))
     df, summary = table.collect(tmp_path)
     assert len(df) == 6  # 3 cells x 2 eval sets
+    assert df.set_index(["run_id", "eval_set"]).loc[("c2", "code"), ["unigram", "bigram"]].tolist() == [6.0, 4.0]  # baselines from the record
     assert set(df.columns) >= {"run_id", "size", "recipe", "lr", "seed", "status", "eval_set", "loss", "params"}
     assert df[df.status == "diverged"]["loss"].isna().all()
     assert df[(df.run_id == "c0") & (df.eval_set == "code")]["loss"].item() == 1.5
@@ -94,7 +97,7 @@ def test_collect_in_worker_processes_matches_one_process(tmp_path):
 
 
 def test_collect_on_empty_folder_is_an_error(tmp_path):
-    with pytest.raises(table.TableError, match="no readable records"):
+    with pytest.raises(table.CollectError, match="no readable records"):
         table.collect(tmp_path)
 
 

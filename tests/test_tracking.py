@@ -18,7 +18,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from proxyscale import config as C
-from proxyscale import record, tracking
+from proxyscale import grid, record, tracking
+from proxyscale.tracking import wandb as wb
 
 from helpers import FAST, ROOT, preempt_at, run_cli
 
@@ -104,7 +105,7 @@ def read_offline_run(folder: Path) -> dict:
 
 
 def offline_runs(root: Path) -> list[dict]:
-    return [read_offline_run(f) for f in tracking.offline_runs(root)]
+    return [read_offline_run(f) for f in wb.offline_runs(root)]
 
 
 def series(run: dict, key: str) -> list[tuple[int, float]]:
@@ -136,7 +137,7 @@ def _cfg(out_dir, cache_dir, *extra):
 
 
 def test_config_is_flattened_to_dotted_keys():
-    flat = tracking.flatten({"optim": {"lr": 0.003, "optimizer": {"_target_": "x"}}, "model": {"n_layer": 2},
+    flat = C.flatten({"optim": {"lr": 0.003, "optimizer": {"_target_": "x"}}, "model": {"n_layer": 2},
                              "data": {"sources": [{"name": "a", "weight": 1.0}], "steps": []}, "tags": ["a", "b"]})
     assert flat == {"optim.lr": 0.003, "optim.optimizer._target_": "x", "model.n_layer": 2,
                     "data.sources.0.name": "a", "data.sources.0.weight": 1.0, "data.steps": [], "tags": ["a", "b"]}
@@ -147,16 +148,16 @@ def test_logger_settings_are_checked_before_anything_trains(tmp_path, cache_dir,
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     with pytest.raises(C.ConfigError, match="logger.kind must be one of none, csv, tensorboard, wandb"):
-        C.validate(_cfg(tmp_path, cache_dir, "logger.kind=comet"))
+        grid.check_cell(_cfg(tmp_path, cache_dir, "logger.kind=comet"))
     with pytest.raises(C.ConfigError, match="logger.mode must be one of offline, online, disabled"):
-        C.validate(_cfg(tmp_path, cache_dir, "logger=wandb", "logger.mode=cloud"))
+        grid.check_cell(_cfg(tmp_path, cache_dir, "logger=wandb", "logger.mode=cloud"))
     with pytest.raises(C.ConfigError, match="logger.mode=online needs WANDB_API_KEY"):
-        C.validate(_cfg(tmp_path, cache_dir, "logger=wandb", "logger.mode=online"))
-    C.validate(_cfg(tmp_path, cache_dir, "logger=wandb"))  # offline needs no key
+        grid.check_cell(_cfg(tmp_path, cache_dir, "logger=wandb", "logger.mode=online"))
+    grid.check_cell(_cfg(tmp_path, cache_dir, "logger=wandb"))  # offline needs no key
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
-    C.validate(_cfg(tmp_path, cache_dir, "logger=wandb", "logger.mode=online"))
+    grid.check_cell(_cfg(tmp_path, cache_dir, "logger=wandb", "logger.mode=online"))
     cfg = _cfg(tmp_path, cache_dir, "logger=wandb")
-    assert cfg.logger.mode == "offline" and tracking.wandb_dir(cfg) == tmp_path / "default"
+    assert cfg.logger.mode == "offline" and wb.wandb_dir(cfg) == tmp_path / "default"
 
 
 def test_a_bad_logger_kind_is_one_line_and_exit_2(tmp_path):
@@ -203,7 +204,7 @@ def test_wandb_sync_needs_a_key_and_dry_run_invokes_wandb_sync(tmp_path):
     assert res.returncode == 0, res.stderr
     assert f"-m wandb sync --project p1 --dry-run {a} {b}" in res.stdout
     assert "Would sync 2 run(s)" in res.stdout  # wandb's own dry run answered
-    assert tracking.sync_command([a], entity="team") == [sys.executable, "-m", "wandb", "sync", "--entity", "team", str(a)]
+    assert wb.sync_command([a], entity="team") == [sys.executable, "-m", "wandb", "sync", "--entity", "team", str(a)]
 
 
 # ------------------------------------------------------------------------ logger=none

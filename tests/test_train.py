@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from proxyscale import config as C
 from proxyscale import record
 from proxyscale.job import run_cell, run_dir
-from proxyscale.train import StepBatches
+from proxyscale.job.module import StepBatches
 
 from helpers import FAST, preempt_at
 

@@ -40,6 +40,7 @@ class ProxyscaleSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         from proxyscale import grid
+        from proxyscale.launch.local import GRID_SIZE_ENV
 
         loader = self.hydra_context.config_loader
 
@@ -49,12 +50,12 @@ class ProxyscaleSweeper(Sweeper):
             print(f"proxyscale: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         todo = grid.pending(cells)
-        grid.write_grid(cells)
+        grid.write_grid(cells, self.config)
         where = grid.sweep_dir(cells[0].cfg)
         log.info(f"sweep {cells[0].cfg.sweep}: {len(cells)} cells, {len(cells) - len(todo)} already final, {len(todo)} to run -> {where}")
         if not todo:
             return []
-        os.environ["PROXYSCALE_GRID_SIZE"] = str(len(todo))
+        os.environ[GRID_SIZE_ENV] = str(len(todo))  # read by launch.local.task, in this process or a joblib worker
         if hasattr(self.launcher, "composed"):  # the same load_sweep_config call the launcher would make
             self.launcher.composed = {tuple(c.overrides): c.cfg for c in todo}
         return [self.launcher.launch([c.overrides for c in todo], initial_job_idx=0)]

@@ -20,7 +20,7 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 
 from proxyscale.config import ConfigError, DataConfig, SourceConfig
-from proxyscale.data.curation import doc_steps, duplicate, pool_factor, run_step
+from proxyscale.data.curation import doc_steps, pool_factor, pool_steps, run_step, step_versions
 from proxyscale.data.sources import Document, builtin_fingerprint, load_documents
 
 BYTE_EOS = 256
@@ -141,7 +141,8 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def _recipe_payload(data: DataConfig) -> dict:
-    return {"recipe": {k: v for k, v in _plain(data).items() if k not in ("name", "description")}, "corpora": builtin_fingerprint()}
+    return {"recipe": {k: v for k, v in _plain(data).items() if k not in ("name", "description")}, "corpora": builtin_fingerprint(),
+            "step_versions": step_versions(data)}
 
 
 def cached_recipe_meta(data: DataConfig, cache_dir: str) -> dict | None:
@@ -166,10 +167,12 @@ def recipe_tokens(data: DataConfig, cache_dir: str) -> tuple[np.ndarray, dict]:
             steps += stats
             random.Random(f"{data.seed}:{src.name}:order").shuffle(docs)
             factor = pool_factor(data, src.name)
-            if factor > 1:  # pick 1/factor of the tokens, then repeat each picked document
-                picked = _take(docs, tok, -(-want // factor))
-                docs = duplicate(picked, random.Random(f"{data.seed}:{src.name}:dup"), factor)
-                steps.append({"source": src.name, "op": "duplicate", "docs_in": len(picked), "docs_out": len(docs)})
+            if factor > 1:  # pick 1/factor of the tokens, then the pool steps repeat the picked documents
+                docs = _take(docs, tok, -(-want // factor))
+            for i, st in enumerate(pool_steps(data, src.name)):
+                before = len(docs)
+                docs = run_step(st, docs, random.Random(f"{data.seed}:{src.name}:pool{i}:{st['op']}"), data.name, src.name)
+                steps.append({"source": src.name, "op": st["op"], "docs_in": before, "docs_out": len(docs)})
             ids = _concat(docs, tok, want)
             unique = min(len(ids), sum(len(tok.encode(d.text)) + 1 for d in set(docs)))
             if len(ids) < want:

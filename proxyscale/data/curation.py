@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -147,31 +148,50 @@ def shuffle_words(docs: list[Document], rng: random.Random, frac: float = 0.3) -
     return out
 
 
-STEPS: dict[str, Callable[..., list[Document]]] = {
-    "exact_dedup": exact_dedup,
-    "near_dedup": near_dedup,
-    "select_like": select_like,
-    "quality_filter": quality_filter,
-    "duplicate": duplicate,
-    "corrupt": corrupt,
-    "shuffle_words": shuffle_words,
+@dataclass(frozen=True)
+class Step:
+    """A registered curation step. `version` enters every cache key built with it: bump it when the
+    step's code changes what it keeps, and cached pools made by the old code are never reused.
+    stage "documents": runs on each source's documents before mixing; "pool": runs on the documents
+    the mixture picked, which `repeats` x tokens of (repeats(**params) = how many times the step
+    multiplies the picked text)."""
+
+    fn: Callable[..., list[Document]]
+    version: int = 1
+    stage: str = "documents"
+    repeats: Callable[..., int] | None = None
+
+
+STEPS: dict[str, Step] = {
+    "exact_dedup": Step(exact_dedup),
+    "near_dedup": Step(near_dedup),
+    "select_like": Step(select_like),
+    "quality_filter": Step(quality_filter),
+    "duplicate": Step(duplicate, stage="pool", repeats=lambda factor=8: int(factor)),
+    "corrupt": Step(corrupt),
+    "shuffle_words": Step(shuffle_words),
 }
 
 
-POOL_STEPS = {"duplicate"}  # run after the mixture has picked its documents
+def _applies(step: dict, source: str) -> bool:
+    return not step.get("sources") or source in step["sources"]
 
 
 def pool_factor(data: DataConfig, source: str) -> int:
-    """How many times the pool repeats each selected document of `source`."""
+    """How many times the pool steps repeat each selected document of `source`."""
     f = 1
-    for step in data.steps:
-        if step["op"] == "duplicate" and (not step.get("sources") or source in step["sources"]):
-            f *= int(step.get("factor", 8))
+    for step in pool_steps(data, source):
+        f *= STEPS[step["op"]].repeats(**_params(step))
     return f
 
 
+def step_versions(data: DataConfig) -> dict[str, int]:
+    """{op: version} of the steps a recipe uses: part of its cache key."""
+    return {st["op"]: STEPS[st["op"]].version for st in data.steps}
+
+
 def _params(step: dict) -> dict:
-    return {k: v for k, v in step.items() if k not in ("op", "sources")}
+    return {k: v for k, v in step.items() if k not in ("op", "sources", "version")}
 
 
 def check_steps(data: DataConfig) -> None:
@@ -182,7 +202,7 @@ def check_steps(data: DataConfig) -> None:
         op = step.get("op")
         if op not in STEPS:
             raise ConfigError(f"recipe {data.name}: step {i} has unknown op {op!r} (choose from: {', '.join(STEPS)})")
-        allowed = set(inspect.signature(STEPS[op]).parameters) - {"docs", "rng"}
+        allowed = set(inspect.signature(STEPS[op].fn).parameters) - {"docs", "rng"}
         unknown = set(_params(step)) - allowed
         if unknown:
             raise ConfigError(f"recipe {data.name}: step {op} has unknown parameter(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
@@ -201,12 +221,17 @@ def check_steps(data: DataConfig) -> None:
 
 
 def doc_steps(data: DataConfig, source: str) -> list[dict]:
-    """The document steps that apply to `source`, in order (pool steps run later)."""
-    return [dict(st) for st in data.steps if st["op"] not in POOL_STEPS and (not st.get("sources") or source in st["sources"])]
+    """The document steps that apply to `source`, in order, each with its step version (pool steps run later)."""
+    return [{**st, "version": STEPS[st["op"]].version} for st in data.steps if STEPS[st["op"]].stage == "documents" and _applies(st, source)]
+
+
+def pool_steps(data: DataConfig, source: str) -> list[dict]:
+    """The pool steps that apply to `source`, in order."""
+    return [dict(st) for st in data.steps if STEPS[st["op"]].stage == "pool" and _applies(st, source)]
 
 
 def run_step(step: dict, docs: list[Document], rng: random.Random, recipe: str, source: str) -> list[Document]:
-    out = STEPS[step["op"]](docs, rng, **_params(step))
+    out = STEPS[step["op"]].fn(docs, rng, **_params(step))
     if not out:
         raise ConfigError(f"recipe {recipe}: step {step['op']} kept zero documents of source {source!r}")
     return out

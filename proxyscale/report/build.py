@@ -86,9 +86,9 @@ def _clean(obj: Any) -> Any:
 
 
 def _needs_collect(root: Path) -> bool:
-    from proxyscale import record, table
+    from proxyscale import collect, record
 
-    res = root / table.RESULTS
+    res = root / collect.RESULTS
     if not res.exists():
         return True
     newest = max((p.stat().st_mtime for p in root.glob(f"*/{record.RESULT}")), default=0.0)
@@ -98,49 +98,31 @@ def _needs_collect(root: Path) -> bool:
 def _load_sweep(root: Path) -> "tuple[pd.DataFrame, pd.DataFrame | None]":
     import pandas as pd
 
-    from proxyscale import table
+    from proxyscale import collect
 
     if not root.is_dir():
         raise ReportError(f"no sweep folder at {root}")
     if _needs_collect(root):
         try:
-            df, _ = table.collect(root)
-        except table.TableError as exc:
+            df, _ = collect.collect(root)
+        except collect.CollectError as exc:
             raise ReportError(str(exc)) from None
-        table.write(df, root)
-    results = pd.read_parquet(root / table.RESULTS)
-    curves_path = root / table.CURVES
+        collect.write(df, root)
+    results = pd.read_parquet(root / collect.RESULTS)
+    curves_path = root / collect.CURVES
     curves = pd.read_parquet(curves_path) if curves_path.exists() else None
     return results, curves
 
 
-def _resolve_cache(cache_dir: str, root: Path) -> str:
-    p = Path(cache_dir)
-    if p.is_absolute() or p.exists():
-        return str(p)
-    for base in (root.parent.parent, root.parent):  # <output_dir>/<sweep>: the cwd the sweep ran from
-        if (base / p).exists():
-            return str(base / p)
-    return str(p)
-
-
-def sweep_baselines(root: Path, results: "pd.DataFrame") -> tuple[dict, str | None]:
-    """(recipe, eval set) -> {unigram, bigram} from one record per recipe; ({}, reason) when impossible."""
-    from proxyscale import baseline, record
-
-    out: dict = {}
-    problems = []
-    for recipe, g in results.groupby("recipe"):
-        run_id = g["run_id"].iloc[0]
-        try:
-            cfg = record.read(root / run_id).config
-            vals = baseline.recipe_baselines(cfg, _resolve_cache(cfg["paths"]["cache_dir"], root))
-        except Exception as exc:  # a missing corpus or hub dataset must not sink the report
-            problems.append(f"{recipe}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
-            continue
-        for metric, v in vals.items():
-            out[(str(recipe), str(metric))] = v
-    return out, ("; ".join(problems) if problems else None)
+def sweep_baselines(results: "pd.DataFrame") -> tuple[dict, str | None]:
+    """(recipe, eval set) -> {unigram, bigram}, read from the records' baseline columns."""
+    cols = [c for c in ("unigram", "bigram") if c in results.columns]
+    if len(cols) < 2:
+        return {}, "the records carry no null baselines (a sweep from an older proxyscale)"
+    ok = results.dropna(subset=cols)
+    out = {(str(r), str(m)): {"unigram": float(u), "bigram": float(b)}
+           for r, m, u, b in ok.groupby(["recipe", "eval_set"])[cols].first().reset_index().itertuples(index=False)}
+    return out, (None if out else "the records carry no null baselines")
 
 
 def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int = 1000, with_baselines: bool = True) -> dict:
@@ -158,7 +140,7 @@ def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int =
         raise ReportError(f"{root}: only one recipe with completed cells ({df['recipe'].iloc[0]!r}); a ranking needs at least 2")
     if len(sizes) < 2:
         raise ReportError(f"{root}: only one size with completed cells ({sizes[0]!r}); a proxy and a target are needed")
-    base, reason = (sweep_baselines(root, results) if with_baselines else ({}, "baselines not requested"))
+    base, reason = (sweep_baselines(results) if with_baselines else ({}, "baselines not requested"))
     if higher_is_better:
         base, reason = {}, "baselines are losses; skipped for higher-is-better metrics"
     long_curves = None

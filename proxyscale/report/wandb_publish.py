@@ -170,7 +170,7 @@ def publish(sweep_dir: str | Path | None, report_json_path: str | Path, out_dir:
     if mode not in ("offline", "online", "disabled"):
         raise PublishError(f"W&B mode must be offline, online or disabled, got {mode!r}")
     if mode == "online":
-        from proxyscale.tracking import _has_wandb_login
+        from proxyscale.tracking.wandb import _has_wandb_login
 
         if not _has_wandb_login():
             raise PublishError("publishing online needs WANDB_API_KEY in the environment (or `wandb login`)")
@@ -179,7 +179,7 @@ def publish(sweep_dir: str | Path | None, report_json_path: str | Path, out_dir:
 
     import wandb
 
-    from proxyscale.tracking import finish_stale_run
+    from proxyscale.tracking.wandb import finish_stale_run
 
     finish_stale_run()
     run = wandb.init(

@@ -1,5 +1,6 @@
-"""Records -> one tidy table: `results.parquet` (a row per cell x eval set) and `curves.parquet`
-(a row per cell x eval set x eval step, for early-signal analysis).
+"""`proxyscale collect`: records -> one tidy table, `results.parquet` (a row per cell x eval set, with
+the eval set's null-baseline losses) and `curves.parquet` (a row per cell x eval set x eval step,
+for early-signal analysis). Reads records only, through `record.parse`.
 
 Unreadable records (corrupt, truncated, another schema) are reported with their path and skipped;
 the cells named in grid.json but without a record are counted as missing.
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from proxyscale import record
+from proxyscale.errors import UserError
 
 log = logging.getLogger("proxyscale")
 
@@ -26,8 +28,8 @@ CELL_COLUMNS = ["run_id", "sweep", "status", "size", "params", "recipe", "lr", "
                 "eval_seconds", "tokens_per_second", "flops_per_token"]
 
 
-class TableError(ValueError):
-    pass
+class CollectError(UserError):
+    """No sweep, or nothing readable in it; the one line the CLI prints."""
 
 
 def collect(sweep_dir: str | Path, workers: int | None = None) -> tuple[pd.DataFrame, str]:
@@ -36,7 +38,7 @@ def collect(sweep_dir: str | Path, workers: int | None = None) -> tuple[pd.DataF
     JSON decoding is most of the cost, ~0.1 ms per record."""
     root = Path(sweep_dir)
     if not root.is_dir():
-        raise TableError(f"no sweep folder at {root}")
+        raise CollectError(f"no sweep folder at {root}")
     with os.scandir(root) as entries:
         paths = sorted(os.path.join(e.path, record.RESULT) for e in entries if e.is_dir())
     if workers is None:
@@ -53,7 +55,7 @@ def collect(sweep_dir: str | Path, workers: int | None = None) -> tuple[pd.DataF
         log.warning(f"skipping {b}")
     df = pd.concat([part[0] for part in parts], ignore_index=True)
     if df.empty:
-        raise TableError(f"no readable records under {root}" + (f" ({len(bad)} unreadable)" if bad else ""))
+        raise CollectError(f"no readable records under {root}" + (f" ({len(bad)} unreadable)" if bad else ""))
     df.attrs["curves"] = pd.concat([part[1] for part in parts], ignore_index=True)
     return df, _summary(root, df, bad)
 
@@ -82,8 +84,8 @@ def _read_rows(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]
             bad.append(str(exc))
             continue
         cells.append(tuple(getattr(rec, c) for c in CELL_COLUMNS))
-        sets = rec.final_loss or dict.fromkeys(_eval_names(rec))
-        finals.extend(sets.items())
+        sets = rec.final_loss or dict.fromkeys(rec.eval_sets or ["(none)"])
+        finals.extend((name, loss, rec.baselines.get(name, {})) for name, loss in sets.items())
         n_final.append(len(sets))
         n = len(curve)
         for point in rec.eval_curve:
@@ -92,8 +94,10 @@ def _read_rows(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]
         n_curve.append(len(curve) - n)
     cell = pd.DataFrame.from_records(cells, columns=CELL_COLUMNS)
     results = cell.loc[cell.index.repeat(n_final)].reset_index(drop=True)
-    results["eval_set"] = [name for name, _ in finals]
-    results["loss"] = np.array([loss for _, loss in finals], dtype=float)  # None (no final loss) -> NaN
+    results["eval_set"] = [name for name, _, _ in finals]
+    results["loss"] = np.array([loss for _, loss, _ in finals], dtype=float)  # None (no final loss) -> NaN
+    for kind in ("unigram", "bigram"):  # the recipe pool's count models on this eval set (NaN: not in the record)
+        results[kind] = np.array([b.get(kind) for _, _, b in finals], dtype=float)
     curves = cell.loc[cell.index.repeat(n_curve), CURVE_COLUMNS[:6]].reset_index(drop=True)
     names, steps, tokens, losses = zip(*curve) if curve else ((), (), (), ())
     curves["eval_set"], curves["step"] = list(names), np.array(steps, dtype=np.int64)
@@ -101,13 +105,8 @@ def _read_rows(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]
     return results, curves, bad
 
 
-def _eval_names(rec: record.Record) -> list[str]:
-    sets = (rec.config.get("eval") or {}).get("sets") or []
-    return [s["name"] for s in sets] or ["(none)"]
-
-
 def expected_cells(root: Path) -> set[str]:
-    path = root / "grid.json"
+    path = root / record.GRID
     return set(json.loads(path.read_text())["cells"]) if path.exists() else set()
 
 

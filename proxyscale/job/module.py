@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
-from proxyscale import model as ladder
-from proxyscale import optim
 from proxyscale.config import Config
+from proxyscale.job import model as ladder
+from proxyscale.job import optim
 
 
 class StepBatches(IterableDataset):

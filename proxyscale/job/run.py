@@ -1,0 +1,245 @@
+"""Run one cell of a grid: skip it if its record is final, else train it and write its record.
+
+This is the function every launcher calls (in-process, joblib workers, submitit array tasks). It
+never raises for a cell's own failure: a crash or a divergence becomes that cell's record and the
+sweep goes on. What it needs to know about where it runs comes in a `Resources` the launcher fills
+in; the job never asks Hydra or the environment.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import platform
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from filelock import FileLock, Timeout
+from omegaconf import DictConfig
+
+from proxyscale import budget, record, tracking
+from proxyscale import config as C
+
+log = logging.getLogger("proxyscale")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Where a cell runs, as the launcher knows it."""
+
+    workers: int = 1  # cells training at once on this machine (threads are shared among them)
+    threads: int = 0  # torch threads for this cell; 0 = budget.threads_per_worker(cfg, workers)
+    rank: int = 0  # this process's rank in a multi-process cell (only rank 0 writes the record)
+    scheduler_requeues: bool = False  # a scheduler (submitit on SLURM) owns requeueing: Lightning's handler stays off
+    position: str = ""  # log prefix such as "[3/45] "
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.output_dir) / cfg.sweep / C.run_id(cfg)
+
+
+@functools.cache  # the same for every cell of a process
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("proxyscale", "torch", "lightning", "transformers", "numpy", "hydra-core"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's hints that do not apply to a proxyscale cell (the benches share this)."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*but have no logger configured.*")
+    warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
+    warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system but is not used.*")  # local cells on a SLURM host
+
+
+@dataclass
+class _Data:
+    """A cell's tokens and their cache keys (the record names them, so consumers never re-derive them)."""
+
+    vocab_size: int
+    pool: object
+    evals: dict
+    pool_key: str
+    eval_keys: dict[str, str]
+
+
+def _load_data(cfg: DictConfig) -> _Data:
+    from proxyscale.data.cache import Tokenizer, eval_tokens, recipe_tokens
+
+    pool, meta = recipe_tokens(cfg.data, cfg.paths.cache_dir)
+    evals, keys = {}, {}
+    for s in cfg.eval.sets:
+        evals[s.name], emeta = eval_tokens(s, cfg.data.tokenizer, cfg.eval.tokens_per_set, cfg.paths.cache_dir)
+        keys[s.name] = emeta["key"]
+    return _Data(Tokenizer(cfg.data.tokenizer).vocab_size, pool, evals, meta["key"], keys)
+
+
+def _null_baselines(cfg: DictConfig, data: _Data) -> dict[str, dict[str, float]]:
+    """Count-model losses of this recipe's pool on every eval set, computed here (cached per pool and
+    eval set) so the report reads them from the record and never tokenizes."""
+    from proxyscale.data.ngram import baselines
+
+    return baselines(data.pool, data.pool_key, data.evals, data.eval_keys, data.vocab_size, cfg.paths.cache_dir)
+
+
+def _trainer(cfg: DictConfig, out: Path, steps: int, monitor, loggers: list, res: Resources):
+    import lightning as L
+
+    callbacks = [monitor]
+    if cfg.trainer.checkpoint:  # after each periodic eval, so a resumed curve loses no point
+        callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="last", save_top_k=1, enable_version_counter=False))
+    plugins = []
+    if res.scheduler_requeues:  # submitit owns requeueing; Lightning's own handler stays off
+        from lightning.pytorch.plugins.environments import SLURMEnvironment  # (not an attribute of L.pytorch.plugins)
+
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy,
+        precision=cfg.trainer.precision,
+        max_steps=steps,
+        val_check_interval=min(cfg.eval.every_n_steps, steps),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        gradient_clip_val=cfg.optim.grad_clip or None,
+        logger=loggers or False,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        enable_checkpointing=cfg.trainer.checkpoint,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        plugins=plugins or None,
+        default_root_dir=str(out),
+    )
+
+
+def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list) -> tuple[record.Record, bool]:
+    """Train one cell; returns (its record, status completed or diverged; whether this process is the
+    cell's global rank 0). The trackers it starts are appended to `loggers` for the caller to finish."""
+    import lightning as L
+    import torch
+
+    from proxyscale.job.module import CausalLM, Monitor, eval_loaders, train_loader
+
+    quiet_lightning()
+    torch.set_num_threads(res.threads or budget.threads_per_worker(cfg, res.workers))
+    torch.set_flush_denormal(True)  # denormals slowed high-LR CPU runs ~1.7x
+    t_start = time.perf_counter()
+
+    data = _load_data(cfg)
+    base = _null_baselines(cfg, data)
+    steps, per_step = budget.plan_steps(cfg, data.vocab_size)
+    last = out / "checkpoints" / "last.ckpt"
+    resume_from = str(last) if last.exists() else None
+    if resume_from:
+        start = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
+        log.info(f"{label} resuming from step {start} ({last})")
+    else:
+        start = 0
+
+    L.seed_everything(cfg.seed, verbose=False)
+    module = CausalLM(cfg, data.vocab_size, steps, list(data.evals))
+    params = sum(p.numel() for p in module.parameters())
+    assert params == budget.n_params(cfg.model, data.vocab_size), "closed-form parameter count disagrees with the model"
+
+    def on_eval(point):
+        losses = " ".join(f"{k}={v:.3f}" for k, v in point["loss"].items())
+        log.info(f"{label} step {point['step']}/{steps} eval {losses}")
+
+    monitor = Monitor(per_step, cfg.trainer.log_every_n_steps, cfg.trainer.diverge_delta, int(cfg.optim.warmup_frac * steps), on_eval)
+    loggers.extend(tracking.loggers(cfg, out))
+    trainer = _trainer(cfg, out, steps, monitor, loggers, res)
+    val = eval_loaders(data.evals, cfg.trainer.seq_len, cfg.eval.batch_size)
+    trainer.fit(module, train_dataloaders=train_loader(data.pool, cfg, steps, start), val_dataloaders=val, ckpt_path=resume_from)
+    if not monitor.diverged and (not monitor.eval_curve or monitor.eval_curve[-1]["step"] != trainer.global_step):
+        trainer.validate(module, dataloaders=val, verbose=False)
+
+    done = trainer.global_step
+    rec = _record(cfg, out, "diverged" if monitor.diverged else "completed", data, base, params=params, tokens=done * per_step, steps=done,
+                  final_loss=monitor.eval_curve[-1]["loss"] if monitor.eval_curve and not monitor.diverged else {},
+                  eval_curve=monitor.eval_curve, train_curve=monitor.train_curve, wall_seconds=time.perf_counter() - t_start,
+                  train_seconds=monitor.train_seconds, tokens_per_second=done * per_step / max(monitor.train_seconds, 1e-9),
+                  flops_per_token=budget.flops_per_token(cfg.model, data.vocab_size, cfg.trainer.seq_len), error=monitor.diverged,
+                  requeues=monitor.resumes, eval_seconds=monitor.eval_seconds)
+    return rec, trainer.is_global_zero
+
+
+def _record(cfg: DictConfig, out: Path, status: str, data: _Data | None = None, base: dict | None = None, **values) -> record.Record:
+    """The cell's record: what it measured plus what every consumer needs (eval set names, cache keys,
+    null baselines, tracker settings), so none of them re-reads the config."""
+    fields = dict(params=0, tokens=0, steps=0, final_loss={}, eval_curve=[], train_curve=[], wall_seconds=0.0, train_seconds=0.0,
+                  tokens_per_second=0.0, flops_per_token=0.0)
+    fields.update(values)
+    return record.Record(
+        run_id=out.name, sweep=cfg.sweep, status=status, size=cfg.model.name, recipe=cfg.data.name, lr=float(cfg.optim.lr),
+        seed=int(cfg.seed), tokenizer=cfg.data.tokenizer, config=C.plain(cfg), versions=_versions(),
+        eval_sets=[s.name for s in cfg.eval.sets],
+        cache_keys={"pool": data.pool_key, "eval": dict(data.eval_keys)} if data else {},
+        baselines=base or {}, tracking=tracking.settings(cfg, out.name), **fields)
+
+
+def run_cell(cfg: DictConfig, res: Resources = Resources()) -> record.Record | None:
+    """Skip-or-train one cell and write its record; returns the record, or None when another
+    process holds the cell (two sweeps over one folder never train a cell twice)."""
+    out = run_dir(cfg)
+    label = f"{res.position}{out.name}".strip()
+    if record.is_completed(out):
+        rec = record.read(out)
+        log.info(f"{label} skip: already {rec.status}")
+        return rec
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / ".lock"))  # an flock: released by the OS if this process dies
+    if res.rank == 0:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info(f"{label} skip: running in another process")
+            return None
+    try:
+        return _run_locked(cfg, out, label, res)
+    finally:
+        if lock.is_locked:
+            lock.release()
+
+
+def _run_locked(cfg: DictConfig, out: Path, label: str, res: Resources) -> record.Record:
+    if record.is_completed(out):  # finished by another process while we waited for the lock
+        return record.read(out)
+    record.atomic_write_text(out / "config.yaml", yaml.safe_dump(C.plain(cfg), sort_keys=False))
+    log.info(f"{label} start")
+    t0 = time.perf_counter()
+    loggers: list = []
+    writer = res.rank == 0
+    try:
+        rec, global_zero = train(cfg, out, label, res, loggers)
+        writer = writer and global_zero
+    except Exception as exc:  # the cell failed; the sweep goes on
+        rec = _record(cfg, out, "failed", wall_seconds=time.perf_counter() - t0, error=traceback.format_exc())
+        log.error(f"{label} FAILED: {type(exc).__name__}: {exc} (see {out / record.RESULT})")
+    except BaseException:  # interrupted: the trackers still close, as failed
+        tracking.finish(loggers, _record(cfg, out, "failed", wall_seconds=time.perf_counter() - t0, error=traceback.format_exc()))
+        raise
+    tracking.finish(loggers, rec)
+    if writer:  # a multi-process cell (ddp/fsdp under srun): one record, from rank 0
+        record.write(out, rec)
+    if rec.status == "completed":
+        losses = " ".join(f"{k}={v:.3f}" for k, v in rec.final_loss.items())
+        log.info(f"{label} completed in {rec.wall_seconds:.1f}s ({rec.tokens_per_second / 1e3:.0f}k tok/s) {losses}")
+    elif rec.status == "diverged":
+        log.warning(f"{label} DIVERGED: {rec.error}")
+    return rec

@@ -1,0 +1,105 @@
+"""`proxyscale status`: one row per cell of a sweep, records merged with the scheduler's states."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+from proxyscale import record
+from proxyscale.launch import slurm
+from proxyscale.launch.manifest import latest_entries, read_manifest
+
+STATES = ("pending", "running", "requeued", "completed", "diverged", "failed", "cancelled")
+ACTIVE = slurm.ACTIVE
+
+
+def cell_states(sweep: Path, scheduler: bool = True) -> tuple[list[dict], str | None]:
+    """One row per cell of the sweep: run_id, state, job, error (path), log. Plus a note."""
+    sweep = Path(sweep)
+    known: dict[str, Any] = {}
+    gpath = sweep / record.GRID
+    if gpath.exists():
+        known.update(json.loads(gpath.read_text()).get("cells", {}))
+    entries = latest_entries(read_manifest(sweep))
+    for rid, e in entries.items():
+        known.setdefault(rid, e.get("overrides", []))
+    for d in sweep.iterdir() if sweep.exists() else []:
+        if (d / record.RESULT).exists():
+            known.setdefault(d.name, [])
+    live, note = None, None
+    if scheduler and entries:
+        live = slurm.states([e["job_id"] for e in entries.values()])
+        if live is None:
+            note = "scheduler not reachable (no sacct): states of unfinished cells come from records only"
+    rows = []
+    for rid in sorted(known):
+        d = sweep / rid
+        e = entries.get(rid)
+        row = {"run_id": rid, "job": e["job_id"] if e else "", "error": "", "log": ""}
+        try:
+            rec = record.read(d)
+        except record.RecordError:
+            rec = None
+        sub_t = _parse_time(e["submitted"]) if e else None
+        rec_t = (d / record.RESULT).stat().st_mtime if rec else None
+        sched = live.get(e["job_id"]) if (live is not None and e) else None
+        state_s = sched["state"] if sched else ""
+        resubmitted_after_fail = rec is not None and rec.status == "failed" and sub_t is not None and rec_t is not None and sub_t > rec_t - 1
+        if rec is not None and rec.status in ("completed", "diverged"):
+            state = rec.status
+        elif rec is not None and rec.status == "failed" and not (resubmitted_after_fail and ((live is not None and sched is None) or state_s in ACTIVE)):
+            state = "failed"
+            row["error"] = f"{d / record.RESULT} (error: {_last_line(rec.error)})"
+        elif sched is None:  # not submitted, sacct lagging a fresh submission, or no sacct here
+            started = (d / "config.yaml").exists()
+            state = "pending" if not (e and live is None and started) else "running"
+        elif state_s.startswith("CANCELLED"):
+            state = "cancelled"
+        elif state_s in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"):
+            state = "requeued" if sched["requeued"] or state_s.startswith("REQUEUE") else "pending"
+        elif state_s in ACTIVE:
+            cfg_path = d / "config.yaml"
+            started = cfg_path.exists() and (sub_t is None or cfg_path.stat().st_mtime >= sub_t - 1)
+            state = ("requeued" if sched["requeued"] else "running") if started else "pending"
+        else:  # the task ended (COMPLETED/FAILED/TIMEOUT/OUT_OF_MEMORY/NODE_FAIL) without a final record
+            state = "failed"
+            row["error"] = f"job {e['job_id']} ended {state_s} without a record for this cell"
+        if e and state in ("failed", "cancelled", "requeued", "running"):
+            row["log"] = f"{e.get('stdout', '')} {e.get('stderr', '')}".strip()
+        row["state"] = state
+        row["scheduler"] = state_s
+        rows.append(row)
+    return rows, note
+
+
+def _parse_time(s: str) -> float | None:
+    try:
+        return _dt.datetime.fromisoformat(s).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _last_line(text: str | None) -> str:
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1].strip()[:120] if lines else "?"
+
+
+def status_table(rows: list[dict], note: str | None = None) -> str:
+    order = {s: i for i, s in enumerate(("failed", "cancelled", "running", "requeued", "pending", "diverged", "completed"))}
+    rows = sorted(rows, key=lambda r: (order.get(r["state"], 99), r["run_id"]))
+    head = ("cell", "state", "job")
+    w = [max([len(head[0])] + [len(r["run_id"]) for r in rows]), max(len(s) for s in STATES), max([3] + [len(r["job"]) for r in rows])]
+    lines = [f"{head[0]:<{w[0]}}  {head[1]:<{w[1]}}  {head[2]:<{w[2]}}  details"]
+    for r in rows:
+        detail = "  ".join(x for x in (r["error"] and f"error: {r['error']}", r["log"] and f"log: {r['log']}") if x)
+        lines.append(f"{r['run_id']:<{w[0]}}  {r['state']:<{w[1]}}  {r['job'] or '-':<{w[2]}}  {detail}".rstrip())
+    counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
+    if note:
+        lines.append(f"note: {note}")
+    lines.append(f"{len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    return "\n".join(lines)
+
+
+def counts(rows: list[dict]) -> dict[str, int]:
+    return {s: sum(r["state"] == s for r in rows) for s in STATES}
