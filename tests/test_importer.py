@@ -125,7 +125,8 @@ def test_direction_per_metric_by_argument(tmp_path):
     assert prepare_csv(path)[2] == {"Core": False, "loss": False}
     assert prepare_csv(path, higher_is_better=["Core"])[2] == {"Core": True, "loss": False}
     assert prepare_csv(path, higher_is_better=True)[2] == {"Core": True, "loss": True}  # the legacy flag
-    assert refused(path, higher_is_better=["Core", "MMLU", "acc"]) == f"{path}: --higher-is-better names metric(s) not in the file: 'MMLU', 'acc' (metrics: Core, loss)"
+    assert (refused(path, higher_is_better=["Core", "MMLU", "acc"])
+            == f"{path}: --higher-is-better names metric(s) not in the file: 'MMLU', 'acc' (metrics: Core, loss)")
 
 
 def test_direction_per_metric_by_column(tmp_path):
