@@ -30,7 +30,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from proxyscale.report import analysis, build, render  # noqa: E402  (first: sets the BLAS threads as the CLI does)
+from proxyscale.report import build, render  # noqa: E402  (first: sets the BLAS threads as the CLI does)
+from proxyscale import analysis  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
         json_floor = time.perf_counter() - t
         t1 = time.perf_counter()
         results, _ = build._load_sweep(root)
-        long, sizes, counts = analysis.prepare_sweep(results)
+        long, sizes, counts, _ = analysis.prepare_sweep(results)
         rep = analysis.analyze(long, sizes)  # the defaults `proxyscale report` uses
         t2 = time.perf_counter()
         report = build._clean({"schema_version": 1, "source": {"kind": "sweep", "path": str(root)}, "status_counts": counts, "notes": [], **rep})

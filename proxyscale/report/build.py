@@ -114,51 +114,49 @@ def _load_sweep(root: Path) -> "tuple[pd.DataFrame, pd.DataFrame | None]":
     return results, curves
 
 
-def _resolve_cache(cache_dir: str, root: Path) -> str:
-    p = Path(cache_dir)
-    if p.is_absolute() or p.exists():
-        return str(p)
-    for base in (root.parent.parent, root.parent):  # <output_dir>/<sweep>: the cwd the sweep ran from
-        if (base / p).exists():
-            return str(base / p)
-    return str(p)
+def _grid_standard_lr(root: Path) -> tuple[float | None, str | None]:
+    """(standard_lr, its source) from the sweep's grid.json when it states them."""
+    path = root / "grid.json"
+    if not path.exists():
+        return None, None
+    try:
+        grid = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: not readable JSON ({exc})") from None
+    lr = grid.get("standard_lr") if isinstance(grid, dict) else None
+    if lr is None:
+        return None, None
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ReportError(f"{path}: standard_lr must be a positive number, got {lr!r}")
+    return float(lr), f"grid.json: {grid.get('standard_lr_source') or 'stated by the sweep'}"
 
 
-def sweep_baselines(root: Path, results: "pd.DataFrame") -> tuple[dict, str | None]:
-    """(recipe, eval set) -> {unigram, bigram} from one record per recipe; ({}, reason) when impossible."""
-    from proxyscale import baseline, record
-
-    out: dict = {}
-    problems = []
-    for recipe, g in results.groupby("recipe"):
-        run_id = g["run_id"].iloc[0]
-        try:
-            cfg = record.read(root / run_id).config
-            vals = baseline.recipe_baselines(cfg, _resolve_cache(cfg["paths"]["cache_dir"], root))
-        except Exception as exc:  # a missing corpus or hub dataset must not sink the report
-            problems.append(f"{recipe}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
-            continue
-        for metric, v in vals.items():
-            out[(str(recipe), str(metric))] = v
-    return out, ("; ".join(problems) if problems else None)
+def _standard_lr(flag: float | None, root: Path | None) -> tuple[float | None, str | None]:
+    """The CLI flag overrides the sweep's grid.json; neither: None (fixed-target mode unavailable)."""
+    if flag is not None:
+        if not flag > 0:
+            raise ReportError(f"--standard-lr must be positive, got {flag:g}")
+        return float(flag), "--standard-lr on the command line"
+    return _grid_standard_lr(root) if root is not None else (None, None)
 
 
-def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int = 1000, with_baselines: bool = True) -> dict:
+def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int = 1000, standard_lr: float | None = None) -> dict:
     import pandas as pd
 
-    from proxyscale.report import analysis
+    from proxyscale import analysis
 
     root = Path(sweep_dir)
     results, curves = _load_sweep(root)
     try:
-        df, sizes, counts = analysis.prepare_sweep(results)
+        df, sizes, counts, base = analysis.prepare_sweep(results)
     except analysis.AnalysisError as exc:
         raise ReportError(str(exc)) from None
     if df["recipe"].nunique() < 2:
         raise ReportError(f"{root}: only one recipe with completed cells ({df['recipe'].iloc[0]!r}); a ranking needs at least 2")
     if len(sizes) < 2:
         raise ReportError(f"{root}: only one size with completed cells ({sizes[0]!r}); a proxy and a target are needed")
-    base, reason = (sweep_baselines(root, results) if with_baselines else ({}, "baselines not requested"))
+    lr, source = _standard_lr(standard_lr, root)
+    reason = None if base else "results.parquet has no unigram/bigram columns (collected before the count-model baselines): re-collect the sweep"
     if higher_is_better:
         base, reason = {}, "baselines are losses; skipped for higher-is-better metrics"
     long_curves = None
@@ -169,9 +167,7 @@ def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int =
                                     "value": cv["loss"].astype(float), "lr": cv["lr"].astype(float), "seed": cv["seed"].astype(float),
                                     "step": cv["step"].astype(float)})
     rep = analysis.analyze(df, sizes, higher_is_better=higher_is_better, n_boot=n_boot, baselines=base or None,
-                           baseline_reason=reason, curves=long_curves)
-    if base and reason:
-        rep["baselines"]["partial_reason"] = reason
+                           baseline_reason=reason, curves=long_curves, standard_lr=lr, standard_lr_source=source)
     n_bad = sum(n for c in counts.values() for s, n in c.items() if s != "completed")
     notes = [f"{n_bad} diverged/failed cell(s) excluded from every figure." if n_bad else "every cell completed."]
     return {"schema_version": SCHEMA_VERSION, "source": {"kind": "sweep", "path": str(root)},
@@ -179,14 +175,14 @@ def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int =
             "status_counts": counts, "notes": notes, **rep}
 
 
-def build_csv(path: str, *, higher_is_better: bool = False, n_boot: int = 1000) -> dict:
-    from proxyscale.report import analysis
+def build_csv(path: str, *, higher_is_better: bool = False, n_boot: int = 1000, standard_lr: float | None = None) -> dict:
+    from proxyscale import analysis
 
     try:
-        df, sizes = analysis.prepare_csv(path)
+        df, sizes, directions, notes = analysis.prepare_csv(path, higher_is_better=higher_is_better)
     except analysis.AnalysisError as exc:
         raise ReportError(str(exc)) from None
-    notes = []
+    notes = list(notes)
     curves = None
     if "step" in df.columns:
         keys = [k for k in ("recipe", "size", "metric", "lr", "seed") if k in df.columns]
@@ -197,8 +193,9 @@ def build_csv(path: str, *, higher_is_better: bool = False, n_boot: int = 1000) 
     dup_keys = [k for k in ("recipe", "size", "metric", "lr", "seed") if k in df.columns]
     if df.duplicated(dup_keys).any():
         notes.append("repeated (recipe, size, metric[, lr, seed]) rows are averaged like seeds.")
-    rep = analysis.analyze(df, sizes, higher_is_better=higher_is_better, n_boot=n_boot,
-                           baseline_reason="external results: no training pools to count, baselines skipped", curves=curves)
+    lr, source = _standard_lr(standard_lr, None)
+    rep = analysis.analyze(df, sizes, higher_is_better=directions, n_boot=n_boot, curves=curves, standard_lr=lr, standard_lr_source=source,
+                           baseline_reason="external results: no count-model baselines")
     size_params = df.groupby("size")["params"].first().to_dict() if "params" in df.columns else {s: analysis.parse_size(s) for s in sizes}
     return {"schema_version": SCHEMA_VERSION, "source": {"kind": "csv", "path": str(path)}, "size_params": size_params,
             "status_counts": {}, "notes": notes, **rep}
@@ -210,16 +207,16 @@ def write_json(report: dict, path: Path) -> Path:
 
 
 def run(sweep_dir: str | None = None, csv: str | None = None, out: str | None = None, higher_is_better: bool = False,
-        n_boot: int = 1000) -> list[Path]:
-    """Build the report; returns the written paths [report.json, report.md, report.html]."""
+        n_boot: int = 1000, standard_lr: float | None = None) -> tuple[list[Path], dict]:
+    """Build the report; returns (the written paths [report.json, report.md, report.html], the report)."""
     if bool(sweep_dir) == bool(csv):
         raise ReportError("give either a sweep folder or --from-csv PATH")
     if csv:
         if not out:
             raise ReportError("--from-csv needs --out DIR")
-        report = build_csv(csv, higher_is_better=higher_is_better, n_boot=n_boot)
+        report = build_csv(csv, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr)
     else:
-        report = build_sweep(sweep_dir, higher_is_better=higher_is_better, n_boot=n_boot)
+        report = build_sweep(sweep_dir, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr)
     folder = Path(out or sweep_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -230,4 +227,4 @@ def run(sweep_dir: str | None = None, csv: str | None = None, out: str | None = 
     from proxyscale.report import render
 
     paths += render.write(report, folder)
-    return paths
+    return paths, report

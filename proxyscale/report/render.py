@@ -31,7 +31,7 @@ def _png(fig) -> bytes:
 def _units(rep: dict) -> str:
     if rep["source"]["kind"] == "sweep":
         return "eval loss, nats/token"
-    return "value, higher is better" if rep["direction"] == "higher" else "value, lower is better"
+    return {"higher": "value, higher is better", "lower": "value, lower is better"}.get(rep["direction"], "value")
 
 
 def _primary(rep: dict) -> list[dict]:
@@ -106,10 +106,10 @@ def fig_bump(rep: dict) -> bytes | None:
     vals = size_values(rep)
     if not vals:
         return None
-    higher = rep["direction"] == "higher"
     fig, axes = _grid(len(vals), ncols=2, w=6.0, h=4.2)
     plt = _plt()
     for ax, (metric, per) in zip(axes, sorted(vals.items())):
+        higher = (rep.get("directions") or {}).get(metric, rep["direction"]) == "higher"
         sizes = [s for s in rep["sizes"] if s in per]
         recipes = sorted(set.intersection(*[set(per[s]) for s in sizes])) if sizes else []
         ranks = {}
@@ -192,7 +192,7 @@ def fig_reduced_lr(rep: dict) -> bytes | None:
                         bad = [(p["proxy_lr"], p[key]) for p in pts if p[key] is not None and p["n_undertrained"]]
                         if bad:
                             ax.scatter(*zip(*bad), marker="x", s=50, color="black", zorder=4,
-                                       label="undertrained (worse than unigram)" if j == 0 and mode == "tuned" else None)
+                                       label="undertrained (worse than the bigram)" if j == 0 and mode == "tuned" else None)
         if red.get("standard_lr"):
             for ax in row:
                 ax.axvline(red["standard_lr"], color="grey", lw=0.8, ls=":", label="standard LR")
@@ -257,7 +257,7 @@ def _title(rep: dict) -> str:
 def verdict_lines(rep: dict) -> list[tuple[str, list[str]]]:
     out = []
     for pm in rep["summary"]["per_metric"]:
-        out.append((pm["metric"], [f"**{ln['verdict']}**: {ln['sentence'][0].upper() + ln['sentence'][1:]}" for ln in pm["lines"]]))
+        out.append((pm["metric"], [f"**{ln['verdict']}** ({ln['reason']}). {ln['sentence'][0].upper() + ln['sentence'][1:]}" for ln in pm["lines"]]))
     return out
 
 
@@ -265,44 +265,45 @@ def reduced_lines(rep: dict) -> list[str]:
     red = rep.get("reduced_lr") or {}
     if not red.get("available"):
         return [f"Not available: {red.get('reason')}."]
-    lines = [f"Standard LR = {red['standard_lr']:g} ({red['standard_lr_rule']}). Tuned target = each recipe's best seed-mean over the target's LR grid."]
+    lines = [red["assumption"] + " Tuned target = each recipe's best seed-mean over the target's LR grid."]
     for e in red["entries"]:
         won = ", ".join(f"{r}: {lr:g}" for r, lr in e["target_best_lr"].items())
+        own = f" (own best LR: {e['proxy']} {_lr(e['proxy_best_lr'])}, {e['target']} {_lr(e['target_own_best_lr'])})"
         bt, st = e.get("best_tuned"), e.get("standard_tuned")
         if bt:
-            s = (f"{e['metric']}, {e['proxy']}→{e['target']}: best proxy LR {bt['proxy_lr']:g} (decision accuracy "
+            s = (f"{e['metric']}, {e['proxy']}→{e['target']}{own}: best proxy LR {bt['proxy_lr']:g} (decision accuracy "
                  f"{_f(bt['decision_accuracy'])}, Spearman {_f(bt['spearman'])} vs the tuned target)")
             if st:
                 s += f"; at the standard LR {red['standard_lr']:g}: {_f(st['decision_accuracy'])} / {_f(st['spearman'])}"
         else:
-            s = f"{e['metric']}, {e['proxy']}→{e['target']}: no best proxy LR ({e.get('reason_tuned')})"
+            s = f"{e['metric']}, {e['proxy']}→{e['target']}{own}: no best proxy LR ({e.get('reason_tuned')})"
         bf = e.get("best_fixed")
-        if bf:
-            s += f"; against the fixed-LR target the best proxy LR is {bf['proxy_lr']:g} ({_f(bf['decision_accuracy'])})"
+        s += (f"; against the fixed-LR target the best proxy LR is {bf['proxy_lr']:g} ({_f(bf['decision_accuracy'])})" if bf
+              else f"; fixed-LR target: {e['reason_fixed']}" if e.get("reason_fixed") else "")
         und = sum(p["n_undertrained"] for p in e["curve"] if p["target_mode"] == "tuned")
         if und:
-            s += f"; {und} undertrained proxy cell(s) (worse than unigram) excluded from the pick"
+            s += f"; {und} undertrained proxy cell(s) (worse than the bigram) excluded from the pick"
+        s += "".join(f"; {n}" for n in e.get("notes") or [])
         lines.append(s + f". Target LR that won per recipe: {won}.")
     return lines
 
 
+def _lr(v) -> str:
+    return "n/a" if v is None else f"{v:g}"
+
+
+def comp_head() -> list[str]:
+    from proxyscale.analysis.types import table_columns
+
+    return [label for label, _ in table_columns()]
+
+
 def comparison_rows(rep: dict) -> list[list[str]]:
-    rows = []
-    for c in _primary(rep):
-        ab = c.get("abstain") or {}
-        rg = c.get("regret") or {}
-        rows.append([c["metric"], c["proxy"], c["target"], str(c["n_recipes"]),
-                     f"{_f(c['pearson'])} {_ci(c['pearson_ci'])}", _f(c["r2"]), f"{_f(c['spearman'])} {_ci(c['spearman_ci'])}",
-                     f"{_f(c['kendall'])} {_ci(c['kendall_ci'])}", f"{_f(c['decision_accuracy'])} {_ci(c['decision_accuracy_ci'])}",
-                     f"{c['n_flips']}/{c['n_pairs']} ({c['n_ties']} ties)",
-                     _f(ab.get("decision_accuracy_confident")) + (f" ({ab.get('n_abstain')} abstain)" if ab else ""),
-                     "n/a" if not rg else f"{rg['top1_pick']} +{rg['top1']:.3g}" + (f"; top-{rg['k']} +{rg['topk']:.3g}" if rg.get("k") else ""),
-                     c.get("reason") or ""])
-    return rows
+    """One row per primary comparison; the columns are the typed Comparison's (analysis.types)."""
+    from proxyscale.analysis.types import table_columns
 
-
-COMP_HEAD = ["metric", "proxy", "target", "recipes", "Pearson r [95% CI]", "R²", "Spearman ρ", "Kendall τ-b", "decision acc.",
-             "flips/pairs", "DA w/o abstain", "regret (top-1; top-k)", "undefined"]
+    cols = table_columns()
+    return [[fmt(c) for _, fmt in cols] for c in _primary(rep)]
 
 
 def flip_rows(rep: dict) -> list[list[str]]:
@@ -350,9 +351,21 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]) + "\n"
 
 
+def _directions(rep: dict) -> str:
+    if rep["direction"] != "mixed":
+        return f"Direction: {rep['direction']} is better for every metric."
+    return "Direction per metric: " + ", ".join(f"{m} {d}" for m, d in rep["directions"].items()) + " is better."
+
+
+def _intervals(rep: dict) -> str:
+    return (f"95% intervals: Fisher z over recipes, widened by {rep['n_boot']} seed-noise replicates where seeds exist (seed {rep['bootstrap_seed']}). "
+            f"Ties: {rep['tie_rule']}.")
+
+
 def markdown(rep: dict) -> str:
-    out = [f"# {_title(rep)}\n", f"Direction: {rep['direction']} is better for every metric. Sizes (smallest first): {', '.join(rep['sizes'])}. "
-           f"{len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). Bootstrap: {rep['n_boot']} resamples over recipes, seed {rep['bootstrap_seed']}.\n"]
+    out = [f"# {_title(rep)}\n"] + [f"- **{ln}**" if i == 0 else f"- {ln}" for i, ln in enumerate(rep["summary"]["bottom_line"])] + [""]
+    out += [f"{_directions(rep)} Sizes (smallest first): {', '.join(rep['sizes'])}. {len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). "
+            f"{_intervals(rep)}\n"]
     out += [f"- {n}" for n in rep.get("notes", [])] + [""]
     out.append("## Verdict per eval set\n")
     for metric, lines in verdict_lines(rep):
@@ -360,7 +373,7 @@ def markdown(rep: dict) -> str:
         out += [f"- {ln}" for ln in lines] + [""]
     out.append(f"_{rep['summary']['verdict_rule']}_\n")
     out.append("## All proxy→target comparisons (tuned LRs)\n")
-    out.append(_md_table(COMP_HEAD, comparison_rows(rep)))
+    out.append(_md_table(comp_head(), comparison_rows(rep)))
     out.append("## Null baselines (unigram / bigram count models)\n")
     b = rep.get("baselines") or {}
     if b.get("available"):
@@ -388,8 +401,8 @@ def markdown(rep: dict) -> str:
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1150px;color:#222;line-height:1.45}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:1.6em}h3{margin-bottom:.3em}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f0f0f0}
-img{max-width:100%;border:1px solid #eee}.holds{color:#1a7f37;font-weight:bold}.weak{color:#9a6700;font-weight:bold}
-.does-not-hold{color:#cf222e;font-weight:bold}.undefined{color:#666;font-weight:bold}.note{color:#555;font-size:.92em}"""
+img{max-width:100%;border:1px solid #eee}.holds{color:#1a7f37;font-weight:bold}.inconclusive{color:#9a6700;font-weight:bold}
+.fails{color:#cf222e;font-weight:bold}.note{color:#555;font-size:.92em}.bottom{background:#f6f8fa;border:1px solid #ccc;padding:6px 20px}"""
 
 
 def _html_table(head, rows) -> str:
@@ -404,15 +417,16 @@ def html_page(rep: dict, figures: dict[str, bytes]) -> str:
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(_title(rep))}</title><style>{CSS}</style></head><body>",
              f"<h1>{e(_title(rep))}</h1>",
-             f"<p>Direction: <b>{e(rep['direction'])}</b> is better for every metric. Sizes (smallest first): {e(', '.join(rep['sizes']))}. "
-             f"{len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). Bootstrap: {rep['n_boot']} resamples over recipes (seed {rep['bootstrap_seed']}).</p>"]
+             "<ul class=bottom>" + "".join(f"<li>{e(ln)}</li>" for ln in rep["summary"]["bottom_line"]) + "</ul>",
+             f"<p>{e(_directions(rep))} Sizes (smallest first): {e(', '.join(rep['sizes']))}. {len(rep['recipes'])} recipes, "
+             f"{len(rep['metrics'])} metric(s). {e(_intervals(rep))}</p>"]
     parts += [f"<p class=note>{e(n)}</p>" for n in rep.get("notes", [])]
     parts.append("<h2>Verdict per eval set</h2>")
     for pm in rep["summary"]["per_metric"]:
         parts.append(f"<h3>{e(pm['metric'])}</h3><ul>")
         for ln in pm["lines"]:
-            cls = ln["verdict"].replace(" ", "-")
-            parts.append(f"<li><span class='{cls}'>{e(ln['verdict'])}</span>: {e(ln['sentence'][0].upper() + ln['sentence'][1:])}</li>")
+            parts.append(f"<li><span class='{ln['verdict']}'>{e(ln['verdict'])}</span> ({e(ln['reason'])}). "
+                         f"{e(ln['sentence'][0].upper() + ln['sentence'][1:])}</li>")
         parts.append("</ul>")
     parts.append(f"<p class=note>{e(rep['summary']['verdict_rule'])}</p>")
     b = rep.get("baselines") or {}
@@ -422,7 +436,7 @@ def html_page(rep: dict, figures: dict[str, bytes]) -> str:
         if figures.get(key):
             data = base64.b64encode(figures[key]).decode("ascii")
             parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>")
-    parts.append("<h2>All proxy→target comparisons (tuned LRs)</h2>" + _html_table(COMP_HEAD, comparison_rows(rep)))
+    parts.append("<h2>All proxy→target comparisons (tuned LRs)</h2>" + _html_table(comp_head(), comparison_rows(rep)))
     parts.append("<h2>Null baselines</h2>")
     parts.append(_html_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep)) if b.get("available")
                  else f"<p>Not computed: {e(str(b.get('reason')))}.</p>")
