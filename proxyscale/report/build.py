@@ -8,41 +8,33 @@ reason string next to it):
   direction: "lower" | "higher"          which way is better, for every metric
   metrics, sizes (smallest first), recipes: lists of names; size_params: {size: params} (when known)
   status_counts: {size: {completed|diverged|failed: n}}   (sweeps; only completed cells are analysed)
-  n_boot, n_boot_lr, bootstrap_seed      percentile bootstrap over recipes (2.5 / 97.5 %): n_boot
-                                         (1000) resamples per size pair, n_boot_lr (100) per proxy-LR entry
+  n_boot, n_boot_lr, bootstrap_seed      seed-noise replicates widening the intervals (size pairs / per-LR
+                                         entries) and recipe resamples of the baseline differences
+  directions: {metric: "lower" | "higher"}; direction: the common one or "mixed"
+  tie_rule: values within 1e-9 x the largest |value| of a comparison are tied
   comparisons: [ one object per (metric, proxy, target) with proxy smaller than target, and for
-      sweeps with an LR grid also per proxy LR and target mode:
-      metric, proxy, target, direction,
-      proxy_lr: "tuned" (best LR per recipe) | a float | null (no LR given),
-      target_mode: "tuned" (best LR per recipe at the target) | "fixed" (target at the standard LR) | null,
-      n_recipes, recipes, proxy_values, target_values  ({recipe: seed-mean value}; only recipes present
-      at both sizes count; the "tuned" value is the best seed-mean over that size's LRs),
-      pearson, r2, spearman, kendall, decision_accuracy   (floats or null),
-      pearson_ci, r2_ci, spearman_ci, kendall_ci, decision_accuracy_ci   ([lo, hi] or null),
-      n_boot, n_boot_valid, fit: {slope, intercept} (target ~ proxy),
-      n_pairs (untied recipe pairs), n_ties (pairs tied at either scale, excluded), n_flips,
-      flips: [{a, b, proxy_a, proxy_b, target_a, target_b, proxy_prefers, target_prefers}] (largest
-             target gap first, at most 100 - 10 for per-LR entries; flips_truncated says if more),
-      regret: {best_target, top1_pick, top1, top1_target_rank, k, topk, topk_picks}  (target units, >= 0),
-      abstain: {n_abstain, n_pairs_confident, decision_accuracy_confident, decision_accuracy_all,
-                proxy_seed_sd, rule} | null,
-      undertrained: [{recipe, seed, loss, unigram}]   (per-LR entries of sweeps only),
-      undefined: {figure: reason}, reason: all reasons joined | null ]
-  seed_noise: [{metric, size, floor, n_seed_pairs, n_pairs}]  floor = fraction of recipe pairs two
+      sweeps with an LR grid also per proxy LR and target mode. Keys and their meaning are the fields
+      of proxyscale.analysis.types.Comparison (types.schema_doc() prints them), plus registered
+      statistics flattened to top-level keys; per-LR entries add undertrained: [{recipe, seed, loss, bigram}] ]
+  seed_noise: [{metric, size, floor, pooled_sd, n_seed_pairs, n_pairs}]  floor = fraction of recipe pairs two
       seeds of the same size and LR order differently
-  reduced_lr: {available, reason, standard_lr, standard_lr_rule, entries: [{metric, proxy, target,
-      standard_lr, target_best_lr: {recipe: lr}, curve: [{proxy_lr, target_mode, spearman,
-      decision_accuracy, decision_accuracy_ci, n_recipes, n_undertrained, reason}],
-      best_proxy_lr_tuned, best_proxy_lr_fixed, best_tuned, best_fixed, standard_tuned, standard_fixed}]}
-      (undertrained proxy LRs - any cell worse than the unigram baseline - are never the best pick)
-  baselines: {available, reason, smoothing, units, values: [{recipe, metric, unigram, bigram}],
-      comparisons: [same keys as above, proxy = "unigram" | "bigram"],
+  reduced_lr: {available, reason, standard_lr, standard_lr_source (--standard-lr or grid.json; never guessed),
+      fixed_available, fixed_reason, assumption, entries: [{metric, proxy, target, standard_lr, proxy_best_lr,
+      target_own_best_lr, target_best_lr: {recipe: lr}, curve: [{proxy_lr, target_mode, spearman,
+      decision_accuracy, decision_accuracy_ci, n_recipes, n_undertrained, reason}], best_proxy_lr_tuned,
+      best_proxy_lr_fixed, best_tuned, best_fixed, standard_tuned, standard_fixed, reason_fixed, notes}]}
+      (undertrained proxy LRs - any cell worse than the bigram baseline - are never the best pick)
+  baselines: {available, reason, smoothing, units, rule, values: [{recipe, metric, unigram, bigram}] (from
+      results.parquet), comparisons: [same keys as above, proxy = "unigram" | "bigram"],
       vs_proxies: [{metric, target, bigram_decision_accuracy, unigram_decision_accuracy, best_proxy,
-                    best_proxy_decision_accuracy, any_proxy_beats_bigram}], statements: [str]}
+      best_proxy_decision_accuracy, difference, difference_ci, outcome: beats|indistinguishable|beaten}],
+      statements: [str], warnings: [str]}
   early_signal: {available, reason, target, note, points: [{metric, proxy, target, fraction, step,
       spearman, decision_accuracy, n_recipes, reason}]}
-  summary: {target, verdict_rule, per_metric: [{metric, target, lines: [{proxy, target, verdict,
-      sentence, decision_accuracy, spearman}]}]}
+  warnings: [str]
+  summary: {target, verdict_rule, bottom_line: [str] (3-6 lines, also atop report.md/html and the terminal),
+      per_metric: [{metric, direction, target, lines: [{proxy, target, verdict: holds|fails|inconclusive, reason,
+      sentence, decision_accuracy, decision_accuracy_ci, spearman, p_value}]}]}
   notes: [str]
 """
 from __future__ import annotations

@@ -10,6 +10,7 @@ from pathlib import Path
 
 MAX_LABELS = 25  # recipes labelled by name in scatter / bump charts
 MAX_FLIP_ROWS = 15  # flips listed per comparison in the tables
+MAX_PANELS = 6  # per-metric panels of the scatter and bump figures: the eval sets with the lowest decision accuracy
 
 
 def _plt():
@@ -69,6 +70,7 @@ def fig_scatter(rep: dict) -> bytes | None:
     comps = [c for c in _primary(rep) if c["target"] == target and c["n_recipes"] >= 2]
     if not comps:
         return None
+    comps = sorted(comps, key=lambda c: (c["decision_accuracy"] is not None, c["decision_accuracy"] or 0.0))[:MAX_PANELS]
     fig, axes = _grid(len(comps))
     units = _units(rep)
     for ax, c in zip(axes, comps):
@@ -92,6 +94,15 @@ def fig_scatter(rep: dict) -> bytes | None:
     return _png(fig)
 
 
+def _worst_metrics(rep: dict) -> list[str]:
+    """Metrics by their lowest decision accuracy against the largest size (undefined first)."""
+    low: dict[str, float] = {}
+    for c in _primary(rep):
+        if c["target"] == rep["sizes"][-1]:
+            low[c["metric"]] = min(low.get(c["metric"], 2.0), -1.0 if c["decision_accuracy"] is None else c["decision_accuracy"])
+    return sorted(low, key=lambda m: (low[m], m))
+
+
 def size_values(rep: dict) -> dict:
     """metric -> size -> recipe -> tuned seed-mean value, from the primary comparisons."""
     out: dict = {}
@@ -106,6 +117,7 @@ def fig_bump(rep: dict) -> bytes | None:
     vals = size_values(rep)
     if not vals:
         return None
+    vals = {m: vals[m] for m in _worst_metrics(rep)[:MAX_PANELS] if m in vals} or vals
     fig, axes = _grid(len(vals), ncols=2, w=6.0, h=4.2)
     plt = _plt()
     for ax, (metric, per) in zip(axes, sorted(vals.items())):
@@ -118,9 +130,16 @@ def fig_bump(rep: dict) -> bytes | None:
             for i, r in enumerate(order):
                 ranks.setdefault(r, []).append(i + 1)
         cmap = plt.get_cmap("tab20")
-        for j, r in enumerate(recipes):
-            ax.plot(range(len(sizes)), ranks[r], marker="o", lw=1.2, ms=4, color=cmap(j % 20), alpha=0.85,
-                    label=_short(r) if len(recipes) <= MAX_LABELS else None)
+        if len(recipes) <= MAX_LABELS:
+            for j, r in enumerate(recipes):
+                ax.plot(range(len(sizes)), ranks[r], marker="o", lw=1.2, ms=4, color=cmap(j % 20), alpha=0.85, label=_short(r))
+        elif recipes:  # many recipes: one LineCollection instead of a Line2D per recipe (seconds per panel otherwise)
+            from matplotlib.collections import LineCollection
+
+            ax.add_collection(LineCollection([list(zip(range(len(sizes)), ranks[r])) for r in recipes], lw=0.6, alpha=0.5,
+                                             colors=[cmap(j % 20) for j in range(len(recipes))]))
+            ax.set_xlim(-0.2, len(sizes) - 0.8)
+            ax.set_ylim(0.5, len(recipes) + 0.5)
         ax.set_xticks(range(len(sizes)))
         ax.set_xticklabels(sizes)
         from matplotlib.ticker import MaxNLocator
@@ -138,34 +157,30 @@ def fig_bump(rep: dict) -> bytes | None:
 
 
 def fig_heatmap(rep: dict) -> bytes | None:
-    comps = _primary(rep)
+    """One panel: eval sets x (proxy -> target) pairs, so its cost does not grow with panels per metric."""
+    comps = [c for c in _primary(rep) if c["decision_accuracy"] is not None]
     metrics = sorted({c["metric"] for c in comps})
-    sizes = rep["sizes"]
-    if not metrics or len(sizes) < 2:
+    pairs = [(p, t) for i, p in enumerate(rep["sizes"]) for t in rep["sizes"][i + 1:] if any(c["proxy"] == p and c["target"] == t for c in comps)]
+    if not metrics or not pairs:
         return None
     import numpy as np
 
-    fig, axes = _grid(len(metrics), ncols=3, w=4.2, h=3.6, layout="constrained")
-    im = None
-    for ax, metric in zip(axes, metrics):
-        mat = np.full((len(sizes) - 1, len(sizes) - 1), np.nan)
-        for c in comps:
-            if c["metric"] == metric and c["decision_accuracy"] is not None:
-                mat[sizes.index(c["proxy"]), sizes.index(c["target"]) - 1] = c["decision_accuracy"]
-        im = ax.imshow(mat, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
-        for i in range(mat.shape[0]):
-            for j in range(mat.shape[1]):
-                if not np.isnan(mat[i, j]):
-                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                            color="black")
-        ax.set_xticks(range(len(sizes) - 1))
-        ax.set_xticklabels(sizes[1:], fontsize=8)
-        ax.set_yticks(range(len(sizes) - 1))
-        ax.set_yticklabels(sizes[:-1], fontsize=8)
-        ax.set_xlabel("target size", fontsize=8)
-        ax.set_ylabel("proxy size", fontsize=8)
-        ax.set_title(f"{metric}: decision accuracy", fontsize=9)
-    fig.colorbar(im, ax=list(axes[: len(metrics)]), shrink=0.8, label="decision accuracy (fraction of pairs)")
+    mat = np.full((len(metrics), len(pairs)), np.nan)
+    for c in comps:
+        if (c["proxy"], c["target"]) in pairs:
+            mat[metrics.index(c["metric"]), pairs.index((c["proxy"], c["target"]))] = c["decision_accuracy"]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(pairs), 1.2 + 0.35 * len(metrics)))
+    im = ax.imshow(mat, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
+    if mat.size <= 400:
+        for i, j in zip(*np.nonzero(np.isfinite(mat))):
+            ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(pairs)))
+    ax.set_xticklabels([f"{p}→{t}" for p, t in pairs], fontsize=8, rotation=30, ha="right")
+    ax.set_yticks(range(len(metrics)))
+    ax.set_yticklabels([_short(m, 30) for m in metrics], fontsize=8)
+    ax.set_title("decision accuracy", fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="decision accuracy (fraction of pairs)")
     return _png(fig)
 
 
@@ -239,8 +254,9 @@ def fig_early(rep: dict) -> bytes | None:
     return _png(fig)
 
 
-FIGURES = [("scatter", "Proxy vs target", fig_scatter), ("bump", "Recipe ranks across sizes", fig_bump),
-           ("heatmap", "Decision accuracy: proxy size x target size", fig_heatmap),
+FIGURES = [("scatter", f"Proxy vs target (at most {MAX_PANELS} eval sets, lowest decision accuracy first)", fig_scatter),
+           ("bump", f"Recipe ranks across sizes (at most {MAX_PANELS} eval sets, lowest decision accuracy first)", fig_bump),
+           ("heatmap", "Decision accuracy: eval set x (proxy → target)", fig_heatmap),
            ("reduced_lr", "Reduced-LR protocol: agreement vs proxy learning rate", fig_reduced_lr),
            ("early", "Early signal: agreement during training", fig_early)]
 
