@@ -13,7 +13,10 @@ writes), then times
   render    report.json + report.md + report.html with its figures
   import    `python -c "import proxyscale.report.build"` in a fresh interpreter (min of 5), and
             whether it imported torch
-Targets: collect <= 1 s on 10k records; import <= 0.3 s with no torch. Writes bench/results.json["report"].
+  scale     `proxyscale report --from-csv` in a fresh process on 5,000 recipes x 2 sizes and on the RegMix
+            file (256 recipes x 13 metrics, ../shared/realdata), HTML included: seconds and peak RSS
+Targets: collect <= 1 s on 10k records; import <= 0.3 s with no torch; 5,000 recipes < 30 s and < 1.5 GB;
+RegMix < 5 s. Writes bench/results.json["report"].
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from proxyscale.report import analysis, build, render  # noqa: E402  (first: sets the BLAS threads as the CLI does)
+from proxyscale.report import build, render  # noqa: E402  (first: sets the BLAS threads as the CLI does)
+from proxyscale import analysis  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -98,6 +102,31 @@ def time_import(repeats: int = 5) -> tuple[float, float, bool]:
     return best, wall_best, torch
 
 
+PEAK = ("import resource, sys, time; t = time.perf_counter(); from proxyscale.report import build; "
+        "build.run(csv=sys.argv[1], out=sys.argv[2]); print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+
+
+def time_csv_report(csv: Path, out: Path) -> tuple[float, float]:
+    """(seconds, peak MB) of a whole --from-csv report in a fresh interpreter."""
+    res = subprocess.run([sys.executable, "-c", PEAK, str(csv), str(out)], capture_output=True, text=True, cwd=HERE.parent, check=True)
+    secs, mb = map(float, res.stdout.split()[-2:])
+    return secs, mb
+
+
+def scale(tmp: Path, n: int = 5000) -> dict:
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=n)
+    pd.concat([pd.DataFrame({"recipe": [f"r{i:05d}" for i in range(n)], "size": s, "metric": "loss", "value": 3 + sc * q + 0.3 * rng.normal(size=n)})
+               for s, sc in (("1M", 1.0), ("60M", 0.8))]).to_csv(tmp / "big.csv", index=False)
+    big_s, big_mb = time_csv_report(tmp / "big.csv", tmp / "big")
+    out = {"scale_recipes": n, "scale_s": round(big_s, 2), "scale_peak_mb": round(big_mb), "target_scale_s": 30.0, "target_scale_mb": 1500}
+    regmix = HERE.parent.parent / "shared" / "realdata" / "regmix_1m_60m.csv"
+    if regmix.exists():
+        rm_s, rm_mb = time_csv_report(regmix, tmp / "regmix")
+        out.update(regmix_s=round(rm_s, 2), regmix_peak_mb=round(rm_mb), target_regmix_s=5.0)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", type=int, default=40)
@@ -124,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         json_floor = time.perf_counter() - t
         t1 = time.perf_counter()
         results, _ = build._load_sweep(root)
-        long, sizes, counts = analysis.prepare_sweep(results)
+        long, sizes, counts, _ = analysis.prepare_sweep(results)
         rep = analysis.analyze(long, sizes)  # the defaults `proxyscale report` uses
         t2 = time.perf_counter()
         report = build._clean({"schema_version": 1, "source": {"kind": "sweep", "path": str(root)}, "status_counts": counts, "notes": [], **rep})
@@ -133,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not a.no_render:
             render.write(report, root)
         t4 = time.perf_counter()
+        big = scale(Path(tmp))
     imp, imp_wall, torch = time_import()
     nums = {"records": cells, "rows": int(len(collected)), "recipes": a.recipes, "sizes": a.sizes, "lrs": a.lrs,
             "seeds": a.seeds, "eval_sets": a.evals, "comparisons": len(rep["comparisons"]),
@@ -142,10 +172,13 @@ def main(argv: list[str] | None = None) -> dict:
             "render_s": None if a.no_render else round(t4 - t3, 4),
             "import_s": round(imp, 4), "import_process_wall_s": round(imp_wall, 4), "import_pulls_torch": torch,
             "target_collect_s": 1.0, "target_import_s": 0.3, "ratio_collect": round(min(collect_s) / 1.0, 3), "ratio_import": round(imp / 0.3, 3),
-            "cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
+            "cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2), **big}
     steps = [(f"collect: records -> parquet (best of 3, {os.cpu_count()} processes)", nums["collect_s"], 1.0),
              ("json.loads of every record, 1 process (floor)", json_floor, None), ("analysis (report's read + every comparison)", nums["analysis_s"], None),
-             ("report.json", nums["json_s"], None), ("render md + html", nums["render_s"], None), ("import proxyscale.report.build", imp, 0.3)]
+             ("report.json", nums["json_s"], None), ("render md + html", nums["render_s"], None), ("import proxyscale.report.build", imp, 0.3),
+             (f"report --from-csv, {big['scale_recipes']} recipes x 2 sizes (peak {big['scale_peak_mb']} MB)", big["scale_s"], 30.0)]
+    if "regmix_s" in big:
+        steps.append((f"report --from-csv RegMix 256 x 13, HTML (peak {big['regmix_peak_mb']} MB)", big["regmix_s"], 5.0))
     print(f"{cells} records, {nums['rows']} rows, {nums['comparisons']} comparisons")
     print(table(("step", "seconds", "target", "ratio"), [(name, "-" if v is None else f"{v:.3f}", "-" if t is None else f"{t:.1f}",
                                                         "" if t is None or v is None else f"{v / t:.2f}") for name, v, t in steps]))

@@ -136,6 +136,7 @@ def report_main(argv: list[str]) -> None:
     p.add_argument("--from-csv", help="long CSV of external results: recipe,size,metric,value[,lr,seed,step,params]")
     p.add_argument("--out", help="output folder (default: the sweep folder)")
     p.add_argument("--higher-is-better", action="store_true", help="every metric is higher-is-better (default: lower, like losses)")
+    p.add_argument("--standard-lr", type=float, help="the standard LR of the fixed-LR target (overrides the sweep's grid.json); without either, that mode is unavailable")
     p.add_argument("--wandb", action="store_true", help="also log the report as a W&B run (job_type report) in the sweep's group; offline unless the sweep used logger.mode=online")
     a = p.parse_args(argv)
     if bool(a.sweep_dir) == bool(a.from_csv):
@@ -143,9 +144,11 @@ def report_main(argv: list[str]) -> None:
     if a.from_csv and not a.out:
         fail("--from-csv needs --out DIR")
     try:
-        paths = build.run(sweep_dir=a.sweep_dir, csv=a.from_csv, out=a.out, higher_is_better=a.higher_is_better)
+        paths, report = build.run(sweep_dir=a.sweep_dir, csv=a.from_csv, out=a.out, higher_is_better=a.higher_is_better, standard_lr=a.standard_lr)
     except build.ReportError as exc:
         fail(str(exc))
+    for line in report["summary"]["bottom_line"]:
+        print(line)
     for p_ in paths:
         print(f"wrote {p_}")
     if a.wandb:

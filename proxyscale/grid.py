@@ -24,6 +24,7 @@ from proxyscale.data.curation import check_steps
 from proxyscale.data.sources import check_source
 from proxyscale.errors import UserError
 
+
 class GridError(UserError):
     """A grid that must not launch; the message is the one line the CLI prints."""
 

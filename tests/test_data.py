@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from proxyscale.config import ConfigError, DataConfig, SourceConfig
-from proxyscale.data import cache, curation, sources
+from proxyscale.data import cache, curation, ngram, sources
 from proxyscale.data.sources import Document
 
 PROSE = "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. " * 8
@@ -156,3 +157,39 @@ def test_recipes_sharing_a_step_prefix_reuse_its_cache(tmp_path):
     ops = [(s["source"], s["op"]) for s in meta["steps"]]
     assert ops == [("prose", "exact_dedup"), ("prose", "quality_filter"), ("prose", "corrupt"), ("code", "exact_dedup"), ("code", "corrupt")]
     assert all(s["bytes_out"] <= s["bytes_in"] for s in meta["steps"] if s["op"] != "corrupt")
+
+
+def test_unigram_bigram_by_hand():
+    res = ngram.unigram_bigram_loss(np.array([0, 1, 0, 1]), np.array([0, 1]), vocab=2)
+    assert res["unigram"] == pytest.approx(math.log(2))
+    # p(1|0) = (c(0,1)+1)/(c(0 as context)+V) = (2+1)/(2+2); first token by the unigram (1/2)
+    assert res["bigram"] == pytest.approx(-(math.log(0.5) + math.log(0.75)) / 2)
+
+
+def test_bigram_beats_unigram_on_structured_text():
+    rng = np.random.default_rng(0)
+    seq = np.tile(np.arange(10), 500)  # perfectly predictable successor
+    ev = np.tile(np.arange(10), 20)
+    res = ngram.unigram_bigram_loss(seq, ev, vocab=257)
+    assert res["unigram"] == pytest.approx(-math.log((500 + 1) / (5000 + 257)))
+    assert res["bigram"] < 0.5 < 2.0 < res["unigram"]
+    noise = rng.integers(0, 10, 5000)
+    assert ngram.unigram_bigram_loss(noise, ev, 257)["bigram"] > res["bigram"]
+
+
+def test_sparse_bigram_counts_match_dense_ones_and_are_cached(tmp_path):
+    """Bigram counts are sparse (a 50k vocabulary would need V^2 dense counts); the losses equal a dense
+    count by hand, and a second call reads the cache keyed by the pool and eval keys."""
+    rng = np.random.default_rng(1)
+    train, ev, vocab = rng.integers(0, 40, 3000), rng.integers(0, 40, 400), 50_304
+    dense = np.zeros((40, 40))
+    np.add.at(dense, (train[:-1], train[1:]), 1)
+    uni = np.bincount(train, minlength=vocab)
+    lp_uni = np.log(uni + 1) - np.log(len(train) + vocab)
+    lp_big = np.log(dense[ev[:-1], ev[1:]] + 1) - np.log(dense.sum(1)[ev[:-1]] + vocab)
+    want = -(lp_uni[ev[0]] + lp_big.sum()) / len(ev)
+    got = ngram.baselines(train, "pool1", {"set": ev}, {"set": "ev1"}, vocab, tmp_path)
+    assert got["set"]["bigram"] == pytest.approx(want, rel=1e-12)
+    cached = tmp_path / "baselines" / "pool1-ev1.json"
+    assert json.loads(cached.read_text())["bigram"] == got["set"]["bigram"]
+    assert ngram.baselines(train[:10], "pool1", {"set": ev}, {"set": "ev1"}, vocab, tmp_path) == got  # the cache answers

@@ -97,7 +97,7 @@ def test_from_csv_end_to_end_matches_scipy(tmp_path):
         lo, hi = c["decision_accuracy_ci"]
         assert lo <= c["decision_accuracy"] <= hi
         best = piv.index[np.argmin(x)]
-        assert c["regret"]["top1_pick"] == best and c["regret"]["top1"] == pytest.approx(piv.loc[best, c["target"]] - y.min())
+        assert c["regret"]["top1_picks"] == [best] and c["regret"]["top1"] == pytest.approx(piv.loc[best, c["target"]] - y.min())
         assert c["abstain"] is None and "abstain" in c["undefined"]  # one value per cell: no seed noise
     tie = next(c for c in comps if c["metric"] == "web" and c["proxy"] == "60M")
     assert tie["n_ties"] >= 1
@@ -123,12 +123,12 @@ def test_from_csv_with_lr_seed_step_params(tmp_path):
                         rows.append({"recipe": r, "size": size, "metric": "loss", "value": val, "lr": lr, "seed": seed, "step": step, "params": params})
     path = tmp_path / "lr.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
-    out = cli("report", "--from-csv", path, "--out", tmp_path / "rep")
+    out = cli("report", "--from-csv", path, "--out", tmp_path / "rep", "--standard-lr", "1e-2")
     assert out.returncode == 0, out.stderr
     rep = strict_json(tmp_path / "rep" / "report.json")
     assert rep["sizes"] == ["proxyA", "targetB"]
     red = rep["reduced_lr"]
-    assert red["available"] and red["standard_lr"] == pytest.approx(1e-2)
+    assert red["available"] and red["standard_lr"] == pytest.approx(1e-2) and red["standard_lr_source"] == "--standard-lr on the command line"
     (e,) = red["entries"]
     assert {p["proxy_lr"] for p in e["curve"]} == {1e-3, 3e-3, 1e-2} and {p["target_mode"] for p in e["curve"]} == {"tuned", "fixed"}
     modes = {(c["proxy_lr"], c["target_mode"]) for c in rep["comparisons"]}
@@ -158,7 +158,7 @@ def test_realdata_dclm_higher_is_better(tmp_path):
         for k in ("pearson", "spearman", "kendall", "decision_accuracy"):
             assert c[k] == pytest.approx(d[k], abs=1e-9)
         best = piv["400M-1x"].idxmax()  # higher is better: the proxy's pick is its maximum
-        assert c["regret"]["top1_pick"] == best
+        assert c["regret"]["top1_picks"] == [best]
         assert c["regret"]["top1"] == pytest.approx(piv["7B-1x"].max() - piv.loc[best, "7B-1x"])
     assert "decision accuracy" in (tmp_path / "report.md").read_text()
 
@@ -187,6 +187,7 @@ def synthetic_sweep(root: Path):
                             curves.append({"run_id": run, "size": size, "params": int(params), "recipe": r, "lr": lr, "seed": seed,
                                            "eval_set": es, "step": step, "tokens": step * 100, "loss": (loss if step == 10 else loss + 1)})
     root.mkdir(parents=True)
+    (root / "grid.json").write_text(json.dumps({"standard_lr": 3e-3, "standard_lr_source": "optim.lr of the sweep's base config"}))
     pd.DataFrame(rows).to_parquet(root / "results.parquet")
     pd.DataFrame(curves).to_parquet(root / "curves.parquet")
     return pd.DataFrame(rows)
@@ -212,7 +213,8 @@ def test_synthetic_sweep_report(tmp_path):
     c = next(c for c in rep["comparisons"] if c["metric"] == "code" and c["proxy"] == "mini" and c["target"] == "small" and c["proxy_lr"] == 3e-3 and c["target_mode"] == "tuned")
     want = ok[(ok["size"] == "mini") & (ok["recipe"] == "rec0") & (ok["lr"] == 3e-3)]["loss"]
     assert len(want) == 1 and c["proxy_values"]["rec0"] == pytest.approx(want.iloc[0])
-    assert rep["reduced_lr"]["standard_lr"] == pytest.approx(1e-3)  # the diverged cell makes 1e-3 the most common LR
+    red = rep["reduced_lr"]  # the standard LR comes from grid.json, never from cell counts
+    assert red["standard_lr"] == pytest.approx(3e-3) and red["standard_lr_source"] == "grid.json: optim.lr of the sweep's base config"
     assert len(e["curve"]) == 4
     assert rep["early_signal"]["available"] and rep["early_signal"]["target"] == "small"
     html = (root / "report.html").read_text()

@@ -25,7 +25,17 @@ from typing import Any
 from proxyscale import config as C
 from proxyscale import grid, record
 from proxyscale.launch import BACKENDS, LaunchError
-from proxyscale.launch.manifest import MANIFEST, append_manifest, check_same_grid, fingerprint, grid_settings, latest_entries, locked, read_manifest, save_grid_settings
+from proxyscale.launch.manifest import (
+    MANIFEST,
+    append_manifest,
+    check_same_grid,
+    fingerprint,
+    grid_settings,
+    latest_entries,
+    locked,
+    read_manifest,
+    save_grid_settings,
+)
 
 SUBMITIT_DIR = ".submitit"
 

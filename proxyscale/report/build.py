@@ -8,41 +8,33 @@ reason string next to it):
   direction: "lower" | "higher"          which way is better, for every metric
   metrics, sizes (smallest first), recipes: lists of names; size_params: {size: params} (when known)
   status_counts: {size: {completed|diverged|failed: n}}   (sweeps; only completed cells are analysed)
-  n_boot, n_boot_lr, bootstrap_seed      percentile bootstrap over recipes (2.5 / 97.5 %): n_boot
-                                         (1000) resamples per size pair, n_boot_lr (100) per proxy-LR entry
+  n_boot, n_boot_lr, bootstrap_seed      seed-noise replicates widening the intervals (size pairs / per-LR
+                                         entries) and recipe resamples of the baseline differences
+  directions: {metric: "lower" | "higher"}; direction: the common one or "mixed"
+  tie_rule: values within 1e-9 x the largest |value| of a comparison are tied
   comparisons: [ one object per (metric, proxy, target) with proxy smaller than target, and for
-      sweeps with an LR grid also per proxy LR and target mode:
-      metric, proxy, target, direction,
-      proxy_lr: "tuned" (best LR per recipe) | a float | null (no LR given),
-      target_mode: "tuned" (best LR per recipe at the target) | "fixed" (target at the standard LR) | null,
-      n_recipes, recipes, proxy_values, target_values  ({recipe: seed-mean value}; only recipes present
-      at both sizes count; the "tuned" value is the best seed-mean over that size's LRs),
-      pearson, r2, spearman, kendall, decision_accuracy   (floats or null),
-      pearson_ci, r2_ci, spearman_ci, kendall_ci, decision_accuracy_ci   ([lo, hi] or null),
-      n_boot, n_boot_valid, fit: {slope, intercept} (target ~ proxy),
-      n_pairs (untied recipe pairs), n_ties (pairs tied at either scale, excluded), n_flips,
-      flips: [{a, b, proxy_a, proxy_b, target_a, target_b, proxy_prefers, target_prefers}] (largest
-             target gap first, at most 100 - 10 for per-LR entries; flips_truncated says if more),
-      regret: {best_target, top1_pick, top1, top1_target_rank, k, topk, topk_picks}  (target units, >= 0),
-      abstain: {n_abstain, n_pairs_confident, decision_accuracy_confident, decision_accuracy_all,
-                proxy_seed_sd, rule} | null,
-      undertrained: [{recipe, seed, loss, unigram}]   (per-LR entries of sweeps only),
-      undefined: {figure: reason}, reason: all reasons joined | null ]
-  seed_noise: [{metric, size, floor, n_seed_pairs, n_pairs}]  floor = fraction of recipe pairs two
+      sweeps with an LR grid also per proxy LR and target mode. Keys and their meaning are the fields
+      of proxyscale.analysis.types.Comparison (types.schema_doc() prints them), plus registered
+      statistics flattened to top-level keys; per-LR entries add undertrained: [{recipe, seed, loss, bigram}] ]
+  seed_noise: [{metric, size, floor, pooled_sd, n_seed_pairs, n_pairs}]  floor = fraction of recipe pairs two
       seeds of the same size and LR order differently
-  reduced_lr: {available, reason, standard_lr, standard_lr_rule, entries: [{metric, proxy, target,
-      standard_lr, target_best_lr: {recipe: lr}, curve: [{proxy_lr, target_mode, spearman,
-      decision_accuracy, decision_accuracy_ci, n_recipes, n_undertrained, reason}],
-      best_proxy_lr_tuned, best_proxy_lr_fixed, best_tuned, best_fixed, standard_tuned, standard_fixed}]}
-      (undertrained proxy LRs - any cell worse than the unigram baseline - are never the best pick)
-  baselines: {available, reason, smoothing, units, values: [{recipe, metric, unigram, bigram}],
-      comparisons: [same keys as above, proxy = "unigram" | "bigram"],
+  reduced_lr: {available, reason, standard_lr, standard_lr_source (--standard-lr or grid.json; never guessed),
+      fixed_available, fixed_reason, assumption, entries: [{metric, proxy, target, standard_lr, proxy_best_lr,
+      target_own_best_lr, target_best_lr: {recipe: lr}, curve: [{proxy_lr, target_mode, spearman,
+      decision_accuracy, decision_accuracy_ci, n_recipes, n_undertrained, reason}], best_proxy_lr_tuned,
+      best_proxy_lr_fixed, best_tuned, best_fixed, standard_tuned, standard_fixed, reason_fixed, notes}]}
+      (undertrained proxy LRs - any cell worse than the bigram baseline - are never the best pick)
+  baselines: {available, reason, smoothing, units, rule, values: [{recipe, metric, unigram, bigram}] (from
+      results.parquet), comparisons: [same keys as above, proxy = "unigram" | "bigram"],
       vs_proxies: [{metric, target, bigram_decision_accuracy, unigram_decision_accuracy, best_proxy,
-                    best_proxy_decision_accuracy, any_proxy_beats_bigram}], statements: [str]}
+      best_proxy_decision_accuracy, difference, difference_ci, outcome: beats|indistinguishable|beaten}],
+      statements: [str], warnings: [str]}
   early_signal: {available, reason, target, note, points: [{metric, proxy, target, fraction, step,
       spearman, decision_accuracy, n_recipes, reason}]}
-  summary: {target, verdict_rule, per_metric: [{metric, target, lines: [{proxy, target, verdict,
-      sentence, decision_accuracy, spearman}]}]}
+  warnings: [str]
+  summary: {target, verdict_rule, bottom_line: [str] (3-6 lines, also atop report.md/html and the terminal),
+      per_metric: [{metric, direction, target, lines: [{proxy, target, verdict: holds|fails|inconclusive, reason,
+      sentence, decision_accuracy, decision_accuracy_ci, spearman, p_value}]}]}
   notes: [str]
 """
 from __future__ import annotations
@@ -114,33 +106,51 @@ def _load_sweep(root: Path) -> "tuple[pd.DataFrame, pd.DataFrame | None]":
     return results, curves
 
 
-def sweep_baselines(results: "pd.DataFrame") -> tuple[dict, str | None]:
-    """(recipe, eval set) -> {unigram, bigram}, read from the records' baseline columns."""
-    cols = [c for c in ("unigram", "bigram") if c in results.columns]
-    if len(cols) < 2:
-        return {}, "the records carry no null baselines (a sweep from an older proxyscale)"
-    ok = results.dropna(subset=cols)
-    out = {(str(r), str(m)): {"unigram": float(u), "bigram": float(b)}
-           for r, m, u, b in ok.groupby(["recipe", "eval_set"])[cols].first().reset_index().itertuples(index=False)}
-    return out, (None if out else "the records carry no null baselines")
+def _grid_standard_lr(root: Path) -> tuple[float | None, str | None]:
+    """(standard_lr, its source) from the sweep's grid.json when it states them."""
+    from proxyscale import record
+
+    path = root / record.GRID
+    if not path.exists():
+        return None, None
+    try:
+        grid = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: not readable JSON ({exc})") from None
+    lr = grid.get("standard_lr") if isinstance(grid, dict) else None
+    if lr is None:
+        return None, None
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ReportError(f"{path}: standard_lr must be a positive number, got {lr!r}")
+    return float(lr), f"grid.json: {grid.get('standard_lr_source') or 'stated by the sweep'}"
 
 
-def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int = 1000, with_baselines: bool = True) -> dict:
+def _standard_lr(flag: float | None, root: Path | None) -> tuple[float | None, str | None]:
+    """The CLI flag overrides the sweep's grid.json; neither: None (fixed-target mode unavailable)."""
+    if flag is not None:
+        if not flag > 0:
+            raise ReportError(f"--standard-lr must be positive, got {flag:g}")
+        return float(flag), "--standard-lr on the command line"
+    return _grid_standard_lr(root) if root is not None else (None, None)
+
+
+def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int = 1000, standard_lr: float | None = None) -> dict:
     import pandas as pd
 
-    from proxyscale.report import analysis
+    from proxyscale import analysis
 
     root = Path(sweep_dir)
     results, curves = _load_sweep(root)
     try:
-        df, sizes, counts = analysis.prepare_sweep(results)
+        df, sizes, counts, base = analysis.prepare_sweep(results)
     except analysis.AnalysisError as exc:
         raise ReportError(str(exc)) from None
     if df["recipe"].nunique() < 2:
         raise ReportError(f"{root}: only one recipe with completed cells ({df['recipe'].iloc[0]!r}); a ranking needs at least 2")
     if len(sizes) < 2:
         raise ReportError(f"{root}: only one size with completed cells ({sizes[0]!r}); a proxy and a target are needed")
-    base, reason = (sweep_baselines(results) if with_baselines else ({}, "baselines not requested"))
+    lr, source = _standard_lr(standard_lr, root)
+    reason = None if base else "results.parquet has no unigram/bigram columns (collected before the count-model baselines): re-collect the sweep"
     if higher_is_better:
         base, reason = {}, "baselines are losses; skipped for higher-is-better metrics"
     long_curves = None
@@ -151,9 +161,7 @@ def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int =
                                     "value": cv["loss"].astype(float), "lr": cv["lr"].astype(float), "seed": cv["seed"].astype(float),
                                     "step": cv["step"].astype(float)})
     rep = analysis.analyze(df, sizes, higher_is_better=higher_is_better, n_boot=n_boot, baselines=base or None,
-                           baseline_reason=reason, curves=long_curves)
-    if base and reason:
-        rep["baselines"]["partial_reason"] = reason
+                           baseline_reason=reason, curves=long_curves, standard_lr=lr, standard_lr_source=source)
     n_bad = sum(n for c in counts.values() for s, n in c.items() if s != "completed")
     notes = [f"{n_bad} diverged/failed cell(s) excluded from every figure." if n_bad else "every cell completed."]
     return {"schema_version": SCHEMA_VERSION, "source": {"kind": "sweep", "path": str(root)},
@@ -161,14 +169,14 @@ def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int =
             "status_counts": counts, "notes": notes, **rep}
 
 
-def build_csv(path: str, *, higher_is_better: bool = False, n_boot: int = 1000) -> dict:
-    from proxyscale.report import analysis
+def build_csv(path: str, *, higher_is_better: bool = False, n_boot: int = 1000, standard_lr: float | None = None) -> dict:
+    from proxyscale import analysis
 
     try:
-        df, sizes = analysis.prepare_csv(path)
+        df, sizes, directions, notes = analysis.prepare_csv(path, higher_is_better=higher_is_better)
     except analysis.AnalysisError as exc:
         raise ReportError(str(exc)) from None
-    notes = []
+    notes = list(notes)
     curves = None
     if "step" in df.columns:
         keys = [k for k in ("recipe", "size", "metric", "lr", "seed") if k in df.columns]
@@ -179,8 +187,9 @@ def build_csv(path: str, *, higher_is_better: bool = False, n_boot: int = 1000) 
     dup_keys = [k for k in ("recipe", "size", "metric", "lr", "seed") if k in df.columns]
     if df.duplicated(dup_keys).any():
         notes.append("repeated (recipe, size, metric[, lr, seed]) rows are averaged like seeds.")
-    rep = analysis.analyze(df, sizes, higher_is_better=higher_is_better, n_boot=n_boot,
-                           baseline_reason="external results: no training pools to count, baselines skipped", curves=curves)
+    lr, source = _standard_lr(standard_lr, None)
+    rep = analysis.analyze(df, sizes, higher_is_better=directions, n_boot=n_boot, curves=curves, standard_lr=lr, standard_lr_source=source,
+                           baseline_reason="external results: no count-model baselines")
     size_params = df.groupby("size")["params"].first().to_dict() if "params" in df.columns else {s: analysis.parse_size(s) for s in sizes}
     return {"schema_version": SCHEMA_VERSION, "source": {"kind": "csv", "path": str(path)}, "size_params": size_params,
             "status_counts": {}, "notes": notes, **rep}
@@ -192,16 +201,16 @@ def write_json(report: dict, path: Path) -> Path:
 
 
 def run(sweep_dir: str | None = None, csv: str | None = None, out: str | None = None, higher_is_better: bool = False,
-        n_boot: int = 1000) -> list[Path]:
-    """Build the report; returns the written paths [report.json, report.md, report.html]."""
+        n_boot: int = 1000, standard_lr: float | None = None) -> tuple[list[Path], dict]:
+    """Build the report; returns (the written paths [report.json, report.md, report.html], the report)."""
     if bool(sweep_dir) == bool(csv):
         raise ReportError("give either a sweep folder or --from-csv PATH")
     if csv:
         if not out:
             raise ReportError("--from-csv needs --out DIR")
-        report = build_csv(csv, higher_is_better=higher_is_better, n_boot=n_boot)
+        report = build_csv(csv, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr)
     else:
-        report = build_sweep(sweep_dir, higher_is_better=higher_is_better, n_boot=n_boot)
+        report = build_sweep(sweep_dir, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr)
     folder = Path(out or sweep_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -212,4 +221,4 @@ def run(sweep_dir: str | None = None, csv: str | None = None, out: str | None = 
     from proxyscale.report import render
 
     paths += render.write(report, folder)
-    return paths
+    return paths, report

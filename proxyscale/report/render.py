@@ -10,6 +10,7 @@ from pathlib import Path
 
 MAX_LABELS = 25  # recipes labelled by name in scatter / bump charts
 MAX_FLIP_ROWS = 15  # flips listed per comparison in the tables
+MAX_PANELS = 6  # per-metric panels of the scatter and bump figures: the eval sets with the lowest decision accuracy
 
 
 def _plt():
@@ -31,7 +32,7 @@ def _png(fig) -> bytes:
 def _units(rep: dict) -> str:
     if rep["source"]["kind"] == "sweep":
         return "eval loss, nats/token"
-    return "value, higher is better" if rep["direction"] == "higher" else "value, lower is better"
+    return {"higher": "value, higher is better", "lower": "value, lower is better"}.get(rep["direction"], "value")
 
 
 def _primary(rep: dict) -> list[dict]:
@@ -69,6 +70,7 @@ def fig_scatter(rep: dict) -> bytes | None:
     comps = [c for c in _primary(rep) if c["target"] == target and c["n_recipes"] >= 2]
     if not comps:
         return None
+    comps = sorted(comps, key=lambda c: (c["decision_accuracy"] is not None, c["decision_accuracy"] or 0.0))[:MAX_PANELS]
     fig, axes = _grid(len(comps))
     units = _units(rep)
     for ax, c in zip(axes, comps):
@@ -92,6 +94,15 @@ def fig_scatter(rep: dict) -> bytes | None:
     return _png(fig)
 
 
+def _worst_metrics(rep: dict) -> list[str]:
+    """Metrics by their lowest decision accuracy against the largest size (undefined first)."""
+    low: dict[str, float] = {}
+    for c in _primary(rep):
+        if c["target"] == rep["sizes"][-1]:
+            low[c["metric"]] = min(low.get(c["metric"], 2.0), -1.0 if c["decision_accuracy"] is None else c["decision_accuracy"])
+    return sorted(low, key=lambda m: (low[m], m))
+
+
 def size_values(rep: dict) -> dict:
     """metric -> size -> recipe -> tuned seed-mean value, from the primary comparisons."""
     out: dict = {}
@@ -106,10 +117,11 @@ def fig_bump(rep: dict) -> bytes | None:
     vals = size_values(rep)
     if not vals:
         return None
-    higher = rep["direction"] == "higher"
+    vals = {m: vals[m] for m in _worst_metrics(rep)[:MAX_PANELS] if m in vals} or vals
     fig, axes = _grid(len(vals), ncols=2, w=6.0, h=4.2)
     plt = _plt()
     for ax, (metric, per) in zip(axes, sorted(vals.items())):
+        higher = (rep.get("directions") or {}).get(metric, rep["direction"]) == "higher"
         sizes = [s for s in rep["sizes"] if s in per]
         recipes = sorted(set.intersection(*[set(per[s]) for s in sizes])) if sizes else []
         ranks = {}
@@ -118,9 +130,16 @@ def fig_bump(rep: dict) -> bytes | None:
             for i, r in enumerate(order):
                 ranks.setdefault(r, []).append(i + 1)
         cmap = plt.get_cmap("tab20")
-        for j, r in enumerate(recipes):
-            ax.plot(range(len(sizes)), ranks[r], marker="o", lw=1.2, ms=4, color=cmap(j % 20), alpha=0.85,
-                    label=_short(r) if len(recipes) <= MAX_LABELS else None)
+        if len(recipes) <= MAX_LABELS:
+            for j, r in enumerate(recipes):
+                ax.plot(range(len(sizes)), ranks[r], marker="o", lw=1.2, ms=4, color=cmap(j % 20), alpha=0.85, label=_short(r))
+        elif recipes:  # many recipes: one LineCollection instead of a Line2D per recipe (seconds per panel otherwise)
+            from matplotlib.collections import LineCollection
+
+            ax.add_collection(LineCollection([list(zip(range(len(sizes)), ranks[r])) for r in recipes], lw=0.6, alpha=0.5,
+                                             colors=[cmap(j % 20) for j in range(len(recipes))]))
+            ax.set_xlim(-0.2, len(sizes) - 0.8)
+            ax.set_ylim(0.5, len(recipes) + 0.5)
         ax.set_xticks(range(len(sizes)))
         ax.set_xticklabels(sizes)
         from matplotlib.ticker import MaxNLocator
@@ -138,34 +157,30 @@ def fig_bump(rep: dict) -> bytes | None:
 
 
 def fig_heatmap(rep: dict) -> bytes | None:
-    comps = _primary(rep)
+    """One panel: eval sets x (proxy -> target) pairs, so its cost does not grow with panels per metric."""
+    comps = [c for c in _primary(rep) if c["decision_accuracy"] is not None]
     metrics = sorted({c["metric"] for c in comps})
-    sizes = rep["sizes"]
-    if not metrics or len(sizes) < 2:
+    pairs = [(p, t) for i, p in enumerate(rep["sizes"]) for t in rep["sizes"][i + 1:] if any(c["proxy"] == p and c["target"] == t for c in comps)]
+    if not metrics or not pairs:
         return None
     import numpy as np
 
-    fig, axes = _grid(len(metrics), ncols=3, w=4.2, h=3.6, layout="constrained")
-    im = None
-    for ax, metric in zip(axes, metrics):
-        mat = np.full((len(sizes) - 1, len(sizes) - 1), np.nan)
-        for c in comps:
-            if c["metric"] == metric and c["decision_accuracy"] is not None:
-                mat[sizes.index(c["proxy"]), sizes.index(c["target"]) - 1] = c["decision_accuracy"]
-        im = ax.imshow(mat, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
-        for i in range(mat.shape[0]):
-            for j in range(mat.shape[1]):
-                if not np.isnan(mat[i, j]):
-                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                            color="black")
-        ax.set_xticks(range(len(sizes) - 1))
-        ax.set_xticklabels(sizes[1:], fontsize=8)
-        ax.set_yticks(range(len(sizes) - 1))
-        ax.set_yticklabels(sizes[:-1], fontsize=8)
-        ax.set_xlabel("target size", fontsize=8)
-        ax.set_ylabel("proxy size", fontsize=8)
-        ax.set_title(f"{metric}: decision accuracy", fontsize=9)
-    fig.colorbar(im, ax=list(axes[: len(metrics)]), shrink=0.8, label="decision accuracy (fraction of pairs)")
+    mat = np.full((len(metrics), len(pairs)), np.nan)
+    for c in comps:
+        if (c["proxy"], c["target"]) in pairs:
+            mat[metrics.index(c["metric"]), pairs.index((c["proxy"], c["target"]))] = c["decision_accuracy"]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(pairs), 1.2 + 0.35 * len(metrics)))
+    im = ax.imshow(mat, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
+    if mat.size <= 400:
+        for i, j in zip(*np.nonzero(np.isfinite(mat))):
+            ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(pairs)))
+    ax.set_xticklabels([f"{p}→{t}" for p, t in pairs], fontsize=8, rotation=30, ha="right")
+    ax.set_yticks(range(len(metrics)))
+    ax.set_yticklabels([_short(m, 30) for m in metrics], fontsize=8)
+    ax.set_title("decision accuracy", fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="decision accuracy (fraction of pairs)")
     return _png(fig)
 
 
@@ -192,7 +207,7 @@ def fig_reduced_lr(rep: dict) -> bytes | None:
                         bad = [(p["proxy_lr"], p[key]) for p in pts if p[key] is not None and p["n_undertrained"]]
                         if bad:
                             ax.scatter(*zip(*bad), marker="x", s=50, color="black", zorder=4,
-                                       label="undertrained (worse than unigram)" if j == 0 and mode == "tuned" else None)
+                                       label="undertrained (worse than the bigram)" if j == 0 and mode == "tuned" else None)
         if red.get("standard_lr"):
             for ax in row:
                 ax.axvline(red["standard_lr"], color="grey", lw=0.8, ls=":", label="standard LR")
@@ -239,8 +254,9 @@ def fig_early(rep: dict) -> bytes | None:
     return _png(fig)
 
 
-FIGURES = [("scatter", "Proxy vs target", fig_scatter), ("bump", "Recipe ranks across sizes", fig_bump),
-           ("heatmap", "Decision accuracy: proxy size x target size", fig_heatmap),
+FIGURES = [("scatter", f"Proxy vs target (at most {MAX_PANELS} eval sets, lowest decision accuracy first)", fig_scatter),
+           ("bump", f"Recipe ranks across sizes (at most {MAX_PANELS} eval sets, lowest decision accuracy first)", fig_bump),
+           ("heatmap", "Decision accuracy: eval set x (proxy → target)", fig_heatmap),
            ("reduced_lr", "Reduced-LR protocol: agreement vs proxy learning rate", fig_reduced_lr),
            ("early", "Early signal: agreement during training", fig_early)]
 
@@ -257,7 +273,7 @@ def _title(rep: dict) -> str:
 def verdict_lines(rep: dict) -> list[tuple[str, list[str]]]:
     out = []
     for pm in rep["summary"]["per_metric"]:
-        out.append((pm["metric"], [f"**{ln['verdict']}**: {ln['sentence'][0].upper() + ln['sentence'][1:]}" for ln in pm["lines"]]))
+        out.append((pm["metric"], [f"**{ln['verdict']}** ({ln['reason']}). {ln['sentence'][0].upper() + ln['sentence'][1:]}" for ln in pm["lines"]]))
     return out
 
 
@@ -265,44 +281,45 @@ def reduced_lines(rep: dict) -> list[str]:
     red = rep.get("reduced_lr") or {}
     if not red.get("available"):
         return [f"Not available: {red.get('reason')}."]
-    lines = [f"Standard LR = {red['standard_lr']:g} ({red['standard_lr_rule']}). Tuned target = each recipe's best seed-mean over the target's LR grid."]
+    lines = [red["assumption"] + " Tuned target = each recipe's best seed-mean over the target's LR grid."]
     for e in red["entries"]:
         won = ", ".join(f"{r}: {lr:g}" for r, lr in e["target_best_lr"].items())
+        own = f" (own best LR: {e['proxy']} {_lr(e['proxy_best_lr'])}, {e['target']} {_lr(e['target_own_best_lr'])})"
         bt, st = e.get("best_tuned"), e.get("standard_tuned")
         if bt:
-            s = (f"{e['metric']}, {e['proxy']}→{e['target']}: best proxy LR {bt['proxy_lr']:g} (decision accuracy "
+            s = (f"{e['metric']}, {e['proxy']}→{e['target']}{own}: best proxy LR {bt['proxy_lr']:g} (decision accuracy "
                  f"{_f(bt['decision_accuracy'])}, Spearman {_f(bt['spearman'])} vs the tuned target)")
             if st:
                 s += f"; at the standard LR {red['standard_lr']:g}: {_f(st['decision_accuracy'])} / {_f(st['spearman'])}"
         else:
-            s = f"{e['metric']}, {e['proxy']}→{e['target']}: no best proxy LR ({e.get('reason_tuned')})"
+            s = f"{e['metric']}, {e['proxy']}→{e['target']}{own}: no best proxy LR ({e.get('reason_tuned')})"
         bf = e.get("best_fixed")
-        if bf:
-            s += f"; against the fixed-LR target the best proxy LR is {bf['proxy_lr']:g} ({_f(bf['decision_accuracy'])})"
+        s += (f"; against the fixed-LR target the best proxy LR is {bf['proxy_lr']:g} ({_f(bf['decision_accuracy'])})" if bf
+              else f"; fixed-LR target: {e['reason_fixed']}" if e.get("reason_fixed") else "")
         und = sum(p["n_undertrained"] for p in e["curve"] if p["target_mode"] == "tuned")
         if und:
-            s += f"; {und} undertrained proxy cell(s) (worse than unigram) excluded from the pick"
+            s += f"; {und} undertrained proxy cell(s) (worse than the bigram) excluded from the pick"
+        s += "".join(f"; {n}" for n in e.get("notes") or [])
         lines.append(s + f". Target LR that won per recipe: {won}.")
     return lines
 
 
+def _lr(v) -> str:
+    return "n/a" if v is None else f"{v:g}"
+
+
+def comp_head() -> list[str]:
+    from proxyscale.analysis.types import table_columns
+
+    return [label for label, _ in table_columns()]
+
+
 def comparison_rows(rep: dict) -> list[list[str]]:
-    rows = []
-    for c in _primary(rep):
-        ab = c.get("abstain") or {}
-        rg = c.get("regret") or {}
-        rows.append([c["metric"], c["proxy"], c["target"], str(c["n_recipes"]),
-                     f"{_f(c['pearson'])} {_ci(c['pearson_ci'])}", _f(c["r2"]), f"{_f(c['spearman'])} {_ci(c['spearman_ci'])}",
-                     f"{_f(c['kendall'])} {_ci(c['kendall_ci'])}", f"{_f(c['decision_accuracy'])} {_ci(c['decision_accuracy_ci'])}",
-                     f"{c['n_flips']}/{c['n_pairs']} ({c['n_ties']} ties)",
-                     _f(ab.get("decision_accuracy_confident")) + (f" ({ab.get('n_abstain')} abstain)" if ab else ""),
-                     "n/a" if not rg else f"{rg['top1_pick']} +{rg['top1']:.3g}" + (f"; top-{rg['k']} +{rg['topk']:.3g}" if rg.get("k") else ""),
-                     c.get("reason") or ""])
-    return rows
+    """One row per primary comparison; the columns are the typed Comparison's (analysis.types)."""
+    from proxyscale.analysis.types import table_columns
 
-
-COMP_HEAD = ["metric", "proxy", "target", "recipes", "Pearson r [95% CI]", "R²", "Spearman ρ", "Kendall τ-b", "decision acc.",
-             "flips/pairs", "DA w/o abstain", "regret (top-1; top-k)", "undefined"]
+    cols = table_columns()
+    return [[fmt(c) for _, fmt in cols] for c in _primary(rep)]
 
 
 def flip_rows(rep: dict) -> list[list[str]]:
@@ -350,9 +367,21 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]) + "\n"
 
 
+def _directions(rep: dict) -> str:
+    if rep["direction"] != "mixed":
+        return f"Direction: {rep['direction']} is better for every metric."
+    return "Direction per metric: " + ", ".join(f"{m} {d}" for m, d in rep["directions"].items()) + " is better."
+
+
+def _intervals(rep: dict) -> str:
+    return (f"95% intervals: Fisher z over recipes, widened by {rep['n_boot']} seed-noise replicates where seeds exist (seed {rep['bootstrap_seed']}). "
+            f"Ties: {rep['tie_rule']}.")
+
+
 def markdown(rep: dict) -> str:
-    out = [f"# {_title(rep)}\n", f"Direction: {rep['direction']} is better for every metric. Sizes (smallest first): {', '.join(rep['sizes'])}. "
-           f"{len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). Bootstrap: {rep['n_boot']} resamples over recipes, seed {rep['bootstrap_seed']}.\n"]
+    out = [f"# {_title(rep)}\n"] + [f"- **{ln}**" if i == 0 else f"- {ln}" for i, ln in enumerate(rep["summary"]["bottom_line"])] + [""]
+    out += [f"{_directions(rep)} Sizes (smallest first): {', '.join(rep['sizes'])}. {len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). "
+            f"{_intervals(rep)}\n"]
     out += [f"- {n}" for n in rep.get("notes", [])] + [""]
     out.append("## Verdict per eval set\n")
     for metric, lines in verdict_lines(rep):
@@ -360,7 +389,7 @@ def markdown(rep: dict) -> str:
         out += [f"- {ln}" for ln in lines] + [""]
     out.append(f"_{rep['summary']['verdict_rule']}_\n")
     out.append("## All proxy→target comparisons (tuned LRs)\n")
-    out.append(_md_table(COMP_HEAD, comparison_rows(rep)))
+    out.append(_md_table(comp_head(), comparison_rows(rep)))
     out.append("## Null baselines (unigram / bigram count models)\n")
     b = rep.get("baselines") or {}
     if b.get("available"):
@@ -388,8 +417,8 @@ def markdown(rep: dict) -> str:
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1150px;color:#222;line-height:1.45}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:1.6em}h3{margin-bottom:.3em}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f0f0f0}
-img{max-width:100%;border:1px solid #eee}.holds{color:#1a7f37;font-weight:bold}.weak{color:#9a6700;font-weight:bold}
-.does-not-hold{color:#cf222e;font-weight:bold}.undefined{color:#666;font-weight:bold}.note{color:#555;font-size:.92em}"""
+img{max-width:100%;border:1px solid #eee}.holds{color:#1a7f37;font-weight:bold}.inconclusive{color:#9a6700;font-weight:bold}
+.fails{color:#cf222e;font-weight:bold}.note{color:#555;font-size:.92em}.bottom{background:#f6f8fa;border:1px solid #ccc;padding:6px 20px}"""
 
 
 def _html_table(head, rows) -> str:
@@ -404,15 +433,16 @@ def html_page(rep: dict, figures: dict[str, bytes]) -> str:
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(_title(rep))}</title><style>{CSS}</style></head><body>",
              f"<h1>{e(_title(rep))}</h1>",
-             f"<p>Direction: <b>{e(rep['direction'])}</b> is better for every metric. Sizes (smallest first): {e(', '.join(rep['sizes']))}. "
-             f"{len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). Bootstrap: {rep['n_boot']} resamples over recipes (seed {rep['bootstrap_seed']}).</p>"]
+             "<ul class=bottom>" + "".join(f"<li>{e(ln)}</li>" for ln in rep["summary"]["bottom_line"]) + "</ul>",
+             f"<p>{e(_directions(rep))} Sizes (smallest first): {e(', '.join(rep['sizes']))}. {len(rep['recipes'])} recipes, "
+             f"{len(rep['metrics'])} metric(s). {e(_intervals(rep))}</p>"]
     parts += [f"<p class=note>{e(n)}</p>" for n in rep.get("notes", [])]
     parts.append("<h2>Verdict per eval set</h2>")
     for pm in rep["summary"]["per_metric"]:
         parts.append(f"<h3>{e(pm['metric'])}</h3><ul>")
         for ln in pm["lines"]:
-            cls = ln["verdict"].replace(" ", "-")
-            parts.append(f"<li><span class='{cls}'>{e(ln['verdict'])}</span>: {e(ln['sentence'][0].upper() + ln['sentence'][1:])}</li>")
+            parts.append(f"<li><span class='{ln['verdict']}'>{e(ln['verdict'])}</span> ({e(ln['reason'])}). "
+                         f"{e(ln['sentence'][0].upper() + ln['sentence'][1:])}</li>")
         parts.append("</ul>")
     parts.append(f"<p class=note>{e(rep['summary']['verdict_rule'])}</p>")
     b = rep.get("baselines") or {}
@@ -422,7 +452,7 @@ def html_page(rep: dict, figures: dict[str, bytes]) -> str:
         if figures.get(key):
             data = base64.b64encode(figures[key]).decode("ascii")
             parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>")
-    parts.append("<h2>All proxy→target comparisons (tuned LRs)</h2>" + _html_table(COMP_HEAD, comparison_rows(rep)))
+    parts.append("<h2>All proxy→target comparisons (tuned LRs)</h2>" + _html_table(comp_head(), comparison_rows(rep)))
     parts.append("<h2>Null baselines</h2>")
     parts.append(_html_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep)) if b.get("available")
                  else f"<p>Not computed: {e(str(b.get('reason')))}.</p>")

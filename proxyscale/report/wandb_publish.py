@@ -17,8 +17,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-COMPARISON_COLUMNS = ["metric", "proxy", "target", "proxy_lr", "target_mode", "n_recipes", "pearson", "r2", "spearman",
-                      "kendall", "decision_accuracy", "n_pairs", "n_ties", "n_flips", "reason"]
 FLIP_COLUMNS = ["metric", "proxy", "target", "proxy_lr", "a", "b", "proxy_a", "proxy_b", "target_a", "target_b",
                 "proxy_prefers", "target_prefers"]
 RESULT_COLUMNS = ["run_id", "status", "size", "params", "recipe", "lr", "seed", "eval_set", "loss", "tokens", "steps",
@@ -61,9 +59,16 @@ def read_report(path: str | Path) -> dict:
     return rep
 
 
+def comparison_columns() -> list[str]:
+    """The typed Comparison's W&B columns (analysis.types), registered statistics included."""
+    from proxyscale.analysis.types import wandb_columns
+
+    return wandb_columns()
+
+
 def comparison_rows(rep: dict) -> list[list]:
     comps = rep.get("comparisons")
-    return _rows(comps if isinstance(comps, list) else [], COMPARISON_COLUMNS)
+    return _rows(comps if isinstance(comps, list) else [], comparison_columns())
 
 
 def flip_rows(rep: dict) -> list[list]:
@@ -197,7 +202,7 @@ def publish(sweep_dir: str | Path | None, report_json_path: str | Path, out_dir:
         results = result_rows(root)
         if results:
             payload["results"] = wandb.Table(columns=RESULT_COLUMNS, data=results)
-        payload["comparisons"] = wandb.Table(columns=COMPARISON_COLUMNS, data=comparison_rows(rep))
+        payload["comparisons"] = wandb.Table(columns=comparison_columns(), data=comparison_rows(rep))
         payload["flips"] = wandb.Table(columns=FLIP_COLUMNS, data=flip_rows(rep))
         for png in sorted(out.glob("*.png")) + sorted(out.glob("*/*.png")):
             payload[f"plots/{png.stem}"] = wandb.Image(str(png), caption=png.name)

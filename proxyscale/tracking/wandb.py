@@ -153,7 +153,6 @@ def summary(rec) -> dict[str, Any]:
 def finish(lg, rec) -> None:
     """Close the cell's W&B run with the record's summary and status."""
     import wandb
-
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     if rank_zero_only.rank != 0:

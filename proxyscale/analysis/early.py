@@ -1,0 +1,44 @@
+"""Early signal: does a size's ranking part-way through its training already match the final target ranking?"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from proxyscale.analysis.compare import compare
+from proxyscale.analysis.protocol import Cube
+
+
+def early_signal(curves: pd.DataFrame, cube: Cube) -> dict:
+    """Agreement of each size's tuned values at a fraction of its training with the final tuned largest size."""
+    target = cube.sizes[-1]
+    if curves is None or curves.empty:
+        return {"available": False, "reason": "no training curves", "points": [], "target": target}
+    c = curves.copy()
+    if "lr" not in c.columns or c["lr"].isna().all():
+        c["lr"] = -1.0
+    c["lr"] = c["lr"].astype(float).fillna(-1.0)
+    if "seed" in c.columns:
+        c["seed"] = c["seed"].astype(float).fillna(-1.0)
+    gkeys = [k for k in ("size", "recipe", "lr", "seed", "metric") if k in c.columns]
+    c["fraction"] = (c["step"] / c.groupby(gkeys)["step"].transform("max")).round(2)
+    m = c.groupby(["metric", "size", "fraction", "lr", "recipe"], sort=False).agg(mean=("value", "mean"), step=("step", "median")).reset_index()
+    score = m["mean"] * m["metric"].map(dict(zip(cube.metrics, cube.sgn))).fillna(1.0)
+    m = m.loc[score.groupby([m["metric"], m["size"], m["fraction"], m["recipe"]], sort=False).idxmin().to_numpy()]
+    points = []
+    for (metric, size, frac), g in m.groupby(["metric", "size", "fraction"], sort=False):
+        if metric not in cube.metrics or size not in cube.sizes:
+            continue
+        y = cube.tuned[cube.metrics.index(metric), -1]
+        vals = dict(zip(g["recipe"], g["mean"]))
+        common = [r for ri, r in enumerate(cube.recipes) if r in vals and np.isfinite(y[ri])]
+        if len(common) < 3:
+            continue
+        c_ = compare(common, np.array([vals[r] for r in common]), np.array([y[cube.recipes.index(r)] for r in common]),
+                     higher_is_better=cube.higher[cube.metrics.index(metric)], n_boot=0, with_test=False).to_dict()
+        points.append({"metric": metric, "proxy": size, "target": target, "fraction": float(frac), "step": float(g["step"].median()),
+                       "spearman": c_["spearman"], "decision_accuracy": c_["decision_accuracy"], "n_recipes": len(common), "reason": c_["reason"]})
+    order = {s: i for i, s in enumerate(cube.sizes)}
+    points.sort(key=lambda p: (p["metric"], order.get(p["proxy"], 0), p["fraction"]))
+    return {"available": bool(points), "target": target, "points": points,
+            "reason": None if points else "fewer than 3 recipes with curves at both sizes",
+            "note": "proxy value = best over LRs of the seed-mean eval value at that fraction of its own training; target = final tuned value"}

@@ -1,0 +1,150 @@
+"""The sweep's cube (metric x size x LR x seed x recipe), seed noise, and the reduced-LR protocol.
+
+The standard LR (the fixed-LR target) is stated by the user (--standard-lr) or by the sweep's grid.json,
+never guessed from cell counts; without it the fixed-target mode is unavailable with that reason.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from proxyscale.analysis.importer import AnalysisError, order_sizes
+
+NO_STANDARD_LR = "no standard LR stated: pass --standard-lr"
+
+
+def prepare_sweep(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str], dict, dict]:
+    """results.parquet -> (long table of completed cells, sizes by params, status counts, baselines).
+
+    baselines: (recipe, eval set) -> {unigram, bigram} from the collector's columns (nats/token of
+    add-one count models of the recipe's pool), empty when the sweep predates them."""
+    status = results.drop_duplicates("run_id") if "run_id" in results.columns else results
+    counts = {str(s): {str(k): int(v) for k, v in g["status"].value_counts().items()} for s, g in status.groupby("size")}
+    ok = results[(results["status"] == "completed") & np.isfinite(results["loss"].to_numpy(dtype=float))]
+    if ok.empty:
+        raise AnalysisError("no completed cells with a finite loss in this sweep")
+    df = pd.DataFrame({"recipe": ok["recipe"].astype(str), "size": ok["size"].astype(str), "metric": ok["eval_set"].astype(str),
+                       "value": ok["loss"].astype(float), "lr": ok["lr"].astype(float), "seed": ok["seed"].astype(float),
+                       "params": ok["params"].astype(float)})
+    params = df.groupby("size")["params"].first().to_dict()
+    sizes = order_sizes(df["size"].unique(), params)
+    base: dict = {}
+    if {"unigram", "bigram"} <= set(results.columns):
+        b = results[["recipe", "eval_set", "unigram", "bigram"]].astype({"unigram": float, "bigram": float})
+        b = b[np.isfinite(b["unigram"]) & np.isfinite(b["bigram"])]
+        for (r, m), g in b.groupby(["recipe", "eval_set"]):
+            base[(str(r), str(m))] = {"unigram": float(g["unigram"].mean()), "bigram": float(g["bigram"].mean())}
+    return df.reset_index(drop=True), sizes, counts, base
+
+
+class Cube:
+    """Seed values, seed means and tuned values as dense arrays (NaN = no completed cell)."""
+
+    def __init__(self, df: pd.DataFrame, sizes: list[str], directions: dict[str, bool]):
+        self.sizes = list(sizes)
+        m, metrics = pd.factorize(df["metric"], sort=True)
+        r, recipes = pd.factorize(df["recipe"], sort=True)
+        l, lrs = pd.factorize(df["lr"], sort=True)
+        k, self.seeds = pd.factorize(df["seed"], sort=True) if "seed" in df.columns else (np.zeros(len(df), dtype=np.int64), pd.Index([0.0]))
+        self.metrics, self.recipes, self.lrs = list(metrics), list(recipes), np.asarray(lrs, dtype=float)
+        self.higher = [bool(directions.get(mm, False)) for mm in self.metrics]
+        self.sgn = np.array([-1.0 if h else 1.0 for h in self.higher])
+        s = df["size"].map({s: i for i, s in enumerate(self.sizes)}).to_numpy()
+        self.shape = (len(self.metrics), len(self.sizes), len(self.lrs), len(self.seeds), len(self.recipes))
+        flat = np.ravel_multi_index((m, s, l, k, r), self.shape)
+        n = int(np.prod(self.shape))
+        cnt = np.bincount(flat, minlength=n)
+        tot = np.bincount(flat, weights=df["value"].to_numpy(dtype=float), minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.cell = np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan).reshape(self.shape)  # repeated rows averaged
+        have = np.isfinite(self.cell)
+        self.k = have.sum(axis=3)  # seeds per (metric, size, lr, recipe)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.mean = np.where(self.k > 0, np.nansum(self.cell, axis=3) / np.maximum(self.k, 1), np.nan)
+            dev = np.where(have, self.cell - self.mean[:, :, :, None, :], 0.0)
+            self.var = np.where(self.k >= 2, (dev ** 2).sum(axis=3) / np.maximum(self.k - 1, 1), np.nan)
+        self.score = np.where(np.isfinite(self.mean), self.sgn[:, None, None, None] * self.mean, np.inf)
+        best = self.score.argmin(axis=2)  # (M, S, R)
+        self.tuned_lr_idx = best
+        self.tuned = np.take_along_axis(self.mean, best[:, :, None, :], axis=2)[:, :, 0, :]
+        self.tuned_k = np.take_along_axis(self.k, best[:, :, None, :], axis=2)[:, :, 0, :]
+        w = np.where(self.k >= 2, self.k - 1, 0)
+        num = np.nansum(np.where(w > 0, self.var * w, 0.0), axis=(2, 3))
+        den = w.sum(axis=(2, 3))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.pooled_sd = np.where(den > 0, np.sqrt(num / np.maximum(den, 1)), np.nan)  # (M, S)
+
+    def lrs_at(self, mi: int, si: int) -> list[int]:
+        return [li for li in range(len(self.lrs)) if np.isfinite(self.mean[mi, si, li]).any()]
+
+    def own_best_lr(self, mi: int, si: int) -> float | None:
+        """The size's own optimum: the LR with the best mean over the recipes run at every LR of that size."""
+        lis = self.lrs_at(mi, si)
+        if len(lis) < 2:
+            return None
+        sc = self.score[mi, si][lis]
+        full = np.isfinite(sc).all(axis=0)
+        if not full.any():
+            return None
+        return float(self.lrs[lis[int(np.argmin(sc[:, full].mean(axis=1)))]])
+
+
+def seed_noise(cube: Cube) -> list[dict]:
+    """Per (metric, size): pooled seed sd and the fraction of recipe pairs two seeds of the same size
+    and LR order differently (pairs walked per LR, so memory stays linear in recipes x seeds)."""
+    out = []
+    if len(cube.seeds) < 2:
+        return out
+    from proxyscale.analysis.compare import pair_blocks
+
+    M, S, L, K, R = cube.shape
+    ka, kb = np.triu_indices(K, 1)
+    for mi in range(M):
+        for si in range(S):
+            if not np.isfinite(cube.mean[mi, si]).any():
+                continue
+            dis = tot = n_comp = 0
+            for li in range(L):
+                cells = cube.cell[mi, si, li]  # K x R
+                ok = np.isfinite(cells)
+                n_comp += int(((ok[ka] & ok[kb]).sum(axis=1) >= 2).sum())
+                for i, j in pair_blocks(R, max(1, (1 << 20) // max(K, 1))):
+                    with np.errstate(invalid="ignore"):
+                        sg = np.where(ok[:, i] & ok[:, j], np.sign(cells[:, i] - cells[:, j]), 0.0)  # K x P
+                    a, b = sg[ka], sg[kb]
+                    both = (a != 0) & (b != 0)
+                    dis += int((both & (a * b < 0)).sum())
+                    tot += int(both.sum())
+            sd = cube.pooled_sd[mi, si]
+            rec = {"metric": cube.metrics[mi], "size": cube.sizes[si], "n_seed_pairs": n_comp, "n_pairs": tot,
+                   "floor": dis / tot if tot else None, "pooled_sd": float(sd) if np.isfinite(sd) else None}
+            if not tot:
+                rec["reason"] = "no LR with two seeds of >= 2 common recipes"
+            out.append(rec)
+    return out
+
+
+def standard_lr_index(cube: Cube, lr: float | None) -> tuple[int | None, str | None]:
+    """Index of the stated standard LR in the LR grid, or (None, why the fixed-target mode is unavailable)."""
+    if lr is None:
+        return None, NO_STANDARD_LR
+    hit = np.flatnonzero(np.isclose(cube.lrs, lr, rtol=1e-9, atol=0.0))
+    if not len(hit):
+        grid = ", ".join(f"{v:g}" for v in cube.lrs if v > 0)
+        return None, f"the stated standard LR {lr:g} is not in the LR grid ({grid})"
+    return int(hit[0]), None
+
+
+def pick_best(curve: list[dict], mode: str, std: float | None) -> tuple[dict | None, dict | None, str | None]:
+    """(best point, point at the standard LR, reason when none) of one target mode's curve: best decision
+    accuracy among proxy LRs with no undertrained cell; ties -> Spearman, then the LR closest to standard."""
+    pts = [p for p in curve if p["target_mode"] == mode and p["decision_accuracy"] is not None]
+    eligible = [p for p in pts if p["n_undertrained"] == 0]
+    key = lambda p: (p["decision_accuracy"], p["spearman"] if p["spearman"] is not None else -2.0,
+                     -abs(math.log(p["proxy_lr"] / std)) if std and std > 0 and p["proxy_lr"] > 0 else 0.0)
+    best = max(eligible, key=key) if eligible else None
+    stdp = next((p for p in pts if std is not None and math.isclose(p["proxy_lr"], std, rel_tol=1e-9)), None)
+    reason = None if best else ("every proxy LR is undertrained (worse than the bigram) or undefined" if pts else "no defined point on the curve")
+    return best, stdp, reason
