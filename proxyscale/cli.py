@@ -135,16 +135,22 @@ def report_main(argv: list[str]) -> None:
     p.add_argument("sweep_dir", nargs="?", help="a sweep folder (collected first if needed)")
     p.add_argument("--from-csv", help="long CSV of external results: recipe,size,metric,value[,lr,seed,step,params]")
     p.add_argument("--out", help="output folder (default: the sweep folder)")
-    p.add_argument("--higher-is-better", action="store_true", help="every metric is higher-is-better (default: lower, like losses)")
+    p.add_argument("--higher-is-better", nargs="*", metavar="METRIC",
+                   help="these metrics are higher-is-better (no names: every metric); default: lower, like losses, or the CSV's direction column")
+    p.add_argument("--allow-short-runs", action="store_true", help="leave out (and name) CSV runs that stop before the others' last step instead of refusing")
     p.add_argument("--standard-lr", type=float, help="the standard LR of the fixed-LR target (overrides the sweep's grid.json); without either, that mode is unavailable")
     p.add_argument("--wandb", action="store_true", help="also log the report as a W&B run (job_type report) in the sweep's group; offline unless the sweep used logger.mode=online")
     a = p.parse_args(argv)
+    hib = a.higher_is_better
+    if hib is not None and not a.sweep_dir and not a.from_csv and hib and os.path.isdir(hib[-1]):
+        a.sweep_dir = hib.pop()  # `report --higher-is-better acc outputs/x`: the folder is not a metric
     if bool(a.sweep_dir) == bool(a.from_csv):
         fail("give either a sweep folder or --from-csv PATH")
     if a.from_csv and not a.out:
         fail("--from-csv needs --out DIR")
     try:
-        paths, report = build.run(sweep_dir=a.sweep_dir, csv=a.from_csv, out=a.out, higher_is_better=a.higher_is_better, standard_lr=a.standard_lr)
+        paths, report = build.run(sweep_dir=a.sweep_dir, csv=a.from_csv, out=a.out, higher_is_better=(hib or True) if hib is not None else None,
+                                  standard_lr=a.standard_lr, allow_short_runs=a.allow_short_runs)
     except build.ReportError as exc:
         fail(str(exc))
     for line in report["summary"]["bottom_line"]:

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from proxyscale import record
 import scipy.stats as st
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,6 +165,23 @@ def test_realdata_dclm_higher_is_better(tmp_path):
     assert "decision accuracy" in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
+def test_direction_per_metric_through_the_cli(tmp_path):
+    """DCLM's accuracies without a direction are warned about by name; naming two of them makes exactly
+    those higher-is-better; a sweep refuses the flag (its metrics are losses)."""
+    src = REALDATA / "dclm_scales.csv"
+    out = cli("report", "--from-csv", src, "--out", tmp_path / "a")
+    assert out.returncode == 0, out.stderr
+    notes = " ".join(strict_json(tmp_path / "a" / "report.json")["notes"])
+    assert "metric 'MMLU' reads like an accuracy but is analysed as lower-is-better" in notes
+    out = cli("report", "--from-csv", src, "--out", tmp_path / "b", "--higher-is-better", "MMLU", "Core")
+    assert out.returncode == 0, out.stderr
+    rep = strict_json(tmp_path / "b" / "report.json")
+    assert rep["directions"] == {"Core": "higher", "Extended": "lower", "MMLU": "higher"} and rep["direction"] == "mixed"
+    out = cli("report", tmp_path, "--higher-is-better", "acc")
+    assert out.returncode == 2 and out.stderr.strip().endswith("--higher-is-better is for --from-csv results")
+
+
 # ---------------------------------------------------------------------------------------------
 # sweeps
 
@@ -288,6 +307,7 @@ def test_report_of_a_real_tiny_sweep(tmp_path):
     assert prim["spearman"] is None or prim["spearman"] == pytest.approx(st.spearmanr(tuned.loc["code", "debug"], tuned.loc["code", "tiny"])[0])
     assert rep["reduced_lr"]["available"] and rep["early_signal"]["available"]
     assert check_pngs((root / "report.html").read_text()) >= 4
-    # baselines are cached per (recipe key, eval key)
+    # the jobs computed them (the report never tokenizes) and cached them per (pool key, eval key)
+    assert all(r.baselines.keys() == {"code", "prose", "readme"} for r in map(record.read, (p.parent for p in root.glob("*/result.json"))))
     cache = REPO / "outputs" / ".cache" / "baselines"
     assert cache.is_dir() and len(list(cache.glob("*.json"))) >= 9

@@ -134,7 +134,8 @@ def _standard_lr(flag: float | None, root: Path | None) -> tuple[float | None, s
     return _grid_standard_lr(root) if root is not None else (None, None)
 
 
-def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int = 1000, standard_lr: float | None = None) -> dict:
+def build_sweep(sweep_dir: str, *, n_boot: int = 1000, standard_lr: float | None = None) -> dict:
+    """A sweep's report. Its metrics are eval losses, lower is better."""
     import pandas as pd
 
     from proxyscale import analysis
@@ -151,8 +152,6 @@ def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int =
         raise ReportError(f"{root}: only one size with completed cells ({sizes[0]!r}); a proxy and a target are needed")
     lr, source = _standard_lr(standard_lr, root)
     reason = None if base else "results.parquet has no unigram/bigram columns (collected before the count-model baselines): re-collect the sweep"
-    if higher_is_better:
-        base, reason = {}, "baselines are losses; skipped for higher-is-better metrics"
     long_curves = None
     if curves is not None and not curves.empty:
         done = set(results.loc[results["status"] == "completed", "run_id"])
@@ -160,7 +159,7 @@ def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int =
         long_curves = pd.DataFrame({"recipe": cv["recipe"].astype(str), "size": cv["size"].astype(str), "metric": cv["eval_set"].astype(str),
                                     "value": cv["loss"].astype(float), "lr": cv["lr"].astype(float), "seed": cv["seed"].astype(float),
                                     "step": cv["step"].astype(float)})
-    rep = analysis.analyze(df, sizes, higher_is_better=higher_is_better, n_boot=n_boot, baselines=base or None,
+    rep = analysis.analyze(df, sizes, higher_is_better=False, n_boot=n_boot, baselines=base or None,
                            baseline_reason=reason, curves=long_curves, standard_lr=lr, standard_lr_source=source)
     n_bad = sum(n for c in counts.values() for s, n in c.items() if s != "completed")
     notes = [f"{n_bad} diverged/failed cell(s) excluded from every figure." if n_bad else "every cell completed."]
@@ -169,11 +168,13 @@ def build_sweep(sweep_dir: str, *, higher_is_better: bool = False, n_boot: int =
             "status_counts": counts, "notes": notes, **rep}
 
 
-def build_csv(path: str, *, higher_is_better: bool = False, n_boot: int = 1000, standard_lr: float | None = None) -> dict:
+def build_csv(path: str, *, higher_is_better: bool | list[str] | None = None, n_boot: int = 1000, standard_lr: float | None = None,
+              allow_short_runs: bool = False) -> dict:
+    """An external CSV's report; higher_is_better: True (every metric), metric names, or None (a `direction` column or lower)."""
     from proxyscale import analysis
 
     try:
-        df, sizes, directions, notes = analysis.prepare_csv(path, higher_is_better=higher_is_better)
+        df, sizes, directions, notes = analysis.prepare_csv(path, higher_is_better=higher_is_better, allow_short_runs=allow_short_runs)
     except analysis.AnalysisError as exc:
         raise ReportError(str(exc)) from None
     notes = list(notes)
@@ -200,17 +201,21 @@ def write_json(report: dict, path: Path) -> Path:
     return path
 
 
-def run(sweep_dir: str | None = None, csv: str | None = None, out: str | None = None, higher_is_better: bool = False,
-        n_boot: int = 1000, standard_lr: float | None = None) -> tuple[list[Path], dict]:
+def run(sweep_dir: str | None = None, csv: str | None = None, out: str | None = None, higher_is_better: bool | list[str] | None = None,
+        n_boot: int = 1000, standard_lr: float | None = None, allow_short_runs: bool = False) -> tuple[list[Path], dict]:
     """Build the report; returns (the written paths [report.json, report.md, report.html], the report)."""
     if bool(sweep_dir) == bool(csv):
         raise ReportError("give either a sweep folder or --from-csv PATH")
     if csv:
         if not out:
             raise ReportError("--from-csv needs --out DIR")
-        report = build_csv(csv, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr)
+        report = build_csv(csv, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr, allow_short_runs=allow_short_runs)
     else:
-        report = build_sweep(sweep_dir, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr)
+        if higher_is_better:
+            raise ReportError("a sweep's metrics are eval losses (lower is better); --higher-is-better is for --from-csv results")
+        if allow_short_runs:
+            raise ReportError("--allow-short-runs is for --from-csv results; a sweep's records say where each cell stopped")
+        report = build_sweep(sweep_dir, n_boot=n_boot, standard_lr=standard_lr)
     folder = Path(out or sweep_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
