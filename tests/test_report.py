@@ -145,6 +145,24 @@ def test_from_csv_with_lr_seed_step_params(tmp_path):
 
 
 @pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
+def test_realdata_regmix_figures_equal_independent_scipy(tmp_path):
+    """RegMix 1M -> 60M, 256 mixtures x 13 Pile losses: every published-data figure equals scipy's."""
+    src = REALDATA / "regmix_1m_60m.csv"
+    out = cli("report", "--from-csv", src, "--out", tmp_path)
+    assert out.returncode == 0, out.stderr
+    rep = strict_json(tmp_path / "report.json")
+    df = pd.read_csv(src, dtype={"recipe": str})
+    assert len(rep["metrics"]) == 13
+    for metric in rep["metrics"]:
+        piv = df[df["metric"] == metric].pivot(index="recipe", columns="size", values="value")
+        c = next(c for c in rep["comparisons"] if c["metric"] == metric and c["proxy"] == "1M")
+        d = direct(piv["1M"], piv["60M"])
+        assert c["n_recipes"] == 256 and c["n_pairs"] == d["n_pairs"] and c["n_ties"] == d["n_ties"]
+        for k in ("pearson", "spearman", "kendall", "decision_accuracy"):
+            assert c[k] == pytest.approx(d[k], abs=1e-9), (metric, k)
+
+
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
 def test_realdata_dclm_higher_is_better(tmp_path):
     src = REALDATA / "dclm_scales.csv"
     out = cli("report", "--from-csv", src, "--out", tmp_path, "--higher-is-better")
