@@ -125,3 +125,62 @@ def test_nd_law_over_checkpoints_is_experimental():
     nd = by(out, "nd_law")
     assert nd["experimental"] is True
     assert nd["mean_abs_error"] < 0.05
+
+
+# ---------------------------------------------------------------------------------------------
+# the compute-decision frontier
+
+from proxyscale.analysis import frontier  # noqa: E402
+
+
+def frontier_case():
+    """10 recipes, target 1B ranks them 0..9. 10M ranks them with 4 swapped pairs, 30M is worse (reversed halves),
+    100M ranks perfectly: final step and an earlier step (50) identical to it."""
+    y = np.arange(10, dtype=float)
+    x10 = y.copy()
+    for i in (0, 2, 4, 6):
+        x10[[i, i + 1]] = x10[[i + 1, i]]
+    x30 = np.concatenate([y[:5][::-1], y[5:][::-1]])
+    rows = []
+    for s, vals, steps in (("10M", x10, [100]), ("30M", x30, [100]), ("100M", y, [50, 100]), ("1B", y, [100])):
+        for st in steps:
+            rows += [dict(recipe=f"r{r}", size=s, metric="loss", value=3.0 + v, step=float(st)) for r, v in enumerate(vals)]
+    return pd.DataFrame(rows)
+
+
+def test_frontier_pareto_set_noise_and_planner():
+    df = frontier_case()
+    sizes = ["10M", "30M", "100M", "1B"]
+    front = frontier.frontier(df, sizes, n_boot=300)
+    pts = {(p["size"], p["step"]): p for p in front["points"]}
+    assert set(pts) == {("10M", 100.0), ("30M", 100.0), ("100M", 50.0), ("100M", 100.0)}
+    assert pts[("10M", 100.0)]["decision_accuracy"] == pytest.approx(41 / 45)  # 4 of 45 pairs flipped
+    assert pts[("30M", 100.0)]["decision_accuracy"] == pytest.approx(25 / 45)
+    assert pts[("100M", 50.0)]["decision_accuracy"] == 1.0
+    # compute: 6 N D with D = 20 N, the earlier step at half the tokens
+    assert pts[("100M", 50.0)]["compute_fraction"] == pytest.approx(0.5 * (1e8 / 1e9) ** 2)
+    assert [k for k, p in pts.items() if p["on_frontier"]] == [("10M", 100.0), ("100M", 50.0)]
+    assert pts[("100M", 100.0)]["noise"] is True and pts[("100M", 50.0)]["noise"] is False
+    plan = front["plans"][0]
+    assert plan["choice"] == "100M at step 50" and "cheapest" in plan["sentence"]
+    # a level only 10M could clear at its point estimate, not at its lower bound: still 100M
+    strict = frontier.frontier(df, sizes, n_boot=300, decision_level=0.85)
+    assert strict["plans"][0]["choice"] == "100M at step 50"
+    # without the 100M proxy nothing clears 0.8: a sentence says so and what would help
+    none = frontier.frontier(df[df["size"] != "100M"], ["10M", "30M", "1B"], n_boot=300, decision_level=0.95)
+    assert none["plans"][0]["choice"] is None
+    assert "no point" in none["plans"][0]["sentence"] and "larger proxy" in none["plans"][0]["sentence"]
+
+
+def test_frontier_includes_methods_and_draws():
+    df, _, _ = ladder(n_recipes=8)
+    pred = scaling.predict(df, SIZES, methods=("shared_power", "log_linear"), n_boot=50)
+    front = frontier.frontier(df, SIZES, prediction=pred, n_boot=100)
+    methods = [p for p in front["points"] if p.get("method")]
+    assert {p["method"] for p in methods} == {"shared_power", "log_linear"}
+    sp = next(p for p in methods if p["method"] == "shared_power")
+    assert sp["compute_fraction"] == pytest.approx(by(pred, "shared_power")["compute_fraction"])
+    assert sp["decision_accuracy"] == pytest.approx(by(pred, "shared_power")["decision_accuracy"])
+    assert all({"metric", "flops", "compute_fraction", "decision_accuracy", "decision_accuracy_ci", "on_frontier"} <= set(p) for p in front["points"])
+    png = frontier.frontier_figure(front)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
