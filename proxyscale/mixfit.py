@@ -170,14 +170,15 @@ def read_sweep(sweep_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
         if len(w) < 2 or tot <= 0:
             raise MixfitError(f"{f}: recipe {rec.recipe!r} has {len(w)} weighted source(s); a mixture needs at least 2")
         w = {k: v / tot for k, v in w.items()}
-        if rec.recipe in weights and weights[rec.recipe].keys() == w.keys() and any(abs(weights[rec.recipe][k] - w[k]) > 1e-9 for k in w):
+        prev = weights.get(rec.recipe)
+        if prev is not None and (prev.keys() != w.keys() or any(abs(prev[k] - w[k]) > 1e-9 for k in w)):
             raise MixfitError(f"{f}: recipe {rec.recipe!r} has different weights in different records")
         weights[rec.recipe] = w
         for m, v in rec.final_loss.items():
             rows.append({"recipe": rec.recipe, "size": rec.size, "metric": m, "value": float(v), "lr": float(rec.lr), "seed": float(rec.seed)})
     if not rows:
         raise MixfitError(f"{root}: no completed records")
-    names = sorted({k for w in weights.values() for k in w})
+    names = list(dict.fromkeys(k for w in weights.values() for k in w))  # the sources' config order
     W = pd.DataFrame([{k: w.get(k, 0.0) for k in names} for w in weights.values()], index=pd.Index(list(weights), name="recipe"))
     return pd.DataFrame(rows), W
 

@@ -145,3 +145,23 @@ def test_cli_writes_the_page(tmp_path):
     r = _cli("--from-csv", lo, "--mixtures", w, "--samples", "2000", "--top-k", "16", "--models", "linear,dml", "--out", tmp_path / "o")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "mixfit.html").exists() and (tmp_path / "o" / "mixfit_prose_val.png").exists()
+
+
+def test_cli_reads_a_sweep_folder(tmp_path):
+    from proxyscale import record
+
+    weights, losses = synthetic(n=8)
+    sweep = tmp_path / "sweep"
+    fields = dict(sweep="sweep", status="completed", size="debug", params=1000, lr=1e-3, tokens=1, steps=1, eval_curve=[], train_curve=[],
+                  wall_seconds=0.0, train_seconds=0.0, tokens_per_second=0.0, flops_per_token=0.0, tokenizer="t", versions={})
+    for seed in (0, 1):
+        for (name, w), y in zip(weights.iterrows(), losses["value"]):
+            sources = [{"name": d, "path": d, "weight": float(w[d]) * 2} for d in DOMAINS]  # unnormalised: read_sweep normalises
+            rec = record.Record(run_id=f"{name}-{seed}", recipe=name, seed=seed, final_loss={"prose_val": float(y) + 1e-3 * seed},
+                                config={"data": {"sources": sources}}, **fields)
+            record.write(sweep / f"{name}-{seed}", rec)
+    r = _cli(sweep, "--samples", "2000", "--top-k", "16", "--models", "linear", "--out", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "o" / "mixfit.json").read_text())
+    assert data["domains"] == DOMAINS and data["models"][0]["n_train"] == 8
+    assert sum(data["proposal"]["weights"].values()) == pytest.approx(1.0)
