@@ -14,6 +14,7 @@ usage:
   proxyscale report --from-csv F --out D  the same analysis on external results (recipe,size,metric,value)
   proxyscale report outputs/SWEEP --wandb also publish the report as a W&B run in the sweep's group
   proxyscale wandb-sync outputs/SWEEP     upload a sweep's offline W&B runs
+  proxyscale mixfit --from-csv F --mixtures M --out D   mixture regression + proposed mixture
 
 Every grid is composed and validated before anything trains: bad input is one line and exit 2.
 """
@@ -25,7 +26,7 @@ import logging
 import os
 import sys
 
-SUBCOMMANDS = ("ladder", "recipes", "mixtures", "collect", "report", "submit", "status", "wandb-sync")
+SUBCOMMANDS = ("ladder", "recipes", "mixtures", "collect", "report", "submit", "status", "wandb-sync", "mixfit")
 PASSTHROUGH_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 
 
@@ -231,6 +232,46 @@ def wandb_sync_main(argv: list[str]) -> None:
     print(f"{output}\n{'dry run, nothing uploaded' if a.dry_run else 'synced'}: {len(runs)} offline run(s) via: {' '.join(cmd)}".strip())
 
 
+def mixfit_main(argv: list[str]) -> None:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: small fits, threads only add contention
+    from proxyscale import mixfit
+
+    p = argparse.ArgumentParser(prog="proxyscale mixfit", description="Regress a validation loss on mixture weights (linear, Data Mixing Laws, "
+                                "LightGBM with RegMix's settings), validate out of fold and on held-out mixtures, propose a mixture.")
+    p.add_argument("sweep_dir", nargs="?", help="a sweep folder: losses and weights from its records (instead of --from-csv/--mixtures)")
+    p.add_argument("--from-csv", action="append", default=[], help="long losses recipe,size,metric,value[,lr,seed] (repeatable)")
+    p.add_argument("--mixtures", help="CSV: recipe + one weight column per domain (+ optional split column)")
+    p.add_argument("--holdout-split", action="append", default=[], help="a split value whose mixtures are held out (repeatable)")
+    p.add_argument("--metric", action="append", default=[], help="metric(s) to fit (default: all)")
+    p.add_argument("--target-metric", help="metric the proposal minimises (default: the first --metric)")
+    p.add_argument("--size", help="size the models are fitted at (default: the smallest with training mixtures)")
+    p.add_argument("--models", default=",".join(mixfit.MODELS), help="comma-separated: linear,dml,lightgbm")
+    p.add_argument("--samples", type=int, default=100_000, help="Dirichlet samples searched (default 100000)")
+    p.add_argument("--top-k", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default: the sweep folder, else .)")
+    p.add_argument("--write-recipe", metavar="NAME", help="write the proposal as conf/data/mix/NAME.yaml (domains must be the base's sources)")
+    p.add_argument("--base", default="balanced", help="recipe whose sources the written recipe copies")
+    a = p.parse_args(argv)
+    if a.sweep_dir and (a.from_csv or a.mixtures):
+        fail("give a sweep folder or --from-csv/--mixtures, not both")
+    if a.sweep_dir:
+        losses, weights = mixfit.read_sweep(a.sweep_dir)
+        tol = mixfit.WEIGHT_TOL
+    else:
+        if not a.from_csv or not a.mixtures:
+            fail("give --from-csv FILE and --mixtures FILE (or a sweep folder)")
+        weights, tol = mixfit.read_mixtures(a.mixtures)
+        losses = mixfit.read_losses(a.from_csv)
+    result = mixfit.fit_mixtures(losses, weights, weight_tol=tol, metrics=a.metric or None, size=a.size, holdout_splits=a.holdout_split,
+                                 models=[m.strip() for m in a.models.split(",") if m.strip()], target_metric=a.target_metric,
+                                 n_samples=a.samples, top_k=a.top_k, seed=a.seed)
+    if a.write_recipe:
+        print(f"wrote {mixfit.write_recipe(result, a.write_recipe, a.base)}")
+    for path in mixfit.write(result, a.out or a.sweep_dir or "."):
+        print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -239,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             {"ladder": ladder_main, "recipes": recipes_main, "mixtures": mixtures_main, "collect": collect_main, "report": report_main,
-             "submit": submit_main, "status": status_main, "wandb-sync": wandb_sync_main}[argv[0]](argv[1:])
+             "submit": submit_main, "status": status_main, "wandb-sync": wandb_sync_main,
+             "mixfit": mixfit_main}[argv[0]](argv[1:])
         else:
             train_main(argv)
     except UserError as exc:  # every stage's bad-input error: one line, exit 2
