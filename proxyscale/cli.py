@@ -61,8 +61,20 @@ def _hydra_main(argv: list[str]) -> None:
     from proxyscale.config import CONF_DIR
     from proxyscale.launch.local import task
 
+    from proxyscale.launch import local
+
     sys.argv = [sys.argv[0]] + argv
-    hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(task)()
+    local.install_signal_handlers()
+    try:
+        hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(task)()
+    except local.Interrupted as exc:
+        if not exc.detail and not ("-m" in argv or "--multirun" in argv):
+            exc.detail = "1 of 1 cells not finished"
+        fail(exc.line(), exc.code)
+    if not ("-m" in argv or "--multirun" in argv):  # a single run: its cell's outcome is the exit status
+        problem = local.summarise(local.OUTCOMES, "its run folder")
+        if problem:
+            fail(problem.replace(" (see proxyscale status its run folder)", ""), 1)
 
 
 def ladder_main(argv: list[str]) -> None:

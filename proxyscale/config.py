@@ -109,7 +109,8 @@ class TrainerConfig:
     threads: int = 0  # torch threads per worker; 0 = cores / workers
     diverge_delta: float = 1.0  # smoothed train loss this far (nats) above its best = diverged
     log_every_n_steps: int = 25  # train-loss points kept in the record
-    checkpoint: bool = False  # save last.ckpt after every periodic eval (requeue launchers turn it on)
+    checkpoint: bool = True  # save last.ckpt (atomically, with the run id inside) after every periodic eval, so an interrupted cell resumes
+    keep_checkpoints: bool = False  # keep checkpoints/ once the cell's record is final (default: removed)
 
 
 @dataclass
@@ -159,7 +160,7 @@ OmegaConf.register_new_resolver("proxyscale_run_id", lambda *, _root_: run_id(_r
 
 # Keys that change how a cell runs but not what it computes: left out of the run id.
 _NOT_IDENTITY = {"sweep", "dry_run", "logger", "paths", "standard_lr"}
-_NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint", "accelerator", "compile"}
+_NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint", "keep_checkpoints", "accelerator", "compile"}
 
 
 def identity(cfg: DictConfig) -> dict:
