@@ -131,6 +131,7 @@ class LoggerConfig:
 class PathsConfig:
     output_dir: str = "outputs"  # sweeps land in <output_dir>/<sweep>/<run_id>/
     cache_dir: str = "outputs/.cache"  # tokenized recipe and eval caches, shared by all sweeps
+    verify_caches: bool = False  # re-hash every token cache on open (its length is always checked)
 
 
 @dataclass

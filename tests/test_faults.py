@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import shutil
 
+import numpy as np
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -98,3 +100,70 @@ def test_a_torn_or_foreign_checkpoint_is_moved_aside_and_the_cell_retrains(out_d
     reason = "does not load" if damage == "truncated" else "belongs to cell"
     assert any(reason in r.getMessage() and "moved aside" in r.getMessage() for r in caplog.records), caplog.text
     assert not (run_dir(cfg) / "checkpoints" / "last.ckpt").exists()
+
+
+# ---- 3. verified caches ---------------------------------------------------------------------
+
+from proxyscale.data import cache as token_cache  # noqa: E402
+
+
+def _build(n=4000):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return np.arange(n, dtype=np.uint16) % 257, {"what": "test"}
+
+    return build, calls
+
+
+def _paths(tmp_path):
+    (meta,) = (tmp_path / "k").glob("*.json")
+    return meta.with_suffix(".bin"), meta
+
+
+@pytest.mark.parametrize("damage,said", [
+    ("cut", "bytes, its meta says 4000 tokens"),  # a pool cut to 2.5%
+    ("odd", "bytes, its meta says 4000 tokens"),  # a .bin of odd length
+    ("meta", "unreadable meta"),  # a meta file that is not JSON
+])
+def test_a_damaged_token_cache_is_rebuilt_with_its_path_named(tmp_path, caplog, damage, said):
+    build, calls = _build()
+    tokens, meta = token_cache._cached(str(tmp_path), "k", {"p": 1}, build)
+    assert meta["n_tokens"] == 4000 and len(meta["sha256"]) == 64 and len(calls) == 1
+    bin_path, meta_path = _paths(tmp_path)
+    if damage == "cut":
+        bin_path.write_bytes(bin_path.read_bytes()[:200])
+    elif damage == "odd":
+        bin_path.write_bytes(bin_path.read_bytes() + b"\0")
+    else:
+        meta_path.write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="proxyscale"):
+        tokens, meta = token_cache._cached(str(tmp_path), "k", {"p": 1}, build)
+    assert len(calls) == 2 and len(tokens) == 4000 and meta["n_tokens"] == 4000
+    assert any(said in r.getMessage() and str(tmp_path / "k") in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_cache_with_other_content_is_rebuilt_when_verified(tmp_path):
+    build, calls = _build()
+    token_cache._cached(str(tmp_path), "k", {"p": 1}, build)
+    bin_path, _ = _paths(tmp_path)
+    bin_path.write_bytes(bytes(reversed(bin_path.read_bytes())))  # same length, other tokens
+    token_cache._cached(str(tmp_path), "k", {"p": 1}, build)
+    assert len(calls) == 1  # the length is checked on every open, the hash only when asked
+    tokens, _ = token_cache._cached(str(tmp_path), "k", {"p": 1}, build, verify=True)
+    assert len(calls) == 2 and (np.asarray(tokens) == np.arange(4000) % 257).all()
+
+
+def test_a_cache_build_on_a_full_disk_raises_and_leaves_no_litter(tmp_path):
+    build, _ = _build(200_000)
+    with full_disk(tmp_path / "c"):
+        with pytest.raises(OSError, match="No space left"):
+            token_cache._cached(str(tmp_path / "c"), "k", {"p": 1}, build)
+        assert sorted(p.name for p in (tmp_path / "c" / "k").iterdir() if not p.name.endswith(".lock")) == []
+
+
+def test_an_eval_set_shorter_than_one_window_fails_the_cell_not_loss_zero(out_dir, cache_dir, monkeypatch):
+    monkeypatch.setattr(token_cache, "eval_tokens", lambda *a, **k: (np.zeros(100, dtype=np.uint16), {"key": "short"}))
+    rec = run_cell(_cfg(out_dir, cache_dir))
+    assert rec.status == "failed" and "eval set 'prose'" in rec.error and "holds 100 tokens, less than one window (129)" in rec.error

@@ -81,11 +81,17 @@ class _Data:
 def _load_data(cfg: DictConfig) -> _Data:
     from proxyscale.data.cache import Tokenizer, eval_tokens, recipe_tokens
 
-    pool, meta = recipe_tokens(cfg.data, cfg.paths.cache_dir)
+    verify = bool(cfg.paths.get("verify_caches", False))
+    window = cfg.trainer.seq_len + 1
+    pool, meta = recipe_tokens(cfg.data, cfg.paths.cache_dir, verify)
+    if len(pool) < window + 1:
+        raise C.ConfigError(f"recipe {cfg.data.name}: its token pool ({Path(cfg.paths.cache_dir) / 'recipes' / meta['key']}.bin) holds {len(pool)} tokens, less than one training window ({window + 1})")
     evals, keys = {}, {}
     for s in cfg.eval.sets:
-        evals[s.name], emeta = eval_tokens(s, cfg.data.tokenizer, cfg.eval.tokens_per_set, cfg.paths.cache_dir)
+        evals[s.name], emeta = eval_tokens(s, cfg.data.tokenizer, cfg.eval.tokens_per_set, cfg.paths.cache_dir, verify)
         keys[s.name] = emeta["key"]
+        if len(evals[s.name]) < window:  # its loss would be 0 over no window at all
+            raise C.ConfigError(f"eval set {s.name!r}: {Path(cfg.paths.cache_dir) / 'eval' / emeta['key']}.bin holds {len(evals[s.name])} tokens, less than one window ({window})")
     return _Data(Tokenizer(cfg.data.tokenizer).vocab_size, pool, evals, meta["key"], keys)
 
 
