@@ -134,9 +134,11 @@ def collect_main(argv: list[str]) -> None:
 
     p = argparse.ArgumentParser(prog="proxyscale collect", description="Turn a sweep's records into one tidy results.parquet.")
     p.add_argument("sweep_dir")
+    p.add_argument("--out", help="write the tables here instead of into the sweep folder (e.g. for a read-only sweep)")
+    p.add_argument("--all-records", action="store_true", help="also use records whose run id is not in the sweep's current grid.json")
     a = p.parse_args(argv)
-    df, summary = collect.collect(a.sweep_dir)
-    path = collect.write(df, a.sweep_dir)
+    df, summary = collect.collect(a.sweep_dir, all_records=a.all_records)
+    path = collect.write(df, a.sweep_dir, a.out)
     print(f"{summary}\nwrote {path} ({len(df)} rows)")
 
 

@@ -165,11 +165,27 @@ _NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint", "keep_che
 
 
 def identity(cfg: DictConfig) -> dict:
-    """The part of a cell's config that determines its result."""
-    out = {k: _plain(cfg[k]) for k in cfg if k not in _NOT_IDENTITY and k != "hydra"}
-    out["trainer"] = {k: v for k, v in out["trainer"].items() if k not in _NOT_IDENTITY_TRAINER}
-    out["data"] = {k: v for k, v in out["data"].items() if k != "description"}
+    """The part of a cell's config that determines its result (without the environment's part)."""
+    return identity_of(plain(cfg))
+
+
+def identity_of(config: dict) -> dict:
+    """`identity` of a plain (resolved) config, such as a record's `config`."""
+    out = {k: v for k, v in config.items() if k not in _NOT_IDENTITY and k != "hydra"}
+    out["trainer"] = {k: v for k, v in (out.get("trainer") or {}).items() if k not in _NOT_IDENTITY_TRAINER}
+    out["data"] = {k: v for k, v in (out.get("data") or {}).items() if k != "description"}
     return out
+
+
+def environment(config: dict) -> dict:
+    """What besides the config changes a cell's result: the text of the built-in corpora (they come
+    from the installed Python and packages: a `pip install` changes them) and the versions of the
+    curation steps the recipe uses. Part of the run id; records store it (extra.identity_env)."""
+    from proxyscale.data.curation import STEPS
+    from proxyscale.data.sources import builtin_fingerprint
+
+    steps = (config.get("data") or {}).get("steps") or []
+    return {"corpora": builtin_fingerprint(), "step_versions": {st["op"]: STEPS[st["op"]].version for st in steps if st.get("op") in STEPS}}
 
 
 def _plain(node):
@@ -182,9 +198,20 @@ def plain(cfg: DictConfig) -> dict:
 
 
 def run_id(cfg: DictConfig) -> str:
-    """Deterministic, readable id: reruns of the same cell find the same folder."""
-    digest = hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
-    return f"{cfg.model.name}-{cfg.data.name}-lr{cfg.optim.lr:g}-s{cfg.seed}-{digest}"
+    """Deterministic, readable id: reruns of the same cell find the same folder; any change to the
+    config, the built-in corpora or a curation step's version is another id."""
+    config = plain(cfg)
+    return run_id_of(config, environment(config))
+
+
+def run_id_of(config: dict, env: dict | None) -> str:
+    """The run id of a plain config in an environment (None: the id before environments were part of
+    it, to check records written then)."""
+    ident = identity_of(config)
+    if env is not None:
+        ident = {**ident, "environment": env}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{config['model']['name']}-{config['data']['name']}-lr{config['optim']['lr']:g}-s{config['seed']}-{digest}"
 
 
 def validate(cfg: DictConfig) -> None:

@@ -9,6 +9,7 @@ their checks (`check_cell`), so the job never validates again.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,9 @@ from proxyscale import config as C
 from proxyscale.data.curation import check_steps
 from proxyscale.data.sources import check_source
 from proxyscale.errors import UserError
+
+log = logging.getLogger("proxyscale")
+
 
 class GridError(UserError):
     """A grid that must not launch; the message is the one line the CLI prints."""
@@ -146,11 +150,29 @@ def write_grid(cells: list[Cell], base: DictConfig) -> None:
     """Add the grid's cells to <sweep>/grid.json (the list `collect` checks for missing cells), with
     the sweep's standard LR, which the report reads instead of guessing it."""
     path = sweep_dir(cells[0].cfg) / record.GRID
-    known = json.loads(path.read_text())["cells"] if path.exists() else {}
-    known.update({c.run_id: c.overrides for c in cells})
+    known = read_grid_cells(path)
+    # A cell asked for by the same overrides under another run id (its recipe's YAML, the built-in
+    # corpora or a step version changed) is superseded: its old record is no longer in the grid.
+    asked = {json.dumps(list(c.overrides)) for c in cells}
+    known = {rid: o for rid, o in known.items() if json.dumps(list(o)) not in asked}
+    known.update({c.run_id: list(c.overrides) for c in cells})
     lr, source = standard_lr(base)
-    doc = {"updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "cells": known, "standard_lr": lr, "standard_lr_source": source}
+    doc = {"updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "sweep": str(cells[0].cfg.sweep), "cells": known, "standard_lr": lr, "standard_lr_source": source}
     record.atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
+
+
+def read_grid_cells(path: Path) -> dict:
+    """{run_id: overrides} of a grid.json; a corrupt one is rebuilt from this plan with a warning."""
+    if not path.exists():
+        return {}
+    try:
+        cells = json.loads(path.read_text())["cells"]
+        if not isinstance(cells, dict):
+            raise TypeError(f"cells is a {type(cells).__name__}")
+        return cells
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:120]}); rebuilding it from this grid")
+        return {}
 
 
 def cost_table(cells: list[Cell], workers: int = 1) -> str:

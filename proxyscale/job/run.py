@@ -269,7 +269,7 @@ def _record(cfg: DictConfig, out: Path, status: str, data: _Data | None = None, 
         seed=int(cfg.seed), tokenizer=cfg.data.tokenizer, config=C.plain(cfg), versions=_versions(),
         eval_sets=[s.name for s in cfg.eval.sets],
         cache_keys={"pool": data.pool_key, "eval": dict(data.eval_keys)} if data else {},
-        baselines=base or {}, tracking=tracking.settings(cfg, out.name), **fields)
+        baselines=base or {}, tracking=tracking.settings(cfg, out.name), extra={"identity_env": C.environment(C.plain(cfg))}, **fields)
 
 
 def run_cell(cfg: DictConfig, res: Resources = Resources()) -> record.Record | None:
