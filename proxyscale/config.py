@@ -214,11 +214,45 @@ def run_id_of(config: dict, env: dict | None) -> str:
     return f"{config['model']['name']}-{config['data']['name']}-lr{config['optim']['lr']:g}-s{config['seed']}-{digest}"
 
 
+MAX_NAME = 100  # a run id (size-recipe-lr-seed-digest) stays well below the 255-byte file name limit
+RESERVED_NAMES = {"grid.json", "results.parquet", "curves.parquet", "report", "wandb"}
+
+
+def check_name(kind: str, name: Any) -> None:
+    """A sweep, recipe or size name becomes a folder name (outputs/<sweep>/<size>-<recipe>-...): one
+    path component, not hidden (outputs/.cache holds the token caches), at most MAX_NAME characters."""
+    text = str(name)
+    problem = ("is empty" if not text else
+               f"is {len(text)} characters long (at most {MAX_NAME})" if len(text) > MAX_NAME else
+               "holds a '/' or '\\' (names are one folder, never a path)" if "/" in text or "\\" in text or "\0" in text else
+               "starts with '.' (hidden and reserved names such as .cache are not allowed)" if text.startswith(".") else
+               "is reserved" if text in RESERVED_NAMES else
+               "holds a control character" if any(ord(ch) < 32 for ch in text) else None)
+    if problem:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise ConfigError(f"{kind} name {shown!r} {problem}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError with one line for the first value that cannot train. Schema values only:
     the planner (grid.check_cell) adds the checks that need the data sources and the trackers."""
     m, d, o, t, e = cfg.model, cfg.data, cfg.optim, cfg.trainer, cfg.eval
+    check_name("sweep", cfg.sweep)
+    check_name("recipe", d.name)
+    check_name("model", m.name)
+    tok = d.tokenizer
     checks = [
+        (0 <= cfg.seed <= 2**32 - 1, f"seed must be in [0, 2**32 - 1], got {cfg.seed}"),
+        (d.seed >= 0, f"data.seed must be >= 0, got {d.seed}"),
+        (tok == "byte" or os.path.exists(os.path.expanduser(str(tok))), f"data.tokenizer must be 'byte' or a local tokenizer folder (never downloaded), got {tok!r}"),
+        (m.n_kv_head is None or (m.n_kv_head > 0 and m.n_head % m.n_kv_head == 0), f"model {m.name}: n_kv_head {m.n_kv_head} does not divide n_head {m.n_head}"),
+        (o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 disables), got {o.grad_clip}"),
+        (0 <= o.min_lr_frac <= 1, f"optim.min_lr_frac must be in [0, 1], got {o.min_lr_frac}"),
+        (t.diverge_delta > 0, f"trainer.diverge_delta must be > 0, got {t.diverge_delta}"),
+        (t.log_every_n_steps > 0, f"trainer.log_every_n_steps must be > 0, got {t.log_every_n_steps}"),
+        (t.threads >= 0, f"trainer.threads must be >= 0 (0 = cores / workers), got {t.threads}"),
+        (t.devices >= 1 and t.num_nodes >= 1, f"trainer.devices and trainer.num_nodes must be >= 1, got {t.devices} and {t.num_nodes}"),
+        (e.batch_size > 0, f"eval.batch_size must be > 0, got {e.batch_size}"),
         (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
         (0 <= o.warmup_frac < 1, f"optim.warmup_frac must be in [0, 1), got {o.warmup_frac}"),
         (0 <= o.decay_frac <= 1, f"optim.decay_frac must be in [0, 1], got {o.decay_frac}"),

@@ -220,8 +220,12 @@ def check_source(src: SourceConfig) -> None:
     elif src.kind == "files":
         if not src.path:
             raise ConfigError(f"source {src.name!r}: kind=files needs a path")
-        if not _local_files(src):
+        files = _local_files(src)
+        if not files:
             raise ConfigError(f"source {src.name!r}: no local dataset file matches {src.path!r}")
+        empty = [f for f in files if os.path.isfile(f) and os.path.getsize(f) == 0]
+        if len(empty) == len(files):
+            raise ConfigError(f"source {src.name!r}: {empty[0]} is empty" if len(files) == 1 else f"source {src.name!r}: every file matching {src.path!r} is empty")
         if src.format and src.format not in ("json", "jsonl", "parquet", "text"):
             raise ConfigError(f"source {src.name!r}: format must be json, jsonl, parquet or text, got {src.format!r}")
     elif src.kind == "hf":
