@@ -46,7 +46,7 @@ def train_main(argv: list[str]) -> None:
         if n_jobs is not None and n_jobs < 1:
             fail(f"hydra.launcher.n_jobs must be >= 1, got {n_jobs}")
         if base.dry_run:
-            cells = cells or grid.compose_grid(argv)[0]
+            cells = cells or grid.compose_grid(argv, progress=True)[0]
             print(grid.cost_table(cells, int(base.hydra.launcher.get("n_jobs", 1) or 1)))
             return
         if len(cells) > 1 and not multirun:

@@ -197,6 +197,26 @@ def plain(cfg: DictConfig) -> dict:
     return {k: _plain(cfg[k]) for k in cfg if k != "hydra"}
 
 
+class AttrDict(dict):
+    """A plain config read like a DictConfig (cfg.model.n_layer): the planner validates and costs
+    thousands of cells on these, ~20x faster than through OmegaConf's nodes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def attrs(obj: Any) -> Any:
+    """A plain (resolved) config as nested AttrDicts."""
+    if isinstance(obj, dict):
+        return AttrDict({k: attrs(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return [attrs(v) for v in obj]
+    return obj
+
+
 def run_id(cfg: DictConfig) -> str:
     """Deterministic, readable id: reruns of the same cell find the same folder; any change to the
     config, the built-in corpora or a curation step's version is another id."""

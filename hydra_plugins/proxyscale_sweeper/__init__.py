@@ -46,7 +46,7 @@ class ProxyscaleSweeper(Sweeper):
         loader = self.hydra_context.config_loader
 
         try:
-            cells = grid.plan(arguments, self.params, lambda o: loader.load_sweep_config(self.config, list(o)), loader)
+            cells = grid.plan(arguments, self.params, lambda o: loader.load_sweep_config(self.config, list(o)), loader, progress=True)
         except grid.GridError as exc:  # SystemExit passes Hydra's multi-line error report
             print(f"proxyscale: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -59,7 +59,7 @@ class ProxyscaleSweeper(Sweeper):
         os.environ[GRID_SIZE_ENV] = str(len(todo))  # read by launch.local.task, in this process or a joblib worker
         os.environ[SWEEP_PID_ENV] = str(os.getpid())  # a worker elsewhere dies with this process
         if hasattr(self.launcher, "composed"):  # the same load_sweep_config call the launcher would make
-            self.launcher.composed = {tuple(c.overrides): c.cfg for c in todo}
+            self.launcher.composed = {tuple(c.overrides): c.full_config for c in todo}  # with Hydra's node, made when the cell launches
         try:
             returns = self.launcher.launch([c.overrides for c in todo], initial_job_idx=0)
         except Interrupted as exc:
