@@ -47,7 +47,7 @@ def train_main(argv: list[str]) -> None:
         if n_jobs is not None and n_jobs < 1:
             fail(f"hydra.launcher.n_jobs must be >= 1, got {n_jobs}")
         if base.dry_run:
-            cells = cells or grid.compose_grid(argv)[0]
+            cells = cells or grid.compose_grid(argv, progress=True)[0]
             print(grid.cost_table(cells, int(base.hydra.launcher.get("n_jobs", 1) or 1)))
             return
         if len(cells) > 1 and not multirun:
@@ -62,8 +62,20 @@ def _hydra_main(argv: list[str]) -> None:
     from proxyscale.config import CONF_DIR
     from proxyscale.launch.local import task
 
+    from proxyscale.launch import local
+
     sys.argv = [sys.argv[0]] + argv
-    hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(task)()
+    local.install_signal_handlers()
+    try:
+        hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(task)()
+    except local.Interrupted as exc:
+        if not exc.detail and not ("-m" in argv or "--multirun" in argv):
+            exc.detail = "1 of 1 cells not finished"
+        fail(exc.line(), exc.code)
+    if not ("-m" in argv or "--multirun" in argv):  # a single run: its cell's outcome is the exit status
+        problem = local.summarise(local.OUTCOMES, "its run folder")
+        if problem:
+            fail(problem.replace(" (see proxyscale status its run folder)", ""), 1)
 
 
 def ladder_main(argv: list[str]) -> None:
@@ -123,9 +135,11 @@ def collect_main(argv: list[str]) -> None:
 
     p = argparse.ArgumentParser(prog="proxyscale collect", description="Turn a sweep's records into one tidy results.parquet.")
     p.add_argument("sweep_dir")
+    p.add_argument("--out", help="write the tables here instead of into the sweep folder (e.g. for a read-only sweep)")
+    p.add_argument("--all-records", action="store_true", help="also use records whose run id is not in the sweep's current grid.json")
     a = p.parse_args(argv)
-    df, summary = collect.collect(a.sweep_dir)
-    path = collect.write(df, a.sweep_dir)
+    df, summary = collect.collect(a.sweep_dir, all_records=a.all_records)
+    path = collect.write(df, a.sweep_dir, a.out)
     print(f"{summary}\nwrote {path} ({len(df)} rows)")
 
 

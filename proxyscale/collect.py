@@ -7,6 +7,7 @@ the cells named in grid.json but without a record are counted as missing.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import multiprocessing
@@ -32,43 +33,92 @@ class CollectError(UserError):
     """No sweep, or nothing readable in it; the one line the CLI prints."""
 
 
-def collect(sweep_dir: str | Path, workers: int | None = None) -> tuple[pd.DataFrame, str]:
+def collect(sweep_dir: str | Path, workers: int | None = None, all_records: bool = False) -> tuple[pd.DataFrame, str]:
     """Read every record under a sweep folder. Returns (results table, one-paragraph summary).
+
+    Only records whose run id is in the sweep's current grid.json are used (`all_records`: every
+    consistent record); the others are listed by path with a note, never averaged in. A record whose
+    fields (run_id, sweep, size, recipe, lr, seed) disagree with its config, whose run id does not
+    match its config, or that comes from another sweep is rejected with its path.
     Records are parsed by `workers` processes (default: one per core and per PER_WORKER records):
     JSON decoding is most of the cost, ~0.1 ms per record."""
     root = Path(sweep_dir)
     if not root.is_dir():
         raise CollectError(f"no sweep folder at {root}")
-    with os.scandir(root) as entries:
-        paths = sorted(os.path.join(e.path, record.RESULT) for e in entries if e.is_dir())
+    manifest = _scan(root)
+    grid_cells, sweep = read_grid(root)
+    paths = sorted(os.path.join(root, p) for p in manifest["records"])
     if workers is None:
         workers = min(os.cpu_count() or 1, max(1, len(paths) // PER_WORKER))
+    read = functools.partial(_read_rows, sweep=sweep)
     if workers > 1:
         k = -(-len(paths) // workers)
         chunks = [paths[i:i + k] for i in range(0, len(paths), k)]  # contiguous: rows keep the folders' order
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            parts = list(pool.map(_read_rows, chunks))
+            parts = list(pool.map(read, chunks))
     else:
-        parts = [_read_rows(paths)]
+        parts = [read(paths)]
     bad = [b for part in parts for b in part[2]]
-    for b in bad:
+    rejected = [b for part in parts for b in part[3]]
+    for b in bad + rejected:
         log.warning(f"skipping {b}")
     df = pd.concat([part[0] for part in parts], ignore_index=True)
+    curves = pd.concat([part[1] for part in parts], ignore_index=True)
+    outside: list[str] = []
+    if grid_cells is not None and not df.empty:
+        keep = df["run_id"].isin(grid_cells)
+        outside = sorted(set(df.loc[~keep, "run_id"]))
+        for rid in outside:
+            log.warning(f"not in the current grid.json, left out: {root / rid / record.RESULT}" + (" (kept: --all-records)" if all_records else ""))
+        if not all_records:
+            df = df[keep].reset_index(drop=True)
+            curves = curves[curves["run_id"].isin(grid_cells)].reset_index(drop=True)
     if df.empty:
-        raise CollectError(f"no readable records under {root}" + (f" ({len(bad)} unreadable)" if bad else ""))
-    df.attrs["curves"] = pd.concat([part[1] for part in parts], ignore_index=True)
-    return df, _summary(root, df, bad)
+        what = [f"{len(bad)} unreadable" if bad else "", f"{len(rejected)} rejected" if rejected else "", f"{len(outside)} not in grid.json" if outside else ""]
+        detail = ", ".join(w for w in what if w)
+        raise CollectError(f"no readable records under {root}" + (f" ({detail})" if detail else ""))
+    df.attrs["curves"] = curves
+    df.attrs["manifest"] = manifest
+    return df, _summary(root, df, bad, rejected, outside, grid_cells, all_records)
 
 
 PER_WORKER = 2000  # records below which another process costs more than it saves
 CURVE_COLUMNS = ["run_id", "size", "params", "recipe", "lr", "seed", "eval_set", "step", "tokens", "loss"]
 
 
-def _read_rows(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(results rows, curve rows, unreadable-record messages) of these result.json paths;
-    a cell folder without a record yet is skipped silently. Built column-wise (a cell's columns
-    repeated over its eval sets and curve points): a row-wise build cost as much as the JSON."""
-    cells, n_final, finals, n_curve, curve, bad = [], [], [], [], [], []
+def check_record(rec: record.Record, path: str | Path, sweep: str | None) -> str | None:
+    """Why a parsed record must not be used (its path first), or None: its folder, fields and run id
+    must agree with its config, and it must belong to `sweep` (when known)."""
+    from proxyscale.config import run_id_of
+
+    folder = Path(path).parent.name
+    if rec.run_id != folder:
+        return f"{path}: run id {rec.run_id!r} is not its folder's name {folder!r}"
+    c = rec.config
+    try:
+        stated = {"sweep": c["sweep"], "size": c["model"]["name"], "recipe": c["data"]["name"], "lr": float(c["optim"]["lr"]), "seed": int(c["seed"])}
+    except (KeyError, TypeError, ValueError):
+        return f"{path}: its config lacks sweep, model.name, data.name, optim.lr or seed"
+    wrong = [f"{k} {getattr(rec, k)!r} vs {v!r}" for k, v in stated.items() if getattr(rec, k) != v]
+    if wrong:
+        return f"{path}: fields disagree with its config ({', '.join(wrong)})"
+    if sweep is not None and rec.sweep != sweep:
+        return f"{path}: a record of sweep {rec.sweep!r}, not {sweep!r}"
+    env = rec.extra.get("identity_env") if isinstance(rec.extra, dict) else None
+    try:
+        expected = run_id_of(c, env)
+    except (KeyError, TypeError, ValueError):
+        expected = None
+    if expected != rec.run_id:
+        return f"{path}: run id {rec.run_id!r} does not match its config ({expected})"
+    return None
+
+
+def _read_rows(paths: list[str], sweep: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
+    """(results rows, curve rows, unreadable-record messages, rejected-record messages) of these
+    result.json paths; a cell folder without a record yet is skipped silently. Built column-wise (a
+    cell's columns repeated over its eval sets and curve points): a row-wise build cost as much as the JSON."""
+    cells, n_final, finals, n_curve, curve, bad, rejected = [], [], [], [], [], [], []
     for path in paths:
         try:
             with open(path, "rb") as f:
@@ -82,6 +132,10 @@ def _read_rows(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]
             rec = record.parse(text, path)
         except record.RecordError as exc:
             bad.append(str(exc))
+            continue
+        problem = check_record(rec, path, sweep)
+        if problem:
+            rejected.append(problem)
             continue
         cells.append(tuple(getattr(rec, c) for c in CELL_COLUMNS))
         sets = rec.final_loss or dict.fromkeys(rec.eval_sets or ["(none)"])
@@ -102,34 +156,119 @@ def _read_rows(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]
     names, steps, tokens, losses = zip(*curve) if curve else ((), (), (), ())
     curves["eval_set"], curves["step"] = list(names), np.array(steps, dtype=np.int64)
     curves["tokens"], curves["loss"] = np.array(tokens, dtype=np.int64), np.array(losses, dtype=float)
-    return results, curves, bad
+    return results, curves, bad, rejected
+
+
+def read_grid(root: Path) -> tuple[set[str] | None, str | None]:
+    """(run ids of the sweep's current grid, its sweep name) from grid.json; (None, None) without
+    one, or with a corrupt one (a warning: the next sweep run rebuilds it)."""
+    path = root / record.GRID
+    if not path.exists():
+        return None, None
+    try:
+        doc = json.loads(path.read_text())
+        cells = doc["cells"]
+        if not isinstance(cells, dict):
+            raise TypeError(f"cells is a {type(cells).__name__}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:120]}); every record is used (rerun the sweep to rebuild it)")
+        return None, None
+    return set(cells), str(doc.get("sweep") or root.name)
 
 
 def expected_cells(root: Path) -> set[str]:
-    path = root / record.GRID
-    return set(json.loads(path.read_text())["cells"]) if path.exists() else set()
+    return read_grid(root)[0] or set()
 
 
-def _summary(root: Path, df: pd.DataFrame, bad: list[str]) -> str:
+def _summary(root: Path, df: pd.DataFrame, bad: list[str], rejected: list[str], outside: list[str], expected: set[str] | None,
+             all_records: bool) -> str:
     cells = df.drop_duplicates("run_id")
     counts = cells["status"].value_counts().to_dict()
     parts = [f"{len(cells)} records: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
-    expected = expected_cells(root)
     if expected:
         missing = expected - set(cells["run_id"])
         parts.append(f"{len(missing)} of {len(expected)} grid cells missing" if missing else f"all {len(expected)} grid cells present")
+    if outside:
+        parts.append(f"{len(outside)} record(s) not in the current grid.json " + ("included (--all-records)" if all_records else "left out (superseded or from elsewhere; --all-records to include)"))
     if bad:
         parts.append(f"{len(bad)} unreadable record(s) skipped")
+    if rejected:
+        parts.append(f"{len(rejected)} inconsistent record(s) rejected")
     return "; ".join(parts)
 
 
-def write(df: pd.DataFrame, sweep_dir: str | Path) -> Path:
-    """Write both tables atomically next to the records."""
-    root = Path(sweep_dir)
+MANIFEST = ".results.manifest.json"  # what results.parquet was collected from: record paths, sizes, mtimes
+
+
+def _stat(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _scan(root: Path) -> dict:
+    """Every record file of a sweep (relative path -> [size, mtime_ns, inode]) and grid.json's."""
+    records = {}
+    with os.scandir(root) as entries:
+        for e in entries:
+            if e.is_dir():
+                st = _stat(os.path.join(e.path, record.RESULT))
+                if st is not None:
+                    records[f"{e.name}/{record.RESULT}"] = st
+    return {"records": dict(sorted(records.items())), "grid": _stat(str(root / record.GRID))}
+
+
+def _parquet_ok(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(-4, os.SEEK_END)
+            return head == b"PAR1" and f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def is_stale(root: str | Path, out: str | Path | None = None) -> bool:
+    """Whether results.parquet (in `out`, default the sweep folder) must be collected again: it is
+    missing or unreadable (a warning), or a record or grid.json was added, removed or changed since
+    it was collected (by the manifest written beside it: paths, sizes, mtimes in ns, inodes). Without
+    a manifest (tables from elsewhere, or an older proxyscale): any record newer than the table."""
+    root, where = Path(root), Path(out or root)
+    results = where / RESULTS
+    if not results.exists():
+        return True
+    if not _parquet_ok(results) or ((where / CURVES).exists() and not _parquet_ok(where / CURVES)):
+        log.warning(f"{results}: unreadable; collecting again")
+        return True
+    try:
+        manifest = json.loads((where / MANIFEST).read_text())
+    except FileNotFoundError:
+        newest = max((p.stat().st_mtime_ns for p in root.glob(f"*/{record.RESULT}")), default=0)
+        return newest > results.stat().st_mtime_ns
+    except (OSError, ValueError):
+        return True
+    return manifest != _scan(root)
+
+
+def write(df: pd.DataFrame, sweep_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write both tables (and the manifest `is_stale` reads) atomically, next to the records or in
+    `out` (a read-only sweep can be collected elsewhere). Temp names are unique per writer, so
+    concurrent collects never share one."""
+    where = Path(out or sweep_dir)
+    where.mkdir(parents=True, exist_ok=True)
     for name, frame in ((RESULTS, df), (CURVES, df.attrs.get("curves", pd.DataFrame()))):
-        tmp = root / f".{name}.tmp"
+        tmp = record.temp_name(where / name)
         frame = frame.copy()
         frame.attrs = {}
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(root / name)
-    return root / RESULTS
+        try:
+            frame.to_parquet(tmp, index=False)
+            os.chmod(tmp, 0o666 & ~record.umask())
+            os.replace(tmp, where / name)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    if "manifest" in df.attrs:
+        record.atomic_write_text(where / MANIFEST, json.dumps(df.attrs["manifest"]))
+    return where / RESULTS

@@ -109,7 +109,8 @@ class TrainerConfig:
     threads: int = 0  # torch threads per worker; 0 = cores / workers
     diverge_delta: float = 1.0  # smoothed train loss this far (nats) above its best = diverged
     log_every_n_steps: int = 25  # train-loss points kept in the record
-    checkpoint: bool = False  # save last.ckpt after every periodic eval (requeue launchers turn it on)
+    checkpoint: bool = True  # save last.ckpt (atomically, with the run id inside) after every periodic eval, so an interrupted cell resumes
+    keep_checkpoints: bool = False  # keep checkpoints/ once the cell's record is final (default: removed)
 
 
 @dataclass
@@ -130,6 +131,7 @@ class LoggerConfig:
 class PathsConfig:
     output_dir: str = "outputs"  # sweeps land in <output_dir>/<sweep>/<run_id>/
     cache_dir: str = "outputs/.cache"  # tokenized recipe and eval caches, shared by all sweeps
+    verify_caches: bool = False  # re-hash every token cache on open (its length is always checked)
 
 
 @dataclass
@@ -159,15 +161,31 @@ OmegaConf.register_new_resolver("proxyscale_run_id", lambda *, _root_: run_id(_r
 
 # Keys that change how a cell runs but not what it computes: left out of the run id.
 _NOT_IDENTITY = {"sweep", "dry_run", "logger", "paths", "standard_lr"}
-_NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint", "accelerator", "compile"}
+_NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint", "keep_checkpoints", "accelerator", "compile"}
 
 
 def identity(cfg: DictConfig) -> dict:
-    """The part of a cell's config that determines its result."""
-    out = {k: _plain(cfg[k]) for k in cfg if k not in _NOT_IDENTITY and k != "hydra"}
-    out["trainer"] = {k: v for k, v in out["trainer"].items() if k not in _NOT_IDENTITY_TRAINER}
-    out["data"] = {k: v for k, v in out["data"].items() if k != "description"}
+    """The part of a cell's config that determines its result (without the environment's part)."""
+    return identity_of(plain(cfg))
+
+
+def identity_of(config: dict) -> dict:
+    """`identity` of a plain (resolved) config, such as a record's `config`."""
+    out = {k: v for k, v in config.items() if k not in _NOT_IDENTITY and k != "hydra"}
+    out["trainer"] = {k: v for k, v in (out.get("trainer") or {}).items() if k not in _NOT_IDENTITY_TRAINER}
+    out["data"] = {k: v for k, v in (out.get("data") or {}).items() if k != "description"}
     return out
+
+
+def environment(config: dict) -> dict:
+    """What besides the config changes a cell's result: the text of the built-in corpora (they come
+    from the installed Python and packages: a `pip install` changes them) and the versions of the
+    curation steps the recipe uses. Part of the run id; records store it (extra.identity_env)."""
+    from proxyscale.data.curation import STEPS
+    from proxyscale.data.sources import builtin_fingerprint
+
+    steps = (config.get("data") or {}).get("steps") or []
+    return {"corpora": builtin_fingerprint(), "step_versions": {st["op"]: STEPS[st["op"]].version for st in steps if st.get("op") in STEPS}}
 
 
 def _plain(node):
@@ -179,17 +197,82 @@ def plain(cfg: DictConfig) -> dict:
     return {k: _plain(cfg[k]) for k in cfg if k != "hydra"}
 
 
+class AttrDict(dict):
+    """A plain config read like a DictConfig (cfg.model.n_layer): the planner validates and costs
+    thousands of cells on these, ~20x faster than through OmegaConf's nodes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def attrs(obj: Any) -> Any:
+    """A plain (resolved) config as nested AttrDicts."""
+    if isinstance(obj, dict):
+        return AttrDict({k: attrs(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return [attrs(v) for v in obj]
+    return obj
+
+
 def run_id(cfg: DictConfig) -> str:
-    """Deterministic, readable id: reruns of the same cell find the same folder."""
-    digest = hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:8]
-    return f"{cfg.model.name}-{cfg.data.name}-lr{cfg.optim.lr:g}-s{cfg.seed}-{digest}"
+    """Deterministic, readable id: reruns of the same cell find the same folder; any change to the
+    config, the built-in corpora or a curation step's version is another id."""
+    config = plain(cfg)
+    return run_id_of(config, environment(config))
+
+
+def run_id_of(config: dict, env: dict | None) -> str:
+    """The run id of a plain config in an environment (None: the id before environments were part of
+    it, to check records written then)."""
+    ident = identity_of(config)
+    if env is not None:
+        ident = {**ident, "environment": env}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{config['model']['name']}-{config['data']['name']}-lr{config['optim']['lr']:g}-s{config['seed']}-{digest}"
+
+
+MAX_NAME = 100  # a run id (size-recipe-lr-seed-digest) stays well below the 255-byte file name limit
+RESERVED_NAMES = {"grid.json", "results.parquet", "curves.parquet", "report", "wandb"}
+
+
+def check_name(kind: str, name: Any) -> None:
+    """A sweep, recipe or size name becomes a folder name (outputs/<sweep>/<size>-<recipe>-...): one
+    path component, not hidden (outputs/.cache holds the token caches), at most MAX_NAME characters."""
+    text = str(name)
+    problem = ("is empty" if not text else
+               f"is {len(text)} characters long (at most {MAX_NAME})" if len(text) > MAX_NAME else
+               "holds a '/' or '\\' (names are one folder, never a path)" if "/" in text or "\\" in text or "\0" in text else
+               "starts with '.' (hidden and reserved names such as .cache are not allowed)" if text.startswith(".") else
+               "is reserved" if text in RESERVED_NAMES else
+               "holds a control character" if any(ord(ch) < 32 for ch in text) else None)
+    if problem:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise ConfigError(f"{kind} name {shown!r} {problem}")
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError with one line for the first value that cannot train. Schema values only:
     the planner (grid.check_cell) adds the checks that need the data sources and the trackers."""
     m, d, o, t, e = cfg.model, cfg.data, cfg.optim, cfg.trainer, cfg.eval
+    check_name("sweep", cfg.sweep)
+    check_name("recipe", d.name)
+    check_name("model", m.name)
+    tok = d.tokenizer
     checks = [
+        (0 <= cfg.seed <= 2**32 - 1, f"seed must be in [0, 2**32 - 1], got {cfg.seed}"),
+        (d.seed >= 0, f"data.seed must be >= 0, got {d.seed}"),
+        (tok == "byte" or os.path.exists(os.path.expanduser(str(tok))), f"data.tokenizer must be 'byte' or a local tokenizer folder (never downloaded), got {tok!r}"),
+        (m.n_kv_head is None or (m.n_kv_head > 0 and m.n_head % m.n_kv_head == 0), f"model {m.name}: n_kv_head {m.n_kv_head} does not divide n_head {m.n_head}"),
+        (o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 disables), got {o.grad_clip}"),
+        (0 <= o.min_lr_frac <= 1, f"optim.min_lr_frac must be in [0, 1], got {o.min_lr_frac}"),
+        (t.diverge_delta > 0, f"trainer.diverge_delta must be > 0, got {t.diverge_delta}"),
+        (t.log_every_n_steps > 0, f"trainer.log_every_n_steps must be > 0, got {t.log_every_n_steps}"),
+        (t.threads >= 0, f"trainer.threads must be >= 0 (0 = cores / workers), got {t.threads}"),
+        (t.devices >= 1 and t.num_nodes >= 1, f"trainer.devices and trainer.num_nodes must be >= 1, got {t.devices} and {t.num_nodes}"),
+        (e.batch_size > 0, f"eval.batch_size must be > 0, got {e.batch_size}"),
         (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
         (0 <= o.warmup_frac < 1, f"optim.warmup_frac must be in [0, 1), got {o.warmup_frac}"),
         (0 <= o.decay_frac <= 1, f"optim.decay_frac must be in [0, 1], got {o.decay_frac}"),

@@ -120,3 +120,31 @@ def test_wsd_and_cosine_schedules():
     wsd = OmegaConf.structured(C.OptimConfig(schedule="wsd", warmup_frac=0.0, decay_frac=0.2, min_lr_frac=0.0))
     assert lr_factor(50, 100, wsd) == 1.0 and lr_factor(79, 100, wsd) == 1.0
     assert lr_factor(90, 100, wsd) == pytest.approx(0.5)
+
+
+def test_the_planners_composer_builds_the_config_hydra_would():
+    """grid.Composer composes each combination of group overrides once and applies value overrides
+    to a copy (issue 14.6: a 10,000-cell dry run went from ~30 min to ~80 s); the cells it makes must
+    be exactly Hydra's, Hydra's own node included."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from proxyscale import grid
+
+    cases = [["model=debug", "optim.lr=1e-2", "seed=3"], ["data=noisy", "model=tiny", "trainer.max_tokens=49152"],
+             ["data.sources.0={name: p, kind: builtin, path: python_docs}", "model=debug"], ["model=debug", "optim.lr=1"],
+             ["experiment=duplication_flip", "seed=1"], ["debug=fast", "optim.lr=5e-3"], ["+extra=1"]]  # (+key composes the cell in full)
+    with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        full = lambda o: compose("config", overrides=list(o), return_hydra_config=True)  # noqa: E731
+        fast = grid.Composer(full, loader)
+        for o in cases:
+            cfg, make = fast.cell(o)
+            want = OmegaConf.to_container(full(o), resolve=False)
+            got = OmegaConf.to_container(make(), resolve=False)
+            for d in (want, got):
+                d["hydra"]["runtime"].pop("cwd")
+            assert got == want, o
+            assert C.plain(cfg) == C.plain(full(o)) and C.run_id(cfg) == C.run_id(full(o)), o
+        assert len(fast.templates) == 4  # model=debug composed once for its three cells; +extra=1 in full

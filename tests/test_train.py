@@ -80,7 +80,7 @@ def test_a_compiled_cell_matches_the_eager_one_and_checkpoints_plain_names(out_d
     import torch
 
     eager = run_cell(_cfg(out_dir / "eager", cache_dir))
-    cfg = _cfg(out_dir / "compiled", cache_dir, "trainer.compile=true", "trainer.checkpoint=true")
+    cfg = _cfg(out_dir / "compiled", cache_dir, "trainer.compile=true", "trainer.checkpoint=true", "trainer.keep_checkpoints=true")
     compiled = run_cell(cfg)
     assert compiled.status == "completed", compiled.error
     assert run_dir(cfg).name == eager.run_id

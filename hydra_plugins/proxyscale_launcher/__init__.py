@@ -80,6 +80,8 @@ class ProxyscaleLocalLauncher(JoblibLauncher):
         runs = []
         for idx, overrides in enumerate(job_overrides, initial_job_idx):
             cfg = self.composed.pop(tuple(overrides), None)
+            if callable(cfg):  # the sweeper's cell, given Hydra's node only now
+                cfg = cfg()
             if cfg is None:
                 cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(cfg):

@@ -40,12 +40,13 @@ class ProxyscaleSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         from proxyscale import grid
-        from proxyscale.launch.local import GRID_SIZE_ENV
+        from proxyscale import record
+        from proxyscale.launch.local import GRID_SIZE_ENV, SWEEP_PID_ENV, Interrupted, summarise
 
         loader = self.hydra_context.config_loader
 
         try:
-            cells = grid.plan(arguments, self.params, lambda o: loader.load_sweep_config(self.config, list(o)), loader)
+            cells = grid.plan(arguments, self.params, lambda o: loader.load_sweep_config(self.config, list(o)), loader, progress=True)
         except grid.GridError as exc:  # SystemExit passes Hydra's multi-line error report
             print(f"proxyscale: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -56,6 +57,28 @@ class ProxyscaleSweeper(Sweeper):
         if not todo:
             return []
         os.environ[GRID_SIZE_ENV] = str(len(todo))  # read by launch.local.task, in this process or a joblib worker
+        os.environ[SWEEP_PID_ENV] = str(os.getpid())  # a worker elsewhere dies with this process
         if hasattr(self.launcher, "composed"):  # the same load_sweep_config call the launcher would make
-            self.launcher.composed = {tuple(c.overrides): c.cfg for c in todo}
-        return [self.launcher.launch([c.overrides for c in todo], initial_job_idx=0)]
+            self.launcher.composed = {tuple(c.overrides): c.full_config for c in todo}  # with Hydra's node, made when the cell launches
+        try:
+            returns = self.launcher.launch([c.overrides for c in todo], initial_job_idx=0)
+        except Interrupted as exc:
+            left = sum(not record.is_completed(where / c.run_id) for c in todo)
+            exc.detail = f"{left} of {len(cells)} cells not finished"
+            raise
+        problem = summarise([_outcome(r) for r in returns], str(where))
+        if problem:  # read every JobReturn: a cell that failed or lost its record is a non-zero exit
+            print(f"proxyscale: error: {problem}", file=sys.stderr)
+            raise SystemExit(1)
+        return [returns]
+
+
+def _outcome(ret) -> str:
+    """A JobReturn as the task's outcome string (an exception Hydra kept is an `error:`)."""
+    from hydra.core.utils import JobStatus
+
+    if ret.status == JobStatus.FAILED:
+        exc = ret._return_value
+        return f"error: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+    value = ret._return_value
+    return value if isinstance(value, str) else "completed"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
 import random
 from pathlib import Path
 from typing import Callable
@@ -20,8 +20,11 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 
 from proxyscale.config import ConfigError, DataConfig, SourceConfig
+from proxyscale.record import atomic_write_bytes, atomic_write_text
 from proxyscale.data.curation import doc_steps, pool_factor, pool_steps, run_step, step_versions
 from proxyscale.data.sources import Document, builtin_fingerprint, load_documents
+
+log = logging.getLogger("proxyscale")
 
 BYTE_EOS = 256
 BYTE_VOCAB = 257
@@ -60,20 +63,68 @@ def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
 
 
-def _cached(cache_dir: str, kind: str, payload: dict, build: Callable[[], tuple[np.ndarray, dict]]) -> tuple[np.ndarray, dict]:
+def _cached(cache_dir: str, kind: str, payload: dict, build: Callable[[], tuple[np.ndarray, dict]], verify: bool = False) -> tuple[np.ndarray, dict]:
+    """The tokens cached under the payload's key, built on a miss. The meta file states the .bin's
+    token count and sha256: the length is checked on every open, the hash when `verify` (and when
+    built); a meta that is not JSON, a .bin of another length or hash is rebuilt with a warning
+    naming the file. Both files are written atomically (no litter after ENOSPC)."""
     folder = Path(cache_dir) / kind
     folder.mkdir(parents=True, exist_ok=True)
     key = _key(payload)
     bin_path, meta_path = folder / f"{key}.bin", folder / f"{key}.json"
     with FileLock(str(folder / f"{key}.lock")):
-        if not (bin_path.exists() and meta_path.exists()):
+        meta = _check_cache(bin_path, meta_path, verify)
+        if meta is None:
             tokens, meta = build()
-            meta = {**meta, "key": key, "n_tokens": int(len(tokens)), "payload": payload}
-            tmp = bin_path.with_suffix(f".tmp{os.getpid()}")
-            tokens.astype(np.uint16).tofile(tmp)
-            os.replace(tmp, bin_path)
-            _atomic_text(meta_path, json.dumps(meta, indent=1))
-    return np.memmap(bin_path, dtype=np.uint16, mode="r"), json.loads(meta_path.read_text())
+            data = np.ascontiguousarray(tokens, dtype=np.uint16).tobytes()
+            meta = {**meta, "key": key, "n_tokens": len(data) // 2, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "payload": payload}
+            atomic_write_bytes(bin_path, data)
+            atomic_write_text(meta_path, json.dumps(meta, indent=1))
+    if meta["n_tokens"] == 0:
+        return np.zeros(0, dtype=np.uint16), meta
+    return np.memmap(bin_path, dtype=np.uint16, mode="r"), meta
+
+
+def _check_cache(bin_path: Path, meta_path: Path, verify: bool) -> dict | None:
+    """The meta of a cache that is whole (and, with `verify`, has its hash), else None with a warning."""
+    if not (bin_path.exists() and meta_path.exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        n = int(meta["n_tokens"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning(f"token cache {meta_path}: unreadable meta ({type(exc).__name__}: {str(exc)[:120]}); rebuilding")
+        return None
+    size = bin_path.stat().st_size
+    if size != 2 * n:
+        log.warning(f"token cache {bin_path}: {size} bytes, its meta says {n} tokens ({2 * n} bytes); rebuilding")
+        return None
+    if "sha256" not in meta:
+        log.warning(f"token cache {meta_path}: no content hash (built by an older proxyscale); rebuilding")
+        return None
+    if verify and _sha256(bin_path) != meta["sha256"]:
+        log.warning(f"token cache {bin_path}: content hash differs from {meta_path.name}; rebuilding")
+        return None
+    return meta
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_json(path: Path):
+    """A cache's JSON file, or None (with a warning) when it is absent or not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning(f"cache file {path}: unreadable ({type(exc).__name__}: {str(exc)[:120]}); rebuilding")
+        return None
 
 
 def _take(docs: list[Document], tok: Tokenizer, limit: int) -> list[Document]:
@@ -116,11 +167,16 @@ def curated_documents(src: SourceConfig, data: DataConfig, cache_dir: str) -> tu
     keys = [_key({**base, "steps": steps[: i + 1]}) for i in range(len(steps))]
     docs, stats, start = None, [], 0
     for i in range(len(steps) - 1, -1, -1):
-        meta_path = folder / f"{keys[i]}.json"
-        if meta_path.exists():
-            rows = [json.loads(line) for line in (folder / f"{keys[i]}.jsonl").read_text().splitlines()]
-            docs, stats, start = [Document(*r) for r in rows], json.loads(meta_path.read_text())["stats"], i + 1
-            break
+        meta = _read_json(folder / f"{keys[i]}.json")
+        if meta is not None:
+            try:
+                rows = [json.loads(line) for line in (folder / f"{keys[i]}.jsonl").read_text().splitlines()]
+                if len(rows) != meta.get("docs", len(rows)):
+                    raise ValueError(f"{len(rows)} documents, its meta says {meta['docs']}")
+                docs, stats, start = [Document(*r) for r in rows], meta["stats"], i + 1
+                break
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                log.warning(f"step cache {folder / keys[i]}.jsonl: unreadable ({type(exc).__name__}: {str(exc)[:120]}); rebuilding")
     if docs is None:
         docs = load_documents(src, "train", cache_dir)
     for i in range(start, len(steps)):
@@ -130,14 +186,12 @@ def curated_documents(src: SourceConfig, data: DataConfig, cache_dir: str) -> tu
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(folder / f"{keys[i]}.lock")):
             _atomic_text(folder / f"{keys[i]}.jsonl", "\n".join(json.dumps([d.id, d.text, d.group]) for d in docs))
-            _atomic_text(folder / f"{keys[i]}.json", json.dumps({"stats": stats}))
+            _atomic_text(folder / f"{keys[i]}.json", json.dumps({"stats": stats, "docs": len(docs)}))
     return docs, stats
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(f"{path.suffix}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _recipe_payload(data: DataConfig) -> dict:
@@ -147,11 +201,10 @@ def _recipe_payload(data: DataConfig) -> dict:
 
 def cached_recipe_meta(data: DataConfig, cache_dir: str) -> dict | None:
     """What a recipe's cache recorded (per-source and per-step counts), if it was built."""
-    path = Path(cache_dir) / "recipes" / f"{_key(_recipe_payload(data))}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return _read_json(Path(cache_dir) / "recipes" / f"{_key(_recipe_payload(data))}.json")
 
 
-def recipe_tokens(data: DataConfig, cache_dir: str) -> tuple[np.ndarray, dict]:
+def recipe_tokens(data: DataConfig, cache_dir: str, verify: bool = False) -> tuple[np.ndarray, dict]:
     """The recipe's token pool: each source curated, shuffled, and taken to its mixture share."""
     payload = _recipe_payload(data)
 
@@ -187,10 +240,10 @@ def recipe_tokens(data: DataConfig, cache_dir: str) -> tuple[np.ndarray, dict]:
         order = random.Random(f"{data.seed}:blocks").sample(range(len(blocks)), len(blocks))
         return np.concatenate([blocks[i] for i in order]), {"recipe": data.name, "sources": sources, "steps": steps}
 
-    return _cached(cache_dir, "recipes", payload, build)
+    return _cached(cache_dir, "recipes", payload, build, verify)
 
 
-def eval_tokens(eval_set: SourceConfig, tokenizer: str, n_tokens: int, cache_dir: str) -> tuple[np.ndarray, dict]:
+def eval_tokens(eval_set: SourceConfig, tokenizer: str, n_tokens: int, cache_dir: str, verify: bool = False) -> tuple[np.ndarray, dict]:
     """`n_tokens` of an eval set's held-out documents, an equal slice from each, so the set
     represents the whole held-out side rather than its first few documents."""
     payload = {"eval": _plain(eval_set), "tokenizer": tokenizer, "n_tokens": n_tokens, "corpora": builtin_fingerprint()}
@@ -205,7 +258,7 @@ def eval_tokens(eval_set: SourceConfig, tokenizer: str, n_tokens: int, cache_dir
         ids = np.concatenate([e[:k] for e, k in zip(encoded, share)])
         return ids, {"eval_set": eval_set.name, "docs": len(docs), "docs_used": int(sum(k > 0 for k in share))}
 
-    return _cached(cache_dir, "eval", payload, build)
+    return _cached(cache_dir, "eval", payload, build, verify)
 
 
 def _fair_share(lengths: list[int], total: int) -> list[int]:

@@ -171,13 +171,17 @@ def builtin_corpus(name: str, cache_dir: str | None = None) -> tuple[Document, .
     """A built-in corpus, extracted once per machine (in cache_dir) and once per process."""
     path = Path(cache_dir, "corpora", f"{name}-{builtin_fingerprint()}.jsonl") if cache_dir else None
     if path is not None and path.exists():
-        return tuple(Document(*json.loads(line)) for line in path.read_text().splitlines())
+        try:
+            return tuple(Document(*json.loads(line)) for line in path.read_text().splitlines())
+        except (OSError, ValueError, TypeError) as exc:
+            import logging
+
+            logging.getLogger("proxyscale").warning(f"corpus cache {path}: unreadable ({type(exc).__name__}: {str(exc)[:120]}); extracting again")
     docs = tuple(d for d in BUILTIN[name]() if len(d.text) >= MIN_DOC_CHARS)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text("\n".join(json.dumps([d.id, d.text, d.group]) for d in docs))
-        os.replace(tmp, path)
+        from proxyscale.record import atomic_write_text
+
+        atomic_write_text(path, "\n".join(json.dumps([d.id, d.text, d.group]) for d in docs))
     return docs
 
 
@@ -216,8 +220,12 @@ def check_source(src: SourceConfig) -> None:
     elif src.kind == "files":
         if not src.path:
             raise ConfigError(f"source {src.name!r}: kind=files needs a path")
-        if not _local_files(src):
+        files = _local_files(src)
+        if not files:
             raise ConfigError(f"source {src.name!r}: no local dataset file matches {src.path!r}")
+        empty = [f for f in files if os.path.isfile(f) and os.path.getsize(f) == 0]
+        if len(empty) == len(files):
+            raise ConfigError(f"source {src.name!r}: {empty[0]} is empty" if len(files) == 1 else f"source {src.name!r}: every file matching {src.path!r} is empty")
         if src.format and src.format not in ("json", "jsonl", "parquet", "text"):
             raise ConfigError(f"source {src.name!r}: format must be json, jsonl, parquet or text, got {src.format!r}")
     elif src.kind == "hf":

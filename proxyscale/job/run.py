@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import platform
+import secrets
 import time
 import traceback
 import warnings
@@ -79,11 +81,17 @@ class _Data:
 def _load_data(cfg: DictConfig) -> _Data:
     from proxyscale.data.cache import Tokenizer, eval_tokens, recipe_tokens
 
-    pool, meta = recipe_tokens(cfg.data, cfg.paths.cache_dir)
+    verify = bool(cfg.paths.get("verify_caches", False))
+    window = cfg.trainer.seq_len + 1
+    pool, meta = recipe_tokens(cfg.data, cfg.paths.cache_dir, verify)
+    if len(pool) < window + 1:
+        raise C.ConfigError(f"recipe {cfg.data.name}: its token pool ({Path(cfg.paths.cache_dir) / 'recipes' / meta['key']}.bin) holds {len(pool)} tokens, less than one training window ({window + 1})")
     evals, keys = {}, {}
     for s in cfg.eval.sets:
-        evals[s.name], emeta = eval_tokens(s, cfg.data.tokenizer, cfg.eval.tokens_per_set, cfg.paths.cache_dir)
+        evals[s.name], emeta = eval_tokens(s, cfg.data.tokenizer, cfg.eval.tokens_per_set, cfg.paths.cache_dir, verify)
         keys[s.name] = emeta["key"]
+        if len(evals[s.name]) < window:  # its loss would be 0 over no window at all
+            raise C.ConfigError(f"eval set {s.name!r}: {Path(cfg.paths.cache_dir) / 'eval' / emeta['key']}.bin holds {len(evals[s.name])} tokens, less than one window ({window})")
     return _Data(Tokenizer(cfg.data.tokenizer).vocab_size, pool, evals, meta["key"], keys)
 
 
@@ -95,12 +103,83 @@ def _null_baselines(cfg: DictConfig, data: _Data) -> dict[str, dict[str, float]]
     return baselines(data.pool, data.pool_key, data.evals, data.eval_keys, data.vocab_size, cfg.paths.cache_dir)
 
 
+CKPT_RUN_ID = "proxyscale_run_id"  # the key of a checkpoint that names the cell it belongs to
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out / "checkpoints" / "last.ckpt"
+
+
+def _checkpoint_callback(out: Path):
+    """last.ckpt after every periodic eval (so a resumed curve loses no point), written to a temp file
+    in the same folder, fsynced and renamed over the previous one, with the cell's run id inside: a
+    kill mid-write leaves the previous checkpoint, never a torn one."""
+    import lightning as L
+
+    class AtomicCheckpoint(L.Callback):
+        def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+            checkpoint[CKPT_RUN_ID] = out.name
+
+        def on_validation_end(self, trainer, pl_module):
+            if trainer.sanity_checking:
+                return
+            path = checkpoint_path(out)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+            if trainer.is_global_zero:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                trainer.save_checkpoint(str(tmp))
+                if trainer.is_global_zero:
+                    with open(tmp, "rb") as f:
+                        os.fsync(f.fileno())
+                    os.replace(tmp, path)
+                    record.fsync_dir(path.parent)
+            finally:
+                if trainer.is_global_zero and tmp.exists():
+                    tmp.unlink()
+
+    return AtomicCheckpoint()
+
+
+def usable_checkpoint(out: Path) -> Path | None:
+    """This cell's last.ckpt if it loads and names this cell; otherwise it is moved aside to
+    last.ckpt.bad-<time> with a warning and the cell trains from the start."""
+    import torch
+
+    path = checkpoint_path(out)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        owner = state.get(CKPT_RUN_ID) if isinstance(state, dict) else None
+        problem = None if owner == out.name else (f"it belongs to cell {owner}" if owner else "it names no cell") if isinstance(state, dict) and "global_step" in state else "not a Lightning checkpoint"
+    except Exception as exc:  # truncated, corrupt, another format
+        problem = f"it does not load ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:120]})"
+    if problem is None:
+        return path
+    bad = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
+    os.replace(path, bad)
+    log.warning(f"{path}: {problem}; moved aside to {bad.name}, the cell trains from the start")
+    return None
+
+
+def _drop_checkpoints(out: Path) -> None:
+    """The record is final: nothing is left to resume. Checkpoints moved aside (.bad-*) stay as evidence."""
+    folder = checkpoint_path(out).parent
+    for p in [checkpoint_path(out), *folder.glob(".last.ckpt.*.tmp")]:
+        p.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:  # absent, or holds moved-aside checkpoints
+        pass
+
+
 def _trainer(cfg: DictConfig, out: Path, steps: int, monitor, loggers: list, res: Resources):
     import lightning as L
 
     callbacks = [monitor]
-    if cfg.trainer.checkpoint:  # after each periodic eval, so a resumed curve loses no point
-        callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="last", save_top_k=1, enable_version_counter=False))
+    if cfg.trainer.checkpoint:
+        callbacks.append(_checkpoint_callback(out))
     plugins = []
     if res.scheduler_requeues:  # submitit owns requeueing; Lightning's own handler stays off
         from lightning.pytorch.plugins.environments import SLURMEnvironment  # (not an attribute of L.pytorch.plugins)
@@ -119,7 +198,7 @@ def _trainer(cfg: DictConfig, out: Path, steps: int, monitor, loggers: list, res
         gradient_clip_val=cfg.optim.grad_clip or None,
         logger=loggers or False,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
-        enable_checkpointing=cfg.trainer.checkpoint,
+        enable_checkpointing=False,  # (Lightning's own ModelCheckpoint: ours is atomic and names its cell)
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=callbacks,
@@ -144,8 +223,8 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list)
     data = _load_data(cfg)
     base = _null_baselines(cfg, data)
     steps, per_step = budget.plan_steps(cfg, data.vocab_size)
-    last = out / "checkpoints" / "last.ckpt"
-    resume_from = str(last) if last.exists() else None
+    last = usable_checkpoint(out) if res.rank == 0 or not checkpoint_path(out).exists() else checkpoint_path(out)
+    resume_from = str(last) if last else None
     if resume_from:
         start = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
         log.info(f"{label} resuming from step {start} ({last})")
@@ -190,7 +269,7 @@ def _record(cfg: DictConfig, out: Path, status: str, data: _Data | None = None, 
         seed=int(cfg.seed), tokenizer=cfg.data.tokenizer, config=C.plain(cfg), versions=_versions(),
         eval_sets=[s.name for s in cfg.eval.sets],
         cache_keys={"pool": data.pool_key, "eval": dict(data.eval_keys)} if data else {},
-        baselines=base or {}, tracking=tracking.settings(cfg, out.name), **fields)
+        baselines=base or {}, tracking=tracking.settings(cfg, out.name), extra={"identity_env": C.environment(C.plain(cfg))}, **fields)
 
 
 def run_cell(cfg: DictConfig, res: Resources = Resources()) -> record.Record | None:
@@ -237,6 +316,8 @@ def _run_locked(cfg: DictConfig, out: Path, label: str, res: Resources) -> recor
     tracking.finish(loggers, rec)
     if writer:  # a multi-process cell (ddp/fsdp under srun): one record, from rank 0
         record.write(out, rec)
+        if rec.status in ("completed", "diverged") and not cfg.trainer.keep_checkpoints:
+            _drop_checkpoints(out)
     if rec.status == "completed":
         losses = " ".join(f"{k}={v:.3f}" for k, v in rec.final_loss.items())
         log.info(f"{label} completed in {rec.wall_seconds:.1f}s ({rec.tokens_per_second / 1e3:.0f}k tok/s) {losses}")

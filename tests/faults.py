@@ -1,0 +1,46 @@
+"""Fault-injection fixtures shared by the reliability tests: a real full disk (tmpfs) and a
+read-only folder (bind mount), skipped where this process may not mount."""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def _mount(*args: str) -> bool:
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+@contextlib.contextmanager
+def full_disk(folder: Path, size: str = "64k"):
+    """`folder` on a tiny tmpfs, filled up: every write in it fails with ENOSPC."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)):
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """`folder` bind-mounted read-only over itself: every write in it fails with EROFS."""
+    if not (_mount("--bind", str(folder), str(folder)) and _mount("-o", "remount,bind,ro", str(folder))):
+        subprocess.run(["umount", str(folder)], capture_output=True)
+        pytest.skip("cannot bind-mount read-only here (not root?)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
