@@ -36,6 +36,8 @@ class ModelConfig:
     n_kv_head: Optional[int] = None  # grouped-query heads; None = n_head
     tie_embeddings: bool = True  # share input embedding and output head
     rope_theta: float = 10000.0
+    parametrization: str = "standard"  # standard | mup (maximal update parametrization, proxyscale/job/mup.py)
+    mup_base_width: int = 64  # mup only: the d_model at which mup equals standard init and lr (width multiplier = d_model / this)
 
 
 @dataclass
@@ -174,6 +176,9 @@ def identity_of(config: dict) -> dict:
     out = {k: v for k, v in config.items() if k not in _NOT_IDENTITY and k != "hydra"}
     out["trainer"] = {k: v for k, v in (out.get("trainer") or {}).items() if k not in _NOT_IDENTITY_TRAINER}
     out["data"] = {k: v for k, v in (out.get("data") or {}).items() if k != "description"}
+    model = out.get("model") or {}
+    if model.get("parametrization", "standard") == "standard":  # µP's keys enter the id only when µP is on
+        out["model"] = {k: v for k, v in model.items() if k not in ("parametrization", "mup_base_width")}
     return out
 
 
@@ -279,6 +284,8 @@ def validate(cfg: DictConfig) -> None:
         (o.schedule in ("cosine", "wsd", "constant"), f"optim.schedule must be cosine, wsd or constant, got {o.schedule!r}"),
         (m.n_layer > 0 and m.d_model > 0 and m.n_head > 0 and m.d_ff > 0, f"model {m.name}: sizes must be positive"),
         (m.d_model % m.n_head == 0, f"model {m.name}: d_model {m.d_model} is not divisible by n_head {m.n_head}"),
+        (m.parametrization in ("standard", "mup"), f"model.parametrization must be standard or mup, got {m.parametrization!r}"),
+        (m.mup_base_width > 0, f"model.mup_base_width must be > 0 (the width multiplier is d_model / mup_base_width), got {m.mup_base_width}"),
         (t.batch_size > 0 and t.seq_len > 1, "trainer.batch_size must be > 0 and trainer.seq_len > 1"),
         (t.max_tokens is None or t.max_tokens >= t.batch_size * t.seq_len, f"trainer.max_tokens={t.max_tokens} is less than one batch ({t.batch_size * t.seq_len} tokens)"),
         (t.batch_size % (t.devices * t.num_nodes) == 0, f"trainer.batch_size={t.batch_size} must divide evenly over devices x num_nodes = {t.devices * t.num_nodes} processes"),

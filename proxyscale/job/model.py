@@ -1,11 +1,13 @@
 """The size ladder: named Llama-style decoders from conf/model/, built from config (no weights).
 
 Parameter counts and FLOPs are closed forms in proxyscale.budget (no torch); a test builds every
-registered size (on the meta device) and checks the count.
+registered size (on the meta device) and checks the count. `model.parametrization=mup` builds the
+same network in µP (proxyscale/job/mup.py): same parameters, rescaled init, attention and logits.
 """
 from __future__ import annotations
 
 from proxyscale.config import ModelConfig
+from proxyscale.job import mup
 
 
 def build(m: ModelConfig, vocab_size: int, seq_len: int):
@@ -27,4 +29,7 @@ def build(m: ModelConfig, vocab_size: int, seq_len: int):
         pad_token_id=None,
         use_cache=False,
     )
-    return LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa")
+    net = LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa")
+    if mup.enabled(m):
+        mup.apply(net, m)
+    return net

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from proxyscale.config import Config
 from proxyscale.job import model as ladder
-from proxyscale.job import optim
+from proxyscale.job import mup, optim
 
 
 class StepBatches(IterableDataset):
@@ -81,6 +81,8 @@ class CausalLM(L.LightningModule):
         return {name: self._eval_sums[i][0] / max(1, self._eval_sums[i][1]) for i, name in enumerate(self.eval_names)}
 
     def configure_optimizers(self):
+        if mup.enabled(self.cfg.model):  # per-group learning rates: hidden matrices at optim.lr / width multiplier
+            return optim.configure(self.named_parameters(), self.cfg.optim, self.total_steps, mup.lr_mult(self.cfg.model))
         return optim.configure(self.parameters(), self.cfg.optim, self.total_steps)
 
 

@@ -27,13 +27,25 @@ def lr_factor(step: int, total: int, o: OptimConfig) -> float:
     return 1.0 - (1 - o.min_lr_frac) * min(1.0, progress)
 
 
-def configure(params, o: OptimConfig, total_steps: int):
-    """Lightning's configure_optimizers payload: the optimizer and a per-step scheduler."""
-    decay, no_decay = [], []
-    for p in params:
+def configure(params, o: OptimConfig, total_steps: int, lr_mult=None):
+    """Lightning's configure_optimizers payload: the optimizer and a per-step scheduler.
+
+    `params` are parameters, or (name, parameter) pairs when `lr_mult` (name -> multiplier of
+    o.lr, e.g. mup.lr_mult) is given. Matrices decay, vectors (norm gains) do not; every distinct
+    multiplier gets its own pair of groups after the two plain ones."""
+    groups: dict[tuple[float, bool], list] = {(1.0, True): [], (1.0, False): []}
+    for item in params:
+        name, p = item if lr_mult is not None else ("", item)
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            groups.setdefault((lr_mult(name) if lr_mult is not None else 1.0, p.ndim >= 2), []).append(p)
     make = instantiate(OmegaConf.create(dict(o.optimizer)) if not OmegaConf.is_config(o.optimizer) else o.optimizer)
-    opt = make([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=o.lr)
+    payload = []
+    for (mult, decay), ps in groups.items():
+        if ps or mult == 1.0:
+            group = {"params": ps} if decay else {"params": ps, "weight_decay": 0.0}
+            if mult != 1.0:
+                group["lr"] = o.lr * mult
+            payload.append(group)
+    opt = make(payload, lr=o.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, o))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
