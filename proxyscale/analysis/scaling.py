@@ -176,8 +176,8 @@ def bootstrap_da(pred, actual, n_boot: int = 1000, seed: int = 0, other=None) ->
 
     def da(x):
         agree, valid = _agree_matrices(x, a)
-        num = np.einsum("bi,ij,bj->b", counts, agree, counts)
-        den = np.einsum("bi,ij,bj->b", counts, valid, counts)
+        num = ((counts @ agree) * counts).sum(axis=1)  # sum_ij c_i agree_ij c_j per replicate, by BLAS (einsum: 10x slower)
+        den = ((counts @ valid) * counts).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(den > 0, num / np.maximum(den, 1e-300), np.nan)
 
