@@ -142,7 +142,8 @@ def report_main(argv: list[str]) -> None:
     p.add_argument("--standard-lr", type=float, help="the standard LR of the fixed-LR target (overrides the sweep's grid.json); without either, that mode is unavailable")
     p.add_argument("--wandb", action="store_true", help="also log the report as a W&B run (job_type report) in the sweep's group; offline unless the sweep used logger.mode=online")
     p.add_argument("--decision-level", type=float, default=build.DECISION_LEVEL,
-                   help="the planner's decision level in (0.5, 1]: the cheapest proxy choice whose decision accuracy reaches it at the 95%% lower bound (default 0.8)")
+                   help="the planner's decision level in (0.5, 1]: the cheapest proxy choice whose decision accuracy reaches it "
+                        "at the 95%% lower bound (default 0.8)")
     a = p.parse_args(argv)
     try:
         build.check_decision_level(a.decision_level)

@@ -38,6 +38,8 @@ import sys as _sys
 
 if "numpy" not in _sys.modules:  # as proxyscale.report does: OpenBLAS worker threads only add contention to these small fits
     _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# scipy.optimize and scipy.stats are imported where a fit needs them: importing them costs ~2 s on a loaded machine,
+# and a report whose data cannot be extrapolated (two sizes) only needs the frontier's pair counts.
 
 import math  # noqa: E402
 import warnings  # noqa: E402
@@ -45,8 +47,6 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-# scipy.optimize and scipy.stats are imported where a fit needs them: importing them costs ~2 s on a loaded machine,
-# and a report whose data cannot be extrapolated (two sizes) only needs the frontier's pair counts.
 
 from proxyscale.analysis.importer import parse_size  # noqa: E402
 from proxyscale.errors import UserError  # noqa: E402
