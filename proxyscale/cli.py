@@ -155,7 +155,14 @@ def report_main(argv: list[str]) -> None:
     p.add_argument("--allow-short-runs", action="store_true", help="leave out (and name) CSV runs that stop before the others' last step instead of refusing")
     p.add_argument("--standard-lr", type=float, help="the standard LR of the fixed-LR target (overrides the sweep's grid.json); without either, that mode is unavailable")
     p.add_argument("--wandb", action="store_true", help="also log the report as a W&B run (job_type report) in the sweep's group; offline unless the sweep used logger.mode=online")
+    p.add_argument("--decision-level", type=float, default=build.DECISION_LEVEL,
+                   help="the planner's decision level in (0.5, 1]: the cheapest proxy choice whose decision accuracy reaches it "
+                        "at the 95%% lower bound (default 0.8)")
     a = p.parse_args(argv)
+    try:
+        build.check_decision_level(a.decision_level)
+    except build.ReportError as exc:
+        fail(str(exc))
     hib = a.higher_is_better
     if hib is not None and not a.sweep_dir and not a.from_csv and hib and os.path.isdir(hib[-1]):
         a.sweep_dir = hib.pop()  # `report --higher-is-better acc outputs/x`: the folder is not a metric
@@ -165,7 +172,7 @@ def report_main(argv: list[str]) -> None:
         fail("--from-csv needs --out DIR")
     try:
         paths, report = build.run(sweep_dir=a.sweep_dir, csv=a.from_csv, out=a.out, higher_is_better=(hib or True) if hib is not None else None,
-                                  standard_lr=a.standard_lr, allow_short_runs=a.allow_short_runs)
+                                  standard_lr=a.standard_lr, allow_short_runs=a.allow_short_runs, decision_level=a.decision_level)
     except build.ReportError as exc:
         fail(str(exc))
     for line in report["summary"]["bottom_line"]:

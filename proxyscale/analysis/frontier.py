@@ -156,20 +156,7 @@ def frontier(df: pd.DataFrame, sizes: list[str], *, target: str | None = None, p
             "bootstrap_seed": seed, "notes": list(dict.fromkeys(notes))}
 
 
-def frontier_figure(front: dict, metric: str | None = None) -> bytes | None:
-    """PNG: compute fraction (log x) vs decision accuracy with 95% bands per size, methods as diamonds,
-    the Pareto frontier as a step line and the decision level as a dashed line. None without points."""
-    pts = [p for p in front["points"] if p["decision_accuracy"] is not None]
-    metric = metric or (pts[0]["metric"] if pts else None)
-    pts = [p for p in pts if p["metric"] == metric]
-    if not pts:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+def _draw(ax, front: dict, metric: str, pts: list[dict], fs: int = 9) -> None:
     sizes = list(dict.fromkeys(p["size"] for p in pts if p.get("size") is not None))
     for i, s in enumerate(sizes):
         seq = sorted((p for p in pts if p.get("size") == s), key=lambda p: p["flops"])
@@ -195,12 +182,38 @@ def frontier_figure(front: dict, metric: str | None = None) -> bytes | None:
                 alpha=0.8, label="Pareto frontier")
     ax.axhline(front["decision_level"], color="#D55E00", ls="--", lw=1.2, label=f"decision level {front['decision_level']:.2f}")
     ax.set_xscale("log")
-    ax.set_xlabel(f"compute / training every recipe at {front['target']} (log)", fontsize=10)
-    ax.set_ylabel("decision accuracy vs target (95% CI)", fontsize=10)
-    ax.set_title(f"{metric}: compute-decision frontier", fontsize=11)
-    ax.tick_params(labelsize=9)
+    ax.set_xlabel(f"compute / training every recipe at {front['target']} (log)", fontsize=fs + 1)
+    ax.set_ylabel("decision accuracy vs target (95% CI)", fontsize=fs + 1)
+    ax.set_title(f"{metric}: compute-decision frontier", fontsize=fs + 2)
+    ax.tick_params(labelsize=fs)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="lower right")
+    ax.legend(fontsize=fs, loc="lower right")
+
+
+def frontier_figure(front: dict, metric: str | None = None, metrics: list[str] | None = None) -> bytes | None:
+    """PNG: compute fraction (log x) vs decision accuracy with 95% bands per size, methods as diamonds,
+    the Pareto frontier as a step line and the decision level as a dashed line; one panel for `metric`
+    (default the first), or one panel per name in `metrics` (two columns). None without points."""
+    pts = [p for p in front["points"] if p["decision_accuracy"] is not None]
+    if metrics is None:
+        metrics = [metric or (pts[0]["metric"] if pts else None)]
+    panels = [(m, [p for p in pts if p["metric"] == m]) for m in metrics]
+    panels = [(m, q) for m, q in panels if q]
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    w, h, fs = (7.0, 4.6, 9) if len(panels) == 1 else (5.2, 3.8, 7)  # several panels: smaller ones (the PNG's pixels are its cost)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    for ax, (m, q) in zip(axes.ravel(), panels):
+        _draw(ax, front, m, q, fs)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)

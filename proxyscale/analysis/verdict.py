@@ -146,4 +146,29 @@ def bottom_line(report: dict, primary: list[dict]) -> list[str]:
     warnings = list(report.get("warnings") or [])
     if warnings:
         lines.append("Warning: " + " | ".join(warnings[:3]) + (f" (+{len(warnings) - 3} more)" if len(warnings) > 3 else ""))
+    plan = planner_line(report.get("frontier"))
+    if plan and len(lines) < 6:  # only when it fits: before the LR assumption and the warnings
+        lines.insert(len(lines) - 1 - bool(warnings), plan)
     return lines[:6]
+
+
+def planner_line(front: dict | None) -> str | None:
+    """The compute-decision planner's answer in one line (report.json `frontier.plans`), or None without plans."""
+    plans = (front or {}).get("plans") or []
+    if not plans:
+        return None
+    if len(plans) == 1:
+        return "Planner: " + plans[0]["sentence"]
+    level = front["decision_level"]
+    names = lambda ms: ", ".join(ms) if len(ms) <= 3 else f"{len(ms)} eval sets"
+    groups: dict = {}
+    for p in plans:
+        groups.setdefault(p["choice"], []).append(p["metric"])
+    chosen = sorted(((c, ms) for c, ms in groups.items() if c), key=lambda kv: -len(kv[1]))
+    none = groups.get(None, [])
+    if not chosen:
+        return (f"Planner: no proxy size, step or extrapolation reaches decision accuracy {level:.2f} at its 95% lower bound on any "
+                f"of the {len(none)} eval sets (see the compute-decision frontier).")
+    s = (f"Planner: the cheapest choice whose decision accuracy clears {level:.2f} at its 95% lower bound is "
+         + "; ".join(f"{c} for {names(ms)}" for c, ms in chosen[:3]) + (f"; {len(chosen) - 3} other choices" if len(chosen) > 3 else ""))
+    return s + (f"; nothing clears it on {names(none)}." if none else ".")

@@ -31,8 +31,22 @@ reason string next to it):
       statements: [str], warnings: [str]}
   early_signal: {available, reason, target, note, points: [{metric, proxy, target, fraction, step,
       spearman, decision_accuracy, n_recipes, reason}]}
+  prediction: {available, reason (one line when not available: fewer than 3 sizes, sizes without a parameter
+      count, too many recipes), target (the largest size), fit_sizes (the proxies), methods_run, methods_skipped:
+      [{method, reason}] (too few proxy sizes, no checkpoints, or over the report's fitting budget PREDICT_BUDGET_S),
+      methods: [{metric, method, fit_sizes, target, backtest (leaves out the largest proxy), predicted: {recipe: value},
+      params, residuals, exact_fit, experimental, decision_accuracy, decision_accuracy_ci, spearman, mean_abs_error,
+      bias, top1_regret, compute_fraction, best_single_size, da_diff, da_diff_ci}], single_scale: [{metric, size,
+      target, backtest, decision_accuracy, decision_accuracy_ci, spearman, mean_abs_error, bias, top1_regret,
+      compute_fraction}], notes: [str]}   (proxyscale.analysis.scaling; fits on the same seed-mean, best-LR values)
+  frontier: {available, reason, decision_level (--decision-level), target, n_boot, bootstrap_seed, points: [{metric,
+      size, step, method, fit_sizes, flops, compute_fraction, decision_accuracy, decision_accuracy_ci, n_recipes,
+      on_frontier, noise}], plans: [{metric, choice, point, sentence}], notes: [str]}
+      (proxyscale.analysis.frontier: every proxy (size, step) with all recipes evaluated - a sweep's eval curves,
+      a CSV's step rows - and every extrapolation method, against the target's final values)
   warnings: [str]
-  summary: {target, verdict_rule, bottom_line: [str] (3-6 lines, also atop report.md/html and the terminal),
+  summary: {target, verdict_rule, bottom_line: [str] (3-6 lines, also atop report.md/html and the terminal; the
+      planner's answer is one of them when it fits),
       per_metric: [{metric, direction, target, lines: [{proxy, target, verdict: holds|fails|inconclusive, reason,
       sentence, decision_accuracy, decision_accuracy_ci, spearman, p_value}]}]}
   notes: [str]
@@ -134,7 +148,155 @@ def _standard_lr(flag: float | None, root: Path | None) -> tuple[float | None, s
     return _grid_standard_lr(root) if root is not None else (None, None)
 
 
-def build_sweep(sweep_dir: str, *, n_boot: int = 1000, standard_lr: float | None = None) -> dict:
+# ---------------------------------------------------------------------------------------------
+# predictions (size extrapolation) and the compute-decision frontier (issue 15)
+
+DECISION_LEVEL = 0.8  # the planner's default: the cheapest choice whose DA lower bound reaches it
+MAX_PAIRWISE_RECIPES = 2000  # scores and bootstraps build n x n pair matrices: above this, both sections are skipped
+PREDICT_BUDGET_S = 2.0  # estimated fitting time the report spends on extrapolation methods
+# Estimated seconds per recipe fit (one recipe, one metric, one fit: the main fit or the backtest), measured on
+# a 4-size synthetic ladder on the 2-core dev machine; shared_power and log_linear are vectorised over recipes.
+FIT_COST_S = {"shared_power": 0.0005, "log_linear": 0.0005, "power_per_recipe": 0.005, "compute_2p": 0.025, "compute_3p": 0.07,
+              "nd_law": 0.1}
+
+
+def check_decision_level(level: float) -> float:
+    if not (isinstance(level, (int, float)) and 0.5 < float(level) <= 1.0):
+        raise ReportError(f"--decision-level must be in (0.5, 1] (a decision accuracy above chance), got {level:g}")
+    return float(level)
+
+
+def _choose_methods(table: "pd.DataFrame", n_proxies: int, n_recipes: int, n_metrics: int) -> tuple[list[str], list[dict]]:
+    """The extrapolation methods the report runs, cheapest first within PREDICT_BUDGET_S, and why the others did not."""
+    from proxyscale.analysis import scaling
+
+    tasks = 1 + (n_proxies >= 3)  # the fit, and the backtest that leaves out the largest proxy
+    fits = n_recipes * n_metrics * tasks
+    has_ckpt = all(c in table.columns and table[c].notna().any() for c in ("step", "tokens"))
+    run, skipped, spent = [], [], 0.0
+    for m in sorted(scaling.METHODS, key=lambda m: FIT_COST_S[m]):
+        need = scaling.MIN_SIZES.get(m, 2)
+        if n_proxies < need:
+            skipped.append({"method": m, "reason": f"needs {need} proxy sizes below the target; {n_proxies} given"})
+            continue
+        if m == "nd_law" and not has_ckpt:
+            skipped.append({"method": m, "reason": "needs intermediate checkpoints (step and tokens columns)"})
+            continue
+        cost = FIT_COST_S[m] * fits
+        if spent + cost > PREDICT_BUDGET_S:
+            skipped.append({"method": m, "reason": f"about {cost:.1f} s for {fits} recipe fits ({n_recipes} recipes x {n_metrics} metrics x "
+                                                  f"{tasks} fit(s)) would exceed the report's {PREDICT_BUDGET_S:g} s budget; run "
+                                                  f"proxyscale.analysis.scaling.predict(..., methods=({m!r},)) for it"})
+            continue
+        spent += cost
+        run.append(m)
+    return [m for m in scaling.METHODS if m in run], skipped
+
+
+def predictions(table: "pd.DataFrame", sizes: list[str], directions: dict[str, bool], *, n_boot: int = 1000, seed: int = 0,
+                decision_level: float = DECISION_LEVEL) -> tuple[dict, dict]:
+    """(prediction, frontier) sections of report.json from the analysis' long table (with step/tokens rows where
+    there are checkpoints). Neither raises on data it cannot use: it says why in `reason` (one line)."""
+    from proxyscale.analysis import frontier as F
+    from proxyscale.analysis import scaling
+
+    sizes = [str(s) for s in sizes]
+    target = sizes[-1]
+    n_recipes, n_metrics = int(table["recipe"].nunique()), int(table["metric"].nunique())
+    pred: dict[str, Any] = {"available": False, "reason": None, "target": target, "fit_sizes": sizes[:-1], "methods_run": [],
+                            "methods_skipped": [], "methods": [], "single_scale": [], "notes": []}
+    front: dict[str, Any] = {"available": False, "reason": None, "decision_level": decision_level, "target": target, "points": [],
+                             "plans": [], "notes": []}
+    if n_recipes > MAX_PAIRWISE_RECIPES:
+        why = (f"{n_recipes} recipes: decision-accuracy bootstraps build recipe x recipe matrices; skipped above "
+               f"{MAX_PAIRWISE_RECIPES} recipes (the comparisons above still score every pair)")
+        pred["reason"] = front["reason"] = why
+        return pred, front
+    try:
+        params = scaling.size_params(table, sizes)
+    except scaling.PredictError as exc:
+        pred["reason"] = front["reason"] = str(exc)
+        return pred, front
+    proxies = [s for s in sizes if params[s] < params[target]]
+    if len(proxies) < 2:
+        pred["reason"] = (f"{len(sizes)} sizes: extrapolating to {target} needs at least 2 proxy sizes below it (3 sizes in all); "
+                          "the frontier below compares the single proxy sizes instead")
+        pred["notes"].append(pred["reason"] + ".")
+    else:
+        methods, skipped = _choose_methods(table, len(proxies), n_recipes, n_metrics)
+        pred["methods_run"], pred["methods_skipped"] = methods, skipped
+        out = scaling.predict(table, sizes, target=target, higher_is_better=directions, methods=tuple(methods), n_boot=n_boot, seed=seed)
+        pred.update(out, available=True)
+        _da_intervals(pred, table, sizes, proxies, directions, n_boot, seed)
+        if skipped:
+            pred["notes"].append("not run: " + "; ".join(f"{s['method']} ({s['reason']})" for s in skipped) + ".")
+    out = F.frontier(table, sizes, target=target, prediction=pred if pred["available"] else None, higher_is_better=directions,
+                     decision_level=decision_level, n_boot=n_boot, seed=seed)
+    front.update(out, available=bool(out["points"]), reason=None if out["points"] else "no point with every recipe at the target")
+    return pred, front
+
+
+def _da_intervals(pred: dict, table: "pd.DataFrame", sizes: list[str], proxies: list[str], directions: dict[str, bool], n_boot: int,
+                  seed: int) -> None:
+    """decision_accuracy_ci (seeded percentile bootstrap over recipes) on every method and single-size entry."""
+    import numpy as np
+
+    from proxyscale.analysis import scaling
+
+    tables = scaling.final_tables(table, sizes, directions)
+    for k, e in enumerate(pred["methods"] + pred["single_scale"]):
+        e["decision_accuracy_ci"] = None
+        tab = tables.get(e["metric"])
+        if e.get("decision_accuracy") is None or tab is None or not n_boot:
+            continue
+        if "method" in e:
+            recipes = [r for r, v in e["predicted"].items() if v is not None]
+            x = np.array([e["predicted"][r] for r in recipes], dtype=float)
+            y = tab.loc[recipes, e["target"]].to_numpy(float)
+        else:  # the recipes predict scored: every value at the fit sizes (the proxies below this target) and the target
+            cols = [s for s in proxies if sizes.index(s) < sizes.index(e["target"])] + [e["target"]]
+            t = tab.reindex(columns=cols).dropna()
+            x, y = t[e["size"]].to_numpy(float), t[e["target"]].to_numpy(float)
+        if np.isfinite(x).all() and np.isfinite(y).all():
+            e["decision_accuracy_ci"] = scaling._ci(scaling.bootstrap_da(x, y, n_boot, seed + k))
+
+
+def _sweep_table(results: "pd.DataFrame", curves: "pd.DataFrame | None") -> "pd.DataFrame":
+    """Completed cells' final losses (at the run's last step, with params and tokens) plus their earlier eval points."""
+    import numpy as np
+    import pandas as pd
+
+    ok = results[(results["status"] == "completed") & np.isfinite(results["loss"].to_numpy(dtype=float))]
+    cols = {"recipe": ok["recipe"].astype(str), "size": ok["size"].astype(str), "metric": ok["eval_set"].astype(str),
+            "value": ok["loss"].astype(float), "lr": ok["lr"].astype(float), "seed": ok["seed"].astype(float), "params": ok["params"].astype(float)}
+    for c in ("tokens", "steps"):
+        if c in ok.columns:
+            cols["tokens" if c == "tokens" else "step"] = ok[c].astype(float)
+    final = pd.DataFrame(cols)
+    if curves is None or curves.empty or "step" not in final.columns or not final["step"].notna().all():
+        return final.drop(columns=["step"], errors="ignore")
+    cv = curves[curves["run_id"].isin(set(ok["run_id"]))]
+    early = pd.DataFrame({"recipe": cv["recipe"].astype(str), "size": cv["size"].astype(str), "metric": cv["eval_set"].astype(str),
+                          "value": cv["loss"].astype(float), "lr": cv["lr"].astype(float), "seed": cv["seed"].astype(float),
+                          "params": cv["params"].astype(float), "tokens": cv["tokens"].astype(float), "step": cv["step"].astype(float),
+                          "run_id": cv["run_id"]})
+    last = dict(zip(ok["run_id"], ok["steps"].astype(float)))
+    early = early[early["step"] < early["run_id"].map(last)].drop(columns="run_id")  # the final loss stands for the last step
+    return pd.concat([final, early], ignore_index=True)
+
+
+def _add_predictions(rep: dict, table: "pd.DataFrame", sizes: list[str], *, n_boot: int, decision_level: float) -> None:
+    """report.json's prediction and frontier, and the planner's line in the bottom line when it fits."""
+    from proxyscale.analysis.verdict import bottom_line
+
+    directions = {m: d == "higher" for m, d in rep["directions"].items()}
+    rep["prediction"], rep["frontier"] = predictions(table, sizes, directions, n_boot=n_boot, seed=rep["bootstrap_seed"],
+                                                     decision_level=decision_level)
+    primary = [c for c in rep["comparisons"] if c.get("proxy_lr") in (None, "tuned") and c.get("target_mode") in (None, "tuned")]
+    rep["summary"]["bottom_line"] = bottom_line(rep, primary)  # again, now with the planner's line where it fits
+
+
+def build_sweep(sweep_dir: str, *, n_boot: int = 1000, standard_lr: float | None = None, decision_level: float = DECISION_LEVEL) -> dict:
     """A sweep's report. Its metrics are eval losses, lower is better."""
     import pandas as pd
 
@@ -163,13 +325,14 @@ def build_sweep(sweep_dir: str, *, n_boot: int = 1000, standard_lr: float | None
                            baseline_reason=reason, curves=long_curves, standard_lr=lr, standard_lr_source=source)
     n_bad = sum(n for c in counts.values() for s, n in c.items() if s != "completed")
     notes = [f"{n_bad} diverged/failed cell(s) excluded from every figure." if n_bad else "every cell completed."]
+    _add_predictions(rep, _sweep_table(results, curves), sizes, n_boot=n_boot, decision_level=decision_level)
     return {"schema_version": SCHEMA_VERSION, "source": {"kind": "sweep", "path": str(root)},
             "size_params": {s: int(p) for s, p in df.groupby("size")["params"].first().items()},
             "status_counts": counts, "notes": notes, **rep}
 
 
 def build_csv(path: str, *, higher_is_better: bool | list[str] | None = None, n_boot: int = 1000, standard_lr: float | None = None,
-              allow_short_runs: bool = False) -> dict:
+              allow_short_runs: bool = False, decision_level: float = DECISION_LEVEL) -> dict:
     """An external CSV's report; higher_is_better: True (every metric), metric names, or None (a `direction` column or lower)."""
     from proxyscale import analysis
 
@@ -191,6 +354,7 @@ def build_csv(path: str, *, higher_is_better: bool | list[str] | None = None, n_
     lr, source = _standard_lr(standard_lr, None)
     rep = analysis.analyze(df, sizes, higher_is_better=directions, n_boot=n_boot, curves=curves, standard_lr=lr, standard_lr_source=source,
                            baseline_reason="external results: no count-model baselines")
+    _add_predictions(rep, curves if curves is not None else df, sizes, n_boot=n_boot, decision_level=decision_level)
     size_params = df.groupby("size")["params"].first().to_dict() if "params" in df.columns else {s: analysis.parse_size(s) for s in sizes}
     return {"schema_version": SCHEMA_VERSION, "source": {"kind": "csv", "path": str(path)}, "size_params": size_params,
             "status_counts": {}, "notes": notes, **rep}
@@ -202,20 +366,23 @@ def write_json(report: dict, path: Path) -> Path:
 
 
 def run(sweep_dir: str | None = None, csv: str | None = None, out: str | None = None, higher_is_better: bool | list[str] | None = None,
-        n_boot: int = 1000, standard_lr: float | None = None, allow_short_runs: bool = False) -> tuple[list[Path], dict]:
-    """Build the report; returns (the written paths [report.json, report.md, report.html], the report)."""
+        n_boot: int = 1000, standard_lr: float | None = None, allow_short_runs: bool = False,
+        decision_level: float = DECISION_LEVEL) -> tuple[list[Path], dict]:
+    """Build the report; returns (the written paths [report.json, report.md, report.html, figure PNGs], the report)."""
     if bool(sweep_dir) == bool(csv):
         raise ReportError("give either a sweep folder or --from-csv PATH")
+    decision_level = check_decision_level(decision_level)
     if csv:
         if not out:
             raise ReportError("--from-csv needs --out DIR")
-        report = build_csv(csv, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr, allow_short_runs=allow_short_runs)
+        report = build_csv(csv, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr, allow_short_runs=allow_short_runs,
+                           decision_level=decision_level)
     else:
         if higher_is_better:
             raise ReportError("a sweep's metrics are eval losses (lower is better); --higher-is-better is for --from-csv results")
         if allow_short_runs:
             raise ReportError("--allow-short-runs is for --from-csv results; a sweep's records say where each cell stopped")
-        report = build_sweep(sweep_dir, n_boot=n_boot, standard_lr=standard_lr)
+        report = build_sweep(sweep_dir, n_boot=n_boot, standard_lr=standard_lr, decision_level=decision_level)
     folder = Path(out or sweep_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)

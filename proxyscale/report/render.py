@@ -11,6 +11,8 @@ from pathlib import Path
 MAX_LABELS = 25  # recipes labelled by name in scatter / bump charts
 MAX_FLIP_ROWS = 15  # flips listed per comparison in the tables
 MAX_PANELS = 6  # per-metric panels of the scatter and bump figures: the eval sets with the lowest decision accuracy
+MAX_FRONTIER_PANELS = 3  # eval sets drawn in the frontier figure: those whose best choice is least sure
+FRONTIER_PNG = "fig_frontier.png"  # written beside report.md and linked from it
 
 
 def _plt():
@@ -357,6 +359,128 @@ def noise_rows(rep: dict) -> list[list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------
+# predictions and the compute-decision frontier (issue 15)
+
+
+def frontier_metrics(rep: dict) -> list[str]:
+    """The eval sets the frontier figure draws: no choice clearing the level first, then the lowest best lower bound."""
+    front = rep.get("frontier") or {}
+    best: dict[str, float] = {}
+    for p in front.get("points") or []:
+        lo = (p.get("decision_accuracy_ci") or [p.get("decision_accuracy") or 0.0])[0]
+        best[p["metric"]] = max(best.get(p["metric"], -1.0), lo if lo is not None else -1.0)
+    chosen = {pl["metric"]: pl["choice"] is not None for pl in front.get("plans") or []}
+    return sorted(best, key=lambda m: (chosen.get(m, False), best[m], m))[:MAX_FRONTIER_PANELS]
+
+
+def fig_frontier(rep: dict) -> bytes | None:
+    front = rep.get("frontier") or {}
+    if not front.get("available"):
+        return None
+    from proxyscale.analysis.frontier import frontier_figure
+
+    return frontier_figure(front, metrics=frontier_metrics(rep))
+
+
+PRED_HEAD = ["fit sizes → target", "method", "decision acc. [95%]", "Spearman", "mean abs error", "compute fraction",
+             "DA − best single size [95%]"]
+
+
+def prediction_tables(rep: dict) -> list[tuple[str, list[list[str]]]]:
+    """Per metric: each extrapolation method (backtests marked) and each single size, scored at the same target."""
+    pred = rep.get("prediction") or {}
+    out = []
+    for metric in rep["metrics"]:
+        rows = []
+        for bt in (False, True):
+            ms = [e for e in pred.get("methods") or [] if e["metric"] == metric and bool(e.get("backtest")) == bt]
+            ss = [e for e in pred.get("single_scale") or [] if e["metric"] == metric and bool(e.get("backtest")) == bt]
+            for e in ms:
+                name = e["method"] + (" (exact fit)" if e.get("exact_fit") else "") + (" (experimental)" if e.get("experimental") else "")
+                diff = f"{e['da_diff']:+.3f} {_ci(e.get('da_diff_ci'))}" if e.get("da_diff") is not None else "n/a"
+                rows.append([f"{'+'.join(e['fit_sizes'])} → {e['target']}" + (" (backtest)" if bt else ""), name,
+                             f"{_f(e.get('decision_accuracy'), 3)} {_ci(e.get('decision_accuracy_ci'))}".strip(), _f(e.get("spearman"), 3),
+                             _f(e.get("mean_abs_error"), 4), f"{e['compute_fraction']:.3g}", diff])
+            for e in ss:
+                rows.append([f"{e['size']} → {e['target']}" + (" (backtest)" if bt else ""), "single size (raw values)",
+                             f"{_f(e.get('decision_accuracy'), 3)} {_ci(e.get('decision_accuracy_ci'))}".strip(), _f(e.get("spearman"), 3),
+                             _f(e.get("mean_abs_error"), 4), f"{e['compute_fraction']:.3g}", "(baseline)"])
+        if rows:
+            out.append((metric, rows))
+    return out
+
+
+def prediction_lines(rep: dict) -> list[str]:
+    """Plain words per metric and method (not backtests): does extrapolating rank better than the best single size,
+    and does fitting it cost more than training the target."""
+    pred = rep.get("prediction") or {}
+    if not pred.get("available"):
+        return [f"Not available: {pred.get('reason')}."] if pred else ["Not computed (a report built before predictions existed)."]
+    lines = []
+    for e in pred.get("methods") or []:
+        if e.get("backtest"):
+            continue
+        head = f"{e['metric']}, {e['method']} ({'+'.join(e['fit_sizes'])} → {e['target']})"
+        ci, best = e.get("da_diff_ci"), e.get("best_single_size")
+        if e.get("decision_accuracy") is None:
+            s = f"{head}: not scored ({e.get('reason') or 'the target was not run'})"
+        elif ci is None or best is None:
+            s = f"{head}: decision accuracy {_f(e['decision_accuracy'], 3)}"
+        elif ci[0] > 0:
+            s = f"{head} ranks better than {best} alone: DA difference {e['da_diff']:+.3f} {_ci(ci)} excludes 0"
+        elif ci[1] < 0:
+            s = f"{head} ranks worse than {best} alone: DA difference {e['da_diff']:+.3f} {_ci(ci)}"
+        else:
+            s = f"{head} does not rank better than {best} alone: DA difference {e['da_diff']:+.3f} {_ci(ci)} includes 0"
+        if e.get("mean_abs_error") is not None:
+            s += f"; mean abs error {e['mean_abs_error']:.4f}"
+        if e["compute_fraction"] > 1:
+            s += f"; fitting it costs {e['compute_fraction']:.2f}x training every recipe at {e['target']}: training the target directly is cheaper"
+        lines.append(s + ".")
+    return lines
+
+
+def prediction_run_line(rep: dict) -> str | None:
+    pred = rep.get("prediction") or {}
+    if not pred.get("available"):
+        return None
+    skipped = "; ".join(f"{s['method']}: {s['reason']}" for s in pred.get("methods_skipped") or [])
+    return (f"Methods run: {', '.join(pred.get('methods_run') or []) or 'none'}." + (f" Not run: {skipped}." if skipped else "")
+            + " Backtests leave out the largest proxy and predict it from the smaller ones.")
+
+
+FRONTIER_HEAD = ["metric", "choice", "compute fraction", "decision acc. [95%]", "step noise"]
+
+
+def frontier_rows(rep: dict) -> list[list[str]]:
+    """The Pareto points (no cheaper point matches their decision accuracy), per metric."""
+    from proxyscale.analysis.frontier import _label
+
+    rows = []
+    for p in (rep.get("frontier") or {}).get("points") or []:
+        if p.get("on_frontier"):
+            rows.append([p["metric"], _label(p), f"{p['compute_fraction']:.3g}",
+                         f"{_f(p['decision_accuracy'], 3)} {_ci(p.get('decision_accuracy_ci'))}".strip(), "yes" if p.get("noise") else ""])
+    return rows
+
+
+def frontier_lines(rep: dict) -> list[str]:
+    front = rep.get("frontier") or {}
+    if not front.get("available"):
+        return [f"Not available: {front.get('reason')}."] if front else ["Not computed (a report built before the frontier existed)."]
+    return [pl["sentence"] for pl in front.get("plans") or []]
+
+
+def _frontier_intro(rep: dict) -> str:
+    front = rep.get("frontier") or {}
+    return (f"Each point is a way to choose a recipe: a proxy size (at each eval step where every recipe was evaluated) or an "
+            f"extrapolation method, at its training compute as a fraction of training every recipe at {front.get('target')}, with "
+            f"its decision accuracy against {front.get('target')} and a 95% bootstrap interval over recipes ({front.get('n_boot')} "
+            f"resamples). The planner picks the cheapest point whose lower bound reaches the decision level "
+            f"{front.get('decision_level', 0.8):.2f} (--decision-level).")
+
+
+# ---------------------------------------------------------------------------------------------
 # writers
 
 
@@ -378,7 +502,35 @@ def _intervals(rep: dict) -> str:
             f"Ties: {rep['tie_rule']}.")
 
 
-def markdown(rep: dict) -> str:
+def markdown_predictions(rep: dict, figure_file: str | None = None) -> list[str]:
+    out = ["## Predictions\n"]
+    out += [f"- {s}" for s in prediction_lines(rep)] + [""]
+    run = prediction_run_line(rep)
+    if run:
+        out.append(run + "\n")
+    for metric, rows in prediction_tables(rep):
+        out.append(f"### {metric}\n")
+        out.append(_md_table(PRED_HEAD, rows))
+    notes = (rep.get("prediction") or {}).get("notes") or []
+    if notes and (rep.get("prediction") or {}).get("available"):
+        out.append("Notes:\n")
+        out += [f"- {n}" for n in notes] + [""]
+    out.append("## Compute-decision frontier\n")
+    front = rep.get("frontier") or {}
+    if front.get("available"):
+        out.append(_frontier_intro(rep) + "\n")
+        if figure_file:
+            out.append(f"![Compute-decision frontier: {', '.join(frontier_metrics(rep))}]({figure_file})\n")
+    out += [f"- {s}" for s in frontier_lines(rep)] + [""]
+    if front.get("available"):
+        out.append("Points on the frontier (no cheaper point matches their decision accuracy; step noise: the change from the "
+                   "previous step is below one recipe pair):\n")
+        out.append(_md_table(FRONTIER_HEAD, frontier_rows(rep)))
+        out += [f"- {n}" for n in front.get("notes") or []] + [""]
+    return out
+
+
+def markdown(rep: dict, figure_file: str | None = None) -> str:
     out = [f"# {_title(rep)}\n"] + [f"- **{ln}**" if i == 0 else f"- {ln}" for i, ln in enumerate(rep["summary"]["bottom_line"])] + [""]
     out += [f"{_directions(rep)} Sizes (smallest first): {', '.join(rep['sizes'])}. {len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). "
             f"{_intervals(rep)}\n"]
@@ -404,6 +556,7 @@ def markdown(rep: dict) -> str:
     out.append("## Early signal\n")
     es = rep.get("early_signal") or {}
     out.append(f"{len(es.get('points', []))} points against the final {es.get('target')} ranking (see report.html).\n" if es.get("available") else f"Not available: {es.get('reason')}.\n")
+    out += markdown_predictions(rep, figure_file)
     out.append("## Flipped pairs\n")
     out.append(_md_table(FLIP_HEAD, flip_rows(rep)))
     if rep.get("status_counts"):
@@ -427,6 +580,31 @@ def _html_table(head, rows) -> str:
     h = "".join(f"<th>{html.escape(x)}</th>" for x in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{h}</tr>{body}</table>"
+
+
+def html_predictions(rep: dict, png: bytes | None) -> list[str]:
+    e = html.escape
+    parts = ["<h2>Predictions</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in prediction_lines(rep)) + "</ul>"]
+    run = prediction_run_line(rep)
+    if run:
+        parts.append(f"<p class=note>{e(run)}</p>")
+    for metric, rows in prediction_tables(rep):
+        parts.append(f"<h3>{e(metric)}</h3>" + _html_table(PRED_HEAD, rows))
+    pred = rep.get("prediction") or {}
+    if pred.get("available") and pred.get("notes"):
+        parts.append("<ul class=note>" + "".join(f"<li>{e(n)}</li>" for n in pred["notes"]) + "</ul>")
+    parts.append("<h2>Compute-decision frontier</h2>")
+    front = rep.get("frontier") or {}
+    if front.get("available"):
+        parts.append(f"<p>{e(_frontier_intro(rep))}</p>")
+        if png:
+            title = f"Compute-decision frontier: {', '.join(frontier_metrics(rep))}"
+            parts.append(f"<img alt='{e(title)}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>")
+    parts.append("<ul>" + "".join(f"<li>{e(s)}</li>" for s in frontier_lines(rep)) + "</ul>")
+    if front.get("available"):
+        parts.append(_html_table(FRONTIER_HEAD, frontier_rows(rep)))
+        parts += [f"<p class=note>{e(n)}</p>" for n in front.get("notes") or []]
+    return parts
 
 
 def html_page(rep: dict, figures: dict[str, bytes]) -> str:
@@ -462,6 +640,7 @@ def html_page(rep: dict, figures: dict[str, bytes]) -> str:
     es = rep.get("early_signal") or {}
     if not es.get("available"):
         parts.append(f"<h2>Early signal</h2><p>Not available: {e(str(es.get('reason')))}.</p>")
+    parts += html_predictions(rep, figures.get("frontier"))
     parts.append("<h2>Flipped pairs</h2>" + _html_table(FLIP_HEAD, flip_rows(rep)))
     if rep.get("status_counts"):
         parts.append("<h2>Cell status</h2>" + _html_table(["size", "completed", "diverged", "failed"], status_rows(rep)))
@@ -478,8 +657,16 @@ def write(rep: dict, folder: Path) -> list[Path]:
         warnings.simplefilter("ignore")  # tight_layout's "not applied" and friends: the figure is still written
         for key, _, fn in FIGURES:
             figures[key] = fn(rep)
+        figures["frontier"] = fig_frontier(rep)
+    written = []
+    png = folder / FRONTIER_PNG
+    if figures["frontier"]:
+        png.write_bytes(figures["frontier"])
+        written.append(png)
+    elif png.exists():
+        png.unlink()  # a stale figure from an earlier report would be linked from nothing and mislead
     md = folder / "report.md"
-    md.write_text(markdown(rep))
+    md.write_text(markdown(rep, FRONTIER_PNG if figures["frontier"] else None))
     page = folder / "report.html"
     page.write_text(html_page(rep, figures))
-    return [md, page]
+    return [md, page] + written
