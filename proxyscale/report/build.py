@@ -91,31 +91,22 @@ def _clean(obj: Any) -> Any:
     return walk(obj)
 
 
-def _needs_collect(root: Path) -> bool:
-    from proxyscale import collect, record
-
-    res = root / collect.RESULTS
-    if not res.exists():
-        return True
-    newest = max((p.stat().st_mtime for p in root.glob(f"*/{record.RESULT}")), default=0.0)
-    return newest > res.stat().st_mtime
-
-
-def _load_sweep(root: Path) -> "tuple[pd.DataFrame, pd.DataFrame | None]":
+def _load_sweep(root: Path, out: Path) -> "tuple[pd.DataFrame, pd.DataFrame | None]":
+    """The sweep's tables, collected again (into `out`) when its records or grid.json changed since."""
     import pandas as pd
 
     from proxyscale import collect
 
     if not root.is_dir():
         raise ReportError(f"no sweep folder at {root}")
-    if _needs_collect(root):
+    if collect.is_stale(root, out):
         try:
             df, _ = collect.collect(root)
         except collect.CollectError as exc:
             raise ReportError(str(exc)) from None
-        collect.write(df, root)
-    results = pd.read_parquet(root / collect.RESULTS)
-    curves_path = root / collect.CURVES
+        collect.write(df, root, out)
+    results = pd.read_parquet(out / collect.RESULTS)
+    curves_path = out / collect.CURVES
     curves = pd.read_parquet(curves_path) if curves_path.exists() else None
     return results, curves
 
@@ -296,14 +287,15 @@ def _add_predictions(rep: dict, table: "pd.DataFrame", sizes: list[str], *, n_bo
     rep["summary"]["bottom_line"] = bottom_line(rep, primary)  # again, now with the planner's line where it fits
 
 
-def build_sweep(sweep_dir: str, *, n_boot: int = 1000, standard_lr: float | None = None, decision_level: float = DECISION_LEVEL) -> dict:
+def build_sweep(sweep_dir: str, *, n_boot: int = 1000, standard_lr: float | None = None, decision_level: float = DECISION_LEVEL,
+                out: str | None = None) -> dict:
     """A sweep's report. Its metrics are eval losses, lower is better."""
     import pandas as pd
 
     from proxyscale import analysis
 
     root = Path(sweep_dir)
-    results, curves = _load_sweep(root)
+    results, curves = _load_sweep(root, Path(out or root))
     try:
         df, sizes, counts, base = analysis.prepare_sweep(results)
     except analysis.AnalysisError as exc:
@@ -382,12 +374,15 @@ def run(sweep_dir: str | None = None, csv: str | None = None, out: str | None = 
             raise ReportError("a sweep's metrics are eval losses (lower is better); --higher-is-better is for --from-csv results")
         if allow_short_runs:
             raise ReportError("--allow-short-runs is for --from-csv results; a sweep's records say where each cell stopped")
-        report = build_sweep(sweep_dir, n_boot=n_boot, standard_lr=standard_lr, decision_level=decision_level)
+        if not Path(sweep_dir).is_dir():
+            raise ReportError(f"no sweep folder at {sweep_dir}")
     folder = Path(out or sweep_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"cannot create output folder {folder}: {exc.strerror}") from None
+    if not csv:
+        report = build_sweep(sweep_dir, n_boot=n_boot, standard_lr=standard_lr, decision_level=decision_level, out=str(folder))
     report = _clean(report)
     paths = [write_json(report, folder / "report.json")]
     from proxyscale.report import render
