@@ -151,7 +151,7 @@ def frontier_case():
 def test_frontier_pareto_set_noise_and_planner():
     df = frontier_case()
     sizes = ["10M", "30M", "100M", "1B"]
-    front = frontier.frontier(df, sizes, n_boot=300)
+    front = frontier.frontier(df, sizes)
     pts = {(p["size"], p["step"]): p for p in front["points"]}
     assert set(pts) == {("10M", 100.0), ("30M", 100.0), ("100M", 50.0), ("100M", 100.0)}
     assert pts[("10M", 100.0)]["decision_accuracy"] == pytest.approx(41 / 45)  # 4 of 45 pairs flipped
@@ -164,10 +164,10 @@ def test_frontier_pareto_set_noise_and_planner():
     plan = front["plans"][0]
     assert plan["choice"] == "100M at step 50" and "cheapest" in plan["sentence"]
     # a level only 10M could clear at its point estimate, not at its lower bound: still 100M
-    strict = frontier.frontier(df, sizes, n_boot=300, decision_level=0.85)
+    strict = frontier.frontier(df, sizes, decision_level=0.85)
     assert strict["plans"][0]["choice"] == "100M at step 50"
     # without the 100M proxy nothing clears 0.8: a sentence says so and what would help
-    none = frontier.frontier(df[df["size"] != "100M"], ["10M", "30M", "1B"], n_boot=300, decision_level=0.95)
+    none = frontier.frontier(df[df["size"] != "100M"], ["10M", "30M", "1B"], decision_level=0.95)
     assert none["plans"][0]["choice"] is None
     assert "no point" in none["plans"][0]["sentence"] and "larger proxy" in none["plans"][0]["sentence"]
 
@@ -175,7 +175,7 @@ def test_frontier_pareto_set_noise_and_planner():
 def test_frontier_includes_methods_and_draws():
     df, _, _ = ladder(n_recipes=8)
     pred = scaling.predict(df, SIZES, methods=("shared_power", "log_linear"), n_boot=50)
-    front = frontier.frontier(df, SIZES, prediction=pred, n_boot=100)
+    front = frontier.frontier(df, SIZES, prediction=pred)
     methods = [p for p in front["points"] if p.get("method")]
     assert {p["method"] for p in methods} == {"shared_power", "log_linear"}
     sp = next(p for p in methods if p["method"] == "shared_power")

@@ -224,6 +224,15 @@ def intervals(n: int, r: float | None, rho: float | None, tau: float | None, cou
     return out
 
 
+def da_interval(x, y) -> list[float] | None:
+    """The decision-accuracy interval `compare` reports (Fieller-Hartley-Pearson on gamma; a perfect ranking
+    is centred at (C-D)/(C+D+1), so never zero-width), for callers holding only two value vectors (frontier
+    points, predictions): recipe sampling only, no seed noise."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    tol = tie_tolerance(x, y)
+    return intervals(len(x), None, None, None, pair_counts(snap(x, tol), snap(y, tol)), {})["decision_accuracy_ci"]
+
+
 def _flips(recipes, x, y, xs, ys, higher_is_better: bool, max_flips: int) -> list[dict]:
     """The max_flips discordant pairs with the largest target gap, walking the pairs in blocks."""
     keep_i, keep_j, keep_g = np.zeros(0, int), np.zeros(0, int), np.zeros(0)

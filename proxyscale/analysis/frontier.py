@@ -6,7 +6,8 @@ otherwise), ranking the target by its own values, and every multi-size extrapola
 `scaling.predict` section (fitted on the proxies, scored at the target). Each point has its training
 FLOPs (6 N D per recipe, D the tokens seen by that step: a tokens column, else the size's tokens x
 step / last step), compute_fraction = those FLOPs / training every recipe at the target, and decision
-accuracy with a seeded percentile bootstrap interval over recipes.
+accuracy with the interval `compare` reports (never zero-width: a perfect ranking of a few recipes is
+not evidence by itself).
 
 The Pareto frontier keeps the points no cheaper point matches or beats in DA. The planner picks the
 cheapest point whose DA interval lower bound reaches `decision_level` (default 0.8), or says in a sentence
@@ -28,16 +29,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from proxyscale.analysis import scaling  # noqa: E402
+from proxyscale.analysis.compare import da_interval  # noqa: E402
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 
 
-def _point(metric, pred, y, *, flops, target_flops, n_boot, seed, **label) -> dict:
+def _point(metric, pred, y, *, flops, target_flops, **label) -> dict:
     da = scaling.decision_accuracy(pred, y)
-    boot = scaling.bootstrap_da(pred, y, n_boot, seed) if da is not None and n_boot else None
     return {"metric": metric, **label, "flops": float(flops), "compute_fraction": float(flops / target_flops),
-            "decision_accuracy": da, "decision_accuracy_ci": scaling._ci(boot) if boot is not None else None, "n_recipes": int(len(y))}
+            "decision_accuracy": da, "decision_accuracy_ci": da_interval(pred, y) if da is not None else None, "n_recipes": int(len(y))}
 
 
 def _mark(points: list[dict], n_pairs: int) -> None:
@@ -89,7 +90,7 @@ def _plan(metric: str, points: list[dict], level: float, target: str) -> dict:
 
 
 def frontier(df: pd.DataFrame, sizes: list[str], *, target: str | None = None, prediction: dict | None = None, higher_is_better=False,
-             decision_level: float = 0.8, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+             decision_level: float = 0.8) -> dict[str, Any]:
     """The frontier section: {"decision_level", "target", "points": [...], "plans": [...], "notes": [...]}.
 
     df: the long table; sizes: smallest first; target: default the largest size (must have been run).
@@ -128,14 +129,14 @@ def frontier(df: pd.DataFrame, sizes: list[str], *, target: str | None = None, p
                         continue  # not every recipe was evaluated at this step
                     d = step_tokens.get((s, st), tokens[s] * float(st) / float(last_step[s]) if last_step.get(s) else tokens[s])
                     pts.append(_point(metric, v.to_numpy(float), y, flops=compute[s] * d / tokens[s],
-                                      target_flops=compute[target], n_boot=n_boot, seed=seed + k, size=s, method=None, step=float(st)))
+                                      target_flops=compute[target], size=s, method=None, step=float(st)))
                     k += 1
             else:
                 v = tab[s].reindex(recipes)
                 if v.isna().any():
                     notes.append(f"{metric}: {int(v.isna().sum())} recipe(s) have no value at {s}; that size is left off the frontier.")
                     continue
-                pts.append(_point(metric, v.to_numpy(float), y, flops=compute[s], target_flops=compute[target], n_boot=n_boot, seed=seed + k,
+                pts.append(_point(metric, v.to_numpy(float), y, flops=compute[s], target_flops=compute[target],
                                   size=s, method=None, step=None))
                 k += 1
         for m in (prediction or {}).get("methods", []):
@@ -146,14 +147,14 @@ def frontier(df: pd.DataFrame, sizes: list[str], *, target: str | None = None, p
                 continue
             pv = np.array([m["predicted"][r] for r in common])
             yv = y_all.reindex(common).to_numpy(float)
-            pts.append(_point(metric, pv, yv, flops=m["compute_fraction"] * compute[target], target_flops=compute[target], n_boot=n_boot,
-                              seed=seed + k, size=None, method=m["method"], fit_sizes=list(m["fit_sizes"]), step=None))
+            pts.append(_point(metric, pv, yv, flops=m["compute_fraction"] * compute[target], target_flops=compute[target],
+                              size=None, method=m["method"], fit_sizes=list(m["fit_sizes"]), step=None))
             k += 1
         _mark(pts, n_pairs)
         points_all.extend(pts)
         plans.append(_plan(metric, pts, decision_level, target))
-    return {"decision_level": decision_level, "target": target, "points": points_all, "plans": plans, "n_boot": n_boot,
-            "bootstrap_seed": seed, "notes": list(dict.fromkeys(notes))}
+    return {"decision_level": decision_level, "target": target, "points": points_all, "plans": plans,
+            "interval": "Fieller-Hartley-Pearson on gamma over recipes (as every comparison), no seed noise", "notes": list(dict.fromkeys(notes))}
 
 
 def _draw(ax, front: dict, metric: str, pts: list[dict], fs: int = 9) -> None:
@@ -169,13 +170,14 @@ def _draw(ax, front: dict, metric: str, pts: list[dict], fs: int = 9) -> None:
             lo, hi = np.array([v[0] for v in ci]), np.array([v[1] for v in ci])
             if len(seq) > 1:
                 ax.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
-            else:
-                ax.errorbar(x, da, yerr=[da - lo, hi - da], color=c, capsize=3, lw=1)
+            else:  # the interval as drawn (a perfect ranking's interval ends below 1: it is not centred on the estimate)
+                ax.vlines(x, lo, hi, color=c, lw=1.2)
     for j, p in enumerate(p for p in pts if p.get("method")):
         c = PALETTE[(len(sizes) + j) % len(PALETTE)]
         ci = p["decision_accuracy_ci"]
-        yerr = [[p["decision_accuracy"] - ci[0]], [ci[1] - p["decision_accuracy"]]] if ci else None
-        ax.errorbar([p["compute_fraction"]], [p["decision_accuracy"]], yerr=yerr, fmt="D", color=c, ms=6, capsize=3, label=_label(p))
+        ax.plot([p["compute_fraction"]], [p["decision_accuracy"]], "D", color=c, ms=6, label=_label(p))
+        if ci:
+            ax.vlines([p["compute_fraction"]], ci[0], ci[1], color=c, lw=1.2)
     fr = sorted((p for p in pts if p["on_frontier"]), key=lambda p: p["flops"])
     if fr:
         ax.step([p["compute_fraction"] for p in fr], [p["decision_accuracy"] for p in fr], where="post", color="#444444", lw=1.6, ls="-",

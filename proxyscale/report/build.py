@@ -218,27 +218,27 @@ def predictions(table: "pd.DataFrame", sizes: list[str], directions: dict[str, b
         pred["methods_run"], pred["methods_skipped"] = methods, skipped
         out = scaling.predict(table, sizes, target=target, higher_is_better=directions, methods=tuple(methods), n_boot=n_boot, seed=seed)
         pred.update(out, available=True)
-        _da_intervals(pred, table, sizes, proxies, directions, n_boot, seed)
+        _da_intervals(pred, table, sizes, proxies, directions)
         if skipped:
             pred["notes"].append("not run: " + "; ".join(f"{s['method']} ({s['reason']})" for s in skipped) + ".")
     out = F.frontier(table, sizes, target=target, prediction=pred if pred["available"] else None, higher_is_better=directions,
-                     decision_level=decision_level, n_boot=n_boot, seed=seed)
+                     decision_level=decision_level)
     front.update(out, available=bool(out["points"]), reason=None if out["points"] else "no point with every recipe at the target")
     return pred, front
 
 
-def _da_intervals(pred: dict, table: "pd.DataFrame", sizes: list[str], proxies: list[str], directions: dict[str, bool], n_boot: int,
-                  seed: int) -> None:
-    """decision_accuracy_ci (seeded percentile bootstrap over recipes) on every method and single-size entry."""
+def _da_intervals(pred: dict, table: "pd.DataFrame", sizes: list[str], proxies: list[str], directions: dict[str, bool]) -> None:
+    """decision_accuracy_ci on every method and single-size entry: the interval every comparison reports."""
     import numpy as np
 
     from proxyscale.analysis import scaling
+    from proxyscale.analysis.compare import da_interval
 
     tables = scaling.final_tables(table, sizes, directions)
-    for k, e in enumerate(pred["methods"] + pred["single_scale"]):
+    for e in pred["methods"] + pred["single_scale"]:
         e["decision_accuracy_ci"] = None
         tab = tables.get(e["metric"])
-        if e.get("decision_accuracy") is None or tab is None or not n_boot:
+        if e.get("decision_accuracy") is None or tab is None:
             continue
         if "method" in e:
             recipes = [r for r, v in e["predicted"].items() if v is not None]
@@ -249,7 +249,7 @@ def _da_intervals(pred: dict, table: "pd.DataFrame", sizes: list[str], proxies: 
             t = tab.reindex(columns=cols).dropna()
             x, y = t[e["size"]].to_numpy(float), t[e["target"]].to_numpy(float)
         if np.isfinite(x).all() and np.isfinite(y).all():
-            e["decision_accuracy_ci"] = scaling._ci(scaling.bootstrap_da(x, y, n_boot, seed + k))
+            e["decision_accuracy_ci"] = da_interval(x, y)
 
 
 def _sweep_table(results: "pd.DataFrame", curves: "pd.DataFrame | None") -> "pd.DataFrame":
