@@ -31,27 +31,21 @@ shown next to the best observed mixture.
 """
 from __future__ import annotations
 
-import os as _os
-import sys as _sys
+import base64
+import html
+import io
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Callable
 
-if "numpy" not in _sys.modules:  # as proxyscale.report does: OpenBLAS worker threads only add contention here
-    _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
 
-import base64  # noqa: E402
-import html  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import re  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy import optimize, stats  # noqa: E402
-
-from proxyscale.errors import UserError  # noqa: E402
+from proxyscale.errors import UserError
 
 MODELS = ("linear", "dml", "lightgbm")
 LGB_PARAMS = {"objective": "regression", "boosting_type": "gbdt", "learning_rate": 0.01, "num_leaves": 31, "seed": 42,

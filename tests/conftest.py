@@ -1,9 +1,12 @@
 """Session fixtures shared by every test module."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the CLI sets for its analyses (before numpy): small fits, threads only contend
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

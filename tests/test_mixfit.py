@@ -2,20 +2,17 @@
 degenerate fits, the proposal, recipe writing and the one-line refusals of the CLI."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small fits: OpenBLAS worker threads only add contention
+import numpy as np
+import pandas as pd
+import pytest
 
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-
-from proxyscale import mixfit  # noqa: E402
+from proxyscale import mixfit
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "realdata"

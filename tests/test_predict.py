@@ -2,15 +2,11 @@
 (proxyscale.analysis.frontier) on synthetic ladders with a known answer."""
 from __future__ import annotations
 
-import os
+import numpy as np
+import pandas as pd
+import pytest
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small fits: OpenBLAS worker threads only add contention
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-
-from proxyscale.analysis import scaling  # noqa: E402
+from proxyscale.analysis import frontier, scaling
 
 SIZES = ["10M", "30M", "100M", "300M", "1B"]
 N = np.array([1e7, 3e7, 1e8, 3e8, 1e9])
@@ -130,7 +126,6 @@ def test_nd_law_over_checkpoints_is_experimental():
 # ---------------------------------------------------------------------------------------------
 # the compute-decision frontier
 
-from proxyscale.analysis import frontier  # noqa: E402
 
 
 def frontier_case():

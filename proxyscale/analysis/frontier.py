@@ -16,20 +16,14 @@ the previous step of the same size is marked ``noise``: the change is below what
 """
 from __future__ import annotations
 
-import os as _os
-import sys as _sys
+import io
+from typing import Any
 
-if "numpy" not in _sys.modules:  # as proxyscale.report does: OpenBLAS worker threads only add contention here
-    _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
+import pandas as pd
 
-import io  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from proxyscale.analysis import scaling  # noqa: E402
-from proxyscale.analysis.compare import da_interval  # noqa: E402
+from proxyscale.analysis import scaling
+from proxyscale.analysis.compare import da_interval
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]

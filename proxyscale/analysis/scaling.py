@@ -33,23 +33,17 @@ D = 20 N (Chinchilla's ratio) is assumed and a note says so.
 """
 from __future__ import annotations
 
-import os as _os
-import sys as _sys
-
-if "numpy" not in _sys.modules:  # as proxyscale.report does: OpenBLAS worker threads only add contention to these small fits
-    _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # scipy.optimize and scipy.stats are imported where a fit needs them: importing them costs ~2 s on a loaded machine,
 # and a report whose data cannot be extrapolated (two sizes) only needs the frontier's pair counts.
+import math
+import warnings
+from typing import Any
 
-import math  # noqa: E402
-import warnings  # noqa: E402
-from typing import Any  # noqa: E402
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from proxyscale.analysis.importer import parse_size  # noqa: E402
-from proxyscale.errors import UserError  # noqa: E402
+from proxyscale.analysis.importer import parse_size
+from proxyscale.errors import UserError
 
 TOKENS_PER_PARAM = 20.0  # assumed D/N without a tokens column (Hoffmann et al. 2022)
 HUBER_DELTA = 1e-3  # Huber delta on log residuals (Hoffmann et al. 2022; DataDecide's fits)
