@@ -30,7 +30,8 @@ def rows(rep: dict) -> list[list[str]]:
     out = []
     for e in _entries(rep):
         q = e.get("quantiles") or {}
-        out.append([e["metric"], f"{e['proxy']} → {e['target']}", str(e["n_recipes"]), str(e["n_examples"]) + (f" (+{e['n_undefined']} undefined)" if e.get("n_undefined") else ""),
+        n = str(e["n_examples"]) + (f" (+{e['n_undefined']} undefined)" if e.get("n_undefined") else "")
+        out.append([e["metric"], f"{e['proxy']} → {e['target']}", str(e["n_recipes"]), n,
                     f"{_f(e['mean'])} {_ci(e.get('mean_ci'))}", _f(q.get("q50")), f"{_f(q.get('q05'))} – {_f(q.get('q95'))}",
                     _f(e.get("frac_positive")), f"{_f(e.get('residual_mean'))} {_ci(e.get('residual_ci'))}"])
     return out
@@ -138,7 +139,8 @@ def html_section(rep: dict, png: bytes | None) -> str:
     parts = ["<h2>Per-example view (predictive correlation across scale)</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in lines(rep)) + "</ul>"]
     if (rep.get("per_example") or {}).get("available"):
         if png:
-            parts.append(f"<img alt='Mean per-example predictive correlation vs proxy size' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>")
+            data = base64.b64encode(png).decode("ascii")
+            parts.append(f"<img alt='Mean per-example predictive correlation vs proxy size' src='data:image/png;base64,{data}'>")
         parts.append(_html_table(HEAD, rows(rep)))
         parts.append("<p class=note>Examples whose recipe effects agree least across scale (lowest ρ):</p>" + _html_table(FLIP_HEAD, flip_rows(rep)))
     return "\n".join(parts)
