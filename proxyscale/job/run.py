@@ -250,7 +250,7 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list)
 
     examples_file = None
     if not monitor.diverged:
-        if not _complete(module.example_losses(), data, cfg):  # resumed after its last eval: score the examples again
+        if trainer.world_size == 1 and not _complete(module.example_losses(), data, cfg):  # resumed after its last eval: score them again
             trainer.validate(module, dataloaders=val, verbose=False)
         losses = module.example_losses()
         if res.rank == 0 and trainer.is_global_zero and _complete(losses, data, cfg):
