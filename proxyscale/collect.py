@@ -1,6 +1,8 @@
 """`proxyscale collect`: records -> one tidy table, `results.parquet` (a row per cell x eval set, with
 the eval set's null-baseline losses) and `curves.parquet` (a row per cell x eval set x eval step,
-for early-signal analysis). Reads records only, through `record.parse`.
+for early-signal analysis). Reads records only, through `record.parse`. With them, `examples.parquet`
+(a row per completed cell x eval set x example: the per-example losses of issue 16, gathered from the
+cells' own examples.parquet files one at a time) and its note `examples.json`.
 
 Unreadable records (corrupt, truncated, another schema) are reported with their path and skipped;
 the cells named in grid.json but without a record are counted as missing.
@@ -269,6 +271,109 @@ def write(df: pd.DataFrame, sweep_dir: str | Path, out: str | Path | None = None
         finally:
             if tmp.exists():
                 tmp.unlink()
+    gather_examples(Path(sweep_dir), df, where)
     if "manifest" in df.attrs:
         record.atomic_write_text(where / MANIFEST, json.dumps(df.attrs["manifest"]))
     return where / RESULTS
+
+
+# ---------------------------------------------------------------------------------------------
+# per-example losses (issue 16)
+
+EXAMPLES = "examples.parquet"  # the sweep's per-example table
+EXAMPLES_NOTE = "examples.json"  # beside it: per eval set its eval cache key, seq_len, example count and snippet file; cells left out
+EXAMPLE_COLUMNS = ["run_id", "size", "recipe", "lr", "seed", "eval_set", "example", "loss"]
+ROW_GROUP = 1 << 16  # rows buffered before a row group is written: memory stays bounded whatever the sweep's size
+
+
+def _examples_schema():
+    import pyarrow as pa
+
+    return pa.schema([("run_id", pa.string()), ("size", pa.string()), ("recipe", pa.string()), ("lr", pa.float64()), ("seed", pa.int64()),
+                      ("eval_set", pa.string()), ("example", pa.int32()), ("loss", pa.float32())])
+
+
+def gather_examples(root: Path, df: pd.DataFrame, where: Path) -> Path | None:
+    """The completed cells' per-example files (named by their records' examples_file) -> `where/examples.parquet`,
+    appended a cell at a time through one ParquetWriter (row groups of ROW_GROUP rows), written to a temp
+    file and renamed. Example i of an eval set is the same text only for cells with the same eval cache key
+    and seq_len: the first cell (in run-id order) fixes them per eval set; a cell that disagrees is left out of
+    that eval set with a warning, as is a cell whose file is missing or unreadable. No cell with a file: no
+    table (a stale one is removed). Returns the table's path or None."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    done = sorted(set(df.loc[df["status"] == "completed", "run_id"])) if not df.empty else []
+    out, note_path = where / EXAMPLES, where / EXAMPLES_NOTE
+    sets: dict[str, dict] = {}
+    left_out: list[str] = []
+    tmp = record.temp_name(out)
+    writer = None
+    buf: list[pa.Table] = []
+    n_buf = n_rows = n_cells = 0
+    schema = _examples_schema()
+    try:
+        for rid in done:
+            try:
+                rec = record.read(root / rid)
+            except record.RecordError as exc:
+                left_out.append(str(exc))
+                continue
+            if not rec.examples_file:
+                continue
+            path = root / rid / rec.examples_file
+            try:
+                t = pq.read_table(path, columns=["eval_set", "example", "loss"])
+            except Exception as exc:  # missing, truncated, another format
+                left_out.append(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:120]})")
+                continue
+            names = np.asarray(t.column("eval_set").cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+            keep = np.ones(len(names), dtype=bool)
+            seq_len = int((rec.config.get("trainer") or {}).get("seq_len", 0))
+            for name in dict.fromkeys(names):
+                ident = {"eval_cache_key": (rec.cache_keys.get("eval") or {}).get(name), "seq_len": seq_len}
+                rows = names == name
+                ref = sets.setdefault(name, {**ident, "n_examples": int(rows.sum()), "cells": 0})
+                if {k: ref[k] for k in ident} != ident or ref["n_examples"] != int(rows.sum()):
+                    keep &= ~rows
+                    left_out.append(f"{path}: eval set {name!r} with cache key {ident['eval_cache_key']} and seq_len {seq_len} "
+                                    f"({int(rows.sum())} examples), not those of the first cell ({ref['eval_cache_key']}, {ref['seq_len']}, "
+                                    f"{ref['n_examples']}): its examples are other text, left out")
+                else:
+                    ref["cells"] += 1
+            n = int(keep.sum())
+            if not n:
+                continue
+            part = pa.table({"run_id": pa.array([rid] * n, pa.string()), "size": pa.array([rec.size] * n, pa.string()),
+                             "recipe": pa.array([rec.recipe] * n, pa.string()), "lr": np.full(n, float(rec.lr)),
+                             "seed": np.full(n, int(rec.seed), dtype=np.int64), "eval_set": pa.array(names[keep].tolist(), pa.string()),
+                             "example": t.column("example").to_numpy().astype(np.int32)[keep],
+                             "loss": t.column("loss").to_numpy().astype(np.float32)[keep]}, schema=schema)
+            buf.append(part)
+            n_buf, n_rows, n_cells = n_buf + n, n_rows + n, n_cells + 1
+            if n_buf >= ROW_GROUP:
+                writer = writer or pq.ParquetWriter(tmp, schema, compression="zstd")
+                writer.write_table(pa.concat_tables(buf), row_group_size=ROW_GROUP)
+                buf, n_buf = [], 0
+        for msg in left_out:
+            log.warning(f"per-example losses: {msg}")
+        if not n_rows:
+            for p in (out, note_path):
+                p.unlink(missing_ok=True)
+            return None
+        writer = writer or pq.ParquetWriter(tmp, schema, compression="zstd")
+        if buf:
+            writer.write_table(pa.concat_tables(buf), row_group_size=ROW_GROUP)
+        writer.close()
+        writer = None
+        os.chmod(tmp, 0o666 & ~record.umask())
+        os.replace(tmp, out)
+    finally:
+        if writer is not None:
+            writer.close()
+        if tmp.exists():
+            tmp.unlink()
+    for name, ref in sets.items():
+        ref["snippets"] = f"{record.SNIPPETS}/{name}-{ref['eval_cache_key']}-L{ref['seq_len']}.json"
+    record.atomic_write_text(note_path, json.dumps({"rows": n_rows, "cells": n_cells, "eval_sets": sets, "left_out": left_out}, indent=1))
+    return out

@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 SCHEMA_VERSION = 1
 RESULT = "result.json"
+EXAMPLES = "examples.parquet"  # per cell: eval_set, example, loss of every eval window (issue 16)
+SNIPPETS = "eval_snippets"  # per sweep: a folder of <eval set>-<eval cache key>-L<seq_len>.json, each example's first characters
 GRID = "grid.json"  # per sweep: every cell the planner asked for, and the stated standard LR
 STATUSES = ("completed", "diverged", "failed")
 
@@ -49,6 +51,7 @@ class Record:
     cache_keys: dict[str, Any] = field(default_factory=dict)  # {pool: key, eval: {set: key}} of the token caches used
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # eval set -> {unigram, bigram}: count models of the pool (nats/token)
     tracking: dict[str, Any] = field(default_factory=dict)  # tracker settings: {kind, ...; wandb: project, entity, group, mode, dir, id}
+    examples_file: Optional[str] = None  # completed cells: the per-example losses beside the record (EXAMPLES, relative to the run dir)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

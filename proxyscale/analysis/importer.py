@@ -258,9 +258,9 @@ def prepare_csv(path: str, higher_is_better=None, *, allow_short_runs: bool = Fa
     if raw.empty:
         raise AnalysisError(f"{path}: empty file (no rows)")
     notes: list[str] = []
-    ignored = [c for c in raw.columns if c not in REQUIRED + OPTIONAL + ("direction",)]
+    ignored = [c for c in raw.columns if c not in REQUIRED + OPTIONAL + ("direction", "example")]
     if ignored:
-        notes.append(f"column(s) {', '.join(map(repr, ignored))} ignored (not one of recipe,size,metric,value,lr,seed,step,params,direction).")
+        notes.append(f"column(s) {', '.join(map(repr, ignored))} ignored (not one of recipe,size,metric,value,lr,seed,step,params,direction,example).")
     for c in NAMES:
         raw[c] = raw[c].str.strip()
         empty = (raw[c] == "").to_numpy()
@@ -271,6 +271,9 @@ def prepare_csv(path: str, higher_is_better=None, *, allow_short_runs: bool = Fa
         df[c] = _numeric(path, raw, c, required=c == "value")
     metrics = list(dict.fromkeys(df["metric"]))
     directions = _directions(path, raw, metrics, higher_is_better)
+    examples = None
+    if "example" in raw.columns:
+        df, examples = _examples(path, raw, df, notes)
 
     if "step" in df.columns:
         has = df["step"].notna().to_numpy()
@@ -323,4 +326,48 @@ def prepare_csv(path: str, higher_is_better=None, *, allow_short_runs: bool = Fa
                          f"pass --higher-is-better {shlex.quote(m)} or a direction column")
         elif directions[m] and reads_like_loss(m):
             notes.append(f"metric {m!r} reads like a loss but is analysed as higher-is-better; check --higher-is-better and the direction column")
-    return df.reset_index(drop=True), sizes, directions, notes
+    df = df.reset_index(drop=True)
+    if examples is not None:
+        df.attrs["examples"] = examples
+    return df, sizes, directions, notes
+
+
+def _examples(path: str, raw: pd.DataFrame, df: pd.DataFrame, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """An `example` column: each row is one example's value (metric = the eval set, value = that example's loss).
+    Every run (recipe, size, metric[, lr, seed]) must have every example of its metric exactly once: the first gap or
+    repeat is refused with its row. Returns (the table of per-run means over the examples, which the rest of the
+    analysis ranks; the per-example rows for report.json's per_example)."""
+    ex = raw["example"].str.strip()
+    empty = (ex == "").to_numpy()
+    if empty.any():
+        raise AnalysisError(f"{path}: column example has empty values (row {int(empty.argmax()) + 2})")
+    if "step" in df.columns and df["step"].notna().any():
+        raise AnalysisError(f"{path}: an example column with a step column: give the per-example values of the final step only (no step column)")
+    df = df.drop(columns="step", errors="ignore").assign(example=ex.to_numpy())
+    keys = [k for k in RUN_KEYS if k in df.columns]
+    key = df[keys].astype(str).agg("|".join, axis=1) if len(keys) > 1 else df[keys[0]].astype(str)
+    dup = (key + "|" + df["example"]).duplicated().to_numpy()
+    if dup.any():
+        row = int(dup.argmax())
+        raise AnalysisError(f"{path}: example {df['example'].iloc[row]!r} of {_run_label(tuple(df[k].iloc[row] for k in keys), keys)} "
+                            f"at size {df['size'].iloc[row]} appears twice (row {row + 2})")
+    for metric in dict.fromkeys(df["metric"]):
+        sub = df[df["metric"] == metric]
+        want = list(dict.fromkeys(sub["example"]))
+        n = sub.groupby(key[sub.index], sort=False).size()
+        short = n.index[n.to_numpy() < len(want)]
+        if len(short):
+            rows = sub[key[sub.index] == short[0]]
+            have = set(rows["example"])
+            miss = next(e for e in want if e not in have)
+            r0 = rows.iloc[0]
+            raise AnalysisError(f"{path}: gap: example {miss!r} of metric {metric!r} is missing for {_run_label(tuple(r0[k] for k in keys), keys)} "
+                                f"at size {r0['size']} (row {int(rows.index[0]) + 2} is that run's first); every run needs every example of its metric")
+    per = df.groupby(keys, sort=False, dropna=False)["value"].mean().reset_index()
+    rest = [c for c in df.columns if c not in keys + ["value", "example"]]  # params
+    if rest:
+        per = per.merge(df.groupby(keys, sort=False, dropna=False)[rest].first().reset_index(), on=keys, how="left")
+    counts = df.groupby("metric", sort=False)["example"].nunique()
+    notes.append("example column: each row is one example's value; recipes are ranked by each run's mean over its examples ("
+                 + ", ".join(f"{m}: {n}" for m, n in counts.items()) + " examples); per_example uses the rows themselves.")
+    return per[[c for c in df.columns if c != "example"]], df.reset_index(drop=True)

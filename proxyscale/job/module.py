@@ -35,6 +35,10 @@ class StepBatches(IterableDataset):
 
 
 def eval_windows(tokens: np.ndarray, seq_len: int) -> torch.Tensor:
+    """The eval set's examples: consecutive, non-overlapping windows of seq_len + 1 tokens from the
+    start of its cached tokens (a tail shorter than a window is dropped). Window i is the same text in
+    every cell with the same eval cache (tokenizer, tokens_per_set) and seq_len: the per-example
+    losses of issue 16 are indexed by i."""
     n = len(tokens) // (seq_len + 1)
     return torch.from_numpy(np.asarray(tokens[: n * (seq_len + 1)], dtype=np.int64).reshape(n, seq_len + 1))
 
@@ -50,6 +54,7 @@ class CausalLM(L.LightningModule):
             self.net.compile()
         self.vocab_size = vocab_size
         self._eval_sums: dict[int, list[float]] = {}
+        self._eval_rows: dict[int, list[np.ndarray]] = {}  # per eval set: each batch's per-window summed losses, in order
 
     def _loss(self, batch: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         x, y = batch[:, :-1], batch[:, 1:]
@@ -66,12 +71,14 @@ class CausalLM(L.LightningModule):
 
     def on_validation_epoch_start(self):
         self._eval_sums = {i: [0.0, 0] for i in range(len(self.eval_names))}
+        self._eval_rows = {i: [] for i in range(len(self.eval_names))}
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
-        loss = self._loss(batch, reduction="sum")
+        per_token = self._loss(batch, reduction="none").view(batch.size(0), -1)
         acc = self._eval_sums[dataloader_idx]
-        acc[0] += float(loss)
+        acc[0] += float(per_token.sum())
         acc[1] += batch[:, 1:].numel()
+        self._eval_rows[dataloader_idx].append(per_token.sum(dim=1).detach().double().cpu().numpy())
 
     def on_validation_epoch_end(self):
         if self.logger is not None and not self.trainer.sanity_checking:
@@ -79,6 +86,20 @@ class CausalLM(L.LightningModule):
 
     def eval_losses(self) -> dict[str, float]:
         return {name: self._eval_sums[i][0] / max(1, self._eval_sums[i][1]) for i, name in enumerate(self.eval_names)}
+
+    def example_losses(self) -> dict[str, np.ndarray]:
+        """The last eval pass's loss of every example (mean nats/token of window i, float32), per eval set
+        in order; an eval set whose pass did not see every window in order (a multi-process eval, where
+        each rank sees a share) is left out: its indices would not be the windows'."""
+        out = {}
+        for i, name in enumerate(self.eval_names):
+            rows = self._eval_rows.get(i) or []
+            sums = np.concatenate(rows) if rows else np.zeros(0)
+            n_tok = self._eval_sums.get(i, [0.0, 0])[1]
+            world = self._trainer.world_size if self._trainer is not None else 1
+            if len(sums) and n_tok == len(sums) * (n_tok // len(sums)) and world == 1:
+                out[name] = (sums / (n_tok // len(sums))).astype(np.float32)
+        return out
 
     def configure_optimizers(self):
         if mup.enabled(self.cfg.model):  # per-group learning rates: hidden matrices at optim.lr / width multiplier

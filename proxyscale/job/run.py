@@ -248,14 +248,87 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list)
     if not monitor.diverged and (not monitor.eval_curve or monitor.eval_curve[-1]["step"] != trainer.global_step):
         trainer.validate(module, dataloaders=val, verbose=False)
 
+    examples_file = None
+    if not monitor.diverged:
+        if trainer.world_size == 1 and not _complete(module.example_losses(), data, cfg):  # resumed after its last eval: score them again
+            trainer.validate(module, dataloaders=val, verbose=False)
+        losses = module.example_losses()
+        if res.rank == 0 and trainer.is_global_zero and _complete(losses, data, cfg):
+            examples_file = write_examples(out, losses)
+            write_snippets(out.parent, cfg, data)
+
     done = trainer.global_step
     rec = _record(cfg, out, "diverged" if monitor.diverged else "completed", data, base, params=params, tokens=done * per_step, steps=done,
                   final_loss=monitor.eval_curve[-1]["loss"] if monitor.eval_curve and not monitor.diverged else {},
                   eval_curve=monitor.eval_curve, train_curve=monitor.train_curve, wall_seconds=time.perf_counter() - t_start,
                   train_seconds=monitor.train_seconds, tokens_per_second=done * per_step / max(monitor.train_seconds, 1e-9),
                   flops_per_token=budget.flops_per_token(cfg.model, data.vocab_size, cfg.trainer.seq_len), error=monitor.diverged,
-                  requeues=monitor.resumes, eval_seconds=monitor.eval_seconds)
+                  requeues=monitor.resumes, eval_seconds=monitor.eval_seconds, examples_file=examples_file)
     return rec, trainer.is_global_zero
+
+
+# ---------------------------------------------------------------------------------------------
+# per-example losses (issue 16)
+
+
+def _complete(losses: dict, data: _Data, cfg: DictConfig) -> bool:
+    """Every eval set has a loss for each of its windows (eval_windows: len(tokens) // (seq_len + 1))."""
+    return set(losses) == set(data.evals) and all(len(losses[k]) == len(t) // (cfg.trainer.seq_len + 1) for k, t in data.evals.items())
+
+
+def write_examples(out: Path, losses: dict) -> str:
+    """`<run_dir>/examples.parquet`, atomically: a row per (eval set, example) with eval_set (dictionary-encoded
+    string), example (int32, the window's index in eval_windows) and loss (float32, mean nats/token of the
+    window's seq_len predictions) from the final eval pass. Returns its name relative to the run dir (the record's
+    examples_file)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = list(losses)
+    codes = np.concatenate([np.full(len(v), i, dtype=np.int8) for i, v in enumerate(losses.values())])
+    table = pa.table({"eval_set": pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)),
+                      "example": np.concatenate([np.arange(len(v), dtype=np.int32) for v in losses.values()]),
+                      "loss": np.concatenate([np.asarray(v, dtype=np.float32) for v in losses.values()])})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    record.atomic_write_bytes(out / record.EXAMPLES, sink.getvalue().to_pybytes())
+    return record.EXAMPLES
+
+
+SNIPPET_CHARS = 80
+
+
+def snippet_path(sweep_dir: Path, eval_set: str, key: str, seq_len: int) -> Path:
+    return Path(sweep_dir) / record.SNIPPETS / f"{eval_set}-{key}-L{seq_len}.json"
+
+
+def write_snippets(sweep_dir: Path, cfg: DictConfig, data: _Data) -> None:
+    """Once per (eval cache, seq_len) in the sweep (skipped when present; atomic): each example's first
+    SNIPPET_CHARS characters of decoded text, whitespace collapsed, so the report shows them without a tokenizer."""
+    import json
+
+    seq_len = int(cfg.trainer.seq_len)
+    todo = {k: t for k, t in data.evals.items() if not snippet_path(sweep_dir, k, data.eval_keys[k], seq_len).exists()}
+    if not todo:
+        return
+    decode = _decoder(cfg.data.tokenizer)
+    for name, tokens in todo.items():
+        n = len(tokens) // (seq_len + 1)
+        texts = [" ".join(decode(tokens[i * (seq_len + 1): i * (seq_len + 1) + SNIPPET_CHARS]).split())[:SNIPPET_CHARS] for i in range(n)]
+        doc = {"eval_set": name, "eval_cache_key": data.eval_keys[name], "seq_len": seq_len, "tokenizer": cfg.data.tokenizer, "n_examples": n,
+               "snippets": texts}
+        record.atomic_write_text(snippet_path(sweep_dir, name, data.eval_keys[name], seq_len), json.dumps(doc, ensure_ascii=False))
+
+
+def _decoder(spec: str):
+    """Token ids -> text: UTF-8 bytes for the byte tokenizer (end of document shown as ' | '), else the tokenizer's decode."""
+    from proxyscale.data.cache import BYTE_EOS, Tokenizer
+
+    if spec == "byte":
+        return lambda ids: bytes(int(t) if t < BYTE_EOS else 0x7C for t in ids).decode("utf-8", "replace")
+    tok = Tokenizer(spec)._hf
+    return lambda ids: tok.decode([int(t) for t in ids])
 
 
 def _record(cfg: DictConfig, out: Path, status: str, data: _Data | None = None, base: dict | None = None, **values) -> record.Record:

@@ -44,6 +44,11 @@ reason string next to it):
       on_frontier, noise}], plans: [{metric, choice, point, sentence}], notes: [str]}
       (proxyscale.analysis.frontier: every proxy (size, step) with all recipes evaluated - a sweep's eval curves,
       a CSV's step rows - and every extrapolation method, against the target's final values)
+  per_example: {available, reason, definition, n_boot, bootstrap_seed, target, lr_rule, notes, entries: [{metric, proxy, target,
+      proxy_params, target_params, n_recipes, recipes, n_examples, n_undefined, mean, mean_ci, quantiles: {q05, q25, q50, q75,
+      q95}, frac_positive, residual_mean, residual_ci, reason, flips: [{example, rho, proxy_best, proxy_worst, proxy_effect,
+      target_effect, target_best, target_worst, sign_flip, snippet}]}]}   (proxyscale.analysis.examples: the predictive
+      correlation across scale of each eval example's recipe effects, from examples.parquet or a CSV's example column)
   warnings: [str]
   summary: {target, verdict_rule, bottom_line: [str] (3-6 lines, also atop report.md/html and the terminal; the
       planner's answer is one of them when it fits),
@@ -318,6 +323,7 @@ def build_sweep(sweep_dir: str, *, n_boot: int = 1000, standard_lr: float | None
     n_bad = sum(n for c in counts.values() for s, n in c.items() if s != "completed")
     notes = [f"{n_bad} diverged/failed cell(s) excluded from every figure." if n_bad else "every cell completed."]
     _add_predictions(rep, _sweep_table(results, curves), sizes, n_boot=n_boot, decision_level=decision_level)
+    rep["per_example"] = _per_example_sweep(root, Path(out or root), results, df, sizes, rep)
     return {"schema_version": SCHEMA_VERSION, "source": {"kind": "sweep", "path": str(root)},
             "size_params": {s: int(p) for s, p in df.groupby("size")["params"].first().items()},
             "status_counts": counts, "notes": notes, **rep}
@@ -333,6 +339,7 @@ def build_csv(path: str, *, higher_is_better: bool | list[str] | None = None, n_
     except analysis.AnalysisError as exc:
         raise ReportError(str(exc)) from None
     notes = list(notes)
+    examples = df.attrs.get("examples")
     curves = None
     if "step" in df.columns:
         keys = [k for k in ("recipe", "size", "metric", "lr", "seed") if k in df.columns]
@@ -348,8 +355,53 @@ def build_csv(path: str, *, higher_is_better: bool | list[str] | None = None, n_
                            baseline_reason="external results: no count-model baselines")
     _add_predictions(rep, curves if curves is not None else df, sizes, n_boot=n_boot, decision_level=decision_level)
     size_params = df.groupby("size")["params"].first().to_dict() if "params" in df.columns else {s: analysis.parse_size(s) for s in sizes}
+    rep["per_example"] = _per_example(examples, df, sizes, rep, size_params, None if examples is not None else "the CSV has no example column")
     return {"schema_version": SCHEMA_VERSION, "source": {"kind": "csv", "path": str(path)}, "size_params": size_params,
             "status_counts": {}, "notes": notes, **rep}
+
+
+def _per_example(examples: "pd.DataFrame | None", agg: "pd.DataFrame", sizes: list[str], rep: dict, params: dict, reason: str | None,
+                 snippets: dict | None = None, notes: list[str] | None = None) -> dict:
+    from proxyscale.analysis import examples as X
+
+    directions = {m: d == "higher" for m, d in rep["directions"].items()}
+    return X.section(examples, agg, sizes, directions, params=params, n_boot=rep["n_boot"], seed=rep["bootstrap_seed"], snippets=snippets,
+                     reason=reason, notes=notes)
+
+
+def _per_example_sweep(root: Path, out: Path, results: "pd.DataFrame", df: "pd.DataFrame", sizes: list[str], rep: dict) -> dict:
+    """per_example from the sweep's examples.parquet (gathered now when the tables predate it) and the snippet
+    files the jobs wrote (eval_snippets/, named in examples.json)."""
+    import pandas as pd
+
+    from proxyscale import collect
+
+    path, note = out / collect.EXAMPLES, out / collect.EXAMPLES_NOTE
+    if not path.exists() or not note.exists():
+        collect.gather_examples(root, results, out)
+    params = {s: int(p) for s, p in df.groupby("size")["params"].first().items()}
+    if not path.exists():
+        return _per_example(None, df, sizes, rep, params, "no per-example losses: no completed cell names an examples file "
+                                                           "(trained before per-example losses were recorded, or a multi-process eval)")
+    ex = pd.read_parquet(path)
+    done = set(results.loc[results["status"] == "completed", "run_id"])
+    ex = ex[ex["run_id"].isin(done)]
+    table = pd.DataFrame({"recipe": ex["recipe"].astype(str), "size": ex["size"].astype(str), "metric": ex["eval_set"].astype(str),
+                          "example": ex["example"].astype(int), "value": ex["loss"].astype(float), "lr": ex["lr"].astype(float),
+                          "seed": ex["seed"].astype(float)})
+    snippets, notes = {}, []
+    try:
+        meta = json.loads(note.read_text())
+    except (OSError, ValueError):
+        meta = {}
+    for name, info in (meta.get("eval_sets") or {}).items():
+        try:
+            snippets[name] = json.loads((root / info["snippets"]).read_text())["snippets"]
+        except (OSError, ValueError, KeyError, TypeError):
+            notes.append(f"eval set {name}: no snippet file ({info.get('snippets') if isinstance(info, dict) else '?'}); flips shown without text")
+    if meta.get("left_out"):
+        notes.append(f"{len(meta['left_out'])} cell file(s) or eval set(s) left out of examples.parquet (see examples.json)")
+    return _per_example(table, df, sizes, rep, params, None, snippets, notes)
 
 
 def write_json(report: dict, path: Path) -> Path:

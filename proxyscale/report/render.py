@@ -669,4 +669,5 @@ def write(rep: dict, folder: Path) -> list[Path]:
     md.write_text(markdown(rep, FRONTIER_PNG if figures["frontier"] else None))
     page = folder / "report.html"
     page.write_text(html_page(rep, figures))
-    return [md, page] + written
+    from proxyscale.report import examples as per_example  # issue 16: appends its own section and figure
+    return [md, page] + written + per_example.write(rep, folder, md, page)
