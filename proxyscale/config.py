@@ -185,12 +185,17 @@ def identity_of(config: dict) -> dict:
 def environment(config: dict) -> dict:
     """What besides the config changes a cell's result: the text of the built-in corpora (they come
     from the installed Python and packages: a `pip install` changes them) and the versions of the
-    curation steps the recipe uses. Part of the run id; records store it (extra.identity_env)."""
-    from proxyscale.data.curation import STEPS
+    curation steps the recipe uses, plus the inputs of steps that have some (the scoring model of
+    select_by_proxy). Part of the run id; records store it (extra.identity_env)."""
+    from proxyscale.data.curation import STEPS, step_inputs
     from proxyscale.data.sources import builtin_fingerprint
 
     steps = (config.get("data") or {}).get("steps") or []
-    return {"corpora": builtin_fingerprint(), "step_versions": {st["op"]: STEPS[st["op"]].version for st in steps if st.get("op") in STEPS}}
+    env = {"corpora": builtin_fingerprint(), "step_versions": {st["op"]: STEPS[st["op"]].version for st in steps if st.get("op") in STEPS}}
+    inputs = step_inputs(steps)  # select_by_proxy: the scorer's run id and checkpoint hash (absent for other recipes: their ids stay)
+    if inputs:
+        env["step_inputs"] = inputs
+    return env
 
 
 def _plain(node):

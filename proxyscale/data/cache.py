@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from proxyscale.config import ConfigError, DataConfig, SourceConfig
 from proxyscale.record import atomic_write_bytes, atomic_write_text
-from proxyscale.data.curation import doc_steps, pool_factor, pool_steps, run_step, step_versions
+from proxyscale.data.curation import doc_steps, pool_factor, pool_steps, run_step, step_inputs, step_versions
 from proxyscale.data.sources import Document, builtin_fingerprint, load_documents
 
 log = logging.getLogger("proxyscale")
@@ -195,13 +195,22 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def _recipe_payload(data: DataConfig) -> dict:
-    return {"recipe": {k: v for k, v in _plain(data).items() if k not in ("name", "description")}, "corpora": builtin_fingerprint(),
-            "step_versions": step_versions(data)}
+    payload = {"recipe": {k: v for k, v in _plain(data).items() if k not in ("name", "description")}, "corpora": builtin_fingerprint(),
+               "step_versions": step_versions(data)}
+    inputs = step_inputs(data.steps)  # a scoring model's identity (select_by_proxy); absent for other recipes
+    if inputs:
+        payload["step_inputs"] = inputs
+    return payload
 
 
 def cached_recipe_meta(data: DataConfig, cache_dir: str) -> dict | None:
-    """What a recipe's cache recorded (per-source and per-step counts), if it was built."""
-    return _read_json(Path(cache_dir) / "recipes" / f"{_key(_recipe_payload(data))}.json")
+    """What a recipe's cache recorded (per-source and per-step counts), if it was built (None too when
+    a step's input, such as select_by_proxy's scorer, is not there yet)."""
+    try:
+        payload = _recipe_payload(data)
+    except ConfigError:
+        return None
+    return _read_json(Path(cache_dir) / "recipes" / f"{_key(payload)}.json")
 
 
 def recipe_tokens(data: DataConfig, cache_dir: str, verify: bool = False) -> tuple[np.ndarray, dict]:

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from proxyscale.config import ConfigError, DataConfig
+from proxyscale.data import select
 from proxyscale.data.sources import Document, text_hash
 
 _WORD = re.compile(r"[A-Za-z]+")
@@ -160,6 +161,10 @@ class Step:
     version: int = 1
     stage: str = "documents"
     repeats: Callable[..., int] | None = None
+    # What besides its params determines what the step keeps (a scoring model's identity):
+    # inputs(**params) -> dict enters the step's cache key, the recipe's and the run id, and is
+    # passed back to fn as `inputs=` so the step can check it scores with what the key names.
+    inputs: Callable[..., dict] | None = None
 
 
 STEPS: dict[str, Step] = {
@@ -170,7 +175,10 @@ STEPS: dict[str, Step] = {
     "duplicate": Step(duplicate, stage="pool", repeats=lambda factor=8: int(factor)),
     "corrupt": Step(corrupt),
     "shuffle_words": Step(shuffle_words),
+    "select_by_proxy": Step(select.select_by_proxy, version=1, inputs=select.scorer_identity),
 }
+
+_RESERVED = ("op", "sources", "version", "inputs")  # step keys that are not the step function's params
 
 
 def _applies(step: dict, source: str) -> bool:
@@ -191,7 +199,19 @@ def step_versions(data: DataConfig) -> dict[str, int]:
 
 
 def _params(step: dict) -> dict:
-    return {k: v for k, v in step.items() if k not in ("op", "sources", "version")}
+    return {k: v for k, v in step.items() if k not in _RESERVED}
+
+
+def step_inputs(steps) -> list[dict]:
+    """The inputs (Step.inputs) of the steps that have some, e.g. the scorer of select_by_proxy:
+    [{step: index, op, ...}]. Empty for every other recipe, so their cache keys and run ids stay as
+    they were. Raises ConfigError when an input cannot be resolved (a missing scorer)."""
+    out = []
+    for i, st in enumerate(steps or []):
+        op = st.get("op")
+        if op in STEPS and STEPS[op].inputs is not None:
+            out.append({"step": i, "op": op, **STEPS[op].inputs(**_params(st))})
+    return out
 
 
 def check_steps(data: DataConfig) -> None:
@@ -202,8 +222,8 @@ def check_steps(data: DataConfig) -> None:
         op = step.get("op")
         if op not in STEPS:
             raise ConfigError(f"recipe {data.name}: step {i} has unknown op {op!r} (choose from: {', '.join(STEPS)})")
-        allowed = set(inspect.signature(STEPS[op].fn).parameters) - {"docs", "rng"}
-        unknown = set(_params(step)) - allowed
+        allowed = set(inspect.signature(STEPS[op].fn).parameters) - {"docs", "rng", "inputs"}
+        unknown = set(_params(step)) - allowed | ({"inputs"} & set(step))
         if unknown:
             raise ConfigError(f"recipe {data.name}: step {op} has unknown parameter(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
         if op == "select_like" and not 0 < float(step.get("keep_frac", 0.5)) <= 1:
@@ -213,6 +233,10 @@ def check_steps(data: DataConfig) -> None:
 
             if step.get("target", "python_docs") not in BUILTIN:
                 raise ConfigError(f"recipe {data.name}: select_like target must be a built-in corpus ({', '.join(BUILTIN)})")
+        if op == "select_by_proxy":
+            p = _params(step)
+            select.check(p.get("proxy"), p.get("keep_frac", 0.5), p.get("band", "low"), p.get("max_tokens_per_doc", 512), data.tokenizer,
+                         p.get("proxy_size"), where=f"recipe {data.name}: step {i} select_by_proxy")
         if op == "duplicate" and int(step.get("factor", 8)) < 1:
             raise ConfigError(f"recipe {data.name}: duplicate factor must be >= 1")
         missing = set(step.get("sources") or []) - names
@@ -222,7 +246,12 @@ def check_steps(data: DataConfig) -> None:
 
 def doc_steps(data: DataConfig, source: str) -> list[dict]:
     """The document steps that apply to `source`, in order, each with its step version (pool steps run later)."""
-    return [{**st, "version": STEPS[st["op"]].version} for st in data.steps if STEPS[st["op"]].stage == "documents" and _applies(st, source)]
+    out = []
+    for st in data.steps:
+        step = STEPS[st["op"]]
+        if step.stage == "documents" and _applies(st, source):
+            out.append({**st, "version": step.version, **({"inputs": step.inputs(**_params(st))} if step.inputs else {})})
+    return out
 
 
 def pool_steps(data: DataConfig, source: str) -> list[dict]:
@@ -231,7 +260,8 @@ def pool_steps(data: DataConfig, source: str) -> list[dict]:
 
 
 def run_step(step: dict, docs: list[Document], rng: random.Random, recipe: str, source: str) -> list[Document]:
-    out = STEPS[step["op"]].fn(docs, rng, **_params(step))
+    extra = {"inputs": step["inputs"]} if "inputs" in step else {}
+    out = STEPS[step["op"]].fn(docs, rng, **_params(step), **extra)
     if not out:
         raise ConfigError(f"recipe {recipe}: step {step['op']} kept zero documents of source {source!r}")
     return out
