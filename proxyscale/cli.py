@@ -60,9 +60,8 @@ def _hydra_main(argv: list[str]) -> None:
 
     import hydra_plugins.proxyscale_sweeper  # noqa: F401  (registers the sweeper's config)
     from proxyscale.config import CONF_DIR
-    from proxyscale.launch.local import task
-
     from proxyscale.launch import local
+    from proxyscale.launch.local import task
 
     sys.argv = [sys.argv[0]] + argv
     local.install_signal_handlers()

@@ -158,8 +158,6 @@ def register_schema() -> None:
 
 
 register_schema()
-# hydra.run.dir / hydra.sweep.subdir use this, so every cell's folder is named by its run id.
-OmegaConf.register_new_resolver("proxyscale_run_id", lambda *, _root_: run_id(_root_), replace=True)
 
 # Keys that change how a cell runs but not what it computes: left out of the run id.
 _NOT_IDENTITY = {"sweep", "dry_run", "logger", "paths", "standard_lr"}
@@ -180,22 +178,6 @@ def identity_of(config: dict) -> dict:
     if model.get("parametrization", "standard") == "standard":  # µP's keys enter the id only when µP is on
         out["model"] = {k: v for k, v in model.items() if k not in ("parametrization", "mup_base_width")}
     return out
-
-
-def environment(config: dict) -> dict:
-    """What besides the config changes a cell's result: the text of the built-in corpora (they come
-    from the installed Python and packages: a `pip install` changes them) and the versions of the
-    curation steps the recipe uses, plus the inputs of steps that have some (the scoring model of
-    select_by_proxy). Part of the run id; records store it (extra.identity_env)."""
-    from proxyscale.data.curation import STEPS, step_inputs
-    from proxyscale.data.sources import builtin_fingerprint
-
-    steps = (config.get("data") or {}).get("steps") or []
-    env = {"corpora": builtin_fingerprint(), "step_versions": {st["op"]: STEPS[st["op"]].version for st in steps if st.get("op") in STEPS}}
-    inputs = step_inputs(steps)  # select_by_proxy: the scorer's run id and checkpoint hash (absent for other recipes: their ids stay)
-    if inputs:
-        env["step_inputs"] = inputs
-    return env
 
 
 def _plain(node):
@@ -225,13 +207,6 @@ def attrs(obj: Any) -> Any:
     if isinstance(obj, list):
         return [attrs(v) for v in obj]
     return obj
-
-
-def run_id(cfg: DictConfig) -> str:
-    """Deterministic, readable id: reruns of the same cell find the same folder; any change to the
-    config, the built-in corpora or a curation step's version is another id."""
-    config = plain(cfg)
-    return run_id_of(config, environment(config))
 
 
 def run_id_of(config: dict, env: dict | None) -> str:

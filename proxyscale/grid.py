@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from proxyscale import budget, record, tracking
 from proxyscale import config as C
+from proxyscale.data import identity
 from proxyscale.data.curation import check_steps
 from proxyscale.data.sources import check_source
 from proxyscale.errors import UserError
@@ -160,7 +161,7 @@ def plan(arguments: list[str], params: dict | None, compose: Callable[[list[str]
             raise GridError(f"{exc} (cell: {' '.join(overrides) or 'defaults'})") from None
         except Exception as exc:  # an interpolation that does not resolve, ...
             raise GridError(one_line(exc)) from None
-        rid = C.run_id_of(config, C.environment(config))
+        rid = C.run_id_of(config, identity.environment(config))
         if rid not in seen:
             seen.add(rid)
             cells.append(Cell(overrides, cfg, rid, full, view))

@@ -18,6 +18,7 @@ SCHEMA_VERSION = 1
 RESULT = "result.json"
 EXAMPLES = "examples.parquet"  # per cell: eval_set, example, loss of every eval window (issue 16)
 SNIPPETS = "eval_snippets"  # per sweep: a folder of <eval set>-<eval cache key>-L<seq_len>.json, each example's first characters
+CKPT_RUN_ID = "proxyscale_run_id"  # the key of a cell's checkpoint that names the cell it belongs to
 GRID = "grid.json"  # per sweep: every cell the planner asked for, and the stated standard LR
 STATUSES = ("completed", "diverged", "failed")
 

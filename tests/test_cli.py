@@ -135,7 +135,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, 
 def test_dry_run_prints_the_cost_table_and_trains_nothing(out_dir):
     r = run_cli("-m", "grid=demo", "dry_run=true", f"paths.output_dir={out_dir}", timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "45 cells" in r.stdout and "mini-noisy-lr0.01" in r.stdout and "est. CPU time" in r.stdout
+    assert "60 cells" in r.stdout and "mini-noisy-lr0.003-s1" in r.stdout and "est. CPU time" in r.stdout
     assert not out_dir.exists()
 
 

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from proxyscale import config as C
 from proxyscale import grid
 from proxyscale.budget import flops_per_token, ladder, n_params
+from proxyscale.data import identity
 from proxyscale.job.model import build
 
 from helpers import conf_options
@@ -74,9 +75,9 @@ def test_run_id_is_stable_and_ignores_non_identity_keys():
     a = _compose(["model=debug", "optim.lr=1e-3"])
     b = _compose(["optim.lr=1e-3", "model=debug", "logger=csv", "sweep=other", "trainer.threads=1"])
     c = _compose(["model=debug", "optim.lr=2e-3"])
-    assert C.run_id(a) == C.run_id(b)
-    assert C.run_id(a) != C.run_id(c)
-    assert C.run_id(a).startswith("debug-balanced-lr0.001-s0-")
+    assert identity.run_id(a) == identity.run_id(b)
+    assert identity.run_id(a) != identity.run_id(c)
+    assert identity.run_id(a).startswith("debug-balanced-lr0.001-s0-")
 
 
 @pytest.mark.parametrize(
@@ -146,5 +147,5 @@ def test_the_planners_composer_builds_the_config_hydra_would():
             for d in (want, got):
                 d["hydra"]["runtime"].pop("cwd")
             assert got == want, o
-            assert C.plain(cfg) == C.plain(full(o)) and C.run_id(cfg) == C.run_id(full(o)), o
+            assert C.plain(cfg) == C.plain(full(o)) and identity.run_id(cfg) == identity.run_id(full(o)), o
         assert len(fast.templates) == 4  # model=debug composed once for its three cells; +extra=1 in full

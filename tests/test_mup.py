@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from proxyscale import config as C
 from proxyscale.config import ModelConfig, OptimConfig
+from proxyscale.data import identity
 from proxyscale.job import mup, optim
 from proxyscale.job.model import build
 
@@ -142,10 +143,10 @@ def test_standard_run_ids_are_unchanged_and_mup_enters_the_id():
         cfg = _compose(overrides)
         config = C.plain(cfg)
         without = {**config, "model": {k: v for k, v in config["model"].items() if k not in ("parametrization", "mup_base_width")}}
-        assert "parametrization" in config["model"] and C.run_id(cfg) == C.run_id_of(without, C.environment(config))
-        assert C.run_id(_compose([*overrides, "model.parametrization=standard", "model.mup_base_width=128"])) == C.run_id(cfg)
-    mup_ids = {C.run_id(_compose(["model.parametrization=mup", f"model.mup_base_width={w}"])) for w in (32, 64)}
-    assert len(mup_ids) == 2 and C.run_id(_compose([])) not in mup_ids
+        assert "parametrization" in config["model"] and identity.run_id(cfg) == C.run_id_of(without, identity.environment(config))
+        assert identity.run_id(_compose([*overrides, "model.parametrization=standard", "model.mup_base_width=128"])) == identity.run_id(cfg)
+    mup_ids = {identity.run_id(_compose(["model.parametrization=mup", f"model.mup_base_width={w}"])) for w in (32, 64)}
+    assert len(mup_ids) == 2 and identity.run_id(_compose([])) not in mup_ids
 
 
 @pytest.mark.parametrize("overrides,needle", [

@@ -10,6 +10,7 @@ import pytest
 
 from proxyscale import collect as table
 from proxyscale import record
+from proxyscale.data import identity
 
 from helpers import run_cli
 
@@ -188,14 +189,14 @@ def test_the_run_id_covers_corpora_step_versions_and_the_recipes_content(monkeyp
     with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["data=noisy"])
         bigger = compose("config", overrides=["data=noisy", "data.sources.0.max_docs=5"])  # the recipe's YAML changed
-    base = C.run_id(cfg)
-    assert C.run_id(bigger) != base
+    base = identity.run_id(cfg)
+    assert identity.run_id(bigger) != base
     monkeypatch.setattr(sources, "builtin_fingerprint", lambda: "after-a-pip-install")
-    assert C.run_id(cfg) != base
+    assert identity.run_id(cfg) != base
     monkeypatch.undo()
     op = cfg.data.steps[0]["op"]
     monkeypatch.setitem(curation.STEPS, op, replace(curation.STEPS[op], version=curation.STEPS[op].version + 1))
-    assert C.run_id(cfg) != base
+    assert identity.run_id(cfg) != base
 
 
 def test_a_changed_cell_supersedes_its_old_run_id_in_grid_json(tmp_path):
@@ -207,13 +208,13 @@ def test_a_changed_cell_supersedes_its_old_run_id_in_grid_json(tmp_path):
     with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
         old, new, other = (compose("config", overrides=[f"paths.output_dir={tmp_path}", *o]) for o in
                            (["data=noisy"], ["data=noisy", "data.pool_tokens=1000"], ["data=balanced"]))
-    grid.write_grid([grid.Cell(["data=noisy"], old, C.run_id(old)), grid.Cell(["data=balanced"], other, C.run_id(other))], old)
-    grid.write_grid([grid.Cell(["data=noisy"], new, C.run_id(new))], new)  # same overrides, another run id
+    grid.write_grid([grid.Cell(["data=noisy"], old, identity.run_id(old)), grid.Cell(["data=balanced"], other, identity.run_id(other))], old)
+    grid.write_grid([grid.Cell(["data=noisy"], new, identity.run_id(new))], new)  # same overrides, another run id
     cells = json.loads((tmp_path / "default" / "grid.json").read_text())["cells"]
-    assert set(cells) == {C.run_id(new), C.run_id(other)}
+    assert set(cells) == {identity.run_id(new), identity.run_id(other)}
     (tmp_path / "default" / "grid.json").write_text("{corrupt")
-    grid.write_grid([grid.Cell(["data=noisy"], new, C.run_id(new))], new)  # rebuilt, not a traceback
-    assert set(json.loads((tmp_path / "default" / "grid.json").read_text())["cells"]) == {C.run_id(new)}
+    grid.write_grid([grid.Cell(["data=noisy"], new, identity.run_id(new))], new)  # rebuilt, not a traceback
+    assert set(json.loads((tmp_path / "default" / "grid.json").read_text())["cells"]) == {identity.run_id(new)}
 
 
 def test_is_stale_follows_record_content_not_mtime_and_rebuilds_a_corrupt_table(tmp_path):

@@ -20,39 +20,13 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 
 from proxyscale.config import ConfigError, DataConfig, SourceConfig
-from proxyscale.record import atomic_write_bytes, atomic_write_text
 from proxyscale.data.curation import doc_steps, pool_factor, pool_steps, run_step, step_inputs, step_versions
 from proxyscale.data.sources import Document, builtin_fingerprint, load_documents
+from proxyscale.data.tokenizer import Tokenizer
+from proxyscale.record import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("proxyscale")
 
-BYTE_EOS = 256
-BYTE_VOCAB = 257
-
-
-class Tokenizer:
-    """UTF-8 bytes (no download, no training) or a local Hugging Face tokenizer."""
-
-    def __init__(self, spec: str):
-        self.spec = spec
-        if spec == "byte":
-            self.vocab_size, self.eos = BYTE_VOCAB, BYTE_EOS
-            self._hf = None
-        else:
-            from transformers import AutoTokenizer
-
-            try:
-                self._hf = AutoTokenizer.from_pretrained(spec, local_files_only=True)
-            except OSError as exc:
-                raise ConfigError(f"tokenizer {spec!r}: not found locally ({str(exc).splitlines()[0][:160]})") from None
-            self.vocab_size, self.eos = len(self._hf), self._hf.eos_token_id or 0
-        if self.vocab_size > 65535:
-            raise ConfigError(f"tokenizer {spec!r}: vocab {self.vocab_size} does not fit uint16 caches")
-
-    def encode(self, text: str) -> np.ndarray:
-        if self._hf is None:
-            return np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8).astype(np.uint16)
-        return np.asarray(self._hf.encode(text, add_special_tokens=False), dtype=np.uint16)
 
 
 def _key(payload: dict) -> str:

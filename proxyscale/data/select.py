@@ -24,6 +24,7 @@ from pathlib import Path
 from proxyscale import record
 from proxyscale.config import ConfigError
 from proxyscale.data.sources import Document
+from proxyscale.record import CKPT_RUN_ID
 
 BANDS = ("low", "high", "middle")
 
@@ -119,9 +120,8 @@ def score_documents(docs: list[Document], cell: Path, rec: record.Record, max_to
     import torch.nn.functional as F
 
     from proxyscale.config import attrs
-    from proxyscale.data.cache import Tokenizer
+    from proxyscale.data.tokenizer import Tokenizer
     from proxyscale.job.model import build
-    from proxyscale.job.run import CKPT_RUN_ID
 
     raw = _ckpt(cell).read_bytes()
     if expect_sha256 is not None and hashlib.sha256(raw).hexdigest() != expect_sha256:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from proxyscale import budget, record, tracking
 from proxyscale import config as C
+from proxyscale.data import identity
 
 log = logging.getLogger("proxyscale")
 
@@ -40,7 +41,7 @@ class Resources:
 
 
 def run_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.output_dir) / cfg.sweep / C.run_id(cfg)
+    return Path(cfg.paths.output_dir) / cfg.sweep / identity.run_id(cfg)
 
 
 @functools.cache  # the same for every cell of a process
@@ -79,7 +80,8 @@ class _Data:
 
 
 def _load_data(cfg: DictConfig) -> _Data:
-    from proxyscale.data.cache import Tokenizer, eval_tokens, recipe_tokens
+    from proxyscale.data.cache import eval_tokens, recipe_tokens
+    from proxyscale.data.tokenizer import Tokenizer
 
     verify = bool(cfg.paths.get("verify_caches", False))
     window = cfg.trainer.seq_len + 1
@@ -103,7 +105,6 @@ def _null_baselines(cfg: DictConfig, data: _Data) -> dict[str, dict[str, float]]
     return baselines(data.pool, data.pool_key, data.evals, data.eval_keys, data.vocab_size, cfg.paths.cache_dir)
 
 
-CKPT_RUN_ID = "proxyscale_run_id"  # the key of a checkpoint that names the cell it belongs to
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -118,7 +119,7 @@ def _checkpoint_callback(out: Path):
 
     class AtomicCheckpoint(L.Callback):
         def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-            checkpoint[CKPT_RUN_ID] = out.name
+            checkpoint[record.CKPT_RUN_ID] = out.name
 
         def on_validation_end(self, trainer, pl_module):
             if trainer.sanity_checking:
@@ -151,7 +152,7 @@ def usable_checkpoint(out: Path) -> Path | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-        owner = state.get(CKPT_RUN_ID) if isinstance(state, dict) else None
+        owner = state.get(record.CKPT_RUN_ID) if isinstance(state, dict) else None
         problem = None if owner == out.name else (f"it belongs to cell {owner}" if owner else "it names no cell") if isinstance(state, dict) and "global_step" in state else "not a Lightning checkpoint"
     except Exception as exc:  # truncated, corrupt, another format
         problem = f"it does not load ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:120]})"
@@ -323,7 +324,7 @@ def write_snippets(sweep_dir: Path, cfg: DictConfig, data: _Data) -> None:
 
 def _decoder(spec: str):
     """Token ids -> text: UTF-8 bytes for the byte tokenizer (end of document shown as ' | '), else the tokenizer's decode."""
-    from proxyscale.data.cache import BYTE_EOS, Tokenizer
+    from proxyscale.data.tokenizer import BYTE_EOS, Tokenizer
 
     if spec == "byte":
         return lambda ids: bytes(int(t) if t < BYTE_EOS else 0x7C for t in ids).decode("utf-8", "replace")
@@ -342,7 +343,7 @@ def _record(cfg: DictConfig, out: Path, status: str, data: _Data | None = None, 
         seed=int(cfg.seed), tokenizer=cfg.data.tokenizer, config=C.plain(cfg), versions=_versions(),
         eval_sets=[s.name for s in cfg.eval.sets],
         cache_keys={"pool": data.pool_key, "eval": dict(data.eval_keys)} if data else {},
-        baselines=base or {}, tracking=tracking.settings(cfg, out.name), extra={"identity_env": C.environment(C.plain(cfg))}, **fields)
+        baselines=base or {}, tracking=tracking.settings(cfg, out.name), extra={"identity_env": identity.environment(C.plain(cfg))}, **fields)
 
 
 def run_cell(cfg: DictConfig, res: Resources = Resources()) -> record.Record | None:

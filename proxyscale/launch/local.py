@@ -15,6 +15,8 @@ import threading
 
 from omegaconf import DictConfig
 
+from proxyscale.data import identity  # noqa: F401  (registers the run-id resolver Hydra names cell folders with, also in workers)
+
 GRID_SIZE_ENV = "PROXYSCALE_GRID_SIZE"  # set by the proxyscale sweeper: cells to run, for "[k/N]" labels
 SWEEP_PID_ENV = "PROXYSCALE_SWEEP_PID"  # the sweep's own process: a task elsewhere (a joblib worker) watches it
 OK_EXIT_ENV = "PROXYSCALE_OK_EXIT"  # =1: failed cells still exit 0 (the old behaviour); interrupts never do

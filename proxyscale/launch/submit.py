@@ -24,6 +24,7 @@ from typing import Any
 
 from proxyscale import config as C
 from proxyscale import grid, record
+from proxyscale.data import identity
 from proxyscale.launch import BACKENDS, LaunchError
 from proxyscale.launch.manifest import (
     MANIFEST,
@@ -68,8 +69,8 @@ class CellTask:
                 statuses[rid] = "done in an earlier attempt"
                 continue
             cfg = OmegaConf.create(cell["config"])
-            if C.run_id(cfg) != rid:
-                raise RuntimeError(f"cell config does not give its run id {rid} (got {C.run_id(cfg)})")
+            if identity.run_id(cfg) != rid:
+                raise RuntimeError(f"cell config does not give its run id {rid} (got {identity.run_id(cfg)})")
             res = Resources(threads=cfg.trainer.threads or cpus, rank=rank, scheduler_requeues=True, position=f"[{i + 1}/{len(cells)}] ")
             rec = run_cell(cfg, res)
             statuses[rid] = rec.status if rec is not None else "held by another process"
