@@ -180,15 +180,3 @@ def _record_status(run_dir: Path) -> str | None:
         return record.read(run_dir).status
     except record.RecordError:
         return None
-
-
-def _user_overrides(overrides) -> list[str]:
-    """A cell's overrides without the two that submit adds itself."""
-    return [o for o in overrides if not o.startswith(("hydra/launcher=", "trainer.checkpoint="))]
-
-
-def _record_status(run_dir: Path) -> str | None:
-    try:
-        return record.read(run_dir).status
-    except record.RecordError:
-        return None
