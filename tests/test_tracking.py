@@ -269,16 +269,17 @@ def test_a_wandb_grid_through_the_cli_is_one_offline_run_per_cell(tmp_path, cach
     assert sorted(r.status for r in recs.values()) == ["completed", "completed", "failed", "failed"]
     runs = offline_runs(sweep)
     assert all(r["folder"].parent == sweep / "wandb" for r in runs)
-    # one run per cell, ids == run ids: the in-process cells never collapse into one run
-    assert sorted(r["id"] for r in runs) == sorted(recs)
+    # one run per cell, ids == the records' tracking ids (run id + sweep hash): the in-process cells never collapse into one run
+    assert sorted(r["id"] for r in runs) == sorted(rec.tracking["id"] for rec in recs.values())
     for run in runs:
-        rec = recs[run["id"]]
+        rec = recs[run["config"]["run_id"]]
+        assert run["id"] == wb.run_key("wbgrid", rec.run_id) == rec.tracking["id"]
         cfg = rec.config
         assert run["group"] == "wbgrid" and run["project"] == "proxyscale" and run["job_type"] == "train-debug"
         assert {"size:debug", f"recipe:{rec.recipe}", "lr:0.003", "seed:0"} <= set(run["tags"])
-        assert run["name"] == run["id"].rsplit("-", 1)[0]
+        assert run["name"] == rec.run_id.rsplit("-", 1)[0]
         c = run["config"]
-        assert c["optim.lr"] == pytest.approx(0.003) and c["model.n_layer"] == 2 and c["run_id"] == run["id"]
+        assert c["optim.lr"] == pytest.approx(0.003) and c["model.n_layer"] == 2 and c["run_id"] == rec.run_id
         assert c["data.pool_tokens"] == cfg["data"]["pool_tokens"] and c["data.sources.0.name"] == cfg["data"]["sources"][0]["name"]
         assert not any(isinstance(v, dict) and v for k, v in c.items() if k != "_wandb"), "config is not flat"
         assert run["summary"]["status"] == rec.status
@@ -317,7 +318,7 @@ def test_an_interrupted_cell_resumes_into_the_same_wandb_run(tmp_path, cache_dir
     assert wandb.run is None
 
     a, b = offline_runs(tmp_path / "outputs" / "wbresume")  # oldest first
-    assert a["id"] == b["id"] == run_dir(cfg).name == resumed.run_id
+    assert a["id"] == b["id"] == wb.run_key("wbresume", run_dir(cfg).name) == resumed.tracking["id"]
     assert a["exit_code"] == 1 and a["summary"]["status"] == "failed" and "preempted" in a["summary"]["error"]
     assert b["exit_code"] == 0 and b["summary"]["status"] == "completed"
     # the first run died in step 6 (before Lightning logged it); the checkpoint was at the step-4
@@ -385,3 +386,107 @@ def test_publish_logs_the_report_as_a_run_in_the_sweep_group(tmp_path, wandb_env
         (tmp_path / "bad.json").write_text("{")
         wandb_publish.publish(sweep, tmp_path / "bad.json", tmp_path)
     assert not files_containing(tmp_path, FAKE_KEY)
+
+
+# ------------------------------------------------------------------------ tracker conventions (issue 17.4)
+
+
+def tensorboard_events(folder: Path):
+    """The run's TensorBoard events through tensorboard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    ea.Reload()
+    return ea
+
+
+def tensorboard_hparams(ea) -> dict:
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out = {}
+    for content in ea.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.WhichOneof("data") == "session_start_info":
+            for k, v in data.session_start_info.hparams.items():
+                out[k] = getattr(v, v.WhichOneof("kind"))
+        elif data.WhichOneof("data") == "experiment":
+            out["_metrics"] = [m.name.tag for m in data.experiment.metric_infos]
+    return out
+
+
+def test_tensorboard_gets_the_config_as_hparams_and_the_steps_wandb_shows(tmp_path, cache_dir):
+    pytest.importorskip("tensorboard", reason="reading events back needs tensorboard (the test extras pin it)")
+    from proxyscale.job import run_cell, run_dir
+
+    cfg = _cfg(tmp_path, cache_dir, "logger=tensorboard", "trainer.log_every_n_steps=5", "sweep=tb")
+    rec = run_cell(cfg)
+    assert rec.status == "completed", rec.error
+    folder = run_dir(cfg)
+    ea = tensorboard_events(folder)
+    tags = ea.Tags()["scalars"]
+    assert "epoch" not in tags and {"train/loss", "eval/prose/loss", "eval/code/loss", "eval/readme/loss"} <= set(tags)
+    # optimizer steps done, as W&B's trainer/global_step and the record: 5, 10 and the last step
+    assert [e.step for e in ea.Scalars("train/loss")] == [5, 10, 12] == [p["step"] for p in rec.train_curve]
+    assert [e.value for e in ea.Scalars("train/loss")] == pytest.approx([p["loss"] for p in rec.train_curve], abs=1e-5)
+    assert [e.step for e in ea.Scalars("eval/prose/loss")] == [p["step"] for p in rec.eval_curve] == [4, 8, 12]
+    hp = tensorboard_hparams(ea)
+    assert hp["optim.lr"] == pytest.approx(float(cfg.optim.lr)) and hp["model.n_layer"] == 2 and hp["run_id"] == folder.name
+    assert hp["sweep"] == "tb" and hp["data.sources.0.name"] == rec.config["data"]["sources"][0]["name"]
+    assert {"train/loss", "eval/prose/loss"} <= set(hp["_metrics"])
+    import yaml
+
+    saved = yaml.safe_load((folder / "tensorboard" / "hparams.yaml").read_text())
+    assert saved and saved["optim.lr"] == pytest.approx(float(cfg.optim.lr)) and saved["run_id"] == folder.name
+
+
+def test_a_cell_shorter_than_the_logging_interval_records_its_train_loss(tmp_path, cache_dir):
+    """3 steps with log_every_n_steps=25: the record and the tracker both get the step-3 train loss."""
+    from proxyscale.job import run_cell, run_dir
+
+    cfg = _cfg(tmp_path, cache_dir, "logger=csv", "trainer.max_tokens=12288", "trainer.log_every_n_steps=25")
+    rec = run_cell(cfg)
+    assert rec.status == "completed" and rec.steps == 3, rec.error
+    assert [p["step"] for p in rec.train_curve] == [3] and rec.train_curve[0]["loss"] > 0
+    import csv
+
+    rows = list(csv.DictReader((run_dir(cfg) / "csv" / "metrics.csv").open()))
+    train = [(int(r["step"]), float(r["train/loss"])) for r in rows if r.get("train/loss")]
+    assert train == [(3, pytest.approx(rec.train_curve[0]["loss"], abs=1e-5))]
+    assert "epoch" not in rows[0]
+
+
+def test_wandb_ids_name_the_sweep_and_the_record_agrees(tmp_path, cache_dir):
+    cfg_a = _cfg(tmp_path, cache_dir, "logger=wandb", "sweep=a")
+    cfg_b = _cfg(tmp_path, cache_dir, "logger=wandb", "sweep=b")
+    rid = "debug-balanced-lr0.003-s0-1234abcd"
+    a, b = wb.settings(cfg_a, rid)["id"], wb.settings(cfg_b, rid)["id"]
+    assert a != b and a.startswith(rid + "-") and b.startswith(rid + "-")
+    assert a == wb.settings(cfg_a, rid)["id"] == wb.run_key("a", rid)  # stable: a requeue of sweep a continues its run
+    assert not set(":;,#?/'") & set(a) and len(a) <= 64
+    assert tracking.settings(cfg_a, rid)["id"] == a
+
+
+@pytest.mark.slow
+def test_the_same_cell_in_two_sweeps_is_two_wandb_runs(tmp_path, cache_dir, wandb_env):
+    """Same cell (same run id) in two sweeps, both written into one W&B folder: two run ids, each the
+    record's tracking.id; steps as the record's (a 3-step cell with log_every_n_steps=25 logs step 3); no `epoch`."""
+    from proxyscale.job import run_cell, run_dir
+
+    shared = tmp_path / "wandb-root"
+    recs = {}
+    for sweep in ("first", "second"):
+        cfg = _cfg(tmp_path / "outputs", cache_dir, "logger=wandb", f"sweep={sweep}", f"logger.dir={shared}", "trainer.max_tokens=12288",
+                   "trainer.log_every_n_steps=25")
+        rec = run_cell(cfg)
+        assert rec.status == "completed", rec.error
+        recs[sweep] = rec
+    assert recs["first"].run_id == recs["second"].run_id == run_dir(cfg).name
+    runs = offline_runs(shared)
+    assert len(runs) == 2
+    ids = {r["group"]: r["id"] for r in runs}
+    assert ids == {s: recs[s].tracking["id"] for s in recs} and ids["first"] != ids["second"]
+    for run in runs:
+        assert run["name"] == recs["first"].run_id.rsplit("-", 1)[0] and run["config"]["run_id"] == recs["first"].run_id
+        assert [s for s, _ in series(run, "train/loss")] == [3]
+        assert [s for s, _ in series(run, "eval/prose/loss")] == [3]
+        assert not any("epoch" in h for h in run["history"])
