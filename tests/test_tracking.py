@@ -355,7 +355,9 @@ def test_publish_logs_the_report_as_a_run_in_the_sweep_group(tmp_path, wandb_env
                   {"metric": "prose", "proxy": "debug", "target": "tiny", "proxy_lr": 0.001, "target_mode": "tuned",
                    "n_recipes": 3, "spearman": None, "decision_accuracy": None, "reason": "too few recipes"},
                   "not a comparison"],
-              "summary": {"target": "tiny"}}
+              "summary": {"target": "tiny", "bottom_line": ["At tiny: balanced wins on prose.", "debug -> tiny: inconclusive on prose."],
+                          "per_metric": [{"metric": "prose", "lines": [{"proxy": "debug", "target": "tiny", "verdict": "inconclusive",
+                                                                        "reason": "3 recipes"}]}]}}
     rj = tmp_path / "report.json"
     rj.write_text(json.dumps(report))
     import matplotlib
@@ -364,7 +366,7 @@ def test_publish_logs_the_report_as_a_run_in_the_sweep_group(tmp_path, wandb_env
     import matplotlib.pyplot as plt
 
     plt.plot([0, 1], [1, 0])
-    plt.savefig(tmp_path / "ranking.png")
+    plt.savefig(tmp_path / "fig_ranking.png")
     plt.close("all")
 
     where = Path(wandb_publish.publish(sweep, rj, tmp_path))
@@ -376,7 +378,9 @@ def test_publish_logs_the_report_as_a_run_in_the_sweep_group(tmp_path, wandb_env
     assert s["cells/completed"] == 5 and s["cells/failed"] == 1 and s["n_comparisons"] == 2 and s["target"] == "tiny"
     (logged,) = run["history"]
     assert {logged[f"{k}/_type"] for k in ("results", "comparisons", "flips")} == {"table-file"}
-    assert logged["plots/ranking/_type"] == "image-file"
+    assert logged["figures/ranking/_type"] == "image-file"
+    assert s["bottom_line"] == "At tiny: balanced wins on prose.\ndebug -> tiny: inconclusive on prose."
+    assert s["verdict/prose/debug->tiny"] == "inconclusive" and run["id"] == wandb_publish.report_id("pub")
     tables = {p.name.split("_")[0]: json.loads(p.read_text()) for p in (where / "files" / "media" / "table").glob("*.table.json")}
     assert tables["comparisons"]["columns"][:3] == ["metric", "proxy", "target"] and len(tables["comparisons"]["data"]) == 2
     assert tables["flips"]["data"][0][4:6] == ["balanced", "noisy"]
@@ -490,3 +494,41 @@ def test_the_same_cell_in_two_sweeps_is_two_wandb_runs(tmp_path, cache_dir, wand
         assert [s for s, _ in series(run, "train/loss")] == [3]
         assert [s for s, _ in series(run, "eval/prose/loss")] == [3]
         assert not any("epoch" in h for h in run["history"])
+
+
+def test_the_report_run_has_one_id_per_sweep_and_carries_the_figures_and_verdicts(tmp_path, wandb_env):
+    """Publishing twice resumes the same W&B run (id report-<sweep hash>); another sweep gets another id; the
+    run has every fig_*.png of the report folder as an image and the bottom line and verdicts in its summary."""
+    import matplotlib
+
+    from proxyscale.report import wandb_publish
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rep = {"schema_version": 1, "direction": "lower", "sizes": ["s", "l"], "recipes": ["a", "b", "c"], "metrics": ["prose"], "comparisons": [],
+           "summary": {"target": "l", "bottom_line": ["At l: a wins on prose.", "s -> l: holds on prose (decision accuracy 1.00)."],
+                       "per_metric": [{"metric": "prose", "lines": [{"proxy": "s", "target": "l", "verdict": "holds", "reason": "p 0.01"}]}]}}
+    ids = {}
+    for sweep in ("one", "two"):
+        root = tmp_path / "outputs" / sweep
+        root.mkdir(parents=True)
+        (root / "report.json").write_text(json.dumps(rep))
+        for name in ("scatter", "bump"):
+            plt.plot([0, 1], [1, 0])
+            plt.savefig(root / f"fig_{name}.png")
+            plt.close("all")
+        for _ in range(2 if sweep == "one" else 1):
+            wandb_publish.publish(root, root / "report.json", root)
+        runs = [r for r in offline_runs(root) if r["job_type"] == "report"]
+        assert len(runs) == (2 if sweep == "one" else 1)
+        assert {r["id"] for r in runs} == {wandb_publish.report_id(sweep)}
+        ids[sweep] = runs[0]["id"]
+        for run in runs:
+            (logged,) = run["history"]
+            assert {k for k in logged if k.startswith("figures/") and k.endswith("/_type")} == {"figures/scatter/_type", "figures/bump/_type"}
+            assert run["summary"]["bottom_line"].splitlines() == rep["summary"]["bottom_line"]
+            assert run["summary"]["verdict/prose/s->l"] == "holds" and run["exit_code"] == 0
+        assert len(list(runs[-1]["folder"].glob("files/media/images/**/*.png"))) == 2
+    assert ids["one"] != ids["two"] and ids["one"] == wandb_publish.report_id("one")
+    assert wandb_publish.report_id("one") == wandb_publish.report_id("one")
