@@ -504,7 +504,7 @@ def fig_scaling(rep: dict):
 
             ax.xaxis.set_major_locator(FixedLocator([params[s] for s in sizes]))
             ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xticklabels([f"{s}\n{params[s]:.3g}" for s in sizes])
+            ax.set_xticklabels([f"{s}\n{_count(params[s])}" for s in sizes])
             ax.set_xlim(params[sizes[0]] / 1.3, params[sizes[-1]] * 1.3)
             ax.set_xlabel("parameters (log scale)")
             ax.set_ylabel(f"final tuned {units}")
@@ -515,6 +515,14 @@ def fig_scaling(rep: dict):
             ends = panel_ends.get(metric, [])
             _end_labels(ax, ends if len(ends) <= MAX_LINE_LABELS else [])
     return fig
+
+
+def _count(n: float) -> str:
+    """A parameter count the way papers write it: 35k, 1.3M, 7B."""
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.3g}"
 
 
 def fig_frontier(rep: dict):
