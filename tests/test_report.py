@@ -284,6 +284,10 @@ def test_html_renders_in_headless_chromium(tmp_path):
     assert cli("report", root).returncode == 0
     page = root / "report.html"
     assert check_pngs(page.read_text()) >= 4
+    # every figure file report.html and report.md link (fig_<name>.png/.svg beside them) is there and not empty
+    refs = re.findall(r"(?:src|href)='((?!data:)[^']+)'", page.read_text())
+    refs += re.findall(r"\]\(([^)]+)\)", (root / "report.md").read_text())
+    assert len(refs) >= 8 and all((root / r).is_file() and (root / r).stat().st_size > 0 for r in refs), refs
     shot = tmp_path / "shot.png"
     proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",

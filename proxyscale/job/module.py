@@ -138,8 +138,15 @@ class Monitor(L.Callback):
             self._best = min(self._best, self._ema)
             if step > self.warmup_steps and self._ema > self._best + self.diverge_delta:
                 self.diverged = f"train loss blew up at step {step}: {self._ema:.3f} vs best {self._best:.3f}"
-        if step % self.log_every == 0 or self.diverged:
+        last = 0 < trainer.max_steps <= step
+        if step % self.log_every == 0 or self.diverged or last:
             self.train_curve.append({"step": step, "loss": loss})
+        if last and step % self.log_every and not (self.diverged or trainer.should_stop):
+            # Lightning logs every log_every_n_steps (or when stopping): a cell shorter than that, or whose
+            # last step falls between two points, would leave its trackers without that train loss.
+            # Lightning's step convention (the finished batch's index), as the trackers expect it.
+            for lg in trainer.loggers:
+                lg.log_metrics({"train/loss": loss}, step=step - 1)
         if self.diverged:
             trainer.should_stop = True
 

@@ -1,18 +1,36 @@
-"""report.json -> report.md (text and tables) and a self-contained report.html (figures embedded as
-base64 PNG data URIs, so it opens offline). matplotlib runs on the Agg backend."""
+"""report.json -> report.md (text, tables, and links to the figures) and a self-contained report.html
+(the same figures embedded as base64 PNG data URIs, so it opens offline). Every figure is also written
+beside report.md as fig_<name>.png and fig_<name>.svg. matplotlib runs on the Agg backend.
+
+Figure builders (fig_<name>) return a matplotlib Figure, or a string saying why there is nothing to
+draw (the md and html print it as a note in the figure's place); `figures(rep)` runs them all, so tests
+can inspect the Figure objects (font sizes, clipping) before anything is saved."""
 from __future__ import annotations
 
 import base64
 import html
 import io
 import math
+import textwrap
+from contextlib import contextmanager
 from pathlib import Path
 
-MAX_LABELS = 25  # recipes labelled by name in scatter / bump charts
+MAX_LABELS = 25  # recipes drawn as individual, directly labelled lines in the bump chart
+MAX_POINT_LABELS = 8  # scatter points labelled by name: all up to this many, else the extremes
+MAX_LINE_LABELS = 12  # lines labelled at their end (loss vs parameters): more are left unlabelled
 MAX_FLIP_ROWS = 15  # flips listed per comparison in the tables
 MAX_PANELS = 6  # per-metric panels of the scatter and bump figures: the eval sets with the lowest decision accuracy
 MAX_FRONTIER_PANELS = 3  # eval sets drawn in the frontier figure: those whose best choice is least sure
-FRONTIER_PNG = "fig_frontier.png"  # written beside report.md and linked from it
+DPI = 110  # PNG resolution: a figure is shown at its size in inches x DPI pixels (100% zoom)
+FONT = 9  # the smallest font size (pt) of any text on a figure
+# Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies; the yellow last (weak on white).
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442"]
+LINESTYLES = ["-", "--", "-.", ":"]  # with more lines than colours, colour x line style tells them apart
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+FRONTIER_PNG = "fig_frontier.png"  # written beside report.md and linked from it (with its .svg)
+STYLE = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.labelsize": FONT, "ytick.labelsize": FONT,
+         "legend.fontsize": FONT, "legend.title_fontsize": FONT, "figure.dpi": DPI, "savefig.dpi": DPI, "svg.fonttype": "none",
+         "axes.prop_cycle": None}
 
 
 def _plt():
@@ -24,10 +42,24 @@ def _plt():
     return plt
 
 
+@contextmanager
+def _style():
+    plt = _plt()
+    from cycler import cycler
+
+    with plt.rc_context({**STYLE, "axes.prop_cycle": cycler(color=PALETTE)}):
+        yield plt
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    _plt().close(fig)
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.08)
+    return buf.getvalue()
+
+
+def _svg(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.08)
     return buf.getvalue()
 
 
@@ -53,47 +85,134 @@ def _short(name: str, n: int = 40) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
-def _grid(n: int, ncols: int = 3, w: float = 4.6, h: float = 3.8, **kw):
-    plt = _plt()
+def _wrap(text: str, width_in: float, size: float = 10.5) -> str:
+    """Wrap a title to its panel's width (a character is about 0.55 em wide)."""
+    return "\n".join(textwrap.wrap(text, max(20, int(width_in * 72 / (0.55 * size))))) or text
+
+
+def _grid(plt, n: int, ncols: int = 3, w: float = 4.8, h: float = 4.0):
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False, **kw)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False, layout="constrained")
     for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
-    return fig, axes.ravel()
+        ax.remove()
+    return fig, list(axes.ravel()[:n])
+
+
+def _style_of(j: int) -> dict:
+    """Line j's colour and line style: colours first, then the next line style."""
+    return {"color": PALETTE[j % len(PALETTE)], "ls": LINESTYLES[(j // len(PALETTE)) % len(LINESTYLES)]}
+
+
+def _chance(ax, y: float = 0.5, text: str = "chance (0.5)") -> None:
+    ax.axhline(y, color="#666666", lw=1.0, ls=(0, (4, 3)), zorder=1)
+    ax.annotate(text, (0.01, y), xycoords=("axes fraction", "data"), xytext=(2, 2), textcoords="offset points", fontsize=FONT,
+                color="#444444", va="bottom", ha="left")
+
+
+def _bigram_da(rep: dict, metric: str, target: str) -> float | None:
+    """The bigram count model's decision accuracy against `target` on `metric`, where the report has it."""
+    for c in (rep.get("baselines") or {}).get("comparisons") or []:
+        if c.get("metric") == metric and c.get("baseline") == "bigram" and c.get("target") == target:
+            return c.get("decision_accuracy")
+    return None
+
+
+def _layout(fig) -> None:
+    fig.canvas.draw()  # settles constrained layout, so label placement sees the final axes
+
+
+def _end_labels(ax, items: list[tuple[float, float, str, str]], min_gap_pt: float = FONT * 1.35) -> None:
+    """Label lines at their right end (x, y, text, colour), labels spread vertically so none overlaps:
+    placed in points right of the axes, outside the data, never clipped (the layout makes room)."""
+    if not items:
+        return
+    fig = ax.figure
+    _layout(fig)
+    to_px = ax.transData
+    px = sorted(((to_px.transform((x, y))[1], t, c) for x, y, t, c in items), key=lambda p: p[0])
+    gap = min_gap_pt * fig.dpi / 72
+    ys = [p[0] for p in px]
+    for i in range(1, len(ys)):  # push up what is too close to the label below
+        ys[i] = max(ys[i], ys[i - 1] + gap)
+    box = ax.get_window_extent()
+    over = ys[-1] - box.y1
+    if over > 0:  # shift the whole stack down into the axes' height, keeping the gaps
+        ys = [y - over for y in ys]
+        for i in range(len(ys) - 2, -1, -1):
+            ys[i] = min(ys[i], ys[i + 1] - gap)
+    inv = ax.transAxes.inverted()
+    for y, (_, t, c) in zip(ys, px):
+        ya = inv.transform((box.x1, y))[1]
+        ax.annotate(t, (1.0, ya), xycoords="axes fraction", xytext=(4, 0), textcoords="offset points", fontsize=FONT, color=c,
+                    va="center", ha="left", annotation_clip=False)
+
+
+def _point_labels(ax, xs: list[float], ys: list[float], labels: list[str], which: list[int]) -> int:
+    """Label the points `which` with offset annotations, trying 8 positions around each and keeping only
+    those that fit inside the axes without overlapping another label or point; returns how many were left off."""
+    fig = ax.figure
+    _layout(fig)
+    r = fig.canvas.get_renderer()
+    box = ax.get_window_extent()
+    pts = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
+    taken = []
+    offsets = [(6, 5, "left", "bottom"), (6, -5, "left", "top"), (-6, 5, "right", "bottom"), (-6, -5, "right", "top"),
+               (0, 8, "center", "bottom"), (0, -8, "center", "top"), (9, 0, "left", "center"), (-9, 0, "right", "center")]
+    left = 0
+    for i in which:
+        for dx, dy, ha, va in offsets:
+            a = ax.annotate(_short(labels[i], 24), (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=FONT,
+                            ha=ha, va=va, color="#222222")
+            bb = a.get_window_extent(r).expanded(1.04, 1.1)
+            inside = box.x0 <= bb.x0 and bb.x1 <= box.x1 and box.y0 <= bb.y0 and bb.y1 <= box.y1
+            hits_point = any(bb.contains(px, py) for k, (px, py) in enumerate(pts) if k != i)
+            if inside and not hits_point and not any(bb.overlaps(t) for t in taken):
+                taken.append(bb)
+                break
+            a.remove()
+        else:
+            left += 1
+    return left
 
 
 # ---------------------------------------------------------------------------------------------
-# figures
+# figures: each returns a matplotlib Figure, or the reason there is nothing to draw
 
 
-def fig_scatter(rep: dict) -> bytes | None:
+def fig_scatter(rep: dict):
     target = rep["sizes"][-1]
     comps = [c for c in _primary(rep) if c["target"] == target and c["n_recipes"] >= 2]
     if not comps:
-        return None
+        return f"no proxy size shares at least 2 recipes with the target {target}"
     comps = sorted(comps, key=lambda c: (c["decision_accuracy"] is not None, c["decision_accuracy"] or 0.0))[:MAX_PANELS]
-    fig, axes = _grid(len(comps))
     units = _units(rep)
-    for ax, c in zip(axes, comps):
-        recs = c["recipes"]
-        x = [c["proxy_values"][r] for r in recs]
-        y = [c["target_values"][r] for r in recs]
-        ax.scatter(x, y, s=22, color="tab:blue", label="recipe (seed mean, best LR)" if c.get("proxy_lr") == "tuned" else "recipe", zorder=3)
-        if c.get("fit"):
-            lo, hi = min(x), max(x)
-            ax.plot([lo, hi], [c["fit"]["intercept"] + c["fit"]["slope"] * v for v in (lo, hi)], color="tab:red", lw=1.2,
-                    label=f"linear fit (R² {_f(c['r2'])})")
-        if len(recs) <= MAX_LABELS:
-            for r, xv, yv in zip(recs, x, y):
-                ax.annotate(_short(r, 24), (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_title(f"{c['metric']}: {c['proxy']} vs {c['target']}\nSpearman {_f(c['spearman'])}, DA {_f(c['decision_accuracy'])}", fontsize=9)
-        ax.set_xlabel(f"proxy {c['proxy']} ({units})", fontsize=8)
-        ax.set_ylabel(f"target {c['target']} ({units})", fontsize=8)
-        ax.legend(fontsize=7, loc="best")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return _png(fig)
+    with _style() as plt:
+        fig, axes = _grid(plt, len(comps))
+        for ax, c in zip(axes, comps):
+            recs = c["recipes"]
+            x = [c["proxy_values"][r] for r in recs]
+            y = [c["target_values"][r] for r in recs]
+            ax.scatter(x, y, s=26, color=PALETTE[0], label="recipe (seed mean, best LR)" if c.get("proxy_lr") == "tuned" else "recipe", zorder=3)
+            if c.get("fit"):
+                lo, hi = min(x), max(x)
+                ax.plot([lo, hi], [c["fit"]["intercept"] + c["fit"]["slope"] * v for v in (lo, hi)], color=PALETTE[5], lw=1.4,
+                        label=f"linear fit (R² {_f(c['r2'])})")
+            ax.set_title(_wrap(f"{c['metric']}: {c['proxy']} vs {c['target']}", 4.6) + f"\nSpearman {_f(c['spearman'])} {_ci(c.get('spearman_ci'))}".rstrip()
+                         + f"\nDA {_f(c['decision_accuracy'])} {_ci(c.get('decision_accuracy_ci'))}".rstrip())
+            ax.set_xlabel(f"proxy {c['proxy']} ({units})")
+            ax.set_ylabel(f"target {c['target']} ({units})")
+            ax.legend(loc="best", framealpha=0.85)
+            ax.grid(alpha=0.3)
+            ax.margins(0.12)
+        for ax, c in zip(axes, comps):
+            recs = c["recipes"]
+            x = [c["proxy_values"][r] for r in recs]
+            y = [c["target_values"][r] for r in recs]
+            order = sorted(range(len(recs)), key=lambda i: y[i])
+            which = order if len(recs) <= MAX_POINT_LABELS else list(dict.fromkeys(order[:3] + order[-3:]))
+            _point_labels(ax, x, y, recs, which)
+    return fig
 
 
 def _worst_metrics(rep: dict) -> list[str]:
@@ -115,152 +234,339 @@ def size_values(rep: dict) -> dict:
     return out
 
 
-def fig_bump(rep: dict) -> bytes | None:
+def _panel_metrics(rep: dict, vals: dict) -> list[str]:
+    return sorted([m for m in _worst_metrics(rep)[:MAX_PANELS] if m in vals] or list(vals)[:MAX_PANELS])
+
+
+def fig_bump(rep: dict):
     vals = size_values(rep)
     if not vals:
-        return None
-    vals = {m: vals[m] for m in _worst_metrics(rep)[:MAX_PANELS] if m in vals} or vals
-    fig, axes = _grid(len(vals), ncols=2, w=6.0, h=4.2)
-    plt = _plt()
-    for ax, (metric, per) in zip(axes, sorted(vals.items())):
-        higher = (rep.get("directions") or {}).get(metric, rep["direction"]) == "higher"
-        sizes = [s for s in rep["sizes"] if s in per]
-        recipes = sorted(set.intersection(*[set(per[s]) for s in sizes])) if sizes else []
-        ranks = {}
-        for s in sizes:
-            order = sorted(recipes, key=lambda r: -per[s][r] if higher else per[s][r])
-            for i, r in enumerate(order):
-                ranks.setdefault(r, []).append(i + 1)
-        cmap = plt.get_cmap("tab20")
-        if len(recipes) <= MAX_LABELS:
-            for j, r in enumerate(recipes):
-                ax.plot(range(len(sizes)), ranks[r], marker="o", lw=1.2, ms=4, color=cmap(j % 20), alpha=0.85, label=_short(r))
-        elif recipes:  # many recipes: one LineCollection instead of a Line2D per recipe (seconds per panel otherwise)
-            from matplotlib.collections import LineCollection
+        return "no comparisons between sizes"
+    metrics = _panel_metrics(rep, vals)
+    n_rec = max(len(set.intersection(*[set(vals[m][s]) for s in vals[m]])) for m in metrics)
+    if n_rec < 3:
+        return f"{n_rec} recipe(s) in common across sizes: their ranks are the comparison table's flips"
+    h = max(4.0, min(MAX_LABELS, n_rec) * 0.21 + 1.6)  # a rank step at least one label high
+    from matplotlib.ticker import MaxNLocator
 
-            ax.add_collection(LineCollection([list(zip(range(len(sizes)), ranks[r])) for r in recipes], lw=0.6, alpha=0.5,
-                                             colors=[cmap(j % 20) for j in range(len(recipes))]))
-            ax.set_xlim(-0.2, len(sizes) - 0.8)
-            ax.set_ylim(0.5, len(recipes) + 0.5)
-        ax.set_xticks(range(len(sizes)))
-        ax.set_xticklabels(sizes)
-        from matplotlib.ticker import MaxNLocator
+    with _style() as plt:
+        fig, axes = _grid(plt, len(metrics), ncols=2, w=6.4, h=h)
+        for ax, metric in zip(axes, metrics):
+            per = vals[metric]
+            higher = (rep.get("directions") or {}).get(metric, rep["direction"]) == "higher"
+            sizes = [s for s in rep["sizes"] if s in per]
+            recipes = sorted(set.intersection(*[set(per[s]) for s in sizes])) if sizes else []
+            ranks: dict[str, list[int]] = {}
+            for s in sizes:
+                order = sorted(recipes, key=lambda r: -per[s][r] if higher else per[s][r])
+                for i, r in enumerate(order):
+                    ranks.setdefault(r, []).append(i + 1)
+            if len(recipes) <= MAX_LABELS:
+                for j, r in enumerate(recipes):
+                    st = _style_of(j)
+                    ax.plot(range(len(sizes)), ranks[r], marker=MARKERS[j % len(MARKERS)], lw=1.6, ms=5, alpha=0.9, **st)
+            elif recipes:  # many recipes: one LineCollection instead of a Line2D per recipe (seconds per panel otherwise)
+                from matplotlib.collections import LineCollection
 
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.invert_yaxis()
-        ax.set_xlabel("model size (smallest to largest)", fontsize=8)
-        ax.set_ylabel("recipe rank (1 = best)", fontsize=8)
-        ax.set_title(f"{metric}: rank of each recipe across sizes ({len(recipes)} recipes)", fontsize=9)
-        if len(recipes) <= MAX_LABELS:
-            ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return _png(fig)
+                ax.add_collection(LineCollection([list(zip(range(len(sizes)), ranks[r])) for r in recipes], lw=0.6, alpha=0.5,
+                                                 colors=[PALETTE[j % len(PALETTE)] for j in range(len(recipes))]))
+            ax.set_xlim(-0.15, len(sizes) - 0.85)
+            ax.set_ylim(len(recipes) + 0.5, 0.5)  # rank 1 on top
+            ax.set_xticks(range(len(sizes)))
+            ax.set_xticklabels(sizes)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("model size (smallest to largest)")
+            ax.set_ylabel("recipe rank (1 = best)")
+            ax.set_title(_wrap(f"{metric}: rank of each recipe across sizes ({len(recipes)} recipes"
+                               + (", unlabelled" if len(recipes) > MAX_LABELS else "") + ")", 6.0))
+            ax.grid(alpha=0.3)
+        for ax, metric in zip(axes, metrics):
+            per = vals[metric]
+            higher = (rep.get("directions") or {}).get(metric, rep["direction"]) == "higher"
+            sizes = [s for s in rep["sizes"] if s in per]
+            recipes = sorted(set.intersection(*[set(per[s]) for s in sizes])) if sizes else []
+            if len(recipes) <= MAX_LABELS:
+                last = sizes[-1]
+                order = sorted(recipes, key=lambda r: -per[last][r] if higher else per[last][r])
+                _end_labels(ax, [(len(sizes) - 1, order.index(r) + 1, _short(r, 24), _style_of(recipes.index(r))["color"]) for r in recipes])
+    return fig
 
 
-def fig_heatmap(rep: dict) -> bytes | None:
+def _ink(rgba) -> str:
+    """Black or white text, whichever reads better on a cell of this colour (WCAG relative luminance)."""
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    return "black" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "white"
+
+
+def fig_heatmap(rep: dict):
     """One panel: eval sets x (proxy -> target) pairs, so its cost does not grow with panels per metric."""
     comps = [c for c in _primary(rep) if c["decision_accuracy"] is not None]
     metrics = sorted({c["metric"] for c in comps})
     pairs = [(p, t) for i, p in enumerate(rep["sizes"]) for t in rep["sizes"][i + 1:] if any(c["proxy"] == p and c["target"] == t for c in comps)]
     if not metrics or not pairs:
-        return None
+        return "no comparison has a decision accuracy"
+    if len(rep["recipes"]) < 3:
+        return f"{len(rep['recipes'])} recipes: each decision accuracy is one pair (0 or 1), listed in the comparison table"
+    if len(metrics) * len(pairs) < 2:
+        return "a single comparison: its decision accuracy is in the verdict and the table"
     import numpy as np
 
     mat = np.full((len(metrics), len(pairs)), np.nan)
+    cis = {}
     for c in comps:
         if (c["proxy"], c["target"]) in pairs:
-            mat[metrics.index(c["metric"]), pairs.index((c["proxy"], c["target"]))] = c["decision_accuracy"]
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(pairs), 1.2 + 0.35 * len(metrics)))
-    im = ax.imshow(mat, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
-    if mat.size <= 400:
-        for i, j in zip(*np.nonzero(np.isfinite(mat))):
-            ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(len(pairs)))
-    ax.set_xticklabels([f"{p}→{t}" for p, t in pairs], fontsize=8, rotation=30, ha="right")
-    ax.set_yticks(range(len(metrics)))
-    ax.set_yticklabels([_short(m, 30) for m in metrics], fontsize=8)
-    ax.set_title("decision accuracy", fontsize=9)
-    fig.colorbar(im, ax=ax, shrink=0.8, label="decision accuracy (fraction of pairs)")
-    return _png(fig)
+            i, j = metrics.index(c["metric"]), pairs.index((c["proxy"], c["target"]))
+            mat[i, j] = c["decision_accuracy"]
+            cis[i, j] = c.get("decision_accuracy_ci")
+    with _style() as plt:
+        cmap = plt.get_cmap("cividis")
+        show_ci = mat.size <= 60
+        fig, ax = plt.subplots(figsize=(2.6 + 1.5 * len(pairs), max(3.4, 1.4 + (0.55 if show_ci else 0.32) * len(metrics))), layout="constrained")
+        im = ax.imshow(mat, vmin=0.0, vmax=1.0, cmap=cmap, aspect="auto")
+        if mat.size <= 400:
+            for i, j in zip(*np.nonzero(np.isfinite(mat))):
+                ci = cis.get((i, j))
+                text = f"{mat[i, j]:.2f}" + (f"\n{_ci(ci)}" if show_ci and ci else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=FONT, color=_ink(cmap(mat[i, j])))
+        ax.set_xticks(range(len(pairs)))
+        ax.set_xticklabels([f"{p}\n→ {t}" for p, t in pairs])
+        ax.set_yticks(range(len(metrics)))
+        ax.set_yticklabels([_short(m, 30) for m in metrics])
+        ax.set_xlabel("proxy → target")
+        ax.set_title("decision accuracy" + (" [95% interval]" if show_ci else "") + " per eval set")
+        cb = fig.colorbar(im, ax=ax, shrink=0.9, ticks=[0, 0.25, 0.5, 0.75, 1.0])
+        cb.set_label("decision accuracy\n(0.5 = chance)")
+        cb.ax.axhline(0.5, color="white", lw=1.2)
+    return fig
 
 
-def fig_reduced_lr(rep: dict) -> bytes | None:
+def _lr_ticks(ax, lrs: list[float], standard: float | None) -> None:
+    """Ticks at the grid's learning rates; limits a little beyond them and the standard LR, so its line is inside."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    allx = sorted(set(lrs) | ({standard} if standard else set()))
+    ax.set_xscale("log")
+    ax.set_xlim(allx[0] / 1.35, allx[-1] * 1.35)
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(lrs))))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{v:g}" for v in sorted(set(lrs))], rotation=30 if len(set(lrs)) > 4 else 0, ha="right" if len(set(lrs)) > 4 else "center")
+
+
+def fig_reduced_lr(rep: dict):
     red = rep.get("reduced_lr") or {}
     entries = red.get("entries") or []
     if not entries:
-        return None
-    metrics = sorted({e["metric"] for e in entries})
-    plt = _plt()
-    fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.6 * len(metrics)), squeeze=False)
-    cmap = plt.get_cmap("tab10")
-    for row, metric in zip(axes, metrics):
-        for j, e in enumerate([e for e in entries if e["metric"] == metric]):
-            for mode, style, marker in (("tuned", "-", "o"), ("fixed", "--", "s")):
-                pts = [p for p in e["curve"] if p["target_mode"] == mode]
-                for ax, key in zip(row, ("spearman", "decision_accuracy")):
-                    xs = [p["proxy_lr"] for p in pts if p[key] is not None]
-                    ys = [p[key] for p in pts if p[key] is not None]
-                    if xs:
-                        ax.plot(xs, ys, style, marker=marker, ms=4 if mode == "tuned" else 7, mfc="none" if mode == "fixed" else None,
-                                color=cmap(j % 10),
-                                label=f"{e['proxy']}→{e['target']} ({mode} target)")
-                        bad = [(p["proxy_lr"], p[key]) for p in pts if p[key] is not None and p["n_undertrained"]]
+        return f"reduced-LR protocol not available ({red.get('reason') or 'no learning-rate grid'})"
+    lrs = sorted({p["proxy_lr"] for e in entries for p in e["curve"] if p.get("proxy_lr") is not None})
+    if len(lrs) < 2:
+        return "a single proxy learning rate: no curve over learning rates"
+    drawable = [e for e in entries if sum(p["decision_accuracy"] is not None for p in e["curve"]) >= 2]
+    if not drawable:
+        return "no proxy→target pair has an agreement value at two or more learning rates (too few recipes)"
+    metrics = sorted({e["metric"] for e in drawable})[:MAX_PANELS]
+    std = red.get("standard_lr")
+    with _style() as plt:
+        fig, axes = plt.subplots(len(metrics), 2, figsize=(12.5, 4.0 * len(metrics)), squeeze=False, layout="constrained")
+        labels = {}
+        for row, metric in zip(axes, metrics):
+            es = [e for e in drawable if e["metric"] == metric]
+            for j, e in enumerate(es):
+                for mode, ls, marker in (("tuned", "-", "o"), ("fixed", "--", "s")):
+                    pts = sorted((p for p in e["curve"] if p["target_mode"] == mode), key=lambda p: p["proxy_lr"])
+                    for k, (ax, key) in enumerate(zip(row, ("spearman", "decision_accuracy"))):
+                        q = [p for p in pts if p[key] is not None]
+                        if not q:
+                            continue
+                        xs, ys = [p["proxy_lr"] for p in q], [p[key] for p in q]
+                        color = PALETTE[j % len(PALETTE)]
+                        ax.plot(xs, ys, ls=ls, marker=marker, ms=5, mfc="white" if mode == "fixed" else color, color=color, lw=1.5)
+                        ci = [p.get(f"{key}_ci") for p in q]
+                        if all(ci) and len(q) > 1:
+                            ax.fill_between(xs, [c[0] for c in ci], [c[1] for c in ci], color=color, alpha=0.13 if mode == "tuned" else 0.06, lw=0)
+                        bad = [(p["proxy_lr"], p[key]) for p in q if p["n_undertrained"]]
                         if bad:
-                            ax.scatter(*zip(*bad), marker="x", s=50, color="black", zorder=4,
-                                       label="undertrained (worse than the bigram)" if j == 0 and mode == "tuned" else None)
-        if red.get("standard_lr"):
-            for ax in row:
-                ax.axvline(red["standard_lr"], color="grey", lw=0.8, ls=":", label="standard LR")
-        row[0].set_ylim(-1.05, 1.05)
-        row[1].set_ylim(-0.02, 1.02)
-        for ax, key in zip(row, ("Spearman rho", "decision accuracy")):
-            ax.set_xscale("log")
-            ax.set_xlabel("proxy peak learning rate (log scale)", fontsize=8)
-            ax.set_ylabel(key, fontsize=8)
-            ax.set_title(f"{metric}: {key} vs proxy LR", fontsize=9)
-            ax.grid(alpha=0.3)
-        row[1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    return _png(fig)
+                            ax.scatter(*zip(*bad), marker="x", s=55, color="black", zorder=4)
+                        labels.setdefault(k, []).append((xs[-1], ys[-1], f"{e['proxy']}→{e['target']} ({mode})", color))
+            for ax, key, name in zip(row, ("spearman", "decision_accuracy"), ("Spearman rho", "decision accuracy")):
+                _lr_ticks(ax, lrs, std)
+                if key == "spearman":
+                    ax.set_ylim(-1.08, 1.08)
+                    _chance(ax, 0.0, "no correlation (0)")
+                else:
+                    ax.set_ylim(-0.03, 1.05)
+                    _chance(ax)
+                    bg = [v for v in (_bigram_da(rep, metric, e["target"]) for e in es) if v is not None]
+                    if bg:
+                        ax.axhline(bg[0], color="#8c564b", lw=1.0, ls=":")
+                        ax.annotate(f"bigram baseline ({bg[0]:.2f})", (0.99, bg[0]), xycoords=("axes fraction", "data"), xytext=(0, 2),
+                                    textcoords="offset points", fontsize=FONT, ha="right", va="bottom", color="#8c564b")
+                if std:
+                    ax.axvline(std, color="#444444", lw=1.2, ls=":")
+                    ax.annotate(f"standard LR {std:g}", (std, 0.02), xycoords=("data", "axes fraction"), xytext=(3, 0), textcoords="offset points",
+                                fontsize=FONT, rotation=90, va="bottom", ha="left", color="#444444")
+                ax.set_xlabel("proxy peak learning rate (log scale; ticks: the grid)")
+                ax.set_ylabel(name)
+                ax.set_title(_wrap(f"{metric}: {name} vs proxy LR (solid: tuned target, dashed: fixed; band: 95% CI; x: undertrained)", 5.6))
+                ax.grid(alpha=0.3)
+            for k, ax in enumerate(row):
+                _end_labels(ax, labels.pop(k, []))
+    return fig
 
 
-def fig_early(rep: dict) -> bytes | None:
+def fig_early(rep: dict):
     es = rep.get("early_signal") or {}
     pts = es.get("points") or []
     if not pts:
-        return None
-    metrics = sorted({p["metric"] for p in pts})
-    plt = _plt()
-    fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.4 * len(metrics)), squeeze=False)
-    for row, metric in zip(axes, metrics):
-        mp = [p for p in pts if p["metric"] == metric]
-        for proxy in [s for s in rep["sizes"] if any(p["proxy"] == s for p in mp)]:
-            q = sorted((p for p in mp if p["proxy"] == proxy), key=lambda p: p["fraction"])
-            for ax, key in zip(row, ("spearman", "decision_accuracy")):
-                xs = [p["fraction"] for p in q if p[key] is not None]
-                ys = [p[key] for p in q if p[key] is not None]
-                if xs:
-                    ax.plot(xs, ys, marker="o", ms=3, label=f"{proxy}" + (" (target itself)" if proxy == es["target"] else ""))
-        for ax, key in zip(row, ("Spearman rho", "decision accuracy")):
-            ax.set_xlabel("fraction of the proxy's training", fontsize=8)
-            ax.set_ylabel(key, fontsize=8)
-            ax.set_title(f"{metric}: {key} with the final {es['target']} ranking", fontsize=9)
-            ax.set_xlim(0, 1.05)
+        return f"early signal not available ({es.get('reason') or 'no intermediate evals'})"
+    if len({p["fraction"] for p in pts}) < 2:
+        return "a single eval point per proxy: no curve over training"
+    metrics = sorted({p["metric"] for p in pts})[:MAX_PANELS]
+    with _style() as plt:
+        fig, axes = plt.subplots(len(metrics), 2, figsize=(12.5, 3.8 * len(metrics)), squeeze=False, layout="constrained")
+        for row, metric in zip(axes, metrics):
+            mp = [p for p in pts if p["metric"] == metric]
+            labels: dict[int, list] = {}
+            for j, proxy in enumerate(s for s in rep["sizes"] if any(p["proxy"] == s for p in mp)):
+                q = sorted((p for p in mp if p["proxy"] == proxy), key=lambda p: p["fraction"])
+                for k, (ax, key) in enumerate(zip(row, ("spearman", "decision_accuracy"))):
+                    qq = [p for p in q if p[key] is not None]
+                    if not qq:
+                        continue
+                    xs, ys, color = [p["fraction"] for p in qq], [p[key] for p in qq], PALETTE[j % len(PALETTE)]
+                    ax.plot(xs, ys, marker=MARKERS[j % len(MARKERS)], ms=4, lw=1.5, color=color)
+                    ci = [p.get(f"{key}_ci") for p in qq]
+                    if all(ci) and len(qq) > 1:
+                        ax.fill_between(xs, [c[0] for c in ci], [c[1] for c in ci], color=color, alpha=0.13, lw=0)
+                    labels.setdefault(k, []).append((xs[-1], ys[-1], proxy + (" (target)" if proxy == es["target"] else ""), color))
+            for ax, key, name in zip(row, ("spearman", "decision_accuracy"), ("Spearman rho", "decision accuracy")):
+                ax.set_xlabel("fraction of the proxy's training")
+                ax.set_ylabel(name)
+                ax.set_title(_wrap(f"{metric}: {name} with the final {es['target']} ranking", 5.6))
+                ax.set_xlim(0, 1.03)
+                ax.grid(alpha=0.3)
+                if key == "spearman":
+                    ax.set_ylim(-1.08, 1.08)
+                    _chance(ax, 0.0, "no correlation (0)")
+                else:
+                    ax.set_ylim(-0.03, 1.05)
+                    _chance(ax)
+                    bg = _bigram_da(rep, metric, es["target"])
+                    if bg is not None:
+                        ax.axhline(bg, color="#8c564b", lw=1.0, ls=":")
+                        ax.annotate(f"bigram baseline ({bg:.2f})", (0.99, bg), xycoords=("axes fraction", "data"), xytext=(0, 2),
+                                    textcoords="offset points", fontsize=FONT, ha="right", va="bottom", color="#8c564b")
+            for k, ax in enumerate(row):
+                _end_labels(ax, labels.get(k, []))
+    return fig
+
+
+def fig_scaling(rep: dict):
+    """Final tuned value per size against parameters (log x), one line per recipe; error bars: the pooled
+    seed standard deviation at that size where seeds exist; the recipes' mean bigram loss where known."""
+    params = rep.get("size_params") or {}
+    vals = size_values(rep)
+    if not vals:
+        return "no comparisons between sizes"
+    sizes = [s for s in rep["sizes"] if params.get(s)]
+    if len(sizes) < 2:
+        return "parameter counts are known for fewer than 2 sizes (a --from-csv report needs a params column)"
+    metrics = _panel_metrics(rep, vals)
+    sd = {(n["metric"], n["size"]): n.get("pooled_sd") for n in rep.get("seed_noise") or []}
+    bigram: dict[str, list[float]] = {}
+    for v in (rep.get("baselines") or {}).get("values") or []:
+        if v.get("bigram") is not None:
+            bigram.setdefault(v["metric"], []).append(v["bigram"])
+    units = _units(rep)
+    panel_ends: dict[str, list] = {}
+    with _style() as plt:
+        fig, axes = _grid(plt, len(metrics), ncols=2, w=6.4, h=4.4)
+        for ax, metric in zip(axes, metrics):
+            per = vals[metric]
+            recipes = sorted({r for s in sizes for r in per.get(s, {})})
+            ends = panel_ends.setdefault(metric, [])
+            for j, r in enumerate(recipes):
+                pts = [(params[s], per[s][r], sd.get((metric, s))) for s in sizes if r in per.get(s, {})]
+                if not pts:
+                    continue
+                st = _style_of(j)
+                xs, ys, err = zip(*pts)
+                yerr = [e or 0.0 for e in err] if any(err) else None
+                ax.errorbar(xs, ys, yerr=yerr, marker=MARKERS[j % len(MARKERS)], ms=4, lw=1.4, capsize=3, elinewidth=0.9, **st)
+                ends.append((xs[-1], ys[-1], _short(r, 24), st["color"]))
+            if metric in bigram:
+                b = sum(bigram[metric]) / len(bigram[metric])
+                ax.axhline(b, color="#8c564b", lw=1.0, ls=":")
+                ax.annotate(f"bigram baseline (mean over recipes, {b:.2f})", (0.01, b), xycoords=("axes fraction", "data"), xytext=(2, 2),
+                            textcoords="offset points", fontsize=FONT, color="#8c564b", va="bottom")
+            ax.set_xscale("log")
+            from matplotlib.ticker import FixedLocator, NullLocator
+
+            ax.xaxis.set_major_locator(FixedLocator([params[s] for s in sizes]))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticklabels([f"{s}\n{_count(params[s])}" for s in sizes])
+            ax.set_xlim(params[sizes[0]] / 1.3, params[sizes[-1]] * 1.3)
+            ax.set_xlabel("parameters (log scale)")
+            ax.set_ylabel(f"final tuned {units}")
+            note = "; error bars: pooled seed SD" if any(sd.get((metric, s)) for s in sizes) else ""
+            ax.set_title(_wrap(f"{metric}: best-LR seed-mean value vs model size{note}", 6.0))
             ax.grid(alpha=0.3)
-        row[0].set_ylim(-1.05, 1.05)
-        row[1].set_ylim(-0.02, 1.02)
-        row[1].legend(fontsize=7, title="proxy", title_fontsize=7)
-    fig.tight_layout()
-    return _png(fig)
+        for ax, metric in zip(axes, metrics):
+            ends = panel_ends.get(metric, [])
+            _end_labels(ax, ends if len(ends) <= MAX_LINE_LABELS else [])
+    return fig
+
+
+def _count(n: float) -> str:
+    """A parameter count the way papers write it: 35k, 1.3M, 7B."""
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def fig_frontier(rep: dict):
+    front = rep.get("frontier") or {}
+    if not front.get("available"):
+        return f"frontier not available ({front.get('reason')})"
+    from proxyscale.analysis.frontier import _draw
+
+    pts = [p for p in front["points"] if p["decision_accuracy"] is not None]
+    panels = [(m, [p for p in pts if p["metric"] == m]) for m in frontier_metrics(rep)]
+    panels = [(m, q) for m, q in panels if q]
+    if not panels:
+        return "no frontier point has a decision accuracy"
+    with _style() as plt:
+        fig, axes = _grid(plt, len(panels), ncols=2 if len(panels) > 1 else 1, w=6.4, h=4.6)
+        for ax, (m, q) in zip(axes, panels):
+            _draw(ax, front, m, q, FONT)
+            ax.set_title(_wrap(ax.get_title(), 6.0), fontsize=10.5)
+    return fig
 
 
 FIGURES = [("scatter", f"Proxy vs target (at most {MAX_PANELS} eval sets, lowest decision accuracy first)", fig_scatter),
            ("bump", f"Recipe ranks across sizes (at most {MAX_PANELS} eval sets, lowest decision accuracy first)", fig_bump),
+           ("scaling", f"Loss vs parameters per recipe (at most {MAX_PANELS} eval sets)", fig_scaling),
            ("heatmap", "Decision accuracy: eval set x (proxy → target)", fig_heatmap),
            ("reduced_lr", "Reduced-LR protocol: agreement vs proxy learning rate", fig_reduced_lr),
            ("early", "Early signal: agreement during training", fig_early)]
+ALL_FIGURES = FIGURES + [("frontier", "Compute-decision frontier", fig_frontier)]
+
+
+def figures(rep: dict) -> dict:
+    """key -> matplotlib Figure, or the one-line reason it was skipped; for every figure of the report."""
+    import warnings
+
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constrained layout's "not applied" and friends: the figure is still drawn
+        for key, _, fn in ALL_FIGURES:
+            out[key] = fn(rep)
+    return out
+
+
+def fig_file(key: str) -> str:
+    return f"fig_{key}.png"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,15 +677,6 @@ def frontier_metrics(rep: dict) -> list[str]:
         best[p["metric"]] = max(best.get(p["metric"], -1.0), lo if lo is not None else -1.0)
     chosen = {pl["metric"]: pl["choice"] is not None for pl in front.get("plans") or []}
     return sorted(best, key=lambda m: (chosen.get(m, False), best[m], m))[:MAX_FRONTIER_PANELS]
-
-
-def fig_frontier(rep: dict) -> bytes | None:
-    front = rep.get("frontier") or {}
-    if not front.get("available"):
-        return None
-    from proxyscale.analysis.frontier import frontier_figure
-
-    return frontier_figure(front, metrics=frontier_metrics(rep))
 
 
 PRED_HEAD = ["fit sizes → target", "method", "decision acc. [95%]", "Spearman", "mean abs error", "compute fraction",
@@ -521,6 +818,7 @@ def markdown_predictions(rep: dict, figure_file: str | None = None) -> list[str]
         out.append(_frontier_intro(rep) + "\n")
         if figure_file:
             out.append(f"![Compute-decision frontier: {', '.join(frontier_metrics(rep))}]({figure_file})\n")
+            out.append(f"[SVG]({Path(figure_file).with_suffix('.svg').name})\n")
     out += [f"- {s}" for s in frontier_lines(rep)] + [""]
     if front.get("available"):
         out.append("Points on the frontier (no cheaper point matches their decision accuracy; step noise: the change from the "
@@ -530,7 +828,22 @@ def markdown_predictions(rep: dict, figure_file: str | None = None) -> list[str]
     return out
 
 
-def markdown(rep: dict, figure_file: str | None = None) -> str:
+def markdown_figures(files: dict[str, str], skipped: dict[str, str]) -> list[str]:
+    """Each figure as an image link (PNG, with its SVG beside it), or the note saying why it was skipped."""
+    out = ["## Figures\n"]
+    for key, title, _ in FIGURES:
+        if files.get(key):
+            out.append(f"### {title}\n")
+            out.append(f"![{title}]({files[key]})\n")
+            out.append(f"[SVG]({Path(files[key]).with_suffix('.svg').name})\n")
+        elif skipped.get(key):
+            out.append(f"### {title}\n")
+            out.append(f"_Not drawn: {skipped[key]}._\n")
+    return out
+
+
+def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | None = None, skipped: dict[str, str] | None = None) -> str:
+    """report.md; `files` maps a figure's key to its PNG beside report.md, `skipped` to why it was not drawn."""
     out = [f"# {_title(rep)}\n"] + [f"- **{ln}**" if i == 0 else f"- {ln}" for i, ln in enumerate(rep["summary"]["bottom_line"])] + [""]
     out += [f"{_directions(rep)} Sizes (smallest first): {', '.join(rep['sizes'])}. {len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). "
             f"{_intervals(rep)}\n"]
@@ -540,6 +853,8 @@ def markdown(rep: dict, figure_file: str | None = None) -> str:
         out.append(f"### {metric}\n")
         out += [f"- {ln}" for ln in lines] + [""]
     out.append(f"_{rep['summary']['verdict_rule']}_\n")
+    if files or skipped:
+        out += markdown_figures(files or {}, skipped or {})
     out.append("## All proxy→target comparisons (tuned LRs)\n")
     out.append(_md_table(comp_head(), comparison_rows(rep)))
     out.append("## Null baselines (unigram / bigram count models)\n")
@@ -555,7 +870,8 @@ def markdown(rep: dict, figure_file: str | None = None) -> str:
     out.append(_md_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep)) if rep.get("seed_noise") else "Single seed: no seed-noise estimate.\n")
     out.append("## Early signal\n")
     es = rep.get("early_signal") or {}
-    out.append(f"{len(es.get('points', []))} points against the final {es.get('target')} ranking (see report.html).\n" if es.get("available") else f"Not available: {es.get('reason')}.\n")
+    out.append(f"{len(es.get('points', []))} points against the final {es.get('target')} ranking (see the early-signal figure).\n"
+               if es.get("available") else f"Not available: {es.get('reason')}.\n")
     out += markdown_predictions(rep, figure_file)
     out.append("## Flipped pairs\n")
     out.append(_md_table(FLIP_HEAD, flip_rows(rep)))
@@ -563,7 +879,7 @@ def markdown(rep: dict, figure_file: str | None = None) -> str:
         out.append("## Cell status\n")
         out.append(_md_table(["size", "completed", "diverged", "failed"], status_rows(rep)))
         out.append("Diverged and failed cells are excluded from every figure.\n")
-    out.append("Figures: report.html. Every number: report.json.\n")
+    out.append("Figures: the fig_*.png / fig_*.svg files beside this file (and embedded in report.html). Every number: report.json.\n")
     return "\n".join(out)
 
 
@@ -600,6 +916,8 @@ def html_predictions(rep: dict, png: bytes | None) -> list[str]:
         if png:
             title = f"Compute-decision frontier: {', '.join(frontier_metrics(rep))}"
             parts.append(f"<img alt='{e(title)}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>")
+            svg = Path(FRONTIER_PNG).with_suffix(".svg").name
+            parts.append(f"<p class=note>Files: <a href='{FRONTIER_PNG}'>{FRONTIER_PNG}</a>, <a href='{svg}'>{svg}</a></p>")
     parts.append("<ul>" + "".join(f"<li>{e(s)}</li>" for s in frontier_lines(rep)) + "</ul>")
     if front.get("available"):
         parts.append(_html_table(FRONTIER_HEAD, frontier_rows(rep)))
@@ -607,7 +925,9 @@ def html_predictions(rep: dict, png: bytes | None) -> list[str]:
     return parts
 
 
-def html_page(rep: dict, figures: dict[str, bytes]) -> str:
+def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | None = None) -> str:
+    """report.html: self-contained (figures as base64 PNG), each figure linked to its PNG and SVG files beside it."""
+    skipped = skipped or {}
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(_title(rep))}</title><style>{CSS}</style></head><body>",
              f"<h1>{e(_title(rep))}</h1>",
@@ -629,7 +949,12 @@ def html_page(rep: dict, figures: dict[str, bytes]) -> str:
     for key, title, _ in FIGURES:
         if figures.get(key):
             data = base64.b64encode(figures[key]).decode("ascii")
-            parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>")
+            png = fig_file(key)
+            svg = Path(png).with_suffix(".svg").name
+            parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>"
+                         f"<p class=note>Files: <a href='{png}'>{png}</a>, <a href='{svg}'>{svg}</a></p>")
+        elif skipped.get(key):
+            parts.append(f"<h2>{e(title)}</h2><p class=note>Not drawn: {e(skipped[key])}.</p>")
     parts.append("<h2>All proxy→target comparisons (tuned LRs)</h2>" + _html_table(comp_head(), comparison_rows(rep)))
     parts.append("<h2>Null baselines</h2>")
     parts.append(_html_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep)) if b.get("available")
@@ -650,24 +975,31 @@ def html_page(rep: dict, figures: dict[str, bytes]) -> str:
 
 
 def write(rep: dict, folder: Path) -> list[Path]:
-    import warnings
-
-    figures = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tight_layout's "not applied" and friends: the figure is still written
-        for key, _, fn in FIGURES:
-            figures[key] = fn(rep)
-        figures["frontier"] = fig_frontier(rep)
-    written = []
-    png = folder / FRONTIER_PNG
-    if figures["frontier"]:
-        png.write_bytes(figures["frontier"])
-        written.append(png)
-    elif png.exists():
-        png.unlink()  # a stale figure from an earlier report would be linked from nothing and mislead
+    """report.md, report.html and every figure as fig_<name>.png and fig_<name>.svg beside them; a figure not
+    drawn this time loses its files from an earlier report (they would be linked from nothing and mislead)."""
+    figs = figures(rep)
+    pngs: dict[str, bytes] = {}
+    skipped: dict[str, str] = {}
+    written: list[Path] = []
+    for key, fig in figs.items():
+        png_path = folder / fig_file(key)
+        svg_path = png_path.with_suffix(".svg")
+        if isinstance(fig, str) or fig is None:
+            skipped[key] = fig or "nothing to draw"
+            for old in (png_path, svg_path):
+                if old.exists():
+                    old.unlink()
+            continue
+        try:
+            pngs[key] = _png(fig)
+            svg_path.write_bytes(_svg(fig))
+        finally:
+            _plt().close(fig)
+        png_path.write_bytes(pngs[key])
+        written += [png_path, svg_path]
     md = folder / "report.md"
-    md.write_text(markdown(rep, FRONTIER_PNG if figures["frontier"] else None))
+    md.write_text(markdown(rep, FRONTIER_PNG if "frontier" in pngs else None, {k: fig_file(k) for k in pngs if k != "frontier"}, skipped))
     page = folder / "report.html"
-    page.write_text(html_page(rep, figures))
+    page.write_text(html_page(rep, pngs, skipped))
     from proxyscale.report import examples as per_example  # issue 16: appends its own section and figure
     return [md, page] + written + per_example.write(rep, folder, md, page)

@@ -1,10 +1,14 @@
 """`proxyscale report --wandb`: the report as one W&B run in the sweep's group (job_type "report").
 
-The run holds the results table (one row per cell x eval set: results.parquet, else the records),
-the proxy-vs-target comparisons and their flipped pairs from report.json as wandb.Table, every PNG
-plot in the report folder as wandb.Image, and headline figures (decision accuracy, Spearman per
-proxy -> target and metric) in its summary. report.json is read defensively: a missing or null
-field leaves its cell empty instead of failing.
+The run has a fixed id per sweep (`report_id`: "report-" + a hash of the sweep's name) and resumes it
+(resume="allow"), so publishing again updates the one report run instead of adding another. It holds
+the results table (one row per cell x eval set: results.parquet, else the records), the
+proxy-vs-target comparisons and their flipped pairs from report.json as wandb.Table, every report
+figure (the fig_<name>.png files render.write puts beside report.md) as wandb.Image under
+figures/<name>, and in its summary the bottom line (`bottom_line`, one line each), the verdicts per
+eval set (`verdict/<eval set>/<proxy>-><target>`: holds | inconclusive | fails) and headline figures
+(decision accuracy, Spearman per proxy -> target and metric). report.json is read defensively: a
+missing or null field leaves its cell empty instead of failing.
 
 Same W&B settings as the cells (conf/logger/wandb.yaml, read from the sweep's config): offline by
 default, files under <sweep>/wandb/ (synced by `proxyscale wandb-sync`); online only with
@@ -113,6 +117,38 @@ def headline(rep: dict) -> dict[str, Any]:
     return out
 
 
+def report_id(sweep: str) -> str:
+    """The report run's W&B id: fixed per sweep, so a rerun of `proxyscale report --wandb` resumes it."""
+    from proxyscale.tracking.wandb import sweep_hash
+
+    return f"report-{sweep_hash(sweep)}"
+
+
+def verdicts(rep: dict) -> dict[str, Any]:
+    """Summary values from report.json's summary: the bottom line and each eval set's verdict per proxy -> target."""
+    out: dict[str, Any] = {}
+    summ = rep.get("summary")
+    if not isinstance(summ, dict):
+        return out
+    lines = [str(ln) for ln in summ.get("bottom_line") or [] if ln is not None]
+    if lines:
+        out["bottom_line"] = "\n".join(lines)
+    for pm in summ.get("per_metric") or []:
+        if not isinstance(pm, dict):
+            continue
+        for ln in pm.get("lines") or []:
+            if isinstance(ln, dict) and ln.get("verdict"):
+                out[f"verdict/{pm.get('metric')}/{ln.get('proxy')}->{ln.get('target')}"] = str(ln["verdict"])
+                if ln.get("reason"):
+                    out[f"verdict/{pm.get('metric')}/{ln.get('proxy')}->{ln.get('target')}/reason"] = str(ln["reason"])
+    return out
+
+
+def figure_files(out: Path) -> list[Path]:
+    """The report's figures: the fig_<name>.png files beside report.md."""
+    return sorted(p for p in Path(out).glob("fig_*.png") if p.is_file() and p.stat().st_size > 0)
+
+
 def result_rows(sweep_dir: str | Path | None) -> list[list]:
     """One row per cell x eval set: results.parquet when collected, else straight from the records."""
     if not sweep_dir:
@@ -188,7 +224,7 @@ def publish(sweep_dir: str | Path | None, report_json_path: str | Path, out_dir:
 
     finish_stale_run()
     run = wandb.init(
-        project=project or lg.get("project") or "proxyscale", entity=entity or lg.get("entity"),
+        project=project or lg.get("project") or "proxyscale", entity=entity or lg.get("entity"), id=report_id(sweep), resume="allow",
         group=lg.get("group") or sweep, job_type="report", name=f"{sweep}-report", dir=str(wandb_root),
         mode=mode, tags=["report"] + [str(t) for t in lg.get("tags") or []],
         config={"sweep": sweep, "report_json": str(report_json_path), "schema_version": rep.get("schema_version"),
@@ -204,10 +240,10 @@ def publish(sweep_dir: str | Path | None, report_json_path: str | Path, out_dir:
             payload["results"] = wandb.Table(columns=RESULT_COLUMNS, data=results)
         payload["comparisons"] = wandb.Table(columns=comparison_columns(), data=comparison_rows(rep))
         payload["flips"] = wandb.Table(columns=FLIP_COLUMNS, data=flip_rows(rep))
-        for png in sorted(out.glob("*.png")) + sorted(out.glob("*/*.png")):
-            payload[f"plots/{png.stem}"] = wandb.Image(str(png), caption=png.name)
+        for png in figure_files(out):
+            payload[f"figures/{png.stem.removeprefix('fig_')}"] = wandb.Image(str(png), caption=png.name)
         run.log(payload)
-        for k, v in headline(rep).items():
+        for k, v in {**headline(rep), **verdicts(rep)}.items():
             run.summary[k] = v
         ok = True
     finally:

@@ -2,13 +2,16 @@
 and `wandb sync`. Imported only when logger=wandb is selected or a W&B command runs.
 
 One W&B run per cell (Lightning's WandbLogger):
-  - id = the cell's run id, resume="allow": a requeued/resumed cell continues the same run (offline:
-    one more offline-run-* folder with the same id; `wandb sync` uploads them in start order);
+  - id = the cell's run id + "-" + a short hash of the sweep name (`run_key`), resume="allow": a
+    requeued/resumed cell continues the same run (offline: one more offline-run-* folder with the
+    same id; `wandb sync` uploads them in start order), while the same cell in another sweep is
+    another run even when both are synced into one project;
   - group = sweep name, job_type = "train-<size>", tags size:/recipe:/lr:/seed:, name = the run id
     without its hash; config = the resolved cell config flattened to dotted keys (optim.lr, ...);
   - train/loss (every trainer.log_every_n_steps) and eval/<set>/loss (every eval) against
-    trainer/global_step = optimizer steps done (the record's steps), plus perf/tokens_per_second
-    between train-loss points (eval time excluded);
+    trainer/global_step = optimizer steps done (the record's steps; tracking.step, shared with
+    TensorBoard and csv), plus perf/tokens_per_second between train-loss points (eval time
+    excluded); a cell shorter than the logging interval still logs its last step's train loss;
   - summary from the cell's record: status (completed|diverged|failed), final/eval/<set>/loss, steps,
     tokens, tokens_per_second, requeues, error; wandb.finish(exit_code=1 unless completed) at the end
     of every cell, also when it raises, so the cells of an in-process multirun never collapse into one run.
@@ -80,11 +83,25 @@ def finish_stale_run() -> None:
 # ---------------------------------------------------------------------------------------- loggers
 
 
+def sweep_hash(sweep: str, n: int = 8) -> str:
+    """A short stable hash of a sweep's name: the same on every requeue, machine and Python process."""
+    import hashlib
+
+    return hashlib.sha1(str(sweep).encode()).hexdigest()[:n]
+
+
+def run_key(sweep: str, run_id: str) -> str:
+    """The W&B run id of a cell: its run id (readable: size-recipe-lr-seed-hash) plus the sweep's hash.
+    A cell's run id does not name its sweep, so the same cell in two sweeps would otherwise be one W&B
+    run once both are synced into a project. (W&B ids may not contain :;,#?/' ; run ids never do.)"""
+    return f"{run_id}-{sweep_hash(sweep)}"
+
+
 def settings(cfg: DictConfig, run_id: str) -> dict[str, Any]:
     """What the record keeps of the W&B set-up, so publishing and syncing never re-read a config."""
     lg = cfg.logger
     return {"project": lg.get("project") or "proxyscale", "entity": lg.get("entity"), "group": lg.get("group") or cfg.sweep,
-            "mode": _wandb_mode(cfg), "dir": str(wandb_dir(cfg)), "id": run_id}
+            "mode": _wandb_mode(cfg), "dir": str(wandb_dir(cfg)), "id": run_key(cfg.sweep, run_id)}
 
 
 def logger(cfg: DictConfig, out: Path):
@@ -101,11 +118,14 @@ def logger(cfg: DictConfig, out: Path):
             self._tps, self._mark = tokens_per_step, None
 
         def log_metrics(self, metrics, step=None):
-            # Lightning passes the step index before the optimizer step is counted; +1 makes
-            # trainer/global_step the number of optimizer steps done, as in the record's curves.
-            step = None if step is None else step + 1
+            # Lightning passes the step index before the optimizer step is counted; tracking.step makes
+            # trainer/global_step the number of optimizer steps done, as in the record's curves (and in
+            # TensorBoard and csv). Lightning's constant `epoch` is dropped.
+            from proxyscale import tracking
+
+            step = tracking.tracker_step(step)
             now = time.perf_counter()
-            metrics = dict(metrics)
+            metrics = tracking.tracker_metrics(metrics)
             if step is not None and "train/loss" in metrics:
                 if self._mark is not None and step > self._mark[0]:
                     metrics["perf/tokens_per_second"] = (step - self._mark[0]) * self._tps / max(now - self._mark[1], 1e-9)
