@@ -119,7 +119,9 @@ def _bigram_da(rep: dict, metric: str, target: str) -> float | None:
 
 
 def _layout(fig) -> None:
-    fig.canvas.draw()  # settles constrained layout, so label placement sees the final axes
+    """Settle constrained layout once per figure (a full draw: the costly part of labelling), so label
+    placement sees the final axes; the label helpers below expect it done."""
+    fig.canvas.draw()
 
 
 def _end_labels(ax, items: list[tuple[float, float, str, str]], min_gap_pt: float = FONT * 1.35) -> None:
@@ -128,7 +130,6 @@ def _end_labels(ax, items: list[tuple[float, float, str, str]], min_gap_pt: floa
     if not items:
         return
     fig = ax.figure
-    _layout(fig)
     to_px = ax.transData
     px = sorted(((to_px.transform((x, y))[1], t, c) for x, y, t, c in items), key=lambda p: p[0])
     gap = min_gap_pt * fig.dpi / 72
@@ -151,9 +152,7 @@ def _end_labels(ax, items: list[tuple[float, float, str, str]], min_gap_pt: floa
 def _point_labels(ax, xs: list[float], ys: list[float], labels: list[str], which: list[int]) -> int:
     """Label the points `which` with offset annotations, trying 8 positions around each and keeping only
     those that fit inside the axes without overlapping another label or point; returns how many were left off."""
-    fig = ax.figure
-    _layout(fig)
-    r = fig.canvas.get_renderer()
+    r = ax.figure.canvas.get_renderer()
     box = ax.get_window_extent()
     pts = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
     taken = []
@@ -205,6 +204,7 @@ def fig_scatter(rep: dict):
             ax.legend(loc="best", framealpha=0.85)
             ax.grid(alpha=0.3)
             ax.margins(0.12)
+        _layout(fig)
         for ax, c in zip(axes, comps):
             recs = c["recipes"]
             x = [c["proxy_values"][r] for r in recs]
@@ -251,6 +251,7 @@ def fig_bump(rep: dict):
 
     with _style() as plt:
         fig, axes = _grid(plt, len(metrics), ncols=2, w=6.4, h=h)
+        _layout(fig)
         for ax, metric in zip(axes, metrics):
             per = vals[metric]
             higher = (rep.get("directions") or {}).get(metric, rep["direction"]) == "higher"
@@ -280,6 +281,7 @@ def fig_bump(rep: dict):
             ax.set_title(_wrap(f"{metric}: rank of each recipe across sizes ({len(recipes)} recipes"
                                + (", unlabelled" if len(recipes) > MAX_LABELS else "") + ")", 6.0))
             ax.grid(alpha=0.3)
+        _layout(fig)
         for ax, metric in zip(axes, metrics):
             per = vals[metric]
             higher = (rep.get("directions") or {}).get(metric, rep["direction"]) == "higher"
@@ -409,6 +411,7 @@ def fig_reduced_lr(rep: dict):
                 ax.set_ylabel(name)
                 ax.set_title(_wrap(f"{metric}: {name} vs proxy LR (solid: tuned target, dashed: fixed; band: 95% CI; x: undertrained)", 5.6))
                 ax.grid(alpha=0.3)
+            _layout(fig)
             for k, ax in enumerate(row):
                 _end_labels(ax, labels.pop(k, []))
     return fig
@@ -456,6 +459,7 @@ def fig_early(rep: dict):
                         ax.axhline(bg, color="#8c564b", lw=1.0, ls=":")
                         ax.annotate(f"bigram baseline ({bg:.2f})", (0.99, bg), xycoords=("axes fraction", "data"), xytext=(0, 2),
                                     textcoords="offset points", fontsize=FONT, ha="right", va="bottom", color="#8c564b")
+            _layout(fig)
             for k, ax in enumerate(row):
                 _end_labels(ax, labels.get(k, []))
     return fig
@@ -481,6 +485,7 @@ def fig_scaling(rep: dict):
     panel_ends: dict[str, list] = {}
     with _style() as plt:
         fig, axes = _grid(plt, len(metrics), ncols=2, w=6.4, h=4.4)
+        _layout(fig)
         for ax, metric in zip(axes, metrics):
             per = vals[metric]
             recipes = sorted({r for s in sizes for r in per.get(s, {})})
@@ -511,6 +516,7 @@ def fig_scaling(rep: dict):
             note = "; error bars: pooled seed SD" if any(sd.get((metric, s)) for s in sizes) else ""
             ax.set_title(_wrap(f"{metric}: best-LR seed-mean value vs model size{note}", 6.0))
             ax.grid(alpha=0.3)
+        _layout(fig)
         for ax, metric in zip(axes, metrics):
             ends = panel_ends.get(metric, [])
             _end_labels(ax, ends if len(ends) <= MAX_LINE_LABELS else [])
