@@ -43,11 +43,16 @@ class Interrupted(BaseException):
         return f"interrupted by {name}" + (f": {self.detail}" if self.detail else "") + " (rerun the same command to resume)"
 
 
+PENDING_SIGNAL = 0  # a signal whose Interrupted was swallowed (raised inside a __del__): honoured after the cell
+
+
 def install_signal_handlers() -> None:
     """SIGTERM and SIGINT raise Interrupted in the main thread (Lightning chains its own SIGTERM
     handler before ours while a cell fits, and restores ours after)."""
 
     def handler(signum, frame):
+        global PENDING_SIGNAL
+        PENDING_SIGNAL = signum
         raise Interrupted(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -216,4 +221,6 @@ def task(cfg: DictConfig) -> str:
         log.error(f"{run_dir(cfg)} record not written: {type(exc).__name__}: {first}")
     OUTCOMES.append(outcome)
     report_progress(cfg, run_dir(cfg).name, outcome, time.perf_counter() - t0, res.workers)
+    if PENDING_SIGNAL:  # the handler's exception landed where Python ignores it (a finalizer): stop now
+        raise Interrupted(PENDING_SIGNAL)
     return outcome
