@@ -116,3 +116,27 @@ def test_recipes_finds_caches_built_at_another_pool_size(cache_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = {ln.split()[0]: ln for ln in run_cli("recipes", f"paths.cache_dir={cache_dir}", timeout=120).stdout.splitlines()[2:] if ln.strip()}
     assert rows["noisy"].rstrip().endswith(" docs"), rows["noisy"]  # built with data.pool_tokens=200000, listed at the recipe's own 1.5M
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(out_dir, cache_dir):
+    import signal
+    import subprocess
+    import time
+
+    from helpers import PROXYSCALE, ROOT
+
+    args = ["-m", "model=debug", "optim.lr=3e-3,1e-2", "sweep=ux_int", *FAST, "trainer.max_tokens=120000", f"paths.output_dir={out_dir}",
+            f"paths.cache_dir={cache_dir}"]
+    proc = subprocess.Popen([PROXYSCALE, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, deadline = "", time.time() + 300
+    while time.time() < deadline:  # the first cell is final and the second has written a checkpoint
+        line = proc.stdout.readline()
+        seen += line
+        if "[2/2]" in line and "step 8/" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    lines = (seen + proc.communicate(timeout=120)[0]).strip().splitlines()
+    assert proc.returncode == 130, "\n".join(lines[-20:])
+    sweep = out_dir / "ux_int"
+    assert lines[-2] == f"proxyscale: 1 final record(s) kept in {sweep}; unfinished cells resume from their last checkpoint"
+    assert lines[-1] == "proxyscale: error: interrupted by SIGINT: 1 of 2 cells not finished (rerun the same command to resume)"

@@ -81,8 +81,9 @@ class ProxyscaleSweeper(Sweeper):
             returns = self.launcher.launch([c.overrides for c in todo], initial_job_idx=0)
         except Interrupted as exc:
             left = sum(not record.is_completed(where / c.run_id) for c in todo)
-            exc.detail = (f"{left} of {len(cells)} cells not finished, {len(cells) - left} final record(s) kept in {where}"
-                          + ("; unfinished cells resume from their last checkpoint" if cells[0].view.trainer.checkpoint else ""))
+            resume = "; unfinished cells resume from their last checkpoint" if cells[0].view.trainer.checkpoint else ""
+            print(f"proxyscale: {len(cells) - left} final record(s) kept in {where}{resume}", file=sys.stderr, flush=True)
+            exc.detail = f"{left} of {len(cells)} cells not finished"  # the last line: `interrupted by SIG...: ... (rerun ... to resume)`
             raise
         finally:
             os.environ.pop(PROGRESS_ENV, None)
