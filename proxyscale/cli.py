@@ -1,22 +1,33 @@
 """proxyscale: will the small-scale ranking of data recipes hold at scale?
 
 usage:
-  proxyscale [OVERRIDES]                  train one cell (Hydra overrides, e.g. model=small data=noisy)
-  proxyscale -m [OVERRIDES]               sweep a grid: model=tiny,small optim.lr=1e-3,3e-3 or grid=demo
-  proxyscale -m grid=demo dry_run=true    cost table of a grid, nothing trained
-  proxyscale ladder                       the size registry: params, tokens, FLOPs, est. time
-  proxyscale recipes [--build]            the recipe catalogue with pool sizes and curation counts
-  proxyscale mixtures --base R --n 16     Dirichlet-sampled mixtures of R as new recipes
-  proxyscale collect outputs/SWEEP        records -> outputs/SWEEP/results.parquet
-  proxyscale report outputs/SWEEP         -> report.md, report.json, report.html
-  proxyscale submit [OVERRIDES]           a grid as one SLURM job array (non-blocking); see --help
-  proxyscale status outputs/SWEEP         cells by state: records merged with the scheduler
-  proxyscale report --from-csv F --out D  the same analysis on external results (recipe,size,metric,value)
-  proxyscale report outputs/SWEEP --wandb also publish the report as a W&B run in the sweep's group
-  proxyscale wandb-sync outputs/SWEEP     upload a sweep's offline W&B runs
-  proxyscale mixfit --from-csv F --mixtures M --out D   mixture regression + proposed mixture
+  proxyscale -m [OVERRIDES]             sweep a grid, e.g. -m grid=demo, or -m model=tiny,small
+                                        optim.lr=1e-3,3e-3 (a,b: a sweep axis; [a,b]: one list)
+  proxyscale -m grid=demo dry_run=true  the grid's cost table (final cells not counted), no training
+  proxyscale [OVERRIDES]                train one cell, e.g. model=small data=noisy
 
-Every grid is composed and validated before anything trains: bad input is one line and exit 2.
+subcommands:
+  report outputs/SWEEP       proxy-vs-target agreement -> report.md/.json/.html (or --from-csv F)
+  collect outputs/SWEEP      records -> outputs/SWEEP/results.parquet
+  status outputs/SWEEP       cells by state: records merged with the SLURM scheduler
+  submit [OVERRIDES]         a grid as one SLURM job array (non-blocking)
+  ladder                     the size registry: layers, width, params, tokens, FLOPs, est. time
+  recipes [--build]          the recipe catalogue: pool sizes and what curation kept
+  mixtures --base R --n 16   Dirichlet-sampled mixtures of recipe R as new recipes
+  mixfit outputs/SWEEP       mixture regression on a sweep's losses + a proposed mixture
+  wandb-sync outputs/SWEEP   upload a sweep's offline W&B runs
+  help                       this text (`proxyscale SUBCOMMAND --help`: a subcommand's options)
+
+flags:
+  -h, --help   this text              --hydra-help   Hydra's own help (config groups, flags)
+  --version    proxyscale's version   --cfg job      the composed config, nothing runs
+
+environment:
+  PROXYSCALE_VERBOSE=1   also Hydra's per-cell job listing, third-party warnings, W&B's lines
+  PROXYSCALE_OK_EXIT=1   a sweep with failed cells exits 0 (default 1; interrupts: 128+signal)
+
+Every grid is composed and validated before anything trains: bad input is one line, exit 2.
+A stopped sweep resumes when the same command is run again (final cells are skipped).
 """
 from __future__ import annotations
 
@@ -28,6 +39,31 @@ import sys
 
 SUBCOMMANDS = ("ladder", "recipes", "mixtures", "collect", "report", "submit", "status", "wandb-sync", "mixfit")
 PASSTHROUGH_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+
+
+VERBOSE_ENV = "PROXYSCALE_VERBOSE"  # =1: Hydra's job listing, third-party warnings and W&B's lines come back
+
+
+def version() -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version("proxyscale")
+    except md.PackageNotFoundError:
+        return "unknown"
+
+
+def check_subcommand(argv: list[str]) -> None:
+    """A first argument that is neither a subcommand, a flag nor an override (no `=`) is a typo:
+    say so with the closest subcommand, instead of Hydra's 'missing EQUAL'."""
+    import difflib
+
+    first = argv[0] if argv else ""
+    if not first or first.startswith(("-", "~", "+")) or "=" in first or first in SUBCOMMANDS:
+        return
+    close = difflib.get_close_matches(first, (*SUBCOMMANDS, "help"), n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]}?" if close else f"subcommands: {', '.join(SUBCOMMANDS)}"
+    fail(f"unknown subcommand {first!r} ({hint}); overrides are key=value, see proxyscale --help")
 
 
 def fail(msg: str, code: int = 2) -> "NoReturn":  # noqa: F821
@@ -48,10 +84,12 @@ def train_main(argv: list[str]) -> None:
             fail(f"hydra.launcher.n_jobs must be >= 1, got {n_jobs}")
         if base.dry_run:
             cells = cells or grid.compose_grid(argv, progress=True)[0]
-            print(grid.cost_table(cells, int(base.hydra.launcher.get("n_jobs", 1) or 1)))
+            final = {c.run_id for c in cells} - {c.run_id for c in grid.pending(cells)}
+            print(grid.cost_table(cells, int(base.hydra.launcher.get("n_jobs", 1) or 1), final))
             return
         if len(cells) > 1 and not multirun:
             fail("more than one cell needs -m/--multirun")
+        grid.check_devices(cells)  # a sweep's cells: checked by the proxyscale sweeper
     _hydra_main(argv)
 
 
@@ -84,36 +122,69 @@ def ladder_main(argv: list[str]) -> None:
     p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every size, e.g. trainer.tokens_per_param=20 data=balanced")
     a = p.parse_args(argv)
     cells, base = grid.compose_grid(["-m", "model=" + ",".join(budget.ladder())] + a.overrides)
-    print(grid.cost_table(sorted(cells, key=lambda c: budget.cost(c.cfg)["params"])))
+    print(grid.ladder_table(sorted(cells, key=lambda c: budget.cost(c.view)["params"])))
+
+
+STEP_ABBREV = {"exact_dedup": "dedup", "near_dedup": "neardedup", "quality_filter": "quality", "select_like": "select",
+               "duplicate": "dup", "corrupt": "corrupt", "shuffle_words": "shuffle"}
+
+
+def built_recipes(cache_dir: str) -> dict[str, dict]:
+    """Metas of the recipe caches under cache_dir, keyed by what determines curation (the recipe
+    without its pool size, the corpora and step versions): a sweep that changed data.pool_tokens
+    (grid=demo does) built the same curation under another cache key."""
+    import glob
+    import json
+
+    out: dict[str, dict] = {}
+    for path in sorted(glob.glob(os.path.join(cache_dir, "recipes", "*.json")), key=os.path.getmtime):
+        try:
+            with open(path) as f:
+                meta = json.load(f)
+            out[_curation_key(meta["payload"])] = meta
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def _curation_key(payload: dict) -> str:
+    import json
+
+    recipe = {k: v for k, v in payload["recipe"].items() if k != "pool_tokens"}
+    return json.dumps([recipe, payload.get("corpora"), payload.get("step_versions")], sort_keys=True, default=str)
 
 
 def recipes_main(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
 
     from proxyscale.config import CONF_DIR
-    from proxyscale.data.cache import cached_recipe_meta, recipe_tokens
+    from proxyscale.data.cache import _recipe_payload, cached_recipe_meta, recipe_tokens
+    from proxyscale.grid import _si, text_table
 
     p = argparse.ArgumentParser(prog="proxyscale recipes", description="The recipe catalogue (conf/data/) with pool sizes and what curation kept.")
     p.add_argument("--build", action="store_true", help="build missing built-in recipe caches to show their kept counts")
     p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every recipe, e.g. paths.cache_dir=...")
     a = p.parse_args(argv)
     names = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(CONF_DIR, "data")) if f.endswith(".yaml"))
-    rows = []
+    rows, cache_dir = [], None
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         for name in names:
             cfg = compose("config", overrides=[f"data={name}", *a.overrides])
-            d = cfg.data
+            d, cache_dir = cfg.data, cfg.paths.cache_dir
             hub = any(s.kind != "builtin" for s in d.sources)
-            meta = cached_recipe_meta(d, cfg.paths.cache_dir)
+            meta = cached_recipe_meta(d, cache_dir)
+            if meta is None and not hub:
+                meta = built_recipes(cache_dir).get(_curation_key(_recipe_payload(d)))
             if meta is None and a.build and not hub:
-                meta = recipe_tokens(d, cfg.paths.cache_dir)[1]
-            mix = " ".join(f"{s.name}:{s.weight:g}" for s in d.sources)
-            steps = ",".join(st["op"] for st in d.steps) or "-"
-            kept = " ".join(f"{s['source']}={s['docs']}docs/{s['unique_tokens'] / 1e3:.0f}k uniq" for s in meta["sources"]) if meta else ("(hub: streamed)" if hub else "(not built; --build)")
-            rows.append((name, f"{d.pool_tokens / 1e6:g}M", mix, steps, kept, d.description))
-    from proxyscale.grid import text_table
-
-    print(text_table(("recipe", "pool", "mixture", "steps", "kept after curation", "description"), rows))
+                meta = recipe_tokens(d, cache_dir)[1]
+            total = sum(s.weight for s in d.sources) or 1
+            mix = " ".join(f"{s.name}{100 * s.weight / total:.0f}" for s in d.sources)
+            steps = "+".join(STEP_ABBREV.get(st["op"], st["op"]) for st in d.steps) or "-"
+            kept = f"{sum(s['docs'] for s in meta['sources'])} docs" if meta else ("streamed" if hub else "not built")
+            rows.append((name, _si(d.pool_tokens), mix, steps, kept))
+    print(text_table(("recipe", "pool", "mixture (%)", "curation steps", "kept"), rows))
+    print(f"kept: documents after curation, read from the caches in {cache_dir}")
+    print("(--build builds the missing ones); each recipe's description: conf/data/<recipe>.yaml")
 
 
 def mixtures_main(argv: list[str]) -> None:
@@ -292,11 +363,30 @@ def mixfit_main(argv: list[str]) -> None:
         print(f"wrote {path}")
 
 
+def quiet_third_parties() -> None:
+    """Off unless PROXYSCALE_VERBOSE=1: W&B's per-run lines (WANDB_SILENT, read by wandb in this
+    process and inherited by workers) and hydra-submitit-launcher's schema-matching UserWarning,
+    which Hydra prints once per composition."""
+    import warnings
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name", category=UserWarning)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from proxyscale.errors import UserError
 
+    if argv[:1] == ["help"] or (argv and argv[0] not in SUBCOMMANDS and any(a in ("-h", "--help") for a in argv)):
+        print(__doc__.strip())
+        return
+    if argv[:1] == ["--version"]:
+        print(f"proxyscale {version()}")
+        return
+    check_subcommand(argv)
+    if os.environ.get(VERBOSE_ENV) != "1":
+        quiet_third_parties()
     try:
         if argv and argv[0] in SUBCOMMANDS:
             {"ladder": ladder_main, "recipes": recipes_main, "mixtures": mixtures_main, "collect": collect_main, "report": report_main,

@@ -48,6 +48,62 @@ def one_line(exc: BaseException) -> str:
     return f"{first} (key: {key})" if key and str(key) not in first else first
 
 
+def config_keys(cfg) -> list[str]:
+    """Every dotted key of a composed config (Hydra's node left out; lists are leaves)."""
+    from omegaconf import DictConfig as DC
+
+    out: list[str] = []
+
+    def walk(node, prefix):
+        for k in node.keys():
+            key = f"{prefix}{k}"
+            if key == "hydra":
+                continue
+            out.append(key)
+            try:
+                child = node._get_node(k)
+            except Exception:
+                continue
+            if isinstance(child, DC) and not child._is_missing() and not child._is_none():
+                walk(child, key + ".")
+
+    walk(cfg, "")
+    return out
+
+
+def closest_keys(key: str, keys: list[str], n: int = 2) -> list[str]:
+    """The dotted keys nearest to a mistyped one, by difflib's ratio of their last parts (so `lr`
+    finds optim.lr and a shared `trainer.` prefix does not make every trainer key look close);
+    keys under the same parent get 0.1 more (and need a ratio of 0.5, others 0.6) and come first; within 0.1 of the best."""
+    import difflib
+
+    parent, leaf = key.rpartition(".")[0], key.rsplit(".", 1)[-1]
+
+    def ratio(k: str) -> float:
+        return difflib.SequenceMatcher(None, leaf, k.rsplit(".", 1)[-1]).ratio()
+
+    ranked = sorted(((ratio(k) + 0.1 * (k.rpartition(".")[0] == parent), ratio(k), k) for k in keys if k != key), key=lambda t: (-t[0], len(t[2])))
+    close = [(sc, k) for sc, r, k in ranked[:n] if sc >= 0.6 and sc >= ranked[0][0] - 0.1]
+    return [k for sc, k in sorted(close, key=lambda t: (t[1].rpartition(".")[0] != parent, -t[0]))]  # the same parent's first
+
+
+def explain(exc: BaseException, compose: Callable[[list[str]], DictConfig] | None = None) -> str:
+    """one_line(exc), plus "did you mean ..." when it names a key the config does not have
+    (the candidates: the keys of the default composed config)."""
+    import re
+
+    line = one_line(exc)
+    m = re.search(r"Could not (?:override|delete from config)\.? '?([\w.]+)'?", str(exc))
+    if m is None or compose is None:
+        return line
+    try:
+        keys = config_keys(compose([]))
+    except Exception:  # the suggestion is a courtesy: the error itself stands
+        return line
+    close = closest_keys(m.group(1), keys)
+    return f"{line} (did you mean {' or '.join(close)}?)" if close else line
+
+
 @dataclass
 class Cell:
     overrides: list[str]
@@ -68,7 +124,70 @@ def expand(arguments: list[str], params: dict | None, loader=None) -> list[list[
     cli_keys = {o.get_key_element() for o in cli}
     axes = [f"{k}={v}" for k, v in (params or {}).items() if k not in cli_keys]
     overrides = parser.parse_overrides(axes) + cli
+    for o in overrides:
+        check_axis(o)
     return [list(c) for batch in BasicSweeper.split_arguments(overrides, None) for c in batch]
+
+
+def check_axis(o) -> None:
+    """A sweep axis names each value once: `model=debug,debug` (or optim.lr=1e-3,0.001) is refused
+    instead of silently running one cell."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    value = o.value()
+    if not (o.is_sweep_override() and isinstance(value, ChoiceSweep)):
+        return
+    seen, dups = set(), []
+    for v in value.list:
+        k = repr(v)
+        if k in seen and k not in dups:
+            dups.append(k)
+        seen.add(k)
+    if dups:
+        names = ", ".join(d.strip("'") for d in dups)
+        raise GridError(f"{o.input_line}: {names} appears more than once on the {o.get_key_element()} axis (name each value once)")
+
+
+def check_lists(parsed: list, multirun: bool, repo, compose_plain: Callable[[list[str]], DictConfig]) -> None:
+    """`[a,b]` is one list value, never a sweep: `data=[balanced,noisy]` would merge two recipes
+    into one cell and `-m optim.lr=[1e-3,3e-3]` would fail as a float. Refused in one line that
+    points to `a,b`. Keys whose value is a list (data.steps, eval.sets) keep the syntax."""
+    listed = [o for o in parsed if not o.is_sweep_override() and not o.is_hydra_override() and isinstance(o.value(), list)]
+    if not listed:
+        return
+    axis = lambda o: f"{o.get_key_element()}={','.join(str(v) for v in o.value())}"  # noqa: E731
+    for o in listed:
+        if repo is not None and repo.group_exists(o.key_or_group):
+            raise GridError(f"{o.input_line}: [..] would merge {len(o.value())} {o.key_or_group} options into one config; "
+                            f"to sweep them write -m {axis(o)}")
+    if not multirun:
+        return  # a list for a scalar key is Hydra's own one-line conversion error
+    from omegaconf import ListConfig, OmegaConf
+
+    base = compose_plain([x.input_line for x in parsed if x not in listed and not x.is_sweep_override()])
+    for o in listed:
+        current = OmegaConf.select(base, o.key_or_group, default=None, throw_on_missing=False)
+        if current is not None and not isinstance(current, (ListConfig, DictConfig)):
+            raise GridError(f"{o.input_line}: [..] is one list value, not a sweep; to sweep {o.key_or_group} write {axis(o)}")
+
+
+def check_devices(cells: list["Cell"]) -> None:
+    """Cells that ask for a GPU (trainer.accelerator gpu/cuda, or mps) on a machine without one are
+    refused before anything runs; torch is imported only when such an accelerator is asked for."""
+    wanted = {}
+    for c in cells:
+        acc = str((c.view if c.view is not None else c.cfg).trainer.accelerator).lower()
+        wanted.setdefault(acc, c)
+    for acc, c in wanted.items():
+        if acc not in ("gpu", "cuda", "mps"):
+            continue
+        import torch
+
+        ok = torch.backends.mps.is_available() if acc == "mps" else torch.cuda.is_available()
+        if not ok:
+            what = "MPS device" if acc == "mps" else "CUDA GPU"
+            raise GridError(f"trainer.accelerator={acc} but this machine has no {what} (use trainer=cpu here, or proxyscale submit "
+                            f"to a GPU cluster) (cell: {' '.join(c.overrides) or 'defaults'})")
 
 
 class Composer:
@@ -141,6 +260,8 @@ def plan(arguments: list[str], params: dict | None, compose: Callable[[list[str]
     cells, seen = [], set()
     try:
         grid = expand(arguments, params, loader)
+    except GridError:
+        raise
     except Exception as exc:  # override syntax, glob() over an unknown group
         raise GridError(one_line(exc)) from None
     composer = Composer(compose, loader)
@@ -152,7 +273,7 @@ def plan(arguments: list[str], params: dict | None, compose: Callable[[list[str]
         try:
             cfg, full = composer.cell(overrides)
         except Exception as exc:  # Hydra/OmegaConf: unknown group option, unconvertible value, ...
-            raise GridError(one_line(exc)) from None
+            raise GridError(explain(exc, compose)) from None
         try:
             config = C.plain(cfg)
             view = C.attrs(config)
@@ -202,8 +323,14 @@ def compose_grid(argv: list[str], base_only: bool = False, progress: bool = Fals
         with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
             loader = GlobalHydra.instance().config_loader()
             parsed = OverridesParser.create(config_loader=loader).parse_overrides(args)
+            for o in parsed:
+                check_axis(o)
+            check_lists(parsed, multirun, getattr(loader, "repository", None), lambda o: compose("config", overrides=list(o)))
             fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-            base = compose("config", overrides=fixed, return_hydra_config=True)
+            try:
+                base = compose("config", overrides=fixed, return_hydra_config=True)
+            except Exception as exc:
+                raise GridError(explain(exc, lambda o: compose("config", overrides=list(o)))) from None
             params = base.hydra.sweeper.get("params") if multirun else None
             if any(o.is_sweep_override() for o in parsed) and not multirun:
                 raise GridError("a sweep (a,b values) needs -m/--multirun")
@@ -262,19 +389,38 @@ def read_grid_cells(path: Path) -> dict:
         return {}
 
 
-def cost_table(cells: list[Cell], workers: int = 1) -> str:
+def cost_table(cells: list[Cell], workers: int = 1, final: set[str] | frozenset = frozenset()) -> str:
+    """One row per cell; cells in `final` (their record is final: a sweep skips them) show `final`
+    and are left out of the totals."""
     rows = []
     total_s = total_f = 0.0
     for c in cells:
         cfg = c.view if c.view is not None else c.cfg
         k = budget.cost(cfg, workers)
-        total_s += k["est_seconds"]
-        total_f += k["flops"]
-        rows.append((c.run_id, cfg.model.name, cfg.data.name, f"{cfg.optim.lr:g}", str(cfg.seed), _si(k["params"]), _si(k["tokens"]), str(k["steps"]), f"{k['flops']:.2e}", _duration(k["est_seconds"])))
+        done = c.run_id in final
+        if not done:
+            total_s += k["est_seconds"]
+            total_f += k["flops"]
+        rows.append((c.run_id, cfg.model.name, cfg.data.name, f"{cfg.optim.lr:g}", str(cfg.seed), _si(k["params"]), _si(k["tokens"]), str(k["steps"]),
+                     f"{k['flops']:.2e}", "final" if done else _duration(k["est_seconds"])))
     head = ("cell", "size", "recipe", "lr", "seed", "params", "tokens", "steps", "FLOPs", "est. CPU time")
     lines = [text_table(head, rows)]
-    lines.append(f"{len(cells)} cells, {total_f:.2e} FLOPs, about {_duration(total_s / max(1, workers))} with {workers} worker(s) on this machine")
+    n_final = sum(c.run_id in final for c in cells)
+    lines.append(f"{len(cells)} cells ({n_final} already final, {len(cells) - n_final} to run): {total_f:.2e} FLOPs, "
+                 f"about {_duration(total_s / max(1, workers))} with {workers} worker(s) on this machine")
     return "\n".join(lines)
+
+
+def ladder_table(cells: list[Cell]) -> str:
+    """The size registry, one row per size (the cells differ only in model)."""
+    rows = []
+    for c in cells:
+        cfg = c.view if c.view is not None else c.cfg
+        m, k = cfg.model, budget.cost(cfg)
+        rows.append((m.name, str(m.n_layer), str(m.d_model), str(m.n_head), _si(k["params"]), _si(k["tokens"]), f"{k['flops']:.2e}",
+                     _duration(k["est_seconds"])))
+    head = ("size", "layers", "d_model", "heads", "params", "tokens", "FLOPs", "est. CPU time")
+    return text_table(head, rows)
 
 
 def text_table(head: tuple, rows: list[tuple]) -> str:

@@ -97,6 +97,18 @@ BAD = [
     (["submit", "model=debug"], "'sbatch' not found on PATH: `proxyscale submit` needs a SLURM cluster (run the grid here with `proxyscale -m ...`, "
      "or hydra/launcher=submitit_local)", NO_SLURM),
     (["submit", "--cells-per-task", "0", "model=debug"], "--cells-per-task must be >= 1, got 0", None),
+    # issue 17: typos, list syntax and repeated values on a sweep axis
+    (["reprot"], "unknown subcommand 'reprot' (did you mean report?); overrides are key=value, see proxyscale --help", None),
+    (["hlep"], "unknown subcommand 'hlep' (did you mean help?); overrides are key=value, see proxyscale --help", None),
+    (["lr=1e-3"], "Could not override 'lr': Key 'lr' not in 'Config' (did you mean optim.lr?)", None),
+    (["-m", "lr=1e-3,3e-3"], "Could not override 'lr': Key 'lr' not in 'Config' (did you mean optim.lr?)", None),
+    (["trainer.max_steps=20"],
+     "Could not override 'trainer.max_steps': Key 'max_steps' not in 'TrainerConfig' (did you mean trainer.max_tokens or data.steps?)", None),
+    (["-m", "data=[balanced,noisy]"],
+     "data=[balanced,noisy]: [..] would merge 2 data options into one config; to sweep them write -m data=balanced,noisy", None),
+    (["-m", "optim.lr=[1e-3,3e-3]"], "optim.lr=[1e-3,3e-3]: [..] is one list value, not a sweep; to sweep optim.lr write optim.lr=0.001,0.003", None),
+    (["-m", "model=debug,debug"], "model=debug,debug: debug appears more than once on the model axis (name each value once)", None),
+    (["-m", "optim.lr=1e-3,0.001"], "optim.lr=1e-3,0.001: 0.001 appears more than once on the optim.lr axis (name each value once)", None),
     # records, reports and external CSVs
     (["collect", "{out}/nosuch"], "no sweep folder at {out}/nosuch", None),
     (["report", "{out}/nosuch"], "no sweep folder at {out}/nosuch", None),
@@ -135,15 +147,16 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, 
 def test_dry_run_prints_the_cost_table_and_trains_nothing(out_dir):
     r = run_cli("-m", "grid=demo", "dry_run=true", f"paths.output_dir={out_dir}", timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "60 cells" in r.stdout and "mini-noisy-lr0.003-s1" in r.stdout and "est. CPU time" in r.stdout
+    assert "60 cells (0 already final, 60 to run)" in r.stdout and "mini-noisy-lr0.003" in r.stdout and "est. CPU time" in r.stdout
     assert not out_dir.exists()
 
 
 def test_ladder_lists_every_size():
     r = run_cli("ladder", timeout=120)
     assert r.returncode == 0, r.stderr
+    sizes = [ln.split()[0] for ln in r.stdout.splitlines()[2:]]
     for name in ("debug", "tiny", "mini", "small", "150m", "760m", "1b"):
-        assert f" {name} " in r.stdout
+        assert name in sizes
     assert "1.07B" in r.stdout
 
 

@@ -117,13 +117,17 @@ def test_hydra_submitit_local_launcher_runs_the_grid(tmp_path, cache_dir):
 
 def test_in_process_and_worker_processes_train_the_same_cells(tmp_path, cache_dir):
     """hydra/launcher=local: n_jobs=1 runs the sweeper's composed configs in this process, n_jobs=2
-    recomposes them in joblib workers; both must train every cell to the same losses."""
+    recomposes them in joblib workers; both must train every cell to the same losses. Hydra's joblib
+    listing (shown with PROXYSCALE_VERBOSE=1, off otherwise) tells which ran; with two workers the
+    progress lines still count 1/2 then 2/2 (each worker reads the shared progress file)."""
     losses = {}
     for n_jobs in (1, 2):
         r = run_cli("-m", "model=debug", *FAST, "seed=0,1", f"hydra.launcher.n_jobs={n_jobs}", f"sweep=jobs{n_jobs}",
-                    f"paths.output_dir={tmp_path}", f"paths.cache_dir={cache_dir}", timeout=600)
+                    f"paths.output_dir={tmp_path}", f"paths.cache_dir={cache_dir}", timeout=600, env={"PROXYSCALE_VERBOSE": "1"})
         assert r.returncode == 0, r.stderr[-2000:]
-        assert ("Joblib.Parallel(n_jobs=2" in r.stdout + r.stderr) == (n_jobs == 2)
+        log = r.stdout + r.stderr
+        assert ("Joblib.Parallel(n_jobs=2" in log) == (n_jobs == 2)
+        assert "progress 1/2 cells" in log and "progress 2/2 cells (2 completed, 0 diverged, 0 failed)" in log
         recs = [record.read(p.parent) for p in sorted((tmp_path / f"jobs{n_jobs}").glob("*/result.json"))]
         assert [x.status for x in recs] == ["completed", "completed"]
         losses[n_jobs] = {x.run_id: x.final_loss for x in recs}

@@ -1,11 +1,15 @@
 """Hydra sweeper `proxyscale`: composes and validates every cell of the grid once (bad input: one
 line on stderr, exit 2, nothing launched or written), skips cells whose record is final, records
 the grid in <sweep>/grid.json, and hands the rest to the launcher, with their configs when the
-launcher runs them in this process."""
+launcher runs them in this process. It owns what a sweep says: the plan with its estimated time,
+a progress line after every cell (launch.local.Progress: done/total, elapsed, ETA), the summary at
+the end with the next command, and what an interrupt kept. Hydra's per-cell job listing is off
+unless PROXYSCALE_VERBOSE=1."""
 
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -39,38 +43,73 @@ class ProxyscaleSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from proxyscale import grid
-        from proxyscale import record
-        from proxyscale.launch.local import GRID_SIZE_ENV, SWEEP_PID_ENV, Interrupted, summarise
+        from proxyscale import budget, grid, record
+        from proxyscale.launch.local import GRID_SIZE_ENV, PROGRESS_ENV, SWEEP_PID_ENV, Interrupted, Progress, duration, summarise
 
         loader = self.hydra_context.config_loader
-
+        t0 = time.time()
         try:
             cells = grid.plan(arguments, self.params, lambda o: loader.load_sweep_config(self.config, list(o)), loader, progress=True)
+            if "Slurm" not in str(self.config.hydra.launcher.get("_target_", "")):  # cells that run on this machine
+                grid.check_devices(cells)
         except grid.GridError as exc:  # SystemExit passes Hydra's multi-line error report
             print(f"proxyscale: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         todo = grid.pending(cells)
         grid.write_grid(cells, self.config)
         where = grid.sweep_dir(cells[0].cfg)
-        log.info(f"sweep {cells[0].cfg.sweep}: {len(cells)} cells, {len(cells) - len(todo)} already final, {len(todo)} to run -> {where}")
+        name = cells[0].cfg.sweep
+        launcher = self.config.hydra.launcher
+        workers = int(launcher.get("n_jobs", 1) or 1)  # as launch.local.resources() counts them
+        parallel = int(launcher.get("n_jobs") or launcher.get("array_parallelism") or 1)
+        est = sum(budget.cost(c.view if c.view is not None else c.cfg, workers)["est_seconds"] for c in todo)
+        skipped = len(cells) - len(todo)
+        log.info(f"sweep {name}: {len(cells)} cells, {skipped} already final, {len(todo)} to run -> {where}"
+                 + (f" (estimated {duration(est / parallel)} with {parallel} worker(s))" if todo else ""))
         if not todo:
+            log.info(f"nothing to run: every cell is final; next: proxyscale report {where}")
             return []
+        _quiet_launchers()
         os.environ[GRID_SIZE_ENV] = str(len(todo))  # read by launch.local.task, in this process or a joblib worker
         os.environ[SWEEP_PID_ENV] = str(os.getpid())  # a worker elsewhere dies with this process
+        progress = where / f".progress-{os.getpid()}.jsonl"
+        Progress.start(str(progress), len(todo), est, parallel)
+        os.environ[PROGRESS_ENV] = str(progress)
         if hasattr(self.launcher, "composed"):  # the same load_sweep_config call the launcher would make
             self.launcher.composed = {tuple(c.overrides): c.full_config for c in todo}  # with Hydra's node, made when the cell launches
         try:
             returns = self.launcher.launch([c.overrides for c in todo], initial_job_idx=0)
         except Interrupted as exc:
             left = sum(not record.is_completed(where / c.run_id) for c in todo)
-            exc.detail = f"{left} of {len(cells)} cells not finished"
+            resume = "; unfinished cells resume from their last checkpoint" if cells[0].view.trainer.checkpoint else ""
+            print(f"proxyscale: {len(cells) - left} final record(s) kept in {where}{resume}", file=sys.stderr, flush=True)
+            exc.detail = f"{left} of {len(cells)} cells not finished"  # the last line: `interrupted by SIG...: ... (rerun ... to resume)`
             raise
-        problem = summarise([_outcome(r) for r in returns], str(where))
+        finally:
+            os.environ.pop(PROGRESS_ENV, None)
+            progress.unlink(missing_ok=True)
+        outcomes = [_outcome(r) for r in returns]
+        counts = {k: sum(o.split(":")[0] == k for o in outcomes) for k in ("completed", "diverged", "failed", "busy", "error")}
+        extra = "".join(f", {counts[k]} {label}" for k, label in (("busy", "running elsewhere"), ("error", "without a record")) if counts[k])
+        log.info(f"sweep {name} done in {duration(time.time() - t0)}: {counts['completed']} completed, {counts['diverged']} diverged, "
+                 f"{counts['failed']} failed{extra} ({skipped} already final); records in {where}")
+        if counts["failed"] or counts["error"]:
+            log.info(f"failed cells: proxyscale status {where} (a rerun retries them)")
+        log.info(f"next: proxyscale report {where}")
+        problem = summarise(outcomes, str(where))
         if problem:  # read every JobReturn: a cell that failed or lost its record is a non-zero exit
             print(f"proxyscale: error: {problem}", file=sys.stderr)
             raise SystemExit(1)
         return [returns]
+
+
+def _quiet_launchers() -> None:
+    """Hydra launchers list every cell ("Launching jobs, sweep output dir ..." and "#i : overrides");
+    the sweep's own lines say the same per cell. Back with PROXYSCALE_VERBOSE=1."""
+    if os.environ.get("PROXYSCALE_VERBOSE") == "1":
+        return
+    for name in ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _outcome(ret) -> str:

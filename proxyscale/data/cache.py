@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +38,8 @@ def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
 
 
-def _cached(cache_dir: str, kind: str, payload: dict, build: Callable[[], tuple[np.ndarray, dict]], verify: bool = False) -> tuple[np.ndarray, dict]:
+def _cached(cache_dir: str, kind: str, payload: dict, build: Callable[[], tuple[np.ndarray, dict]], verify: bool = False,
+            what: str = "") -> tuple[np.ndarray, dict]:
     """The tokens cached under the payload's key, built on a miss. The meta file states the .bin's
     token count and sha256: the length is checked on every open, the hash when `verify` (and when
     built); a meta that is not JSON, a .bin of another length or hash is rebuilt with a warning
@@ -49,11 +51,14 @@ def _cached(cache_dir: str, kind: str, payload: dict, build: Callable[[], tuple[
     with FileLock(str(folder / f"{key}.lock")):
         meta = _check_cache(bin_path, meta_path, verify)
         if meta is None:
+            t0 = time.perf_counter()
+            log.info(f"building token cache {what or kind} -> {bin_path}")
             tokens, meta = build()
             data = np.ascontiguousarray(tokens, dtype=np.uint16).tobytes()
             meta = {**meta, "key": key, "n_tokens": len(data) // 2, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "payload": payload}
             atomic_write_bytes(bin_path, data)
             atomic_write_text(meta_path, json.dumps(meta, indent=1))
+            log.info(f"built token cache {what or kind}: {len(data) // 2:,} tokens ({len(data) / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     if meta["n_tokens"] == 0:
         return np.zeros(0, dtype=np.uint16), meta
     return np.memmap(bin_path, dtype=np.uint16, mode="r"), meta
@@ -223,7 +228,7 @@ def recipe_tokens(data: DataConfig, cache_dir: str, verify: bool = False) -> tup
         order = random.Random(f"{data.seed}:blocks").sample(range(len(blocks)), len(blocks))
         return np.concatenate([blocks[i] for i in order]), {"recipe": data.name, "sources": sources, "steps": steps}
 
-    return _cached(cache_dir, "recipes", payload, build, verify)
+    return _cached(cache_dir, "recipes", payload, build, verify, what=f"for recipe {data.name} ({_si(data.pool_tokens)} tokens)")
 
 
 def eval_tokens(eval_set: SourceConfig, tokenizer: str, n_tokens: int, cache_dir: str, verify: bool = False) -> tuple[np.ndarray, dict]:
@@ -241,7 +246,11 @@ def eval_tokens(eval_set: SourceConfig, tokenizer: str, n_tokens: int, cache_dir
         ids = np.concatenate([e[:k] for e, k in zip(encoded, share)])
         return ids, {"eval_set": eval_set.name, "docs": len(docs), "docs_used": int(sum(k > 0 for k in share))}
 
-    return _cached(cache_dir, "eval", payload, build, verify)
+    return _cached(cache_dir, "eval", payload, build, verify, what=f"for eval set {eval_set.name} ({_si(n_tokens)} tokens)")
+
+
+def _si(n: float) -> str:
+    return next((f"{n / d:.3g}{u}" for u, d in (("B", 1e9), ("M", 1e6), ("k", 1e3)) if n >= d), str(int(n)))
 
 
 def _fair_share(lengths: list[int], total: int) -> list[int]:

@@ -8,10 +8,12 @@ SIGINT become `Interrupted` (exit 128 + signal), and a joblib worker dies with i
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import threading
+import time
 
 from omegaconf import DictConfig
 
@@ -20,6 +22,7 @@ from proxyscale.data import identity  # noqa: F401  (registers the run-id resolv
 GRID_SIZE_ENV = "PROXYSCALE_GRID_SIZE"  # set by the proxyscale sweeper: cells to run, for "[k/N]" labels
 SWEEP_PID_ENV = "PROXYSCALE_SWEEP_PID"  # the sweep's own process: a task elsewhere (a joblib worker) watches it
 OK_EXIT_ENV = "PROXYSCALE_OK_EXIT"  # =1: failed cells still exit 0 (the old behaviour); interrupts never do
+PROGRESS_ENV = "PROXYSCALE_PROGRESS"  # set by the proxyscale sweeper: the sweep's progress file (see Progress)
 OUTCOMES: list[str] = []  # outcomes of the cells this process ran (a single run reads them after Hydra returns)
 
 log = logging.getLogger("proxyscale")
@@ -42,11 +45,16 @@ class Interrupted(BaseException):
         return f"interrupted by {name}" + (f": {self.detail}" if self.detail else "") + " (rerun the same command to resume)"
 
 
+PENDING_SIGNAL = 0  # a signal whose Interrupted was swallowed (raised inside a __del__): honoured after the cell
+
+
 def install_signal_handlers() -> None:
     """SIGTERM and SIGINT raise Interrupted in the main thread (Lightning chains its own SIGTERM
     handler before ours while a cell fits, and restores ours after)."""
 
     def handler(signum, frame):
+        global PENDING_SIGNAL
+        PENDING_SIGNAL = signum
         raise Interrupted(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -90,6 +98,95 @@ def summarise(outcomes: list[str], where: str) -> str | None:
     return "; ".join(parts) + f" (see proxyscale status {where})"
 
 
+def duration(s: float) -> str:
+    s = max(0.0, s)
+    if s < 60:
+        return f"{s:.0f} s"
+    return f"{s / 60:.1f} min" if s < 3600 else f"{s / 3600:.1f} h"
+
+
+class Progress:
+    """A sweep's progress, shared by every process that runs its cells (this one, joblib workers,
+    submitit processes) through one append-only file: a header line the sweeper writes (start time,
+    cells to run, their estimated seconds from budget.cost, workers), then one line per ended cell
+    (outcome, measured and estimated seconds), each a single O_APPEND write. A process reads the
+    lines added since it last looked, so the count is right whichever worker ends a cell.
+
+    ETA = estimated seconds of the cells not yet ended x (measured / estimated so far, over the cells
+    that completed; 1 before the first) / workers."""
+
+    def __init__(self, path: str):
+        self.path, self.offset = path, 0
+        self.head: dict = {}
+        self.ended: list[dict] = []
+
+    @staticmethod
+    def start(path: str, total: int, est_seconds: float, workers: int) -> "Progress":
+        head = {"t0": time.time(), "total": total, "est": est_seconds, "workers": max(1, workers)}
+        with open(path, "w") as f:
+            f.write(json.dumps(head) + "\n")
+        return Progress(path)
+
+    def add(self, run_id: str, outcome: str, seconds: float, est: float) -> None:
+        line = json.dumps({"run_id": run_id, "outcome": outcome.split(":")[0], "s": round(seconds, 3), "est": est}) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def read(self) -> "Progress":
+        with open(self.path) as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        whole = chunk[: chunk.rfind("\n") + 1]  # a line being written by another process waits for the next read
+        self.offset += len(whole.encode())
+        for line in whole.splitlines():
+            row = json.loads(line)
+            if "t0" in row:
+                self.head = row
+            else:
+                self.ended.append(row)
+        return self
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.ended:
+            out[r["outcome"]] = out.get(r["outcome"], 0) + 1
+        return out
+
+    def eta(self) -> float:
+        done = [r for r in self.ended if r["outcome"] == "completed" and r["est"] > 0]
+        ratio = sum(r["s"] for r in done) / sum(r["est"] for r in done) if done else 1.0
+        left = max(0.0, self.head.get("est", 0.0) - sum(r["est"] for r in self.ended))
+        return left * ratio / self.head.get("workers", 1)
+
+    def line(self) -> str:
+        c = self.counts()
+        parts = [f"{c.get(k, 0)} {k}" for k in ("completed", "diverged", "failed")]
+        parts += [f"{c[k]} {k}" for k in sorted(c) if k not in ("completed", "diverged", "failed")]
+        elapsed = time.time() - self.head.get("t0", time.time())
+        return f"progress {len(self.ended)}/{self.head.get('total', '?')} cells ({', '.join(parts)}), elapsed {duration(elapsed)}, ETA {duration(self.eta())}"
+
+
+_progress: dict[str, Progress] = {}
+
+
+def report_progress(cfg: DictConfig, run_id: str, outcome: str, seconds: float, workers: int) -> None:
+    """After a cell ends: add it to the sweep's progress file and log the progress line."""
+    path = os.environ.get(PROGRESS_ENV)
+    if not path or not os.path.exists(path):
+        return
+    try:
+        from proxyscale import budget
+
+        p = _progress.setdefault(path, Progress(path))
+        p.add(run_id, outcome, seconds, float(budget.cost(cfg, workers)["est_seconds"]))
+        log.info(p.read().line())
+    except (OSError, ValueError, KeyError) as exc:  # progress is a courtesy: never fail a cell over it
+        log.warning(f"progress file {path}: {type(exc).__name__}: {exc}")
+
+
 def resources() -> "Resources":  # noqa: F821
     from hydra.core.hydra_config import HydraConfig
 
@@ -115,12 +212,17 @@ def task(cfg: DictConfig) -> str:
     sweep_pid = os.environ.get(SWEEP_PID_ENV)
     if sweep_pid and int(sweep_pid) != os.getpid():
         die_with_parent()
+    res = resources()
+    t0 = time.perf_counter()
     try:
-        rec = run_cell(cfg, resources())
+        rec = run_cell(cfg, res)
         outcome = rec.status if rec else "busy"
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         outcome = f"error: {type(exc).__name__}: {first}"
         log.error(f"{run_dir(cfg)} record not written: {type(exc).__name__}: {first}")
     OUTCOMES.append(outcome)
+    report_progress(cfg, run_dir(cfg).name, outcome, time.perf_counter() - t0, res.workers)
+    if PENDING_SIGNAL:  # the handler's exception landed where Python ignores it (a finalizer): stop now
+        raise Interrupted(PENDING_SIGNAL)
     return outcome
