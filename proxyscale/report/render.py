@@ -251,7 +251,6 @@ def fig_bump(rep: dict):
 
     with _style() as plt:
         fig, axes = _grid(plt, len(metrics), ncols=2, w=6.4, h=h)
-        _layout(fig)
         for ax, metric in zip(axes, metrics):
             per = vals[metric]
             higher = (rep.get("directions") or {}).get(metric, rep["direction"]) == "higher"
@@ -485,11 +484,17 @@ def fig_scaling(rep: dict):
     panel_ends: dict[str, list] = {}
     with _style() as plt:
         fig, axes = _grid(plt, len(metrics), ncols=2, w=6.4, h=4.4)
-        _layout(fig)
         for ax, metric in zip(axes, metrics):
             per = vals[metric]
             recipes = sorted({r for s in sizes for r in per.get(s, {})})
             ends = panel_ends.setdefault(metric, [])
+            if len(recipes) > MAX_LINE_LABELS:  # many recipes: one thin LineCollection, unlabelled (a Line2D each costs seconds)
+                from matplotlib.collections import LineCollection
+
+                ax.add_collection(LineCollection([[(params[s], per[s][r]) for s in sizes if r in per.get(s, {})] for r in recipes], lw=0.6,
+                                                 alpha=0.5, colors=[PALETTE[j % len(PALETTE)] for j in range(len(recipes))]))
+                ax.autoscale_view()
+                recipes = []
             for j, r in enumerate(recipes):
                 pts = [(params[s], per[s][r], sd.get((metric, s))) for s in sizes if r in per.get(s, {})]
                 if not pts:
@@ -509,7 +514,7 @@ def fig_scaling(rep: dict):
 
             ax.xaxis.set_major_locator(FixedLocator([params[s] for s in sizes]))
             ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xticklabels([f"{s}\n{_count(params[s])}" for s in sizes])
+            ax.set_xticklabels([s if s == _count(params[s]) else f"{s}\n{_count(params[s])}" for s in sizes])
             ax.set_xlim(params[sizes[0]] / 1.3, params[sizes[-1]] * 1.3)
             ax.set_xlabel("parameters (log scale)")
             ax.set_ylabel(f"final tuned {units}")
