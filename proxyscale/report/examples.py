@@ -8,6 +8,8 @@ import html
 import io
 from pathlib import Path
 
+from proxyscale.report.markup import html_table, md_table
+
 PNG = "fig_per_example.png"  # written beside report.md and linked from it
 MAX_FLIP_ROWS = 10  # flipped examples listed per eval set (against the largest size)
 HEAD = ["eval set", "proxy → target", "recipes", "examples", "mean ρ [95%]", "median", "q05–q95", "share > 0", "residual ρ [95%]"]
@@ -107,31 +109,16 @@ def figure(rep: dict) -> bytes | None:
     return buf.getvalue()
 
 
-def _md_table(head: list[str], body: list[list[str]]) -> str:
-    if not body:
-        return "_none_\n"
-    esc = [[c.replace("|", "\\|").replace("\n", " ") for c in r] for r in body]
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in esc]) + "\n"
-
-
 def markdown(rep: dict, figure_file: str | None) -> str:
     out = ["", "## Per-example view (predictive correlation across scale)", ""] + [f"- {s}" for s in lines(rep)] + [""]
     if (rep.get("per_example") or {}).get("available"):
         if figure_file:
             out.append(f"![Mean per-example predictive correlation vs proxy size]({figure_file})\n")
-        out.append(_md_table(HEAD, rows(rep)))
+        out.append(md_table(HEAD, rows(rep)))
         out.append("Examples whose recipe effects agree least across scale (lowest ρ; flips: the target orders the proxy's best and worst "
                    "recipe on that example the other way):\n")
-        out.append(_md_table(FLIP_HEAD, flip_rows(rep)))
+        out.append(md_table(FLIP_HEAD, flip_rows(rep)))
     return "\n".join(out)
-
-
-def _html_table(head, body) -> str:
-    if not body:
-        return "<p class=note>none</p>"
-    h = "".join(f"<th>{html.escape(x)}</th>" for x in head)
-    b = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in body)
-    return f"<table><tr>{h}</tr>{b}</table>"
 
 
 def html_section(rep: dict, png: bytes | None) -> str:
@@ -141,8 +128,8 @@ def html_section(rep: dict, png: bytes | None) -> str:
         if png:
             data = base64.b64encode(png).decode("ascii")
             parts.append(f"<img alt='Mean per-example predictive correlation vs proxy size' src='data:image/png;base64,{data}'>")
-        parts.append(_html_table(HEAD, rows(rep)))
-        parts.append("<p class=note>Examples whose recipe effects agree least across scale (lowest ρ):</p>" + _html_table(FLIP_HEAD, flip_rows(rep)))
+        parts.append(html_table(HEAD, rows(rep)))
+        parts.append("<p class=note>Examples whose recipe effects agree least across scale (lowest ρ):</p>" + html_table(FLIP_HEAD, flip_rows(rep)))
     return "\n".join(parts)
 
 

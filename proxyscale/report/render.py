@@ -15,6 +15,8 @@ import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 
+from proxyscale.report.markup import html_table, md_table
+
 MAX_LABELS = 25  # recipes drawn as individual, directly labelled lines in the bump chart
 MAX_POINT_LABELS = 8  # scatter points labelled by name: all up to this many, else the extremes
 MAX_LINE_LABELS = 12  # lines labelled at their end (loss vs parameters): more are left unlabelled
@@ -792,13 +794,6 @@ def _frontier_intro(rep: dict) -> str:
 # writers
 
 
-def _md_table(head: list[str], rows: list[list[str]]) -> str:
-    if not rows:
-        return "_none_\n"
-    esc = lambda s: str(s).replace("|", "\\|")
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]) + "\n"
-
-
 def _directions(rep: dict) -> str:
     if rep["direction"] != "mixed":
         return f"Direction: {rep['direction']} is better for every metric."
@@ -818,7 +813,7 @@ def markdown_predictions(rep: dict, figure_file: str | None = None) -> list[str]
         out.append(run + "\n")
     for metric, rows in prediction_tables(rep):
         out.append(f"### {metric}\n")
-        out.append(_md_table(PRED_HEAD, rows))
+        out.append(md_table(PRED_HEAD, rows))
     notes = (rep.get("prediction") or {}).get("notes") or []
     if notes and (rep.get("prediction") or {}).get("available"):
         out.append("Notes:\n")
@@ -834,7 +829,7 @@ def markdown_predictions(rep: dict, figure_file: str | None = None) -> list[str]
     if front.get("available"):
         out.append("Points on the frontier (no cheaper point matches their decision accuracy; step noise: the change from the "
                    "previous step is below one recipe pair):\n")
-        out.append(_md_table(FRONTIER_HEAD, frontier_rows(rep)))
+        out.append(md_table(FRONTIER_HEAD, frontier_rows(rep)))
         out += [f"- {n}" for n in front.get("notes") or []] + [""]
     return out
 
@@ -867,28 +862,28 @@ def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | 
     if files or skipped:
         out += markdown_figures(files or {}, skipped or {})
     out.append("## All proxy→target comparisons (tuned LRs)\n")
-    out.append(_md_table(comp_head(), comparison_rows(rep)))
+    out.append(md_table(comp_head(), comparison_rows(rep)))
     out.append("## Null baselines (unigram / bigram count models)\n")
     b = rep.get("baselines") or {}
     if b.get("available"):
         out += [f"- {s}" for s in b.get("statements", [])] + [""]
-        out.append(_md_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep)))
+        out.append(md_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep)))
     else:
         out.append(f"Not computed: {b.get('reason')}.\n")
     out.append("## Reduced-LR protocol\n")
     out += [f"- {s}" for s in reduced_lines(rep)] + [""]
     out.append("## Seed-noise floor\n")
-    out.append(_md_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep)) if rep.get("seed_noise") else "Single seed: no seed-noise estimate.\n")
+    out.append(md_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep)) if rep.get("seed_noise") else "Single seed: no seed-noise estimate.\n")
     out.append("## Early signal\n")
     es = rep.get("early_signal") or {}
     out.append(f"{len(es.get('points', []))} points against the final {es.get('target')} ranking (see the early-signal figure).\n"
                if es.get("available") else f"Not available: {es.get('reason')}.\n")
     out += markdown_predictions(rep, figure_file)
     out.append("## Flipped pairs\n")
-    out.append(_md_table(FLIP_HEAD, flip_rows(rep)))
+    out.append(md_table(FLIP_HEAD, flip_rows(rep)))
     if rep.get("status_counts"):
         out.append("## Cell status\n")
-        out.append(_md_table(["size", "completed", "diverged", "failed"], status_rows(rep)))
+        out.append(md_table(["size", "completed", "diverged", "failed"], status_rows(rep)))
         out.append("Diverged and failed cells are excluded from every figure.\n")
     out.append("Figures: the fig_*.png / fig_*.svg files beside this file (and embedded in report.html). Every number: report.json.\n")
     return "\n".join(out)
@@ -901,14 +896,6 @@ img{max-width:100%;border:1px solid #eee}.holds{color:#1a7f37;font-weight:bold}.
 .fails{color:#cf222e;font-weight:bold}.note{color:#555;font-size:.92em}.bottom{background:#f6f8fa;border:1px solid #ccc;padding:6px 20px}"""
 
 
-def _html_table(head, rows) -> str:
-    if not rows:
-        return "<p class=note>none</p>"
-    h = "".join(f"<th>{html.escape(x)}</th>" for x in head)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
-
-
 def html_predictions(rep: dict, png: bytes | None) -> list[str]:
     e = html.escape
     parts = ["<h2>Predictions</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in prediction_lines(rep)) + "</ul>"]
@@ -916,7 +903,7 @@ def html_predictions(rep: dict, png: bytes | None) -> list[str]:
     if run:
         parts.append(f"<p class=note>{e(run)}</p>")
     for metric, rows in prediction_tables(rep):
-        parts.append(f"<h3>{e(metric)}</h3>" + _html_table(PRED_HEAD, rows))
+        parts.append(f"<h3>{e(metric)}</h3>" + html_table(PRED_HEAD, rows))
     pred = rep.get("prediction") or {}
     if pred.get("available") and pred.get("notes"):
         parts.append("<ul class=note>" + "".join(f"<li>{e(n)}</li>" for n in pred["notes"]) + "</ul>")
@@ -931,7 +918,7 @@ def html_predictions(rep: dict, png: bytes | None) -> list[str]:
             parts.append(f"<p class=note>Files: <a href='{FRONTIER_PNG}'>{FRONTIER_PNG}</a>, <a href='{svg}'>{svg}</a></p>")
     parts.append("<ul>" + "".join(f"<li>{e(s)}</li>" for s in frontier_lines(rep)) + "</ul>")
     if front.get("available"):
-        parts.append(_html_table(FRONTIER_HEAD, frontier_rows(rep)))
+        parts.append(html_table(FRONTIER_HEAD, frontier_rows(rep)))
         parts += [f"<p class=note>{e(n)}</p>" for n in front.get("notes") or []]
     return parts
 
@@ -966,20 +953,20 @@ def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | No
                          f"<p class=note>Files: <a href='{png}'>{png}</a>, <a href='{svg}'>{svg}</a></p>")
         elif skipped.get(key):
             parts.append(f"<h2>{e(title)}</h2><p class=note>Not drawn: {e(skipped[key])}.</p>")
-    parts.append("<h2>All proxy→target comparisons (tuned LRs)</h2>" + _html_table(comp_head(), comparison_rows(rep)))
+    parts.append("<h2>All proxy→target comparisons (tuned LRs)</h2>" + html_table(comp_head(), comparison_rows(rep)))
     parts.append("<h2>Null baselines</h2>")
-    parts.append(_html_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep)) if b.get("available")
+    parts.append(html_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep)) if b.get("available")
                  else f"<p>Not computed: {e(str(b.get('reason')))}.</p>")
     parts.append("<h2>Reduced-LR protocol</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in reduced_lines(rep)) + "</ul>")
-    parts.append("<h2>Seed-noise floor</h2>" + (_html_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep)) if rep.get("seed_noise")
+    parts.append("<h2>Seed-noise floor</h2>" + (html_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep)) if rep.get("seed_noise")
                                                 else "<p>Single seed: no seed-noise estimate.</p>"))
     es = rep.get("early_signal") or {}
     if not es.get("available"):
         parts.append(f"<h2>Early signal</h2><p>Not available: {e(str(es.get('reason')))}.</p>")
     parts += html_predictions(rep, figures.get("frontier"))
-    parts.append("<h2>Flipped pairs</h2>" + _html_table(FLIP_HEAD, flip_rows(rep)))
+    parts.append("<h2>Flipped pairs</h2>" + html_table(FLIP_HEAD, flip_rows(rep)))
     if rep.get("status_counts"):
-        parts.append("<h2>Cell status</h2>" + _html_table(["size", "completed", "diverged", "failed"], status_rows(rep)))
+        parts.append("<h2>Cell status</h2>" + html_table(["size", "completed", "diverged", "failed"], status_rows(rep)))
         parts.append("<p class=note>Diverged and failed cells are excluded from every figure.</p>")
     parts.append("<p class=note>Every number is in report.json.</p></body></html>")
     return "\n".join(parts)
