@@ -52,15 +52,15 @@ def synthetic(recipes: int, sizes: int, lrs: int, seeds: int, evals: int, rng_se
     lr_grid = np.geomspace(1e-4, 3e-2, lrs)
     quality = rng.normal(scale=0.1, size=recipes)
     grid = np.array(np.meshgrid(np.arange(recipes), np.arange(sizes), np.arange(lrs), np.arange(seeds), np.arange(evals), indexing="ij")).reshape(5, -1)
-    r, s, l, sd, e = grid
+    r, s, li, sd, e = grid
     best_lr = np.log10(3e-3) - 0.2 * s  # larger models prefer smaller LRs
-    loss = (4.0 - 0.3 * s + quality[r] * (1 + 0.1 * s) + 0.15 * (np.log10(lr_grid[l]) - best_lr) ** 2
+    loss = (4.0 - 0.3 * s + quality[r] * (1 + 0.1 * s) + 0.15 * (np.log10(lr_grid[li]) - best_lr) ** 2
             + 0.05 * e + rng.normal(scale=0.01, size=len(r)))
     status = np.where(rng.random(len(r)) < 0.01, "diverged", "completed")
-    cell = r * 10**6 + s * 10**4 + l * 10**2 + sd
+    cell = r * 10**6 + s * 10**4 + li * 10**2 + sd
     return pd.DataFrame({"run_id": [f"c{c}" for c in cell], "sweep": "bench", "status": status,
                          "size": np.array(size_names)[s], "params": np.array([params[x] for x in size_names])[s],
-                         "recipe": np.array(names)[r], "lr": lr_grid[l], "seed": sd, "tokens": 1000, "steps": 10,
+                         "recipe": np.array(names)[r], "lr": lr_grid[li], "seed": sd, "tokens": 1000, "steps": 10,
                          "wall_seconds": 1.0, "tokens_per_second": 1000.0, "flops_per_token": 1e5,
                          "eval_set": np.array([f"eval{i}" for i in range(evals)])[e],
                          "loss": np.where(status == "completed", loss, np.nan)})

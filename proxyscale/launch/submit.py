@@ -153,7 +153,7 @@ def submit(argv: list[str], cells_per_task: int = 4, max_parallel: int | None = 
             tasks = [members[i:i + cells_per_task] for i in range(0, len(members), cells_per_task)]
             specs = [[{"run_id": c.run_id, "overrides": list(c.overrides), "config": C.plain(c.cfg)} for c in t] for t in tasks]
             jobs = backend.submit_array(folder, launcher, shape, parallel, f"ps-{base.sweep}", CellTask(), specs)
-            for idx, (job, t) in enumerate(zip(jobs, tasks)):
+            for job, t in zip(jobs, tasks):
                 for c in t:
                     rows.append({"run_id": c.run_id, "job_id": job.job_id, "array_job_id": job.job_id.split("_")[0],
                                  "array_index": int(job.job_id.split("_")[1]) if "_" in job.job_id else 0,
