@@ -291,7 +291,7 @@ def write(df: pd.DataFrame, sweep_dir: str | Path, out: str | Path | None = None
 
 EXAMPLES = "examples.parquet"  # the sweep's per-example table
 EXAMPLES_NOTE = "examples.json"  # beside it: per eval set its eval cache key, seq_len, example count and snippet file; cells left out
-EXAMPLE_COLUMNS = ["run_id", "size", "recipe", "lr", "seed", "eval_set", "example", "loss", "metric", "value"]
+EXAMPLE_COLUMNS = ["run_id", "size", "recipe", "lr", "seed", "eval_set", "example", "loss", "metric", "value"]  # value: task metrics (NaN on loss rows; loss: NaN on task rows)
 ROW_GROUP = 1 << 16  # rows buffered before a row group is written: memory stays bounded whatever the sweep's size
 
 
@@ -334,8 +334,8 @@ def gather_examples(root: Path, df: pd.DataFrame, where: Path) -> Path | None:
             try:
                 t = pq.read_table(path)
                 t = t.select([c for c in ("eval_set", "example", "loss", "metric", "value") if c in t.column_names])
-                if "metric" not in t.column_names:  # a cell from before task sets: every row is a loss
-                    t = t.append_column("metric", pa.array(["loss"] * len(t), pa.string())).append_column("value", t.column("loss"))
+                if "metric" not in t.column_names:  # a cell without task sets: every row is a loss
+                    t = t.append_column("metric", pa.array(["loss"] * len(t), pa.string())).append_column("value", pa.nulls(len(t), pa.float32()))
             except Exception as exc:  # missing, truncated, another format
                 left_out.append(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:120]})")
                 continue

@@ -26,7 +26,11 @@ def metric_names(results: pd.DataFrame) -> pd.Series:
 
 
 def metric_values(results: pd.DataFrame) -> pd.Series:
-    return (results["value"] if "value" in results.columns else results["loss"]).astype(float)
+    """The number of each row: `loss` on loss rows, `value` on task rows (results.parquet fills `value` on every
+    row; the per-example tables leave it NaN on loss rows, whose number is `loss`)."""
+    if "value" not in results.columns or "metric" not in results.columns:
+        return results["loss"].astype(float)
+    return results["value"].astype(float).where(results["metric"].astype(str) != "loss", results["loss"].astype(float))
 
 
 def sweep_directions(results: pd.DataFrame) -> dict[str, bool]:

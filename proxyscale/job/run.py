@@ -298,11 +298,12 @@ def _complete(losses: dict, data: _Data, cfg: DictConfig, metrics: dict | None =
 
 
 def write_examples(out: Path, losses: dict, metrics: dict | None = None) -> str:
-    """`<run_dir>/examples.parquet`, atomically: a row per (eval set, example, metric) with eval_set (dictionary-encoded
-    string), example (int32: the window's index in eval_windows, or the item's in a task set), metric (dictionary-encoded:
-    loss for lm sets, acc / prob_correct / ll_norm for task sets), value (float32) and loss (float32: the value of a
-    loss row, NaN otherwise: mean nats/token of the window's seq_len predictions) from the final eval pass. Returns
-    its name relative to the run dir (the record's examples_file)."""
+    """`<run_dir>/examples.parquet`, atomically: a row per (eval set, example) with eval_set (dictionary-encoded
+    string), example (int32, the window's index in eval_windows) and loss (float32, mean nats/token of the
+    window's seq_len predictions) from the final eval pass. With task sets, a row per (task set, item, metric) too,
+    and two more columns: metric (dictionary-encoded: loss on the lm rows, acc / prob_correct / ll_norm) and value
+    (float32: the task metric; NaN on loss rows, whose number is `loss`, as `loss` is NaN on task rows). Returns its
+    name relative to the run dir (the record's examples_file)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -316,11 +317,14 @@ def write_examples(out: Path, losses: dict, metrics: dict | None = None) -> str:
     codes = np.concatenate([np.full(len(v), names.index(n), dtype=np.int8) for n, _, v in parts])
     mcodes = np.concatenate([np.full(len(v), kinds.index(m), dtype=np.int8) for _, m, v in parts])
     values = np.concatenate([v for _, _, v in parts])
-    table = pa.table({"eval_set": pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)),
-                      "example": np.concatenate([np.arange(len(v), dtype=np.int32) for _, _, v in parts]),
-                      "loss": np.where(mcodes == 0, values, np.float32("nan")).astype(np.float32),
-                      "metric": pa.DictionaryArray.from_arrays(pa.array(mcodes), pa.array(kinds)),
-                      "value": values})
+    nan = np.float32("nan")
+    columns = {"eval_set": pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)),
+               "example": np.concatenate([np.arange(len(v), dtype=np.int32) for _, _, v in parts]),
+               "loss": np.where(mcodes == 0, values, nan).astype(np.float32)}
+    if metrics:  # (a cell without task sets writes the three columns it always did)
+        columns["metric"] = pa.DictionaryArray.from_arrays(pa.array(mcodes), pa.array(kinds))
+        columns["value"] = np.where(mcodes == 0, nan, values).astype(np.float32)
+    table = pa.table(columns)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     record.atomic_write_bytes(out / record.EXAMPLES, sink.getvalue().to_pybytes())
