@@ -433,7 +433,8 @@ def _run_locked(cfg: DictConfig, out: Path, label: str, res: Resources) -> recor
         if rec.status in ("completed", "diverged") and not cfg.trainer.keep_checkpoints:
             _drop_checkpoints(out)
     if rec.status == "completed":
-        losses = " ".join(f"{k}={v:.3f}" for k, v in rec.final_loss.items())
+        losses = " ".join([f"{k}={v:.3f}" for k, v in rec.final_loss.items()] +
+                          [f"{k}/{m}={v:.3f}" for k, ms in (rec.final_metrics or {}).items() for m, v in ms.items()])
         log.info(f"{label} completed in {rec.wall_seconds:.1f}s ({rec.tokens_per_second / 1e3:.0f}k tok/s) {losses}")
     elif rec.status == "diverged":
         log.warning(f"{label} DIVERGED: {rec.error}")
