@@ -1,5 +1,7 @@
-"""`proxyscale collect`: records -> one tidy table, `results.parquet` (a row per cell x eval set, with
-the eval set's null-baseline losses) and `curves.parquet` (a row per cell x eval set x eval step,
+"""`proxyscale collect`: records -> one tidy table, `results.parquet` (a row per cell x eval set x metric: `metric`
+is loss for language-modelling sets, acc / prob_correct / ll_norm for benchmark task sets, `value` its number,
+`higher_is_better` its direction, `loss` the value of loss rows (NaN for task rows), with the eval set's
+null-baseline losses) and `curves.parquet` (a row per cell x eval set x eval step,
 for early-signal analysis). Reads records only, through `record.parse`. With them, `examples.parquet`
 (a row per completed cell x eval set x example: the per-example losses of issue 16, gathered from the
 cells' own examples.parquet files one at a time) and its note `examples.json`.
@@ -140,9 +142,11 @@ def _read_rows(paths: list[str], sweep: str | None = None) -> tuple[pd.DataFrame
             rejected.append(problem)
             continue
         cells.append(tuple(getattr(rec, c) for c in CELL_COLUMNS))
-        sets = rec.final_loss or dict.fromkeys(rec.eval_sets or ["(none)"])
-        finals.extend((name, loss, rec.baselines.get(name, {})) for name, loss in sets.items())
-        n_final.append(len(sets))
+        sets = rec.final_loss or ({} if rec.final_metrics else dict.fromkeys([s for s in rec.eval_sets] or ["(none)"]))
+        rows = [(name, "loss", loss, False, rec.baselines.get(name, {})) for name, loss in sets.items()]
+        rows += [(name, m, v, True, {}) for name, ms in (rec.final_metrics or {}).items() for m, v in ms.items()]
+        finals.extend(rows)
+        n_final.append(len(rows))
         n = len(curve)
         for point in rec.eval_curve:
             step, tokens = point["step"], point["tokens"]
@@ -150,10 +154,15 @@ def _read_rows(paths: list[str], sweep: str | None = None) -> tuple[pd.DataFrame
         n_curve.append(len(curve) - n)
     cell = pd.DataFrame.from_records(cells, columns=CELL_COLUMNS)
     results = cell.loc[cell.index.repeat(n_final)].reset_index(drop=True)
-    results["eval_set"] = [name for name, _, _ in finals]
-    results["loss"] = np.array([loss for _, loss, _ in finals], dtype=float)  # None (no final loss) -> NaN
+    results["eval_set"] = [name for name, _, _, _, _ in finals]
+    values = np.array([v for _, _, v, _, _ in finals], dtype=float)  # None (no final value) -> NaN
+    is_loss = np.array([m == "loss" for _, m, _, _, _ in finals], dtype=bool)
+    results["loss"] = np.where(is_loss, values, np.nan)
     for kind in ("unigram", "bigram"):  # the recipe pool's count models on this eval set (NaN: not in the record)
-        results[kind] = np.array([b.get(kind) for _, _, b in finals], dtype=float)
+        results[kind] = np.array([b.get(kind) for _, _, _, _, b in finals], dtype=float)
+    results["metric"] = [m for _, m, _, _, _ in finals]
+    results["value"] = values
+    results["higher_is_better"] = np.array([h for _, _, _, h, _ in finals], dtype=bool)
     curves = cell.loc[cell.index.repeat(n_curve), CURVE_COLUMNS[:6]].reset_index(drop=True)
     names, steps, tokens, losses = zip(*curve) if curve else ((), (), (), ())
     curves["eval_set"], curves["step"] = list(names), np.array(steps, dtype=np.int64)
@@ -282,7 +291,7 @@ def write(df: pd.DataFrame, sweep_dir: str | Path, out: str | Path | None = None
 
 EXAMPLES = "examples.parquet"  # the sweep's per-example table
 EXAMPLES_NOTE = "examples.json"  # beside it: per eval set its eval cache key, seq_len, example count and snippet file; cells left out
-EXAMPLE_COLUMNS = ["run_id", "size", "recipe", "lr", "seed", "eval_set", "example", "loss"]
+EXAMPLE_COLUMNS = ["run_id", "size", "recipe", "lr", "seed", "eval_set", "example", "loss", "metric", "value"]  # value: task metrics (NaN on loss rows; loss: NaN on task rows)
 ROW_GROUP = 1 << 16  # rows buffered before a row group is written: memory stays bounded whatever the sweep's size
 
 
@@ -290,7 +299,7 @@ def _examples_schema():
     import pyarrow as pa
 
     return pa.schema([("run_id", pa.string()), ("size", pa.string()), ("recipe", pa.string()), ("lr", pa.float64()), ("seed", pa.int64()),
-                      ("eval_set", pa.string()), ("example", pa.int32()), ("loss", pa.float32())])
+                      ("eval_set", pa.string()), ("example", pa.int32()), ("loss", pa.float32()), ("metric", pa.string()), ("value", pa.float32())])
 
 
 def gather_examples(root: Path, df: pd.DataFrame, where: Path) -> Path | None:
@@ -323,21 +332,26 @@ def gather_examples(root: Path, df: pd.DataFrame, where: Path) -> Path | None:
                 continue
             path = root / rid / rec.examples_file
             try:
-                t = pq.read_table(path, columns=["eval_set", "example", "loss"])
+                t = pq.read_table(path)
+                t = t.select([c for c in ("eval_set", "example", "loss", "metric", "value") if c in t.column_names])
+                if "metric" not in t.column_names:  # a cell without task sets: every row is a loss
+                    t = t.append_column("metric", pa.array(["loss"] * len(t), pa.string())).append_column("value", pa.nulls(len(t), pa.float32()))
             except Exception as exc:  # missing, truncated, another format
                 left_out.append(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:120]})")
                 continue
             names = np.asarray(t.column("eval_set").cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+            examples = t.column("example").to_numpy()
             keep = np.ones(len(names), dtype=bool)
             seq_len = int((rec.config.get("trainer") or {}).get("seq_len", 0))
             for name in dict.fromkeys(names):
                 ident = {"eval_cache_key": (rec.cache_keys.get("eval") or {}).get(name), "seq_len": seq_len}
                 rows = names == name
-                ref = sets.setdefault(name, {**ident, "n_examples": int(rows.sum()), "cells": 0})
-                if {k: ref[k] for k in ident} != ident or ref["n_examples"] != int(rows.sum()):
+                n_ex = int(np.unique(examples[rows]).size)
+                ref = sets.setdefault(name, {**ident, "n_examples": n_ex, "cells": 0})
+                if {k: ref[k] for k in ident} != ident or ref["n_examples"] != n_ex:
                     keep &= ~rows
                     left_out.append(f"{path}: eval set {name!r} with cache key {ident['eval_cache_key']} and seq_len {seq_len} "
-                                    f"({int(rows.sum())} examples), not those of the first cell ({ref['eval_cache_key']}, {ref['seq_len']}, "
+                                    f"({n_ex} examples), not those of the first cell ({ref['eval_cache_key']}, {ref['seq_len']}, "
                                     f"{ref['n_examples']}): its examples are other text, left out")
                 else:
                     ref["cells"] += 1
@@ -348,7 +362,9 @@ def gather_examples(root: Path, df: pd.DataFrame, where: Path) -> Path | None:
                              "recipe": pa.array([rec.recipe] * n, pa.string()), "lr": np.full(n, float(rec.lr)),
                              "seed": np.full(n, int(rec.seed), dtype=np.int64), "eval_set": pa.array(names[keep].tolist(), pa.string()),
                              "example": t.column("example").to_numpy().astype(np.int32)[keep],
-                             "loss": t.column("loss").to_numpy().astype(np.float32)[keep]}, schema=schema)
+                             "loss": t.column("loss").to_numpy(zero_copy_only=False).astype(np.float32)[keep],
+                             "metric": pa.array(np.asarray(t.column("metric").cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)[keep].tolist(), pa.string()),
+                             "value": t.column("value").to_numpy(zero_copy_only=False).astype(np.float32)[keep]}, schema=schema)
             buf.append(part)
             n_buf, n_rows, n_cells = n_buf + n, n_rows + n, n_cells + 1
             if n_buf >= ROW_GROUP:

@@ -52,7 +52,17 @@ class SourceConfig:
     text_field: str = "text"  # column holding the document text
     format: Optional[str] = None  # files only: json | jsonl | parquet | text (default: from suffix)
     weight: float = 1.0  # mixture weight (normalised over the recipe's sources)
-    max_docs: Optional[int] = None  # read at most this many documents (streams hub datasets)
+    max_docs: Optional[int] = None  # read at most this many documents (streams hub datasets); task sets: items
+    # Eval sets only: what is scored (proxyscale/data/tasks.py). lm = mean next-token loss of the text (the default);
+    # mc = multiple choice (a context and candidate continuations, one correct); cloze = a context and one target continuation.
+    task: str = "lm"  # lm | mc | cloze
+    context_field: str = "context"  # mc/cloze: the column holding the context (dotted paths reach nested fields: a.b.0)
+    context_template: Optional[str] = None  # mc/cloze: a str.format template over the row's fields instead, e.g. "{question}\nAnswer:"
+    choices_field: str = "choices"  # mc: the column holding the list of candidate continuations
+    label_field: str = "label"  # mc: the column holding the 0-based index of the correct choice
+    target_field: str = "target"  # cloze: the column holding the target continuation
+    cloze_last_word: bool = False  # cloze: the context field's last word is the target (LAMBADA); target_field unused
+    target_delimiter: str = " "  # mc/cloze: joins the (right-stripped) context and each continuation
 
 
 @dataclass
@@ -164,6 +174,16 @@ _NOT_IDENTITY = {"sweep", "dry_run", "logger", "paths", "standard_lr"}
 _NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint", "keep_checkpoints", "accelerator", "compile"}
 
 
+TASK_DEFAULTS = {"task": "lm", "context_field": "context", "context_template": None, "choices_field": "choices", "label_field": "label",
+                 "target_field": "target", "cloze_last_word": False, "target_delimiter": " "}
+
+
+def source_identity(src: dict) -> dict:
+    """A plain source without its task keys at their defaults: the task keys enter run ids and cache keys only
+    when a source sets one, so the ids of every cell from before benchmark tasks stay what they were."""
+    return {k: v for k, v in src.items() if not (k in TASK_DEFAULTS and v == TASK_DEFAULTS[k])} if isinstance(src, dict) else src
+
+
 def identity(cfg: DictConfig) -> dict:
     """The part of a cell's config that determines its result (without the environment's part)."""
     return identity_of(plain(cfg))
@@ -174,6 +194,10 @@ def identity_of(config: dict) -> dict:
     out = {k: v for k, v in config.items() if k not in _NOT_IDENTITY and k != "hydra"}
     out["trainer"] = {k: v for k, v in (out.get("trainer") or {}).items() if k not in _NOT_IDENTITY_TRAINER}
     out["data"] = {k: v for k, v in (out.get("data") or {}).items() if k != "description"}
+    if "sources" in out["data"]:
+        out["data"]["sources"] = [source_identity(s) for s in out["data"]["sources"] or []]
+    if isinstance(out.get("eval"), dict) and "sets" in out["eval"]:
+        out["eval"] = {**out["eval"], "sets": [source_identity(s) for s in out["eval"]["sets"] or []]}
     model = out.get("model") or {}
     if model.get("parametrization", "standard") == "standard":  # µP's keys enter the id only when µP is on
         out["model"] = {k: v for k, v in model.items() if k not in ("parametrization", "mup_base_width")}
@@ -289,6 +313,15 @@ def validate(cfg: DictConfig) -> None:
     names = [s.name for s in d.sources]
     if len(set(names)) != len(names):
         raise ConfigError(f"recipe {d.name}: duplicate source names {names}")
+    for s in d.sources:
+        if s.get("task", "lm") != "lm":
+            raise ConfigError(f"recipe {d.name}: source {s.name!r} has task {s.task!r}; recipes train on text (task lm), benchmark tasks are eval sets")
+    set_names = [s.name for s in e.sets]
+    if len(set(set_names)) != len(set_names):
+        raise ConfigError(f"eval.sets: duplicate eval set names {set_names}")
+    for s in e.sets:
+        if "/" in str(s.name):
+            raise ConfigError(f"eval set name {s.name!r} holds a '/' (metric names are <eval set>/<metric>)")
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

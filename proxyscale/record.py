@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 SCHEMA_VERSION = 1
 RESULT = "result.json"
-EXAMPLES = "examples.parquet"  # per cell: eval_set, example, loss of every eval window (issue 16)
+EXAMPLES = "examples.parquet"  # per cell: eval_set, example, loss (+ metric, value) of every eval window and task item (issue 16)
 SNIPPETS = "eval_snippets"  # per sweep: a folder of <eval set>-<eval cache key>-L<seq_len>.json, each example's first characters
 CKPT_RUN_ID = "proxyscale_run_id"  # the key of a cell's checkpoint that names the cell it belongs to
 GRID = "grid.json"  # per sweep: every cell the planner asked for, and the stated standard LR
@@ -36,7 +36,7 @@ class Record:
     tokens: int  # tokens trained on
     steps: int
     final_loss: dict[str, float]  # eval set -> loss (nats/token) at the last step
-    eval_curve: list[dict]  # [{step, tokens, loss: {eval set: loss}}]
+    eval_curve: list[dict]  # [{step, tokens, loss: {lm eval set: loss}, metrics: {task set: {metric: value}} (with task sets)}]
     train_curve: list[dict]  # [{step, loss}]
     wall_seconds: float
     train_seconds: float
@@ -52,6 +52,7 @@ class Record:
     cache_keys: dict[str, Any] = field(default_factory=dict)  # {pool: key, eval: {set: key}} of the token caches used
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # eval set -> {unigram, bigram}: count models of the pool (nats/token)
     tracking: dict[str, Any] = field(default_factory=dict)  # tracker settings: {kind, ...; wandb: project, entity, group, mode, dir, id}
+    final_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # task set -> {acc, prob_correct, ll_norm} at the last step (higher is better)
     examples_file: Optional[str] = None  # completed cells: the per-example losses beside the record (EXAMPLES, relative to the run dir)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)

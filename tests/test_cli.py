@@ -69,6 +69,17 @@ BAD = [
     (["trainer.diverge_delta=-1"], "trainer.diverge_delta must be > 0, got -1.0 (cell: trainer.diverge_delta=-1 paths.output_dir={out})", None),
     (["optim.min_lr_frac=-3"], "optim.min_lr_frac must be in [0, 1], got -3.0 (cell: optim.min_lr_frac=-3 paths.output_dir={out})", None),
     (["-m", "sweep=ok,../up"], "sweep name '../up' holds a '/' or '\\' (names are one folder, never a path) (cell: sweep=../up paths.output_dir={out})", None),
+    # benchmark task sets (issue 16.4): items that cannot be scored, unknown tasks
+    (["eval.sets.0={name: e, kind: files, path: '{csv}', format: jsonl, task: mc}", Csv('{"context": "a", "label": 0}\n')],
+     "eval set 'e': {csv} item 1 (line 1) has no choices field 'choices' (fields: context, label) (cell: eval.sets.0={name:e,kind:files,path:'{csv}',format:jsonl,task:mc} paths.output_dir={out})", None),
+    (["eval.sets.0={name: e, kind: files, path: '{csv}', format: jsonl, task: mc}", Csv('{"context": "a", "choices": ["x", "y"], "label": 0}\n{"context": "b", "choices": ["x", "y"], "label": 5}\n')],
+     "eval set 'e': {csv} item 2 (line 2): label 5 is out of range for 2 choices (cell: eval.sets.0={name:e,kind:files,path:'{csv}',format:jsonl,task:mc} paths.output_dir={out})", None),
+    (["eval.sets.0={name: e, kind: files, path: '{csv}', format: jsonl, task: mc}", Csv("\n\n")], "eval set 'e': no mc items in {csv} (cell: eval.sets.0={name:e,kind:files,path:'{csv}',format:jsonl,task:mc} paths.output_dir={out})", None),
+    (["eval.sets.0={name: e, kind: files, path: '{csv}', format: jsonl, task: cloze}", Csv('{"context": "a"}\n')],
+     "eval set 'e': {csv} item 1 (line 1) has no target field 'target' (fields: context) (cell: eval.sets.0={name:e,kind:files,path:'{csv}',format:jsonl,task:cloze} paths.output_dir={out})", None),
+    (["eval.sets.0.task=qa"], "eval set 'prose': task must be lm, mc or cloze, got 'qa' (cell: eval.sets.0.task=qa paths.output_dir={out})", None),
+    (["data.sources.0.task=mc"], "recipe balanced: source 'prose' has task 'mc'; recipes train on text (task lm), benchmark tasks are eval sets "
+     "(cell: data.sources.0.task=mc paths.output_dir={out})", None),
     # recipes: mixtures, sources, curation steps
     (["data.sources.0.weight=-0.5"], "recipe balanced: negative mixture weight in [-0.5, 0.4, 0.2] (cell: data.sources.0.weight=-0.5 paths.output_dir={out})", None),
     (["data.sources.0.weight=0", "data.sources.1.weight=0", "data.sources.2.weight=0"],

@@ -15,19 +15,55 @@ from proxyscale.analysis.importer import AnalysisError, order_sizes
 NO_STANDARD_LR = "no standard LR stated: pass --standard-lr"
 
 
+def metric_names(results: pd.DataFrame) -> pd.Series:
+    """The analysis' metric of each results.parquet row: the eval set's name for a loss row (as before benchmark
+    tasks), `<eval set>/<metric>` (hellaswag/acc) for a task set's row."""
+    sets = results["eval_set"].astype(str)
+    if "metric" not in results.columns:
+        return sets
+    m = results["metric"].astype(str)
+    return sets.where(m == "loss", sets + "/" + m)
+
+
+def metric_values(results: pd.DataFrame) -> pd.Series:
+    """The number of each row: `loss` on loss rows, `value` on task rows (results.parquet fills `value` on every
+    row; the per-example tables leave it NaN on loss rows, whose number is `loss`)."""
+    if "value" not in results.columns or "metric" not in results.columns:
+        return results["loss"].astype(float)
+    return results["value"].astype(float).where(results["metric"].astype(str) != "loss", results["loss"].astype(float))
+
+
+def sweep_directions(results: pd.DataFrame) -> dict[str, bool]:
+    """{analysis metric: higher is better} of a sweep's results: losses lower, task metrics (acc, prob_correct,
+    ll_norm) higher, from the collector's higher_is_better column (absent: every metric is a loss)."""
+    names = metric_names(results)
+    hib = results["higher_is_better"].astype(bool) if "higher_is_better" in results.columns else pd.Series(False, index=results.index)
+    return {str(n): bool(h) for n, h in zip(names, hib)}
+
+
+def sweep_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Completed cells' rows with a finite value, as the analysis' long table (recipe, size, metric, value, lr,
+    seed, params, and tokens/step/run_id where the results have them)."""
+    vals = metric_values(results)
+    keep = (results["status"] == "completed") & np.isfinite(vals.to_numpy(dtype=float))
+    ok = results[keep]
+    cols = {"recipe": ok["recipe"].astype(str), "size": ok["size"].astype(str), "metric": metric_names(ok),
+            "value": vals[keep], "lr": ok["lr"].astype(float), "seed": ok["seed"].astype(float), "params": ok["params"].astype(float)}
+    return pd.DataFrame(cols)
+
+
 def prepare_sweep(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str], dict, dict]:
     """results.parquet -> (long table of completed cells, sizes by params, status counts, baselines).
 
+    Metrics: each lm eval set's loss under the set's name; each task set's acc, prob_correct and ll_norm as
+    `<set>/<metric>` (their directions: `sweep_directions`).
     baselines: (recipe, eval set) -> {unigram, bigram} from the collector's columns (nats/token of
     add-one count models of the recipe's pool), empty when the sweep predates them."""
     status = results.drop_duplicates("run_id") if "run_id" in results.columns else results
     counts = {str(s): {str(k): int(v) for k, v in g["status"].value_counts().items()} for s, g in status.groupby("size")}
-    ok = results[(results["status"] == "completed") & np.isfinite(results["loss"].to_numpy(dtype=float))]
-    if ok.empty:
+    df = sweep_table(results)
+    if df.empty:
         raise AnalysisError("no completed cells with a finite loss in this sweep")
-    df = pd.DataFrame({"recipe": ok["recipe"].astype(str), "size": ok["size"].astype(str), "metric": ok["eval_set"].astype(str),
-                       "value": ok["loss"].astype(float), "lr": ok["lr"].astype(float), "seed": ok["seed"].astype(float),
-                       "params": ok["params"].astype(float)})
     params = df.groupby("size")["params"].first().to_dict()
     sizes = order_sizes(df["size"].unique(), params)
     base: dict = {}

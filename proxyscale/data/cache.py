@@ -20,7 +20,7 @@ import numpy as np
 from filelock import FileLock
 from omegaconf import OmegaConf
 
-from proxyscale.config import ConfigError, DataConfig, SourceConfig
+from proxyscale.config import ConfigError, DataConfig, SourceConfig, source_identity
 from proxyscale.data.curation import doc_steps, pool_factor, pool_steps, run_step, step_inputs, step_versions
 from proxyscale.data.sources import Document, builtin_fingerprint, load_documents
 from proxyscale.data.tokenizer import Tokenizer
@@ -141,7 +141,7 @@ def curated_documents(src: SourceConfig, data: DataConfig, cache_dir: str) -> tu
     every step prefix are cached, so recipes that share a prefix (same source, same first steps)
     start from the deepest cached one; each step's kept documents and bytes are recorded."""
     steps = doc_steps(data, src.name)
-    base = {"source": {k: v for k, v in _plain(src).items() if k not in ("weight", "name")}, "seed": data.seed, "corpora": builtin_fingerprint()}
+    base = {"source": source_identity({k: v for k, v in _plain(src).items() if k not in ("weight", "name")}), "seed": data.seed, "corpora": builtin_fingerprint()}
     folder = Path(cache_dir) / "steps"
     keys = [_key({**base, "steps": steps[: i + 1]}) for i in range(len(steps))]
     docs, stats, start = None, [], 0
@@ -174,7 +174,9 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def _recipe_payload(data: DataConfig) -> dict:
-    payload = {"recipe": {k: v for k, v in _plain(data).items() if k not in ("name", "description")}, "corpora": builtin_fingerprint(),
+    recipe = {k: v for k, v in _plain(data).items() if k not in ("name", "description")}
+    recipe["sources"] = [source_identity(s) for s in recipe.get("sources") or []]  # (task keys at defaults: the keys of before)
+    payload = {"recipe": recipe, "corpora": builtin_fingerprint(),
                "step_versions": step_versions(data)}
     inputs = step_inputs(data.steps)  # a scoring model's identity (select_by_proxy); absent for other recipes
     if inputs:
@@ -234,7 +236,7 @@ def recipe_tokens(data: DataConfig, cache_dir: str, verify: bool = False) -> tup
 def eval_tokens(eval_set: SourceConfig, tokenizer: str, n_tokens: int, cache_dir: str, verify: bool = False) -> tuple[np.ndarray, dict]:
     """`n_tokens` of an eval set's held-out documents, an equal slice from each, so the set
     represents the whole held-out side rather than its first few documents."""
-    payload = {"eval": _plain(eval_set), "tokenizer": tokenizer, "n_tokens": n_tokens, "corpora": builtin_fingerprint()}
+    payload = {"eval": source_identity(_plain(eval_set)), "tokenizer": tokenizer, "n_tokens": n_tokens, "corpora": builtin_fingerprint()}
 
     def build():
         tok = Tokenizer(tokenizer)

@@ -209,11 +209,28 @@ def _file_format(src: SourceConfig) -> str:
 
 
 def _local_files(src: SourceConfig) -> list[str]:
-    return sorted(glob.glob(os.path.expanduser(src.path)))
+    """The files a local path or glob names; a relative one that matches nothing from the working directory is
+    looked up under proxyscale's conf/ (the shipped task sets: eval/data/tasks_mc.jsonl)."""
+    path = os.path.expanduser(src.path)
+    found = sorted(glob.glob(path))
+    if not found and not os.path.isabs(path):
+        from proxyscale.config import CONF_DIR
+
+        found = sorted(glob.glob(os.path.join(CONF_DIR, path)))
+    return found
 
 
 def check_source(src: SourceConfig) -> None:
-    """Fail early, in one line, on a source that cannot be read."""
+    """Fail early, in one line, on a source that cannot be read (and, for a benchmark task set in local
+    files, on any item that cannot be scored: every item is read here, before anything runs)."""
+    task = src.get("task", "lm") if hasattr(src, "get") else getattr(src, "task", "lm")
+    if task not in ("lm", "mc", "cloze"):
+        raise ConfigError(f"eval set {src.name!r}: task must be lm, mc or cloze, got {task!r}")
+    if task != "lm":
+        if src.kind not in ("files", "hf"):
+            raise ConfigError(f"eval set {src.name!r}: task {task} needs kind files or hf (items with fields), got kind {src.kind!r}")
+        if src.kind == "files" and src.format == "text":
+            raise ConfigError(f"eval set {src.name!r}: task {task} needs json, jsonl or parquet items, got format text")
     if src.kind == "builtin":
         if (src.path or src.name) not in BUILTIN:
             raise ConfigError(f"source {src.name!r}: unknown built-in corpus {(src.path or src.name)!r} (choose from: {', '.join(BUILTIN)})")
@@ -233,6 +250,80 @@ def check_source(src: SourceConfig) -> None:
             raise ConfigError(f"source {src.name!r}: kind=hf needs a hub dataset id in path")
     else:
         raise ConfigError(f"source {src.name!r}: kind must be builtin, hf or files, got {src.kind!r}")
+    if task != "lm" and src.kind == "files":
+        load_items(src)  # small files: every item is checked now, so a bad one stops the grid in one line
+
+
+# ---- benchmark task items (proxyscale/data/tasks.py) -----------------------------------------
+
+
+def _local_rows(src: SourceConfig) -> Iterator[tuple[str, int, dict]]:
+    """(file, 1-based row number, row) of local json/jsonl/parquet files, read directly (no `datasets`: task
+    files are small, and the planner reads them to check every item)."""
+    for path in _local_files(src):
+        fmt = _file_format(src)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            try:
+                rows = pq.read_table(path).to_pylist()
+            except Exception as exc:
+                raise ConfigError(f"eval set {src.name!r}: {path} is not a readable parquet file ({type(exc).__name__})") from None
+            yield from ((path, i + 1, r) for i, r in enumerate(rows))
+            continue
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"eval set {src.name!r}: {path} is unreadable ({type(exc).__name__})") from None
+        stripped = text.lstrip()
+        if stripped.startswith("["):
+            try:
+                rows = json.loads(text)
+            except ValueError as exc:
+                raise ConfigError(f"eval set {src.name!r}: {path} is not valid JSON ({str(exc)[:80]})") from None
+            yield from ((path, i + 1, r) for i, r in enumerate(rows))
+            continue
+        for i, line in enumerate(text.splitlines()):
+            if not line.strip():
+                continue
+            try:
+                yield path, i + 1, json.loads(line)
+            except ValueError:
+                raise ConfigError(f"eval set {src.name!r}: {path} line {i + 1} is not a JSON object") from None
+
+
+def load_items(src: SourceConfig) -> list:
+    """The items of a benchmark task set (task mc or cloze), at most max_docs, each checked: one line naming the
+    set, file and item on the first that cannot be scored, or when there is none."""
+    from proxyscale.data.tasks import TaskError, item_from_row
+
+    items = []
+    try:
+        if src.kind == "files":
+            for path, line, row in _local_rows(src):
+                if src.max_docs is not None and len(items) >= src.max_docs:
+                    break
+                items.append(item_from_row(row, src, f"eval set {src.name!r}: {path} item {len(items) + 1} (line {line})"))
+            where = src.path
+        else:
+            import datasets
+
+            where = f"hub dataset {src.path}" + (f"/{src.config_name}" if src.config_name else "")
+            try:
+                ds = datasets.load_dataset(src.path, src.config_name, split=src.split, streaming=True)
+                for i, row in enumerate(ds):
+                    if src.max_docs is not None and i >= src.max_docs:
+                        break
+                    items.append(item_from_row(row, src, f"eval set {src.name!r}: {where} item {i + 1}"))
+            except TaskError:
+                raise
+            except Exception as exc:  # network, auth or a missing dataset: one line
+                raise ConfigError(f"source {src.name!r}: cannot load {where} ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})") from None
+    except TaskError as exc:
+        raise ConfigError(str(exc)) from None
+    if not items:
+        raise ConfigError(f"eval set {src.name!r}: no {src.task} items in {where}")
+    return items
 
 
 def _from_datasets(src: SourceConfig) -> Iterator[Document]:

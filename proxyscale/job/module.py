@@ -5,6 +5,7 @@ exactly the batches an uninterrupted run would have seen from s on.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -12,9 +13,10 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from proxyscale.config import Config
+from proxyscale.data import tasks as T
 from proxyscale.job import model as ladder
 from proxyscale.job import mup, optim
 
@@ -46,9 +48,12 @@ def eval_windows(tokens: np.ndarray, seq_len: int) -> torch.Tensor:
 class CausalLM(L.LightningModule):
     """Next-token loss on the train pool; mean loss (nats/token) on every eval set."""
 
-    def __init__(self, cfg: Config, vocab_size: int, total_steps: int, eval_names: list[str]):
+    def __init__(self, cfg: Config, vocab_size: int, total_steps: int, eval_names: list[str], tasks: dict | None = None):
         super().__init__()
         self.cfg, self.total_steps, self.eval_names = cfg, total_steps, eval_names
+        self.tasks: dict[str, T.TaskTokens] = dict(tasks or {})  # benchmark task sets: their loaders follow the lm sets'
+        self.task_names = list(self.tasks)
+        self._task_rows: dict[int, list[tuple]] = {}  # per task set: each batch's (sequence rows, ll, greedy)
         self.net = ladder.build(cfg.model, vocab_size, cfg.trainer.seq_len)
         if cfg.trainer.compile:  # in place: parameter names, and so checkpoints, stay those of the plain model
             self.net.compile()
@@ -72,8 +77,16 @@ class CausalLM(L.LightningModule):
     def on_validation_epoch_start(self):
         self._eval_sums = {i: [0.0, 0] for i in range(len(self.eval_names))}
         self._eval_rows = {i: [] for i in range(len(self.eval_names))}
+        self._task_rows = {j: [] for j in range(len(self.task_names))}
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        if dataloader_idx >= len(self.eval_names):  # a benchmark task set: score each continuation given its context
+            tokens, meta = batch
+            logits = self.net(input_ids=tokens[:, :-1]).logits
+            ll, greedy = continuation_scores(logits, tokens[:, 1:], meta[:, 2], meta[:, 3])
+            self._task_rows[dataloader_idx - len(self.eval_names)].append(
+                (meta[:, 0].cpu().numpy(), meta[:, 1].cpu().numpy(), meta[:, 3].cpu().numpy(), ll.double().cpu().numpy(), greedy.cpu().numpy()))
+            return
         per_token = self._loss(batch, reduction="none").view(batch.size(0), -1)
         acc = self._eval_sums[dataloader_idx]
         acc[0] += float(per_token.sum())
@@ -82,10 +95,31 @@ class CausalLM(L.LightningModule):
 
     def on_validation_epoch_end(self):
         if self.logger is not None and not self.trainer.sanity_checking:
-            self.log_dict({f"eval/{k}/loss": v for k, v in self.eval_losses().items()}, add_dataloader_idx=False)
+            values = {f"eval/{k}/loss": v for k, v in self.eval_losses().items()}
+            values.update({f"eval/{k}/{m}": v for k, ms in self.eval_metrics().items() for m, v in ms.items() if math.isfinite(v)})
+            self.log_dict(values, add_dataloader_idx=False)
 
     def eval_losses(self) -> dict[str, float]:
         return {name: self._eval_sums[i][0] / max(1, self._eval_sums[i][1]) for i, name in enumerate(self.eval_names)}
+
+    def example_metrics(self) -> dict[str, dict[str, np.ndarray]]:
+        """The last eval pass's per-item metrics of every task set ({set: {acc, prob_correct, ll_norm: (items,)}},
+        NaN for an item not scored in this process)."""
+        out = {}
+        for j, name in enumerate(self.task_names):
+            tt, rows = self.tasks[name], self._task_rows.get(j) or []
+            if rows:
+                item, choice, n_tok, ll, greedy = (np.concatenate(c) for c in zip(*rows))
+            else:
+                item = choice = n_tok = np.zeros(0, dtype=np.int64)
+                ll, greedy = np.zeros(0), np.zeros(0, dtype=bool)
+            out[name] = T.score_items(tt.task, ll, n_tok, greedy, item, choice, tt.labels, tt.n_choices)
+        return out
+
+    def eval_metrics(self) -> dict[str, dict[str, float]]:
+        """The task sets' metrics of the last eval pass: {set: {acc, prob_correct, ll_norm}}, means over the items
+        (those this process scored: a multi-process eval gives each rank a share of the items)."""
+        return {name: T.aggregate(per_item) for name, per_item in self.example_metrics().items()}
 
     def example_losses(self) -> dict[str, np.ndarray]:
         """The last eval pass's loss of every example (mean nats/token of window i, float32), per eval set
@@ -179,8 +213,48 @@ class Monitor(L.Callback):
         self.resumes = state["resumes"] + 1
 
 
-def eval_loaders(eval_sets: dict[str, np.ndarray], seq_len: int, batch_size: int) -> list[DataLoader]:
-    return [DataLoader(eval_windows(t, seq_len), batch_size=batch_size) for t in eval_sets.values()]
+def eval_loaders(eval_sets: dict[str, np.ndarray], seq_len: int, batch_size: int, tasks: dict | None = None, pad: int = 0) -> list[DataLoader]:
+    """The lm sets' window loaders, then one per task set (batches of whole items: a multi-process eval never
+    splits an item's choices over ranks; about batch_size sequences per batch)."""
+    out = [DataLoader(eval_windows(t, seq_len), batch_size=batch_size) for t in eval_sets.values()]
+    for tt in (tasks or {}).values():
+        per = max(1, batch_size // max(1, int(tt.n_choices.max()) if tt.n_items else 1))
+        out.append(DataLoader(_Items(tt.n_items), batch_size=per, collate_fn=functools.partial(_collate_items, tt, pad)))
+    return out
+
+
+class _Items(Dataset):
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return i
+
+
+def _collate_items(tt: "T.TaskTokens", pad: int, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens padded on the right with `pad` to the batch's longest sequence, meta: item, choice, start, length)."""
+    rows = [r for i in idx for r in tt.item_rows(int(i))]
+    width = max(len(tt.seqs[r]) for r in rows)
+    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+    for k, r in enumerate(rows):
+        tokens[k, : len(tt.seqs[r])] = torch.from_numpy(tt.seqs[r])
+    meta = torch.from_numpy(np.stack([tt.item[rows], tt.choice[rows], tt.start[rows], tt.length[rows]], axis=1))
+    return tokens, meta
+
+
+def continuation_scores(logits: torch.Tensor, targets: torch.Tensor, start: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence: the summed log-likelihood (nats) of its continuation, targets[start:start + length] (targets =
+    the sequence shifted by one, logits[t] predicting targets[t]), and whether greedy argmax reproduces every
+    continuation token. Right padding lies after the continuation, so a causal model never sees it."""
+    lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None])[..., 0]
+    pos = torch.arange(targets.size(1), device=targets.device)[None, :]
+    mask = (pos >= start[:, None]) & (pos < (start + length)[:, None])
+    ll = torch.where(mask, lp, torch.zeros_like(lp)).sum(dim=1)
+    greedy = ((logits.argmax(dim=-1) == targets) | ~mask).all(dim=1)
+    return ll, greedy
 
 
 def train_loader(tokens: np.ndarray, cfg: Config, steps: int, start: int = 0) -> DataLoader:

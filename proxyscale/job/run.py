@@ -77,6 +77,7 @@ class _Data:
     evals: dict
     pool_key: str
     eval_keys: dict[str, str]
+    tasks: dict = None  # benchmark task sets (task mc | cloze): name -> tasks.TaskTokens; `evals` holds the lm sets only
 
 
 def _load_data(cfg: DictConfig) -> _Data:
@@ -88,13 +89,21 @@ def _load_data(cfg: DictConfig) -> _Data:
     pool, meta = recipe_tokens(cfg.data, cfg.paths.cache_dir, verify)
     if len(pool) < window + 1:
         raise C.ConfigError(f"recipe {cfg.data.name}: its token pool ({Path(cfg.paths.cache_dir) / 'recipes' / meta['key']}.bin) holds {len(pool)} tokens, less than one training window ({window + 1})")
-    evals, keys = {}, {}
+    evals, keys, task_sets = {}, {}, {}
+    tok = Tokenizer(cfg.data.tokenizer)
     for s in cfg.eval.sets:
+        if s.get("task", "lm") != "lm":  # items are small: tokenized per cell, keyed by a hash of their tokens
+            from proxyscale.data import tasks
+            from proxyscale.data.sources import load_items
+
+            task_sets[s.name] = tasks.tokenize(load_items(s), s.task, tok.encode, tok.eos, cfg.trainer.seq_len, s.target_delimiter)
+            keys[s.name] = task_sets[s.name].key()
+            continue
         evals[s.name], emeta = eval_tokens(s, cfg.data.tokenizer, cfg.eval.tokens_per_set, cfg.paths.cache_dir, verify)
         keys[s.name] = emeta["key"]
         if len(evals[s.name]) < window:  # its loss would be 0 over no window at all
             raise C.ConfigError(f"eval set {s.name!r}: {Path(cfg.paths.cache_dir) / 'eval' / emeta['key']}.bin holds {len(evals[s.name])} tokens, less than one window ({window})")
-    return _Data(Tokenizer(cfg.data.tokenizer).vocab_size, pool, evals, meta["key"], keys)
+    return _Data(tok.vocab_size, pool, evals, meta["key"], keys, task_sets)
 
 
 def _null_baselines(cfg: DictConfig, data: _Data) -> dict[str, dict[str, float]]:
@@ -233,34 +242,40 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list)
         start = 0
 
     L.seed_everything(cfg.seed, verbose=False)
-    module = CausalLM(cfg, data.vocab_size, steps, list(data.evals))
+    module = CausalLM(cfg, data.vocab_size, steps, list(data.evals), data.tasks)
     params = sum(p.numel() for p in module.parameters())
     assert params == budget.n_params(cfg.model, data.vocab_size), "closed-form parameter count disagrees with the model"
 
-    def on_eval(point):
-        losses = " ".join(f"{k}={v:.3f}" for k, v in point["loss"].items())
+    def on_eval(point):  # (rank 0) the point is the one Monitor keeps in its curve: the task sets' metrics join it here
+        if data.tasks:
+            point["metrics"] = module.eval_metrics()
+        losses = " ".join([f"{k}={v:.3f}" for k, v in point["loss"].items()] +
+                          [f"{k}/{m}={v:.3f}" for k, ms in point.get("metrics", {}).items() for m, v in ms.items()])
         log.info(f"{label} step {point['step']}/{steps} eval {losses}")
 
     monitor = Monitor(per_step, cfg.trainer.log_every_n_steps, cfg.trainer.diverge_delta, int(cfg.optim.warmup_frac * steps), on_eval)
     loggers.extend(tracking.loggers(cfg, out))
     trainer = _trainer(cfg, out, steps, monitor, loggers, res)
-    val = eval_loaders(data.evals, cfg.trainer.seq_len, cfg.eval.batch_size)
+    from proxyscale.data.tokenizer import Tokenizer
+
+    val = eval_loaders(data.evals, cfg.trainer.seq_len, cfg.eval.batch_size, data.tasks, Tokenizer(cfg.data.tokenizer).eos)
     trainer.fit(module, train_dataloaders=train_loader(data.pool, cfg, steps, start), val_dataloaders=val, ckpt_path=resume_from)
     if not monitor.diverged and (not monitor.eval_curve or monitor.eval_curve[-1]["step"] != trainer.global_step):
         trainer.validate(module, dataloaders=val, verbose=False)
 
     examples_file = None
     if not monitor.diverged:
-        if trainer.world_size == 1 and not _complete(module.example_losses(), data, cfg):  # resumed after its last eval: score them again
+        if trainer.world_size == 1 and not _complete(module.example_losses(), data, cfg, module.example_metrics()):  # resumed after its last eval: score them again
             trainer.validate(module, dataloaders=val, verbose=False)
-        losses = module.example_losses()
-        if res.rank == 0 and trainer.is_global_zero and _complete(losses, data, cfg):
-            examples_file = write_examples(out, losses)
+        losses, metrics = module.example_losses(), module.example_metrics()
+        if res.rank == 0 and trainer.is_global_zero and trainer.world_size == 1 and _complete(losses, data, cfg, metrics):
+            examples_file = write_examples(out, losses, metrics)
             write_snippets(out.parent, cfg, data)
 
     done = trainer.global_step
     rec = _record(cfg, out, "diverged" if monitor.diverged else "completed", data, base, params=params, tokens=done * per_step, steps=done,
                   final_loss=monitor.eval_curve[-1]["loss"] if monitor.eval_curve and not monitor.diverged else {},
+                  final_metrics=(monitor.eval_curve[-1].get("metrics") or {}) if monitor.eval_curve and not monitor.diverged else {},
                   eval_curve=monitor.eval_curve, train_curve=monitor.train_curve, wall_seconds=time.perf_counter() - t_start,
                   train_seconds=monitor.train_seconds, tokens_per_second=done * per_step / max(monitor.train_seconds, 1e-9),
                   flops_per_token=budget.flops_per_token(cfg.model, data.vocab_size, cfg.trainer.seq_len), error=monitor.diverged,
@@ -272,25 +287,44 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list)
 # per-example losses (issue 16)
 
 
-def _complete(losses: dict, data: _Data, cfg: DictConfig) -> bool:
-    """Every eval set has a loss for each of its windows (eval_windows: len(tokens) // (seq_len + 1))."""
-    return set(losses) == set(data.evals) and all(len(losses[k]) == len(t) // (cfg.trainer.seq_len + 1) for k, t in data.evals.items())
+def _complete(losses: dict, data: _Data, cfg: DictConfig, metrics: dict | None = None) -> bool:
+    """Every eval set has a loss for each of its windows (eval_windows: len(tokens) // (seq_len + 1)), and every
+    task set a score for each of its items."""
+    import numpy as np
+
+    tasks = data.tasks or {}
+    return (set(losses) == set(data.evals) and all(len(losses[k]) == len(t) // (cfg.trainer.seq_len + 1) for k, t in data.evals.items())
+            and all(k in (metrics or {}) and np.isfinite(metrics[k]["ll_norm"]).all() for k in tasks))
 
 
-def write_examples(out: Path, losses: dict) -> str:
+def write_examples(out: Path, losses: dict, metrics: dict | None = None) -> str:
     """`<run_dir>/examples.parquet`, atomically: a row per (eval set, example) with eval_set (dictionary-encoded
     string), example (int32, the window's index in eval_windows) and loss (float32, mean nats/token of the
-    window's seq_len predictions) from the final eval pass. Returns its name relative to the run dir (the record's
-    examples_file)."""
+    window's seq_len predictions) from the final eval pass. With task sets, a row per (task set, item, metric) too,
+    and two more columns: metric (dictionary-encoded: loss on the lm rows, acc / prob_correct / ll_norm) and value
+    (float32: the task metric; NaN on loss rows, whose number is `loss`, as `loss` is NaN on task rows). Returns its
+    name relative to the run dir (the record's examples_file)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = list(losses)
-    codes = np.concatenate([np.full(len(v), i, dtype=np.int8) for i, v in enumerate(losses.values())])
-    table = pa.table({"eval_set": pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)),
-                      "example": np.concatenate([np.arange(len(v), dtype=np.int32) for v in losses.values()]),
-                      "loss": np.concatenate([np.asarray(v, dtype=np.float32) for v in losses.values()])})
+    from proxyscale.data.tasks import METRICS
+
+    parts = [(name, "loss", np.asarray(v, dtype=np.float32)) for name, v in losses.items()]
+    parts += [(name, m, np.asarray(per[m], dtype=np.float32)) for name, per in (metrics or {}).items() for m in METRICS]
+    names = list(dict.fromkeys(p[0] for p in parts))
+    kinds = ["loss", *METRICS]
+    codes = np.concatenate([np.full(len(v), names.index(n), dtype=np.int8) for n, _, v in parts])
+    mcodes = np.concatenate([np.full(len(v), kinds.index(m), dtype=np.int8) for _, m, v in parts])
+    values = np.concatenate([v for _, _, v in parts])
+    nan = np.float32("nan")
+    columns = {"eval_set": pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)),
+               "example": np.concatenate([np.arange(len(v), dtype=np.int32) for _, _, v in parts]),
+               "loss": np.where(mcodes == 0, values, nan).astype(np.float32)}
+    if metrics:  # (a cell without task sets writes the three columns it always did)
+        columns["metric"] = pa.DictionaryArray.from_arrays(pa.array(mcodes), pa.array(kinds))
+        columns["value"] = np.where(mcodes == 0, nan, values).astype(np.float32)
+    table = pa.table(columns)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     record.atomic_write_bytes(out / record.EXAMPLES, sink.getvalue().to_pybytes())
@@ -310,6 +344,12 @@ def write_snippets(sweep_dir: Path, cfg: DictConfig, data: _Data) -> None:
     import json
 
     seq_len = int(cfg.trainer.seq_len)
+    for name, tt in (data.tasks or {}).items():  # a task set's examples are its items: their contexts' last characters
+        path = snippet_path(sweep_dir, name, data.eval_keys[name], seq_len)
+        if not path.exists():
+            texts = [" ".join(c.split())[-SNIPPET_CHARS:] for c in tt.contexts]
+            record.atomic_write_text(path, json.dumps({"eval_set": name, "eval_cache_key": data.eval_keys[name], "seq_len": seq_len,
+                                                       "tokenizer": cfg.data.tokenizer, "n_examples": len(texts), "snippets": texts}, ensure_ascii=False))
     todo = {k: t for k, t in data.evals.items() if not snippet_path(sweep_dir, k, data.eval_keys[k], seq_len).exists()}
     if not todo:
         return
@@ -335,7 +375,7 @@ def _decoder(spec: str):
 def _record(cfg: DictConfig, out: Path, status: str, data: _Data | None = None, base: dict | None = None, **values) -> record.Record:
     """The cell's record: what it measured plus what every consumer needs (eval set names, cache keys,
     null baselines, tracker settings), so none of them re-reads the config."""
-    fields = dict(params=0, tokens=0, steps=0, final_loss={}, eval_curve=[], train_curve=[], wall_seconds=0.0, train_seconds=0.0,
+    fields = dict(params=0, tokens=0, steps=0, final_loss={}, final_metrics={}, eval_curve=[], train_curve=[], wall_seconds=0.0, train_seconds=0.0,
                   tokens_per_second=0.0, flops_per_token=0.0)
     fields.update(values)
     return record.Record(
@@ -393,7 +433,8 @@ def _run_locked(cfg: DictConfig, out: Path, label: str, res: Resources) -> recor
         if rec.status in ("completed", "diverged") and not cfg.trainer.keep_checkpoints:
             _drop_checkpoints(out)
     if rec.status == "completed":
-        losses = " ".join(f"{k}={v:.3f}" for k, v in rec.final_loss.items())
+        losses = " ".join([f"{k}={v:.3f}" for k, v in rec.final_loss.items()] +
+                          [f"{k}/{m}={v:.3f}" for k, ms in (rec.final_metrics or {}).items() for m, v in ms.items()])
         log.info(f"{label} completed in {rec.wall_seconds:.1f}s ({rec.tokens_per_second / 1e3:.0f}k tok/s) {losses}")
     elif rec.status == "diverged":
         log.warning(f"{label} DIVERGED: {rec.error}")

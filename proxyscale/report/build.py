@@ -262,13 +262,14 @@ def _sweep_table(results: "pd.DataFrame", curves: "pd.DataFrame | None") -> "pd.
     import numpy as np
     import pandas as pd
 
-    ok = results[(results["status"] == "completed") & np.isfinite(results["loss"].to_numpy(dtype=float))]
-    cols = {"recipe": ok["recipe"].astype(str), "size": ok["size"].astype(str), "metric": ok["eval_set"].astype(str),
-            "value": ok["loss"].astype(float), "lr": ok["lr"].astype(float), "seed": ok["seed"].astype(float), "params": ok["params"].astype(float)}
+    from proxyscale.analysis.protocol import metric_values, sweep_table
+
+    keep = (results["status"] == "completed") & np.isfinite(metric_values(results).to_numpy(dtype=float))
+    ok = results[keep]
+    final = sweep_table(results)  # lm losses and task metrics (hellaswag/acc ...)
     for c in ("tokens", "steps"):
         if c in ok.columns:
-            cols["tokens" if c == "tokens" else "step"] = ok[c].astype(float)
-    final = pd.DataFrame(cols)
+            final["tokens" if c == "tokens" else "step"] = ok[c].astype(float).to_numpy()
     if curves is None or curves.empty or "step" not in final.columns or not final["step"].notna().all():
         return final.drop(columns=["step"], errors="ignore")
     cv = curves[curves["run_id"].isin(set(ok["run_id"]))]
@@ -294,7 +295,8 @@ def _add_predictions(rep: dict, table: "pd.DataFrame", sizes: list[str], *, n_bo
 
 def build_sweep(sweep_dir: str, *, n_boot: int = 1000, standard_lr: float | None = None, decision_level: float = DECISION_LEVEL,
                 out: str | None = None) -> dict:
-    """A sweep's report. Its metrics are eval losses, lower is better."""
+    """A sweep's report. Its metrics are the lm eval sets' losses (lower is better) and the task sets' acc,
+    prob_correct and ll_norm (`<set>/<metric>`, higher is better)."""
     import pandas as pd
 
     from proxyscale import analysis
@@ -318,7 +320,10 @@ def build_sweep(sweep_dir: str, *, n_boot: int = 1000, standard_lr: float | None
         long_curves = pd.DataFrame({"recipe": cv["recipe"].astype(str), "size": cv["size"].astype(str), "metric": cv["eval_set"].astype(str),
                                     "value": cv["loss"].astype(float), "lr": cv["lr"].astype(float), "seed": cv["seed"].astype(float),
                                     "step": cv["step"].astype(float)})
-    rep = analysis.analyze(df, sizes, higher_is_better=False, n_boot=n_boot, baselines=base or None,
+    from proxyscale.analysis.protocol import sweep_directions
+
+    directions = {m: h for m, h in sweep_directions(results).items() if m in set(df["metric"])}
+    rep = analysis.analyze(df, sizes, higher_is_better=directions, n_boot=n_boot, baselines=base or None,
                            baseline_reason=reason, curves=long_curves, standard_lr=lr, standard_lr_source=source)
     n_bad = sum(n for c in counts.values() for s, n in c.items() if s != "completed")
     notes = [f"{n_bad} diverged/failed cell(s) excluded from every figure." if n_bad else "every cell completed."]
@@ -386,8 +391,10 @@ def _per_example_sweep(root: Path, out: Path, results: "pd.DataFrame", df: "pd.D
     ex = pd.read_parquet(path)
     done = set(results.loc[results["status"] == "completed", "run_id"])
     ex = ex[ex["run_id"].isin(done)]
-    table = pd.DataFrame({"recipe": ex["recipe"].astype(str), "size": ex["size"].astype(str), "metric": ex["eval_set"].astype(str),
-                          "example": ex["example"].astype(int), "value": ex["loss"].astype(float), "lr": ex["lr"].astype(float),
+    from proxyscale.analysis.protocol import metric_names, metric_values
+
+    table = pd.DataFrame({"recipe": ex["recipe"].astype(str), "size": ex["size"].astype(str), "metric": metric_names(ex),
+                          "example": ex["example"].astype(int), "value": metric_values(ex), "lr": ex["lr"].astype(float),
                           "seed": ex["seed"].astype(float)})
     snippets, notes = {}, []
     try:
