@@ -12,7 +12,7 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit test-slow test-slurm test-gpu system-deps slurm-up slurm-down bench clean
+.PHONY: install demo test lint test-unit test-slow test-slurm test-gpu system-deps slurm-up slurm-down bench clean
 
 install: $(STAMP)
 
@@ -30,8 +30,13 @@ demo: install
 
 # Every tier this machine can run, in one pytest run: unit + slow + slurm (the suite starts a
 # single-node cluster from Debian packages) + browser checks; gpu tests skip without CUDA.
-test: install system-deps
+test: install system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# ruff (pinned in the test extra): the linter and the formatter's check, configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-unit: install
 	$(BIN)/pytest -m "not slow and not slurm and not gpu" $(PYTEST_ARGS)

@@ -1,4 +1,5 @@
 """Run every bench/bench_*.py in turn (`python -m bench [name ...]`)."""
+
 import importlib
 import pkgutil
 import sys

@@ -1,5 +1,6 @@
 """Data path: tokenized-cache build throughput, and batch-loader throughput against what the
 training step consumes (headroom = loader tokens/s / training tokens/s; target >= 5x)."""
+
 from __future__ import annotations
 
 import tempfile
@@ -8,11 +9,10 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 
+from bench.common import save, table
 from proxyscale.config import CONF_DIR
 from proxyscale.data.cache import recipe_tokens
 from proxyscale.job.module import CausalLM, train_loader
-
-from bench.common import save, table
 
 
 def main(size: str = "small") -> dict:
@@ -47,16 +47,26 @@ def main(size: str = "small") -> dict:
         train_tok_s = 10 * per_step / (time.perf_counter() - t0)
 
     out = {
-        "cache_build_seconds": build_s, "cache_tokens": int(len(tokens)), "cache_build_tok_s": len(tokens) / build_s,
-        "cache_hit_seconds": hit_s, "loader_tok_s": loader_tok_s, "train_tok_s": train_tok_s, "headroom": loader_tok_s / train_tok_s,
+        "cache_build_seconds": build_s,
+        "cache_tokens": int(len(tokens)),
+        "cache_build_tok_s": len(tokens) / build_s,
+        "cache_hit_seconds": hit_s,
+        "loader_tok_s": loader_tok_s,
+        "train_tok_s": train_tok_s,
+        "headroom": loader_tok_s / train_tok_s,
     }
-    print(table(("what", "value"), [
-        ("cache build (balanced, 1.5M tokens, cold)", f"{build_s:.1f} s ({len(tokens) / build_s / 1e3:.0f}k tok/s)"),
-        ("cache hit (memory map)", f"{hit_s * 1e3:.1f} ms"),
-        ("loader", f"{loader_tok_s / 1e6:.2f}M tok/s"),
-        (f"training step ({size}, 1 thread)", f"{train_tok_s / 1e3:.1f}k tok/s"),
-        ("headroom (loader / training)", f"{loader_tok_s / train_tok_s:.0f}x  (target >= 5x)"),
-    ]))
+    print(
+        table(
+            ("what", "value"),
+            [
+                ("cache build (balanced, 1.5M tokens, cold)", f"{build_s:.1f} s ({len(tokens) / build_s / 1e3:.0f}k tok/s)"),
+                ("cache hit (memory map)", f"{hit_s * 1e3:.1f} ms"),
+                ("loader", f"{loader_tok_s / 1e6:.2f}M tok/s"),
+                (f"training step ({size}, 1 thread)", f"{train_tok_s / 1e3:.1f}k tok/s"),
+                ("headroom (loader / training)", f"{loader_tok_s / train_tok_s:.0f}x  (target >= 5x)"),
+            ],
+        )
+    )
     save("data", out)
     return out
 

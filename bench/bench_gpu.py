@@ -7,16 +7,16 @@ PaLM convention) / the device's peak dense bf16 FLOP/s. Published anchors at thi
 on A100/H100. Without CUDA it prints that it skipped and records nothing; `device="cpu"` runs the
 same code path on the CPU (a test does, at the debug size, so a lent GPU finds a working bench).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from proxyscale.job import quiet_lightning
-from proxyscale.budget import flops_per_token, ladder, n_params
-
 from bench.bench_train import bare, cell_cfg, lightning
 from bench.common import save, table
+from proxyscale.budget import flops_per_token, ladder, n_params
+from proxyscale.job import quiet_lightning
 
 VOCAB, SEQ, BATCH, STEPS, WARMUP = 50_304, 1024, 16, 30, 10
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}  # dense, SXM where both exist
@@ -36,8 +36,14 @@ def measure(size: str, device: str, batch: int, seq: int, steps: int, warmup: in
     fpt = flops_per_token(m, VOCAB, seq)
     out: dict = {"device": name, "size": size, "params": n_params(m, VOCAB), "flops_per_token": fpt, "batch": batch, "seq_len": seq, "peak_bf16": peak}
     for mode in ("eager", "compiled"):
-        cfg = cell_cfg(size, "trainer=gpu", f"trainer.accelerator={accel}", f"trainer.batch_size={batch}", f"trainer.seq_len={seq}",
-                   f"trainer.compile={mode == 'compiled'}")
+        cfg = cell_cfg(
+            size,
+            "trainer=gpu",
+            f"trainer.accelerator={accel}",
+            f"trainer.batch_size={batch}",
+            f"trainer.seq_len={seq}",
+            f"trainer.compile={mode == 'compiled'}",
+        )
         for loop in (lightning, bare):
             tps = loop(cfg, tokens, VOCAB, steps, warmup)
             out[f"{mode}_{loop.__name__}"] = {"tok_s": tps, "mfu": tps * fpt / peak if peak else None}
@@ -60,8 +66,7 @@ def main(size: str = "125m", device: str | None = None, batch: int = BATCH, seq:
     ratio = {m: out[f"{m}_lightning"]["tok_s"] / out[f"{m}_bare"]["tok_s"] for m in ("eager", "compiled")}
     speedup = out["compiled_lightning"]["tok_s"] / out["eager_lightning"]["tok_s"]
     out["lightning_over_bare"], out["compile_speedup"] = ratio, speedup
-    print(f"lightning/bare: eager {ratio['eager']:.2f}, compiled {ratio['compiled']:.2f}; compiled/eager cell {speedup:.2f}x; "
-          "anchor MFU at this scale: 41-45%")
+    print(f"lightning/bare: eager {ratio['eager']:.2f}, compiled {ratio['compiled']:.2f}; compiled/eager cell {speedup:.2f}x; anchor MFU at this scale: 41-45%")
     if device == "cuda":
         save("gpu", out)
     return out

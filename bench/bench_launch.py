@@ -20,6 +20,7 @@ Sweep efficiency (useful / wall) of a grid of short cells: the demo's smallest c
 measured fixed and per-cell costs, the shortest cell that reaches 90% for grids of 10 to 1000 cells.
 Merges the numbers into bench/results.json under "launch".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,9 +62,15 @@ def _seeds(first: int, n: int) -> str:
 
 
 def _row(name: str, wall: float, useful: float, n: int, overhead: float | None = None, note: str = "") -> dict:
-    return {"path": name, "cells": n, "wall_s": round(wall, 2), "useful_s": round(useful, 2),
-            "overhead_per_cell_s": round((wall - useful) / n if overhead is None else overhead, 3),
-            "efficiency": round(useful / wall, 4), "note": note}
+    return {
+        "path": name,
+        "cells": n,
+        "wall_s": round(wall, 2),
+        "useful_s": round(useful, 2),
+        "overhead_per_cell_s": round((wall - useful) / n if overhead is None else overhead, 3),
+        "efficiency": round(useful / wall, 4),
+        "note": note,
+    }
 
 
 def sweep_local(base: list[str], out: Path, name: str, seeds: str, n: int) -> tuple[float, float]:
@@ -92,8 +99,7 @@ def bench_process(base: list[str], out: Path, n: int) -> dict:
 
 def bench_submitit(base: list[str], out: Path, n: int) -> dict:
     t0 = time.perf_counter()
-    _run(["-m", "hydra/launcher=submitit_local", "hydra.launcher.array_parallelism=1", *base, f"paths.output_dir={out}",
-          "sweep=submitit", _seeds(0, n)])
+    _run(["-m", "hydra/launcher=submitit_local", "hydra.launcher.array_parallelism=1", *base, f"paths.output_dir={out}", "sweep=submitit", _seeds(0, n)])
     wall = time.perf_counter() - t0
     return _row("submitit_local, 1 at a time", wall, _useful_seconds(out / "submitit", n), n)
 
@@ -103,8 +109,7 @@ def bench_slurm(base: list[str], out: Path, n: int, per_task: int, name: str, ti
 
     sweep = out / name
     t0 = time.perf_counter()
-    _run(["submit", "--cells-per-task", str(per_task), "--max-parallel", "1", *base, f"paths.output_dir={out}",
-          f"sweep={name}", _seeds(0, n)])
+    _run(["submit", "--cells-per-task", str(per_task), "--max-parallel", "1", *base, f"paths.output_dir={out}", f"sweep={name}", _seeds(0, n)])
     submitted = time.perf_counter() - t0
     deadline = time.monotonic() + timeout_s
     while len(list(sweep.glob("*/result.json"))) < n:
@@ -112,8 +117,7 @@ def bench_slurm(base: list[str], out: Path, n: int, per_task: int, name: str, ti
             raise RuntimeError(f"slurm cells not done after {timeout_s}s: {counts(cell_states(sweep)[0])}")
         time.sleep(0.5)
     wall = time.perf_counter() - t0
-    return _row(f"slurm array, {per_task} cell(s)/task", wall, _useful_seconds(sweep, n), n,
-                note=f"submit returned in {submitted:.1f}s; one task at a time")
+    return _row(f"slurm array, {per_task} cell(s)/task", wall, _useful_seconds(sweep, n), n, note=f"submit returned in {submitted:.1f}s; one task at a time")
 
 
 def have_slurm() -> str | None:
@@ -155,9 +159,22 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(bench_slurm([*TINY, *cache], tmp, a.cells, 1, "slurm-1"))
     ref = max(rows[0]["overhead_per_cell_s"], 0.01)
     print(f"overhead per cell, 1-step cells (in-process: a warm worker's marginal cell; plus {fixed:.1f} s once per sweep)")
-    print(table(("path", "cells", "wall s", "useful s", "overhead/cell s", "x in-process"),
-                [(r["path"], r["cells"], f"{r['wall_s']:.1f}", f"{r['useful_s']:.2f}", f"{r['overhead_per_cell_s']:.2f}",
-                  f"{r['overhead_per_cell_s'] / ref:.1f}") for r in rows]))
+    print(
+        table(
+            ("path", "cells", "wall s", "useful s", "overhead/cell s", "x in-process"),
+            [
+                (
+                    r["path"],
+                    r["cells"],
+                    f"{r['wall_s']:.1f}",
+                    f"{r['useful_s']:.2f}",
+                    f"{r['overhead_per_cell_s']:.2f}",
+                    f"{r['overhead_per_cell_s'] / ref:.1f}",
+                )
+                for r in rows
+            ],
+        )
+    )
 
     n = a.short_cells
     w, u = sweep_local([*SHORT, *cache], tmp, "short-local", _seeds(0, n), n)
@@ -165,17 +182,38 @@ def main(argv: list[str] | None = None) -> dict:
     if why is None:
         eff.append(bench_slurm([*SHORT, *cache], tmp, n, a.short_per_task, "short-slurm"))
     print(f"\nsweep efficiency, {n} short cells (the demo's debug cell: 160 steps, 4 evals; target >= {TARGET:.0%})")
-    print(table(("path", "cells", "wall s", "useful s", "useful/cell s", "overhead/cell s", "efficiency", "target"),
-                [(r["path"], r["cells"], f"{r['wall_s']:.1f}", f"{r['useful_s']:.1f}", f"{r['useful_s'] / r['cells']:.1f}",
-                  f"{r['overhead_per_cell_s']:.2f}", f"{100 * r['efficiency']:.1f}%", "met" if r["efficiency"] >= TARGET else "missed")
-                 for r in eff]))
+    print(
+        table(
+            ("path", "cells", "wall s", "useful s", "useful/cell s", "overhead/cell s", "efficiency", "target"),
+            [
+                (
+                    r["path"],
+                    r["cells"],
+                    f"{r['wall_s']:.1f}",
+                    f"{r['useful_s']:.1f}",
+                    f"{r['useful_s'] / r['cells']:.1f}",
+                    f"{r['overhead_per_cell_s']:.2f}",
+                    f"{100 * r['efficiency']:.1f}%",
+                    "met" if r["efficiency"] >= TARGET else "missed",
+                )
+                for r in eff
+            ],
+        )
+    )
     need = {str(k): round(shortest_cell(fixed, local["overhead_per_cell_s"], k), 2) for k in (10, 100, 1000)}
     print(f"in-process, shortest cell for {TARGET:.0%} efficiency: " + ", ".join(f"{v:.1f} s with {k} cells" for k, v in need.items()))
     if why:
         print(f"slurm: skipped ({why})")
-    result = {"cell": " ".join(TINY) + " (1 step)", "cores": os.cpu_count(), "rows": rows, "fixed_per_sweep_s": round(fixed, 2),
-              "short_cell": " ".join(SHORT) + " (160 steps)", "efficiency_rows": eff, "shortest_cell_for_90pct_s": need,
-              "slurm_skipped": why}
+    result = {
+        "cell": " ".join(TINY) + " (1 step)",
+        "cores": os.cpu_count(),
+        "rows": rows,
+        "fixed_per_sweep_s": round(fixed, 2),
+        "short_cell": " ".join(SHORT) + " (160 steps)",
+        "efficiency_rows": eff,
+        "shortest_cell_for_90pct_s": need,
+        "slurm_skipped": why,
+    }
     save("launch", result)
     print(f"wrote {RESULTS} [launch]")
     if not a.out:

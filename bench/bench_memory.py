@@ -3,6 +3,7 @@ per size for the rungs that train a step in under a minute on 2 cores. Larger ru
 16 bytes per parameter (weights, grads, two Adam moments) + activations proportional to
 n_layer x d_model x batch x seq (coefficient and process floor fitted to the measured rungs); the
 table says which is which. The last column answers: does this size fit a 24 GiB machine?"""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,8 @@ import sys
 
 import numpy as np
 
-from proxyscale.budget import ladder, n_params
-
 from bench.common import save, table
+from proxyscale.budget import ladder, n_params
 
 MEASURED = ("debug", "tiny", "mini", "small", "base", "20m", "60m")
 MACHINE_GIB = 24
@@ -59,7 +59,10 @@ def main() -> dict:
     for name, v in sorted(out.items(), key=lambda kv: kv[1]["params"]):
         rows.append((name, f"{v['params']:,}", f"{v['peak_gib']:.2f}", v["source"], "yes" if v["peak_gib"] < MACHINE_GIB * 0.9 else "no"))
     print(table(("size", "params", "peak GiB", "how", f"fits {MACHINE_GIB} GiB"), rows))
-    print(f"model: 16 bytes/param + {per_act:.0f} bytes x n_layer x d_model x batch x seq + {floor / 2**30:.2f} GiB; largest size that trains here at the demo batch: {largest}")
+    print(
+        f"model: 16 bytes/param + {per_act:.0f} bytes x n_layer x d_model x batch x seq + {floor / 2**30:.2f} GiB; "
+        f"largest size that trains here at the demo batch: {largest}"
+    )
     save("memory", {"sizes": out, "bytes_per_activation_unit": per_act, "floor_gib": floor / 2**30, "largest_fitting": largest})
     return out
 

@@ -18,6 +18,7 @@ writes), then times
 Targets: collect <= 1 s on 10k records; import <= 0.3 s with no torch; 5,000 recipes < 30 s and < 1.5 GB;
 RegMix < 5 s. Writes bench/results.json["report"].
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,38 +33,49 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-
-from proxyscale.report import build, render  # noqa: E402  (first: sets the BLAS threads as the CLI does)
-from proxyscale import analysis  # noqa: E402
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `proxyscale report` sets before numpy loads
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.common import RESULTS, save, table  # noqa: E402
-from proxyscale import record  # noqa: E402
+from proxyscale import analysis, record  # noqa: E402
 from proxyscale import collect as tables  # noqa: E402
+from proxyscale.report import build, render  # noqa: E402
 
 
 def synthetic(recipes: int, sizes: int, lrs: int, seeds: int, evals: int, rng_seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(rng_seed)
     names = [f"recipe{i:03d}" for i in range(recipes)]
     size_names = [f"s{i}" for i in range(sizes)]
-    params = {s: int(1e5 * 2 ** i) for i, s in enumerate(size_names)}
+    params = {s: int(1e5 * 2**i) for i, s in enumerate(size_names)}
     lr_grid = np.geomspace(1e-4, 3e-2, lrs)
     quality = rng.normal(scale=0.1, size=recipes)
     grid = np.array(np.meshgrid(np.arange(recipes), np.arange(sizes), np.arange(lrs), np.arange(seeds), np.arange(evals), indexing="ij")).reshape(5, -1)
     r, s, li, sd, e = grid
     best_lr = np.log10(3e-3) - 0.2 * s  # larger models prefer smaller LRs
-    loss = (4.0 - 0.3 * s + quality[r] * (1 + 0.1 * s) + 0.15 * (np.log10(lr_grid[li]) - best_lr) ** 2
-            + 0.05 * e + rng.normal(scale=0.01, size=len(r)))
+    loss = 4.0 - 0.3 * s + quality[r] * (1 + 0.1 * s) + 0.15 * (np.log10(lr_grid[li]) - best_lr) ** 2 + 0.05 * e + rng.normal(scale=0.01, size=len(r))
     status = np.where(rng.random(len(r)) < 0.01, "diverged", "completed")
     cell = r * 10**6 + s * 10**4 + li * 10**2 + sd
-    return pd.DataFrame({"run_id": [f"c{c}" for c in cell], "sweep": "bench", "status": status,
-                         "size": np.array(size_names)[s], "params": np.array([params[x] for x in size_names])[s],
-                         "recipe": np.array(names)[r], "lr": lr_grid[li], "seed": sd, "tokens": 1000, "steps": 10,
-                         "wall_seconds": 1.0, "tokens_per_second": 1000.0, "flops_per_token": 1e5,
-                         "eval_set": np.array([f"eval{i}" for i in range(evals)])[e],
-                         "loss": np.where(status == "completed", loss, np.nan)})
+    return pd.DataFrame(
+        {
+            "run_id": [f"c{c}" for c in cell],
+            "sweep": "bench",
+            "status": status,
+            "size": np.array(size_names)[s],
+            "params": np.array([params[x] for x in size_names])[s],
+            "recipe": np.array(names)[r],
+            "lr": lr_grid[li],
+            "seed": sd,
+            "tokens": 1000,
+            "steps": 10,
+            "wall_seconds": 1.0,
+            "tokens_per_second": 1000.0,
+            "flops_per_token": 1e5,
+            "eval_set": np.array([f"eval{i}" for i in range(evals)])[e],
+            "loss": np.where(status == "completed", loss, np.nan),
+        }
+    )
 
 
 def write_records(df: pd.DataFrame, root: Path) -> int:
@@ -79,19 +91,43 @@ def write_records(df: pd.DataFrame, root: Path) -> int:
     env = identity.environment(base)
     for _, cell in df.groupby("run_id", sort=False):
         first = cell.iloc[0]
-        cfg = {**base, "seed": int(first["seed"]), "model": {**base["model"], "name": str(first["size"])},
-               "data": {**base["data"], "name": str(first["recipe"])}, "optim": {**base["optim"], "lr": float(first["lr"])}}
+        cfg = {
+            **base,
+            "seed": int(first["seed"]),
+            "model": {**base["model"], "name": str(first["size"])},
+            "data": {**base["data"], "name": str(first["recipe"])},
+            "optim": {**base["optim"], "lr": float(first["lr"])},
+        }
         rid = C.run_id_of(cfg, env)  # a record consistent with its config: collect rejects any other
         final = {str(e): float(v) for e, v in zip(cell["eval_set"], cell["loss"])}
         ok = first["status"] == "completed"
         curve = [{"step": k * 40, "tokens": k * 40 * 4096, "loss": {e: v + 0.5 / k for e, v in final.items()}} for k in range(1, 6)]
-        rec = record.Record(run_id=rid, sweep="bench", status=str(first["status"]), size=str(first["size"]), params=int(first["params"]),
-                            recipe=str(first["recipe"]), lr=float(first["lr"]), seed=int(first["seed"]), tokens=819200, steps=200,
-                            final_loss=final if ok else {}, eval_curve=curve if ok else [],
-                            train_curve=[{"step": k * 10, "loss": 5.0 - k * 0.05} for k in range(20)], wall_seconds=60.0,
-                            train_seconds=55.0, tokens_per_second=15000.0, flops_per_token=1e6, tokenizer="byte", config=cfg,
-                            versions={"torch": "2.13.0"}, error=None if ok else "train loss blew up", eval_seconds=4.0,
-                            eval_sets=list(final), extra={"identity_env": env})
+        rec = record.Record(
+            run_id=rid,
+            sweep="bench",
+            status=str(first["status"]),
+            size=str(first["size"]),
+            params=int(first["params"]),
+            recipe=str(first["recipe"]),
+            lr=float(first["lr"]),
+            seed=int(first["seed"]),
+            tokens=819200,
+            steps=200,
+            final_loss=final if ok else {},
+            eval_curve=curve if ok else [],
+            train_curve=[{"step": k * 10, "loss": 5.0 - k * 0.05} for k in range(20)],
+            wall_seconds=60.0,
+            train_seconds=55.0,
+            tokens_per_second=15000.0,
+            flops_per_token=1e6,
+            tokenizer="byte",
+            config=cfg,
+            versions={"torch": "2.13.0"},
+            error=None if ok else "train loss blew up",
+            eval_seconds=4.0,
+            eval_sets=list(final),
+            extra={"identity_env": env},
+        )
         (root / rid).mkdir()
         (root / rid / record.RESULT).write_text(json.dumps(asdict(rec), indent=1, sort_keys=True))
     return df["run_id"].nunique()
@@ -109,8 +145,10 @@ def time_import(repeats: int = 5) -> tuple[float, float, bool]:
     return best, wall_best, torch
 
 
-PEAK = ("import resource, sys, time; t = time.perf_counter(); from proxyscale.report import build; "
-        "build.run(csv=sys.argv[1], out=sys.argv[2]); print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+PEAK = (
+    "import resource, sys, time; t = time.perf_counter(); from proxyscale.report import build; "
+    "build.run(csv=sys.argv[1], out=sys.argv[2]); print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+)
 
 
 def time_csv_report(csv: Path, out: Path) -> tuple[float, float]:
@@ -123,8 +161,12 @@ def time_csv_report(csv: Path, out: Path) -> tuple[float, float]:
 def scale(tmp: Path, n: int = 5000) -> dict:
     rng = np.random.default_rng(0)
     q = rng.normal(size=n)
-    pd.concat([pd.DataFrame({"recipe": [f"r{i:05d}" for i in range(n)], "size": s, "metric": "loss", "value": 3 + sc * q + 0.3 * rng.normal(size=n)})
-               for s, sc in (("1M", 1.0), ("60M", 0.8))]).to_csv(tmp / "big.csv", index=False)
+    pd.concat(
+        [
+            pd.DataFrame({"recipe": [f"r{i:05d}" for i in range(n)], "size": s, "metric": "loss", "value": 3 + sc * q + 0.3 * rng.normal(size=n)})
+            for s, sc in (("1M", 1.0), ("60M", 0.8))
+        ]
+    ).to_csv(tmp / "big.csv", index=False)
     big_s, big_mb = time_csv_report(tmp / "big.csv", tmp / "big")
     out = {"scale_recipes": n, "scale_s": round(big_s, 2), "scale_peak_mb": round(big_mb), "target_scale_s": 30.0, "target_scale_mb": 1500}
     regmix = HERE.parent.parent / "shared" / "realdata" / "regmix_1m_60m.csv"
@@ -171,24 +213,55 @@ def main(argv: list[str] | None = None) -> dict:
         t4 = time.perf_counter()
         big = scale(Path(tmp))
     imp, imp_wall, torch = time_import()
-    nums = {"records": cells, "rows": int(len(collected)), "recipes": a.recipes, "sizes": a.sizes, "lrs": a.lrs,
-            "seeds": a.seeds, "eval_sets": a.evals, "comparisons": len(rep["comparisons"]),
-            "collect_s": round(min(collect_s), 4), "collect_runs_s": [round(x, 3) for x in collect_s],
-            "collect_us_per_record": round(1e6 * min(collect_s) / cells, 1), "json_floor_s": round(json_floor, 4),
-            "ratio_collect_to_json_floor": round(min(collect_s) / json_floor, 3), "analysis_s": round(t2 - t1, 4), "json_s": round(t3 - t2, 4),
-            "render_s": None if a.no_render else round(t4 - t3, 4),
-            "import_s": round(imp, 4), "import_process_wall_s": round(imp_wall, 4), "import_pulls_torch": torch,
-            "target_collect_s": 1.0, "target_import_s": 0.3, "ratio_collect": round(min(collect_s) / 1.0, 3), "ratio_import": round(imp / 0.3, 3),
-            "cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2), **big}
-    steps = [(f"collect: records -> parquet (best of 3, {os.cpu_count()} processes)", nums["collect_s"], 1.0),
-             ("json.loads of every record, 1 process (floor)", json_floor, None), ("analysis (report's read + every comparison)", nums["analysis_s"], None),
-             ("report.json", nums["json_s"], None), ("render md + html", nums["render_s"], None), ("import proxyscale.report.build", imp, 0.3),
-             (f"report --from-csv, {big['scale_recipes']} recipes x 2 sizes (peak {big['scale_peak_mb']} MB)", big["scale_s"], 30.0)]
+    nums = {
+        "records": cells,
+        "rows": int(len(collected)),
+        "recipes": a.recipes,
+        "sizes": a.sizes,
+        "lrs": a.lrs,
+        "seeds": a.seeds,
+        "eval_sets": a.evals,
+        "comparisons": len(rep["comparisons"]),
+        "collect_s": round(min(collect_s), 4),
+        "collect_runs_s": [round(x, 3) for x in collect_s],
+        "collect_us_per_record": round(1e6 * min(collect_s) / cells, 1),
+        "json_floor_s": round(json_floor, 4),
+        "ratio_collect_to_json_floor": round(min(collect_s) / json_floor, 3),
+        "analysis_s": round(t2 - t1, 4),
+        "json_s": round(t3 - t2, 4),
+        "render_s": None if a.no_render else round(t4 - t3, 4),
+        "import_s": round(imp, 4),
+        "import_process_wall_s": round(imp_wall, 4),
+        "import_pulls_torch": torch,
+        "target_collect_s": 1.0,
+        "target_import_s": 0.3,
+        "ratio_collect": round(min(collect_s) / 1.0, 3),
+        "ratio_import": round(imp / 0.3, 3),
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        **big,
+    }
+    steps = [
+        (f"collect: records -> parquet (best of 3, {os.cpu_count()} processes)", nums["collect_s"], 1.0),
+        ("json.loads of every record, 1 process (floor)", json_floor, None),
+        ("analysis (report's read + every comparison)", nums["analysis_s"], None),
+        ("report.json", nums["json_s"], None),
+        ("render md + html", nums["render_s"], None),
+        ("import proxyscale.report.build", imp, 0.3),
+        (f"report --from-csv, {big['scale_recipes']} recipes x 2 sizes (peak {big['scale_peak_mb']} MB)", big["scale_s"], 30.0),
+    ]
     if "regmix_s" in big:
         steps.append((f"report --from-csv RegMix 256 x 13, HTML (peak {big['regmix_peak_mb']} MB)", big["regmix_s"], 5.0))
     print(f"{cells} records, {nums['rows']} rows, {nums['comparisons']} comparisons")
-    print(table(("step", "seconds", "target", "ratio"), [(name, "-" if v is None else f"{v:.3f}", "-" if t is None else f"{t:.1f}",
-                                                        "" if t is None or v is None else f"{v / t:.2f}") for name, v, t in steps]))
+    print(
+        table(
+            ("step", "seconds", "target", "ratio"),
+            [
+                (name, "-" if v is None else f"{v:.3f}", "-" if t is None else f"{t:.1f}", "" if t is None or v is None else f"{v / t:.2f}")
+                for name, v, t in steps
+            ],
+        )
+    )
     print(f"collect / json floor: {min(collect_s) / json_floor:.2f}")
     print(f"import pulls torch: {torch}; import process wall (incl. interpreter start): {imp_wall:.3f} s")
     print(f"{os.cpu_count()} CPUs, 1-minute load average {os.getloadavg()[0]:.2f} (timings inflate on a busy machine)")

@@ -4,6 +4,7 @@ Same model, same batches (StepBatches), same optimizer and schedule; the bare lo
 Lightning's bookkeeping is measured against. Runs interleaved (bare, lightning, bare, ...) so a
 noisy machine hits both alike; reports the median of the repeats.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -15,12 +16,10 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from proxyscale.job import optim
-from proxyscale.config import CONF_DIR
-from proxyscale.job import quiet_lightning
-from proxyscale.job.module import CausalLM, train_loader
-
 from bench.common import save, table
+from proxyscale.config import CONF_DIR
+from proxyscale.job import optim, quiet_lightning
+from proxyscale.job.module import CausalLM, train_loader
 
 STEPS = 40
 WARMUP = 5
@@ -83,9 +82,20 @@ def lightning(cfg, tokens, vocab: int = 257, steps: int = STEPS, warmup: int = W
     torch.manual_seed(0)
     module = CausalLM(cfg, vocab, steps + warmup, [])
     clock = _Clock(cfg, warmup)
-    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, max_steps=steps + warmup,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        gradient_clip_val=cfg.optim.grad_clip, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[clock])
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        precision=cfg.trainer.precision,
+        max_steps=steps + warmup,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=cfg.optim.grad_clip,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[clock],
+    )
     trainer.fit(module, train_dataloaders=train_loader(tokens, cfg, steps + warmup))
     return steps * cfg.trainer.batch_size * cfg.trainer.seq_len / clock.seconds
 

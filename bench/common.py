@@ -1,4 +1,5 @@
 """Shared by the benchmarks: the CLI's plain-text table and merging results into bench/results.json."""
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 A leaf module (no torch, no Hydra runtime): the planner prints cost tables from it and the job
 plans its steps and threads with the same functions, so the estimate and the run never disagree.
 """
+
 from __future__ import annotations
 
 import glob

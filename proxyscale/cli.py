@@ -29,6 +29,7 @@ environment:
 Every grid is composed and validated before anything trains: bad input is one line, exit 2.
 A stopped sweep resumes when the same command is run again (final cells are skipped).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,28 @@ import os
 import sys
 
 SUBCOMMANDS = ("ladder", "recipes", "mixtures", "collect", "report", "submit", "status", "wandb-sync", "mixfit")
-PASSTHROUGH_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+PASSTHROUGH_FLAGS = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--version",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--resolve",
+    "--package",
+    "-p",
+    "--shell-completion",
+    "-sc",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+}
 
 
 VERBOSE_ENV = "PROXYSCALE_VERBOSE"  # =1: Hydra's job listing, third-party warnings and W&B's lines come back
@@ -125,8 +147,15 @@ def ladder_main(argv: list[str]) -> None:
     print(grid.ladder_table(sorted(cells, key=lambda c: budget.cost(c.view)["params"])))
 
 
-STEP_ABBREV = {"exact_dedup": "dedup", "near_dedup": "neardedup", "quality_filter": "quality", "select_like": "select",
-               "duplicate": "dup", "corrupt": "corrupt", "shuffle_words": "shuffle"}
+STEP_ABBREV = {
+    "exact_dedup": "dedup",
+    "near_dedup": "neardedup",
+    "quality_filter": "quality",
+    "select_like": "select",
+    "duplicate": "dup",
+    "corrupt": "corrupt",
+    "shuffle_words": "shuffle",
+}
 
 
 def built_recipes(cache_dir: str) -> dict[str, dict]:
@@ -190,7 +219,9 @@ def recipes_main(argv: list[str]) -> None:
 def mixtures_main(argv: list[str]) -> None:
     from proxyscale.data.mixtures import write_recipes
 
-    p = argparse.ArgumentParser(prog="proxyscale mixtures", description="Write N recipes with Dirichlet-sampled mixture weights (RegMix-style) to conf/data/mix/.")
+    p = argparse.ArgumentParser(
+        prog="proxyscale mixtures", description="Write N recipes with Dirichlet-sampled mixture weights (RegMix-style) to conf/data/mix/."
+    )
     p.add_argument("--base", default="balanced", help="recipe whose sources and steps the mixtures share")
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration (small = extreme mixtures)")
@@ -220,14 +251,27 @@ def report_main(argv: list[str]) -> None:
     p.add_argument("sweep_dir", nargs="?", help="a sweep folder (collected first if needed)")
     p.add_argument("--from-csv", help="long CSV of external results: recipe,size,metric,value[,lr,seed,step,params]")
     p.add_argument("--out", help="output folder (default: the sweep folder)")
-    p.add_argument("--higher-is-better", nargs="*", metavar="METRIC",
-                   help="these metrics are higher-is-better (no names: every metric); default: lower, like losses, or the CSV's direction column")
+    p.add_argument(
+        "--higher-is-better",
+        nargs="*",
+        metavar="METRIC",
+        help="these metrics are higher-is-better (no names: every metric); default: lower, like losses, or the CSV's direction column",
+    )
     p.add_argument("--allow-short-runs", action="store_true", help="leave out (and name) CSV runs that stop before the others' last step instead of refusing")
-    p.add_argument("--standard-lr", type=float, help="the standard LR of the fixed-LR target (overrides the sweep's grid.json); without either, that mode is unavailable")
-    p.add_argument("--wandb", action="store_true", help="also log the report as a W&B run (job_type report) in the sweep's group; offline unless the sweep used logger.mode=online")
-    p.add_argument("--decision-level", type=float, default=build.DECISION_LEVEL,
-                   help="the planner's decision level in (0.5, 1]: the cheapest proxy choice whose decision accuracy reaches it "
-                        "at the 95%% lower bound (default 0.8)")
+    p.add_argument(
+        "--standard-lr", type=float, help="the standard LR of the fixed-LR target (overrides the sweep's grid.json); without either, that mode is unavailable"
+    )
+    p.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the report as a W&B run (job_type report) in the sweep's group; offline unless the sweep used logger.mode=online",
+    )
+    p.add_argument(
+        "--decision-level",
+        type=float,
+        default=build.DECISION_LEVEL,
+        help="the planner's decision level in (0.5, 1]: the cheapest proxy choice whose decision accuracy reaches it at the 95%% lower bound (default 0.8)",
+    )
     a = p.parse_args(argv)
     try:
         build.check_decision_level(a.decision_level)
@@ -241,8 +285,15 @@ def report_main(argv: list[str]) -> None:
     if a.from_csv and not a.out:
         fail("--from-csv needs --out DIR")
     try:
-        paths, report = build.run(sweep_dir=a.sweep_dir, csv=a.from_csv, out=a.out, higher_is_better=(hib or True) if hib is not None else None,
-                                  standard_lr=a.standard_lr, allow_short_runs=a.allow_short_runs, decision_level=a.decision_level)
+        paths, report = build.run(
+            sweep_dir=a.sweep_dir,
+            csv=a.from_csv,
+            out=a.out,
+            higher_is_better=(hib or True) if hib is not None else None,
+            standard_lr=a.standard_lr,
+            allow_short_runs=a.allow_short_runs,
+            decision_level=a.decision_level,
+        )
     except build.ReportError as exc:
         fail(str(exc))
     for line in report["summary"]["bottom_line"]:
@@ -269,8 +320,9 @@ def submit_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(
         prog="proxyscale submit",
         description="Submit a grid to SLURM as one job array and return at once. SLURM settings are "
-                    "hydra.launcher.* overrides of conf/hydra/launcher/submitit_slurm.yaml. Final cells are "
-                    "skipped; failed cells too unless --retry-failed.")
+        "hydra.launcher.* overrides of conf/hydra/launcher/submitit_slurm.yaml. Final cells are "
+        "skipped; failed cells too unless --retry-failed.",
+    )
     p.add_argument("--cells-per-task", type=int, default=4, help="cells run one after another in each array task (default 4)")
     p.add_argument("--max-parallel", type=int, default=None, help="array tasks running at once (%%N; default hydra.launcher.array_parallelism)")
     p.add_argument("--retry-failed", action="store_true", help="also rerun cells whose record is failed")
@@ -308,7 +360,9 @@ def status_main(argv: list[str]) -> None:
 def wandb_sync_main(argv: list[str]) -> None:
     from proxyscale.tracking import wandb
 
-    p = argparse.ArgumentParser(prog="proxyscale wandb-sync", description="Upload a sweep's offline W&B runs (logger=wandb) with `wandb sync`; needs WANDB_API_KEY.")
+    p = argparse.ArgumentParser(
+        prog="proxyscale wandb-sync", description="Upload a sweep's offline W&B runs (logger=wandb) with `wandb sync`; needs WANDB_API_KEY."
+    )
     p.add_argument("sweep_dir", help="a sweep folder (its wandb/offline-run-* are synced) or a wandb folder (logger.dir)")
     p.add_argument("--project", help="override the W&B project of every synced run")
     p.add_argument("--entity", help="override the W&B entity of every synced run")
@@ -326,8 +380,11 @@ def wandb_sync_main(argv: list[str]) -> None:
 def mixfit_main(argv: list[str]) -> None:
     from proxyscale import mixfit
 
-    p = argparse.ArgumentParser(prog="proxyscale mixfit", description="Regress a validation loss on mixture weights (linear, Data Mixing Laws, "
-                                "LightGBM with RegMix's settings), validate out of fold and on held-out mixtures, propose a mixture.")
+    p = argparse.ArgumentParser(
+        prog="proxyscale mixfit",
+        description="Regress a validation loss on mixture weights (linear, Data Mixing Laws, "
+        "LightGBM with RegMix's settings), validate out of fold and on held-out mixtures, propose a mixture.",
+    )
     p.add_argument("sweep_dir", nargs="?", help="a sweep folder: losses and weights from its records (instead of --from-csv/--mixtures)")
     p.add_argument("--from-csv", action="append", default=[], help="long losses recipe,size,metric,value[,lr,seed] (repeatable)")
     p.add_argument("--mixtures", help="CSV: recipe + one weight column per domain (+ optional split column)")
@@ -353,9 +410,19 @@ def mixfit_main(argv: list[str]) -> None:
             fail("give --from-csv FILE and --mixtures FILE (or a sweep folder)")
         weights, tol = mixfit.read_mixtures(a.mixtures)
         losses = mixfit.read_losses(a.from_csv)
-    result = mixfit.fit_mixtures(losses, weights, weight_tol=tol, metrics=a.metric or None, size=a.size, holdout_splits=a.holdout_split,
-                                 models=[m.strip() for m in a.models.split(",") if m.strip()], target_metric=a.target_metric,
-                                 n_samples=a.samples, top_k=a.top_k, seed=a.seed)
+    result = mixfit.fit_mixtures(
+        losses,
+        weights,
+        weight_tol=tol,
+        metrics=a.metric or None,
+        size=a.size,
+        holdout_splits=a.holdout_split,
+        models=[m.strip() for m in a.models.split(",") if m.strip()],
+        target_metric=a.target_metric,
+        n_samples=a.samples,
+        top_k=a.top_k,
+        seed=a.seed,
+    )
     if a.write_recipe:
         print(f"wrote {mixfit.write_recipe(result, a.write_recipe, a.base)}")
     for path in mixfit.write(result, a.out or a.sweep_dir or "."):
@@ -390,9 +457,17 @@ def main(argv: list[str] | None = None) -> None:
         quiet_third_parties()
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            {"ladder": ladder_main, "recipes": recipes_main, "mixtures": mixtures_main, "collect": collect_main, "report": report_main,
-             "submit": submit_main, "status": status_main, "wandb-sync": wandb_sync_main,
-             "mixfit": mixfit_main}[argv[0]](argv[1:])
+            {
+                "ladder": ladder_main,
+                "recipes": recipes_main,
+                "mixtures": mixtures_main,
+                "collect": collect_main,
+                "report": report_main,
+                "submit": submit_main,
+                "status": status_main,
+                "wandb-sync": wandb_sync_main,
+                "mixfit": mixfit_main,
+            }[argv[0]](argv[1:])
         else:
             train_main(argv)
     except UserError as exc:  # every stage's bad-input error: one line, exit 2

@@ -9,6 +9,7 @@ cells' own examples.parquet files one at a time) and its note `examples.json`.
 Unreadable records (corrupt, truncated, another schema) are reported with their path and skipped;
 the cells named in grid.json but without a record are counted as missing.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,8 +30,23 @@ log = logging.getLogger("proxyscale")
 
 RESULTS = "results.parquet"
 CURVES = "curves.parquet"
-CELL_COLUMNS = ["run_id", "sweep", "status", "size", "params", "recipe", "lr", "seed", "tokens", "steps", "wall_seconds", "train_seconds",
-                "eval_seconds", "tokens_per_second", "flops_per_token"]
+CELL_COLUMNS = [
+    "run_id",
+    "sweep",
+    "status",
+    "size",
+    "params",
+    "recipe",
+    "lr",
+    "seed",
+    "tokens",
+    "steps",
+    "wall_seconds",
+    "train_seconds",
+    "eval_seconds",
+    "tokens_per_second",
+    "flops_per_token",
+]
 
 
 class CollectError(UserError):
@@ -57,7 +73,7 @@ def collect(sweep_dir: str | Path, workers: int | None = None, all_records: bool
     read = functools.partial(_read_rows, sweep=sweep)
     if workers > 1:
         k = -(-len(paths) // workers)
-        chunks = [paths[i:i + k] for i in range(0, len(paths), k)]  # contiguous: rows keep the folders' order
+        chunks = [paths[i : i + k] for i in range(0, len(paths), k)]  # contiguous: rows keep the folders' order
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
             parts = list(pool.map(read, chunks))
     else:
@@ -191,8 +207,7 @@ def expected_cells(root: Path) -> set[str]:
     return read_grid(root)[0] or set()
 
 
-def _summary(root: Path, df: pd.DataFrame, bad: list[str], rejected: list[str], outside: list[str], expected: set[str] | None,
-             all_records: bool) -> str:
+def _summary(root: Path, df: pd.DataFrame, bad: list[str], rejected: list[str], outside: list[str], expected: set[str] | None, all_records: bool) -> str:
     cells = df.drop_duplicates("run_id")
     counts = cells["status"].value_counts().to_dict()
     parts = [f"{len(cells)} records: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
@@ -200,7 +215,10 @@ def _summary(root: Path, df: pd.DataFrame, bad: list[str], rejected: list[str], 
         missing = expected - set(cells["run_id"])
         parts.append(f"{len(missing)} of {len(expected)} grid cells missing" if missing else f"all {len(expected)} grid cells present")
     if outside:
-        parts.append(f"{len(outside)} record(s) not in the current grid.json " + ("included (--all-records)" if all_records else "left out (superseded or from elsewhere; --all-records to include)"))
+        parts.append(
+            f"{len(outside)} record(s) not in the current grid.json "
+            + ("included (--all-records)" if all_records else "left out (superseded or from elsewhere; --all-records to include)")
+        )
     if bad:
         parts.append(f"{len(bad)} unreadable record(s) skipped")
     if rejected:
@@ -291,15 +309,38 @@ def write(df: pd.DataFrame, sweep_dir: str | Path, out: str | Path | None = None
 
 EXAMPLES = "examples.parquet"  # the sweep's per-example table
 EXAMPLES_NOTE = "examples.json"  # beside it: per eval set its eval cache key, seq_len, example count and snippet file; cells left out
-EXAMPLE_COLUMNS = ["run_id", "size", "recipe", "lr", "seed", "eval_set", "example", "loss", "metric", "value"]  # value: task metrics (NaN on loss rows; loss: NaN on task rows)
+EXAMPLE_COLUMNS = [
+    "run_id",
+    "size",
+    "recipe",
+    "lr",
+    "seed",
+    "eval_set",
+    "example",
+    "loss",
+    "metric",
+    "value",
+]  # value: task metrics (NaN on loss rows; loss: NaN on task rows)
 ROW_GROUP = 1 << 16  # rows buffered before a row group is written: memory stays bounded whatever the sweep's size
 
 
 def _examples_schema():
     import pyarrow as pa
 
-    return pa.schema([("run_id", pa.string()), ("size", pa.string()), ("recipe", pa.string()), ("lr", pa.float64()), ("seed", pa.int64()),
-                      ("eval_set", pa.string()), ("example", pa.int32()), ("loss", pa.float32()), ("metric", pa.string()), ("value", pa.float32())])
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("size", pa.string()),
+            ("recipe", pa.string()),
+            ("lr", pa.float64()),
+            ("seed", pa.int64()),
+            ("eval_set", pa.string()),
+            ("example", pa.int32()),
+            ("loss", pa.float32()),
+            ("metric", pa.string()),
+            ("value", pa.float32()),
+        ]
+    )
 
 
 def gather_examples(root: Path, df: pd.DataFrame, where: Path) -> Path | None:
@@ -350,21 +391,33 @@ def gather_examples(root: Path, df: pd.DataFrame, where: Path) -> Path | None:
                 ref = sets.setdefault(name, {**ident, "n_examples": n_ex, "cells": 0})
                 if {k: ref[k] for k in ident} != ident or ref["n_examples"] != n_ex:
                     keep &= ~rows
-                    left_out.append(f"{path}: eval set {name!r} with cache key {ident['eval_cache_key']} and seq_len {seq_len} "
-                                    f"({n_ex} examples), not those of the first cell ({ref['eval_cache_key']}, {ref['seq_len']}, "
-                                    f"{ref['n_examples']}): its examples are other text, left out")
+                    left_out.append(
+                        f"{path}: eval set {name!r} with cache key {ident['eval_cache_key']} and seq_len {seq_len} "
+                        f"({n_ex} examples), not those of the first cell ({ref['eval_cache_key']}, {ref['seq_len']}, "
+                        f"{ref['n_examples']}): its examples are other text, left out"
+                    )
                 else:
                     ref["cells"] += 1
             n = int(keep.sum())
             if not n:
                 continue
-            part = pa.table({"run_id": pa.array([rid] * n, pa.string()), "size": pa.array([rec.size] * n, pa.string()),
-                             "recipe": pa.array([rec.recipe] * n, pa.string()), "lr": np.full(n, float(rec.lr)),
-                             "seed": np.full(n, int(rec.seed), dtype=np.int64), "eval_set": pa.array(names[keep].tolist(), pa.string()),
-                             "example": t.column("example").to_numpy().astype(np.int32)[keep],
-                             "loss": t.column("loss").to_numpy(zero_copy_only=False).astype(np.float32)[keep],
-                             "metric": pa.array(np.asarray(t.column("metric").cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)[keep].tolist(), pa.string()),
-                             "value": t.column("value").to_numpy(zero_copy_only=False).astype(np.float32)[keep]}, schema=schema)
+            part = pa.table(
+                {
+                    "run_id": pa.array([rid] * n, pa.string()),
+                    "size": pa.array([rec.size] * n, pa.string()),
+                    "recipe": pa.array([rec.recipe] * n, pa.string()),
+                    "lr": np.full(n, float(rec.lr)),
+                    "seed": np.full(n, int(rec.seed), dtype=np.int64),
+                    "eval_set": pa.array(names[keep].tolist(), pa.string()),
+                    "example": t.column("example").to_numpy().astype(np.int32)[keep],
+                    "loss": t.column("loss").to_numpy(zero_copy_only=False).astype(np.float32)[keep],
+                    "metric": pa.array(
+                        np.asarray(t.column("metric").cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)[keep].tolist(), pa.string()
+                    ),
+                    "value": t.column("value").to_numpy(zero_copy_only=False).astype(np.float32)[keep],
+                },
+                schema=schema,
+            )
             buf.append(part)
             n_buf, n_rows, n_cells = n_buf + n, n_rows + n, n_cells + 1
             if n_buf >= ROW_GROUP:

@@ -4,6 +4,7 @@ Hydra merges `conf/` into these dataclasses, so a misspelt key or a string where
 fails at composition. `validate` then checks values (lr > 0, weights >= 0, ...) so a whole grid can
 be rejected with one line before any cell trains.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -94,9 +95,7 @@ class OptimConfig:
     """AdamW (a `_partial_` target) and its learning-rate schedule."""
 
     lr: float = 3e-3  # peak learning rate: the axis of the reduced-LR protocol
-    optimizer: Dict[str, Any] = field(
-        default_factory=lambda: {"_target_": "torch.optim.AdamW", "_partial_": True}
-    )
+    optimizer: Dict[str, Any] = field(default_factory=lambda: {"_target_": "torch.optim.AdamW", "_partial_": True})
     schedule: str = "cosine"  # cosine | wsd | constant
     warmup_frac: float = 0.05  # fraction of steps warming up linearly from 0
     decay_frac: float = 0.2  # wsd only: fraction of steps in the final linear decay
@@ -174,8 +173,16 @@ _NOT_IDENTITY = {"sweep", "dry_run", "logger", "paths", "standard_lr"}
 _NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint", "keep_checkpoints", "accelerator", "compile"}
 
 
-TASK_DEFAULTS = {"task": "lm", "context_field": "context", "context_template": None, "choices_field": "choices", "label_field": "label",
-                 "target_field": "target", "cloze_last_word": False, "target_delimiter": " "}
+TASK_DEFAULTS = {
+    "task": "lm",
+    "context_field": "context",
+    "context_template": None,
+    "choices_field": "choices",
+    "label_field": "label",
+    "target_field": "target",
+    "cloze_last_word": False,
+    "target_delimiter": " ",
+}
 
 
 def source_identity(src: dict) -> dict:
@@ -251,12 +258,21 @@ def check_name(kind: str, name: Any) -> None:
     """A sweep, recipe or size name becomes a folder name (outputs/<sweep>/<size>-<recipe>-...): one
     path component, not hidden (outputs/.cache holds the token caches), at most MAX_NAME characters."""
     text = str(name)
-    problem = ("is empty" if not text else
-               f"is {len(text)} characters long (at most {MAX_NAME})" if len(text) > MAX_NAME else
-               "holds a '/' or '\\' (names are one folder, never a path)" if "/" in text or "\\" in text or "\0" in text else
-               "starts with '.' (hidden and reserved names such as .cache are not allowed)" if text.startswith(".") else
-               "is reserved" if text in RESERVED_NAMES else
-               "holds a control character" if any(ord(ch) < 32 for ch in text) else None)
+    problem = (
+        "is empty"
+        if not text
+        else f"is {len(text)} characters long (at most {MAX_NAME})"
+        if len(text) > MAX_NAME
+        else "holds a '/' or '\\' (names are one folder, never a path)"
+        if "/" in text or "\\" in text or "\0" in text
+        else "starts with '.' (hidden and reserved names such as .cache are not allowed)"
+        if text.startswith(".")
+        else "is reserved"
+        if text in RESERVED_NAMES
+        else "holds a control character"
+        if any(ord(ch) < 32 for ch in text)
+        else None
+    )
     if problem:
         shown = text if len(text) <= 40 else text[:37] + "..."
         raise ConfigError(f"{kind} name {shown!r} {problem}")
@@ -273,8 +289,14 @@ def validate(cfg: DictConfig) -> None:
     checks = [
         (0 <= cfg.seed <= 2**32 - 1, f"seed must be in [0, 2**32 - 1], got {cfg.seed}"),
         (d.seed >= 0, f"data.seed must be >= 0, got {d.seed}"),
-        (tok == "byte" or os.path.exists(os.path.expanduser(str(tok))), f"data.tokenizer must be 'byte' or a local tokenizer folder (never downloaded), got {tok!r}"),
-        (m.n_kv_head is None or (m.n_kv_head > 0 and m.n_head % m.n_kv_head == 0), f"model {m.name}: n_kv_head {m.n_kv_head} does not divide n_head {m.n_head}"),
+        (
+            tok == "byte" or os.path.exists(os.path.expanduser(str(tok))),
+            f"data.tokenizer must be 'byte' or a local tokenizer folder (never downloaded), got {tok!r}",
+        ),
+        (
+            m.n_kv_head is None or (m.n_kv_head > 0 and m.n_head % m.n_kv_head == 0),
+            f"model {m.name}: n_kv_head {m.n_kv_head} does not divide n_head {m.n_head}",
+        ),
         (o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 disables), got {o.grad_clip}"),
         (0 <= o.min_lr_frac <= 1, f"optim.min_lr_frac must be in [0, 1], got {o.min_lr_frac}"),
         (t.diverge_delta > 0, f"trainer.diverge_delta must be > 0, got {t.diverge_delta}"),
@@ -291,8 +313,14 @@ def validate(cfg: DictConfig) -> None:
         (m.parametrization in ("standard", "mup"), f"model.parametrization must be standard or mup, got {m.parametrization!r}"),
         (m.mup_base_width > 0, f"model.mup_base_width must be > 0 (the width multiplier is d_model / mup_base_width), got {m.mup_base_width}"),
         (t.batch_size > 0 and t.seq_len > 1, "trainer.batch_size must be > 0 and trainer.seq_len > 1"),
-        (t.max_tokens is None or t.max_tokens >= t.batch_size * t.seq_len, f"trainer.max_tokens={t.max_tokens} is less than one batch ({t.batch_size * t.seq_len} tokens)"),
-        (t.batch_size % (t.devices * t.num_nodes) == 0, f"trainer.batch_size={t.batch_size} must divide evenly over devices x num_nodes = {t.devices * t.num_nodes} processes"),
+        (
+            t.max_tokens is None or t.max_tokens >= t.batch_size * t.seq_len,
+            f"trainer.max_tokens={t.max_tokens} is less than one batch ({t.batch_size * t.seq_len} tokens)",
+        ),
+        (
+            t.batch_size % (t.devices * t.num_nodes) == 0,
+            f"trainer.batch_size={t.batch_size} must divide evenly over devices x num_nodes = {t.devices * t.num_nodes} processes",
+        ),
         (t.tokens_per_param > 0, f"trainer.tokens_per_param must be > 0, got {t.tokens_per_param}"),
         (t.strategy in ("auto", "ddp", "fsdp"), f"trainer.strategy must be auto, ddp or fsdp, got {t.strategy!r}"),
         (len(d.sources) > 0, f"recipe {d.name}: no sources"),

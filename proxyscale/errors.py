@@ -3,6 +3,7 @@
 Each stage raises its own subclass (ConfigError, GridError, LaunchError, ...) so callers can tell
 them apart, while the CLI needs a single `except UserError`.
 """
+
 from __future__ import annotations
 
 

@@ -6,6 +6,7 @@ Both the CLI's pre-flight check (`compose_grid`) and the Hydra sweeper expand a 
 axis. The planner sits above config, data and tracking: it is the one place that runs all of
 their checks (`check_cell`), so the job never validates again.
 """
+
 from __future__ import annotations
 
 import json
@@ -158,8 +159,7 @@ def check_lists(parsed: list, multirun: bool, repo, compose_plain: Callable[[lis
     axis = lambda o: f"{o.get_key_element()}={','.join(str(v) for v in o.value())}"  # noqa: E731
     for o in listed:
         if repo is not None and repo.group_exists(o.key_or_group):
-            raise GridError(f"{o.input_line}: [..] would merge {len(o.value())} {o.key_or_group} options into one config; "
-                            f"to sweep them write -m {axis(o)}")
+            raise GridError(f"{o.input_line}: [..] would merge {len(o.value())} {o.key_or_group} options into one config; to sweep them write -m {axis(o)}")
     if not multirun:
         return  # a list for a scalar key is Hydra's own one-line conversion error
     from omegaconf import ListConfig, OmegaConf
@@ -186,8 +186,10 @@ def check_devices(cells: list["Cell"]) -> None:
         ok = torch.backends.mps.is_available() if acc == "mps" else torch.cuda.is_available()
         if not ok:
             what = "MPS device" if acc == "mps" else "CUDA GPU"
-            raise GridError(f"trainer.accelerator={acc} but this machine has no {what} (use trainer=cpu here, or proxyscale submit "
-                            f"to a GPU cluster) (cell: {' '.join(c.overrides) or 'defaults'})")
+            raise GridError(
+                f"trainer.accelerator={acc} but this machine has no {what} (use trainer=cpu here, or proxyscale submit "
+                f"to a GPU cluster) (cell: {' '.join(c.overrides) or 'defaults'})"
+            )
 
 
 class Composer:
@@ -213,7 +215,7 @@ class Composer:
         """(the cell's config without Hydra's node, a function that returns it with the node)."""
         if self.repo is None:
             cfg = self.compose(list(overrides))
-            return cfg, lambda: cfg
+            return cfg, lambda cfg=cfg: cfg
         for line in overrides:  # each distinct override is parsed once (Hydra's grammar: ~0.5 ms a parse)
             if line not in self.parsed:
                 self.parsed[line] = self.parser.parse_overrides([line])[0]
@@ -222,7 +224,7 @@ class Composer:
         for o in parsed:
             if o.is_add() or o.is_delete() or o.is_force_add() or o.is_hydra_override() or o.package is not None:
                 cfg = self.compose(list(overrides))
-                return cfg, lambda: cfg
+                return cfg, lambda cfg=cfg: cfg
             is_group = self.repo.group_exists(o.key_or_group) and not isinstance(o.value(), dict)
             (groups if is_group else values).append(o)
         key = tuple(o.input_line for o in groups)
@@ -334,7 +336,9 @@ def compose_grid(argv: list[str], base_only: bool = False, progress: bool = Fals
             params = base.hydra.sweeper.get("params") if multirun else None
             if any(o.is_sweep_override() for o in parsed) and not multirun:
                 raise GridError("a sweep (a,b values) needs -m/--multirun")
-            cells = [] if base_only else plan(args, dict(params or {}), lambda o: compose("config", overrides=list(o), return_hydra_config=True), loader, progress)
+            cells = (
+                [] if base_only else plan(args, dict(params or {}), lambda o: compose("config", overrides=list(o), return_hydra_config=True), loader, progress)
+            )
     except UserError:
         raise
     except Exception as exc:  # Hydra/OmegaConf composition errors
@@ -401,13 +405,27 @@ def cost_table(cells: list[Cell], workers: int = 1, final: set[str] | frozenset 
         if not done:
             total_s += k["est_seconds"]
             total_f += k["flops"]
-        rows.append((c.run_id, cfg.model.name, cfg.data.name, f"{cfg.optim.lr:g}", str(cfg.seed), _si(k["params"]), _si(k["tokens"]), str(k["steps"]),
-                     f"{k['flops']:.2e}", "final" if done else _duration(k["est_seconds"])))
+        rows.append(
+            (
+                c.run_id,
+                cfg.model.name,
+                cfg.data.name,
+                f"{cfg.optim.lr:g}",
+                str(cfg.seed),
+                _si(k["params"]),
+                _si(k["tokens"]),
+                str(k["steps"]),
+                f"{k['flops']:.2e}",
+                "final" if done else _duration(k["est_seconds"]),
+            )
+        )
     head = ("cell", "size", "recipe", "lr", "seed", "params", "tokens", "steps", "FLOPs", "est. CPU time")
     lines = [text_table(head, rows)]
     n_final = sum(c.run_id in final for c in cells)
-    lines.append(f"{len(cells)} cells ({n_final} already final, {len(cells) - n_final} to run): {total_f:.2e} FLOPs, "
-                 f"about {_duration(total_s / max(1, workers))} with {workers} worker(s) on this machine")
+    lines.append(
+        f"{len(cells)} cells ({n_final} already final, {len(cells) - n_final} to run): {total_f:.2e} FLOPs, "
+        f"about {_duration(total_s / max(1, workers))} with {workers} worker(s) on this machine"
+    )
     return "\n".join(lines)
 
 
@@ -417,8 +435,9 @@ def ladder_table(cells: list[Cell]) -> str:
     for c in cells:
         cfg = c.view if c.view is not None else c.cfg
         m, k = cfg.model, budget.cost(cfg)
-        rows.append((m.name, str(m.n_layer), str(m.d_model), str(m.n_head), _si(k["params"]), _si(k["tokens"]), f"{k['flops']:.2e}",
-                     _duration(k["est_seconds"])))
+        rows.append(
+            (m.name, str(m.n_layer), str(m.d_model), str(m.n_head), _si(k["params"]), _si(k["tokens"]), f"{k['flops']:.2e}", _duration(k["est_seconds"]))
+        )
     head = ("size", "layers", "d_model", "heads", "params", "tokens", "FLOPs", "est. CPU time")
     return text_table(head, rows)
 

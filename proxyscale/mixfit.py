@@ -29,6 +29,7 @@ log-uniform in [0.1, 10] per sample (RegMix's synthesis likewise mixes sparse an
 outside any domain's observed [min, max] dropped; the mean of the top-k (k = 128) predicted is the proposal,
 shown next to the best observed mixture.
 """
+
 from __future__ import annotations
 
 import base64
@@ -48,8 +49,16 @@ from scipy import optimize, stats
 from proxyscale.errors import UserError
 
 MODELS = ("linear", "dml", "lightgbm")
-LGB_PARAMS = {"objective": "regression", "boosting_type": "gbdt", "learning_rate": 0.01, "num_leaves": 31, "seed": 42,
-              "verbosity": -1, "deterministic": True, "force_col_wise": True}
+LGB_PARAMS = {
+    "objective": "regression",
+    "boosting_type": "gbdt",
+    "learning_rate": 0.01,
+    "num_leaves": 31,
+    "seed": 42,
+    "verbosity": -1,
+    "deterministic": True,
+    "force_col_wise": True,
+}
 LGB_ROUNDS = 1000
 WEIGHT_TOL = 1e-3
 MIN_MIXTURES = 5
@@ -111,7 +120,7 @@ def read_mixtures(path) -> tuple[pd.DataFrame, float]:
     neg = (w < 0).any(axis=1)
     if neg.any():
         raise MixfitError(f"{path}: mixture {neg.index[neg.to_numpy()][0]!r} has a negative weight")
-    tol = max(WEIGHT_TOL, len(domains) * 0.5 * 10.0 ** -dec) if dec else WEIGHT_TOL
+    tol = max(WEIGHT_TOL, len(domains) * 0.5 * 10.0**-dec) if dec else WEIGHT_TOL
     out = w.copy()
     if "split" in extra:
         out["split"] = raw.set_index("recipe")["split"].str.strip()
@@ -296,10 +305,24 @@ def sample_mixtures(prior: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, s
     return w[ok]
 
 
-def fit_mixtures(losses: pd.DataFrame, weights: pd.DataFrame, *, weight_tol: float = WEIGHT_TOL, metrics: list[str] | None = None,
-                 size: str | None = None, holdout_splits=(), models=MODELS, target_metric: str | None = None,
-                 higher_is_better: bool = False, n_samples: int = 100_000, top_k: int = 128, seed: int = 0,
-                 lgb_overrides: dict | None = None, num_threads: int = 1, oof: bool = True) -> dict[str, Any]:
+def fit_mixtures(
+    losses: pd.DataFrame,
+    weights: pd.DataFrame,
+    *,
+    weight_tol: float = WEIGHT_TOL,
+    metrics: list[str] | None = None,
+    size: str | None = None,
+    holdout_splits=(),
+    models=MODELS,
+    target_metric: str | None = None,
+    higher_is_better: bool = False,
+    n_samples: int = 100_000,
+    top_k: int = 128,
+    seed: int = 0,
+    lgb_overrides: dict | None = None,
+    num_threads: int = 1,
+    oof: bool = True,
+) -> dict[str, Any]:
     """Fit every model per metric, validate, and propose a mixture -> the mixfit.json dict (see module doc).
 
     weights: indexed by recipe, one column per domain (+ optional `split`); losses: long table."""
@@ -343,9 +366,13 @@ def fit_mixtures(losses: pd.DataFrame, weights: pd.DataFrame, *, weight_tol: flo
             if oof:
                 p = out_of_fold(name, X, y, seed=seed, **kw)
                 ag = agreement(p, y)
-                entry.update(oof_spearman=ag["spearman"], oof_decision_accuracy=ag["decision_accuracy"], degenerate=ag["degenerate"],
-                             oof_scheme="leave-one-out" if len(y) < LOO_BELOW else "5-fold (seeded)",
-                             oof={"recipe": recipes, "observed": y.tolist(), "predicted": p.tolist()})
+                entry.update(
+                    oof_spearman=ag["spearman"],
+                    oof_decision_accuracy=ag["decision_accuracy"],
+                    degenerate=ag["degenerate"],
+                    oof_scheme="leave-one-out" if len(y) < LOO_BELOW else "5-fold (seeded)",
+                    oof={"recipe": recipes, "observed": y.tolist(), "predicted": p.tolist()},
+                )
             predictor = fit_model(name, X, y, **kw)
             insample = predictor(X)
             if not oof:
@@ -369,9 +396,17 @@ def fit_mixtures(losses: pd.DataFrame, weights: pd.DataFrame, *, weight_tol: flo
             entry["heldout"] = heldout
             out_models.append(entry)
             fitted[(name, metric)] = (predictor, recipes, X, y, insample)
-    result = {"size": size, "domains": domains, "metrics": metrics, "target_metric": target_metric, "holdout_splits": list(holdout_splits),
-              "n_mixtures": int(len(W)), "weight_tolerance": weight_tol, "lightgbm_params": lgb_params(len(y), lgb_overrides, num_threads)
-              | {"num_boost_round": LGB_ROUNDS, "early_stopping": None}, "models": out_models}
+    result = {
+        "size": size,
+        "domains": domains,
+        "metrics": metrics,
+        "target_metric": target_metric,
+        "holdout_splits": list(holdout_splits),
+        "n_mixtures": int(len(W)),
+        "weight_tolerance": weight_tol,
+        "lightgbm_params": lgb_params(len(y), lgb_overrides, num_threads) | {"num_boost_round": LGB_ROUNDS, "early_stopping": None},
+        "models": out_models,
+    }
     result["proposal"] = _propose(result, fitted, W, domains, target_metric, higher_is_better, n_samples, top_k, seed)
     return result
 
@@ -392,11 +427,25 @@ def _propose(result, fitted, W, domains, metric, higher, n_samples, top_k, seed)
     prop = S[top].mean(axis=0)
     b = int(np.argmax(y) if higher else np.argmin(y))
     oof = best.get("oof")
-    return {"available": True, "model": best["model"], "metric": metric, "n_samples": int(n_samples), "n_in_range": int(len(S)), "top_k": int(top_k),
-            "prior": "mean training weights x s, s log-uniform in [0.1, 10]", "weights": dict(zip(domains, prop.tolist())),
-            "predicted": float(predictor(prop[None, :])[0]), "predicted_top_k_mean": float(p[top].mean()),
-            "best_observed": {"recipe": recipes[b], "weights": dict(zip(domains, X[b].tolist())), "observed": float(y[b]),
-                              "predicted": float(insample[b]), "predicted_oof": float(oof["predicted"][b]) if oof else None}}
+    return {
+        "available": True,
+        "model": best["model"],
+        "metric": metric,
+        "n_samples": int(n_samples),
+        "n_in_range": int(len(S)),
+        "top_k": int(top_k),
+        "prior": "mean training weights x s, s log-uniform in [0.1, 10]",
+        "weights": dict(zip(domains, prop.tolist())),
+        "predicted": float(predictor(prop[None, :])[0]),
+        "predicted_top_k_mean": float(p[top].mean()),
+        "best_observed": {
+            "recipe": recipes[b],
+            "weights": dict(zip(domains, X[b].tolist())),
+            "observed": float(y[b]),
+            "predicted": float(insample[b]),
+            "predicted_oof": float(oof["predicted"][b]) if oof else None,
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,8 +470,10 @@ def write_recipe(result: dict, name: str, base: str, out_dir: Path | None = None
     domains = list(prop["weights"])
     if set(domains) != set(names):
         unknown = sorted(set(domains) - set(names)) or sorted(set(names) - set(domains))
-        raise MixfitError(f"unknown domains {', '.join(unknown[:5])}: the mixture's domains are not the sources of recipe {base!r} "
-                          f"({', '.join(names)}); only proxyscale source names can be written as a recipe")
+        raise MixfitError(
+            f"unknown domains {', '.join(unknown[:5])}: the mixture's domains are not the sources of recipe {base!r} "
+            f"({', '.join(names)}); only proxyscale source names can be written as a recipe"
+        )
     w = np.array([prop["weights"][n] for n in names])
     w = w / w.sum()
     desc = f"{base} with weights proposed by proxyscale mixfit ({prop['model']}, {prop['metric']}, predicted {prop['predicted']:.4f})"
@@ -472,8 +523,13 @@ def _f(v, nd=3) -> str:
 def _rows(result: dict) -> list[list[str]]:
     rows = []
     for m in result["models"]:
-        held = "; ".join(f"{k}: " + ("no fit" if v["degenerate"] else f"rho {_f(v['spearman'])}, DA {_f(v['decision_accuracy'])} (n={v['n']})")
-                         for k, v in m["heldout"].items()) or "-"
+        held = (
+            "; ".join(
+                f"{k}: " + ("no fit" if v["degenerate"] else f"rho {_f(v['spearman'])}, DA {_f(v['decision_accuracy'])} (n={v['n']})")
+                for k, v in m["heldout"].items()
+            )
+            or "-"
+        )
         oof = "no fit (constant predictions)" if m["degenerate"] else f"rho {_f(m['oof_spearman'])}, DA {_f(m['oof_decision_accuracy'])}"
         rows.append([m["metric"], m["model"], m["size"], str(m["n_train"]), oof, held])
     return rows
@@ -488,15 +544,21 @@ def _proposal_lines(result: dict) -> list[str]:
         return [f"No proposal: {p['reason']}."]
     top = sorted(p["weights"].items(), key=lambda kv: -kv[1])
     b = p["best_observed"]
-    return [f"Proposal ({p['model']} on {p['metric']}, mean of the top {p['top_k']} of {p['n_in_range']} in-range samples out of {p['n_samples']}): "
-            f"predicted {p['predicted']:.4f}.",
-            "Weights: " + ", ".join(f"{k} {v:.3f}" for k, v in top),
-            f"Best observed mixture {b['recipe']}: observed {b['observed']:.4f}, predicted {b['predicted']:.4f}."]
+    return [
+        f"Proposal ({p['model']} on {p['metric']}, mean of the top {p['top_k']} of {p['n_in_range']} in-range samples out of {p['n_samples']}): "
+        f"predicted {p['predicted']:.4f}.",
+        "Weights: " + ", ".join(f"{k} {v:.3f}" for k, v in top),
+        f"Best observed mixture {b['recipe']}: observed {b['observed']:.4f}, predicted {b['predicted']:.4f}.",
+    ]
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Mixture regression at {result['size']}", "",
-             f"{result['n_mixtures']} mixtures over {len(result['domains'])} domains; held-out splits: {', '.join(result['holdout_splits']) or 'none'}.", ""]
+    lines = [
+        f"# Mixture regression at {result['size']}",
+        "",
+        f"{result['n_mixtures']} mixtures over {len(result['domains'])} domains; held-out splits: {', '.join(result['holdout_splits']) or 'none'}.",
+        "",
+    ]
     lines += ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     lines += ["| " + " | ".join(r) + " |" for r in _rows(result)]
     lines += ["", "## Proposal", ""] + [f"- {s}" for s in _proposal_lines(result)]
@@ -506,14 +568,18 @@ def markdown(result: dict) -> str:
 
 def html_page(result: dict, figs: dict[str, bytes]) -> str:
     e = html.escape
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>mixfit</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}</style></head><body>",
-             f"<h1>Mixture regression at {e(result['size'])}</h1>",
-             f"<p>{result['n_mixtures']} mixtures over {len(result['domains'])} domains; "
-             f"held-out splits: {e(', '.join(result['holdout_splits']) or 'none')}.</p>",
-             "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEAD) + "</tr>"
-             + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _rows(result)) + "</table>",
-             "<h2>Proposal</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in _proposal_lines(result)) + "</ul>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>mixfit</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}</style></head><body>",
+        f"<h1>Mixture regression at {e(result['size'])}</h1>",
+        f"<p>{result['n_mixtures']} mixtures over {len(result['domains'])} domains; held-out splits: {e(', '.join(result['holdout_splits']) or 'none')}.</p>",
+        "<table><tr>"
+        + "".join(f"<th>{e(h)}</th>" for h in HEAD)
+        + "</tr>"
+        + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _rows(result))
+        + "</table>",
+        "<h2>Proposal</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in _proposal_lines(result)) + "</ul>",
+    ]
     for metric, png in figs.items():
         parts.append(f"<h3>{e(metric)}</h3><img alt='{e(metric)} out-of-fold' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>")
     parts.append("</body></html>")

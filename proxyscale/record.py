@@ -4,6 +4,7 @@
 `<sweep_dir>/<run_id>/result.json` is written once per cell outcome, atomically (temp file +
 rename), so a reader sees either the previous complete record or the new one, never a torn file.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Session fixtures shared by every test module."""
+
 from __future__ import annotations
 
 import os

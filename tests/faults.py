@@ -1,5 +1,6 @@
 """Fault-injection fixtures shared by the reliability tests: a real full disk (tmpfs) and a
 read-only folder (bind mount), skipped where this process may not mount."""
+
 from __future__ import annotations
 
 import contextlib

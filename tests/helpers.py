@@ -1,5 +1,6 @@
 """Shared test helpers: the real CLI in a subprocess, fast-cell overrides, folder snapshots.
 (A plain module, not conftest.py: tests/slurm has its own conftest and both would be `conftest`.)"""
+
 from __future__ import annotations
 
 import os

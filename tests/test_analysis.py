@@ -1,5 +1,6 @@
 """The agreement metrics, the reduced-LR protocol, size ordering and the null baselines, against
 scipy and hand-computed cases. Fast: no training, no CLI."""
+
 from __future__ import annotations
 
 import math
@@ -151,8 +152,21 @@ def test_abstain_within_seed_noise():
 # sizes and CSV input
 
 
-@pytest.mark.parametrize("name,value", [("1M", 1e6), ("60M", 60e6), ("400M-1x", 400e6), ("1.3B", 1.3e9), ("7B-1x", 7e9),
-                                        ("350k", 350e3), ("350K", 350e3), ("1b", 1e9), ("tiny", None), ("small", None)])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("1M", 1e6),
+        ("60M", 60e6),
+        ("400M-1x", 400e6),
+        ("1.3B", 1.3e9),
+        ("7B-1x", 7e9),
+        ("350k", 350e3),
+        ("350K", 350e3),
+        ("1b", 1e9),
+        ("tiny", None),
+        ("small", None),
+    ],
+)
 def test_parse_size(name, value):
     assert I.parse_size(name) == value
 
@@ -167,14 +181,17 @@ def test_order_sizes():
         I.order_sizes(["1B", "1000M"])
 
 
-@pytest.mark.parametrize("text,msg", [
-    ("", "empty file"),
-    ("recipe,size,metric,value\n", "empty file"),
-    ("recipe,size,value\na,1M,1\n", "missing column(s) metric"),
-    ("recipe,size,metric,value\na,1M,m,1\nb,1M,m,oops\na,2M,m,1\n", "non-numeric value 'oops' (row 3)"),
-    ("recipe,size,metric,value\na,1M,m,1\na,2M,m,1\n", "only one recipe"),
-    ("recipe,size,metric,value\na,tiny,m,1\nb,huge,m,2\n", "cannot order sizes"),
-])
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ("", "empty file"),
+        ("recipe,size,metric,value\n", "empty file"),
+        ("recipe,size,value\na,1M,1\n", "missing column(s) metric"),
+        ("recipe,size,metric,value\na,1M,m,1\nb,1M,m,oops\na,2M,m,1\n", "non-numeric value 'oops' (row 3)"),
+        ("recipe,size,metric,value\na,1M,m,1\na,2M,m,1\n", "only one recipe"),
+        ("recipe,size,metric,value\na,tiny,m,1\nb,huge,m,2\n", "cannot order sizes"),
+    ],
+)
 def test_prepare_csv_errors(tmp_path, text, msg):
     p = tmp_path / "x.csv"
     p.write_text(text)
@@ -191,20 +208,23 @@ def lr_table(seeds=(0, 1)):
     """4 recipes; target L's best LR differs per recipe; proxy S at the standard (largest) LR flips
     the tuned-target ranking while S at the reduced LR orders it exactly."""
     target = {  # recipe: {lr: loss}
-        "A": {1e-3: 2.00, 1e-2: 2.50}, "B": {1e-3: 2.60, 1e-2: 2.10},
-        "C": {1e-3: 2.20, 1e-2: 2.32}, "D": {1e-3: 2.40, 1e-2: 2.30},
+        "A": {1e-3: 2.00, 1e-2: 2.50},
+        "B": {1e-3: 2.60, 1e-2: 2.10},
+        "C": {1e-3: 2.20, 1e-2: 2.32},
+        "D": {1e-3: 2.40, 1e-2: 2.30},
     }
     proxy = {
-        "A": {1e-3: 3.0, 1e-2: 3.5}, "B": {1e-3: 3.1, 1e-2: 3.4},
-        "C": {1e-3: 3.2, 1e-2: 3.7}, "D": {1e-3: 3.3, 1e-2: 3.6},
+        "A": {1e-3: 3.0, 1e-2: 3.5},
+        "B": {1e-3: 3.1, 1e-2: 3.4},
+        "C": {1e-3: 3.2, 1e-2: 3.7},
+        "D": {1e-3: 3.3, 1e-2: 3.6},
     }
     rows = []
     for size, params, tab in (("S", 1e6, proxy), ("L", 1e7, target)):
         for r, per in tab.items():
             for lr, v in per.items():
                 for s in seeds:
-                    rows.append({"recipe": r, "size": size, "params": params, "metric": "loss", "lr": lr, "seed": s,
-                                 "value": v + (0.001 if s else -0.001)})
+                    rows.append({"recipe": r, "size": size, "params": params, "metric": "loss", "lr": lr, "seed": s, "value": v + (0.001 if s else -0.001)})
     return pd.DataFrame(rows)
 
 
@@ -300,8 +320,10 @@ def test_early_signal_from_curves():
 
 def test_report_modules_import_no_torch():
     """The report never tokenizes: no torch, and none of proxyscale.baseline/data/config behind the analysis."""
-    code = ("import sys, proxyscale.analysis, proxyscale.report.build, proxyscale.report.render; "
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.') or m in ('proxyscale.baseline', 'proxyscale.data', "
-            "'proxyscale.config')]; print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, proxyscale.analysis, proxyscale.report.build, proxyscale.report.render; "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.') or m in ('proxyscale.baseline', 'proxyscale.data', "
+        "'proxyscale.config')]; print(bad); sys.exit(1 if bad else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

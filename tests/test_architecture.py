@@ -1,6 +1,7 @@
 """The package's import graph follows the flow (conf -> grid -> launch -> job -> record -> collect ->
 analysis -> report, tracking beside the job): no import circle, function-level imports included, and
 the report side never reaches the training side."""
+
 from __future__ import annotations
 
 import ast
@@ -48,7 +49,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(m)
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
+                return stack[stack.index(n) :] + [n]
             if n not in state and (found := visit(n)):
                 return found
         stack.pop()

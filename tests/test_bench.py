@@ -1,5 +1,6 @@
 """The GPU benchmark's code path, run on the CPU at the debug size: a session that is lent a GPU
 finds a bench that works (the GPU tier itself runs only there)."""
+
 from __future__ import annotations
 
 import pytest

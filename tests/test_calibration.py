@@ -1,6 +1,7 @@
 """Calibration of the verdicts and intervals on seeded synthetic data with a known answer: an independent
 proxy or a target drowned in its seed noise must rarely "hold", a proxy sharing strong effects must
 usually hold, and the 95% intervals must cover their population values 93-97% of the time."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """The recipe catalogue's steps on hand-made corpora: near dedup, model-based selection, mixtures."""
+
 from __future__ import annotations
 
 import random

@@ -1,5 +1,6 @@
 """The real `proxyscale` CLI in a subprocess: bad input is one line and exit 2 before anything
 trains or is written; a tiny grid runs end to end to a report; reruns skip final cells."""
+
 from __future__ import annotations
 
 import json
@@ -47,21 +48,51 @@ BAD = [
     (["optim.schedule=linear"], "optim.schedule must be cosine, wsd or constant, got 'linear' (cell: optim.schedule=linear paths.output_dir={out})", None),
     (["trainer.nonsense=1"], "Could not override 'trainer.nonsense': Key 'nonsense' not in 'TrainerConfig'", None),
     (["trainer.compile=maybe"], "Error merging override trainer.compile=maybe: Value 'maybe' is not a valid bool (type str)", None),
-    (["trainer.strategy=deepspeed"], "trainer.strategy must be auto, ddp or fsdp, got 'deepspeed' (cell: trainer.strategy=deepspeed paths.output_dir={out})", None),
-    (["trainer.batch_size=33", "trainer.devices=2"],
-     "trainer.batch_size=33 must divide evenly over devices x num_nodes = 2 processes (cell: trainer.batch_size=33 trainer.devices=2 paths.output_dir={out})", None),
+    (
+        ["trainer.strategy=deepspeed"],
+        "trainer.strategy must be auto, ddp or fsdp, got 'deepspeed' (cell: trainer.strategy=deepspeed paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["trainer.batch_size=33", "trainer.devices=2"],
+        "trainer.batch_size=33 must divide evenly over devices x num_nodes = 2 processes (cell: trainer.batch_size=33 trainer.devices=2 paths.output_dir={out})",
+        None,
+    ),
     (["eval.tokens_per_set=10"], "eval.tokens_per_set must hold one sequence (129 tokens) (cell: eval.tokens_per_set=10 paths.output_dir={out})", None),
     # issue 14: names that would write outside outputs/ or into the cache, values that failed inside every cell
-    (["sweep=../../escape"], "sweep name '../../escape' holds a '/' or '\\' (names are one folder, never a path) (cell: sweep=../../escape paths.output_dir={out})", None),
+    (
+        ["sweep=../../escape"],
+        "sweep name '../../escape' holds a '/' or '\\' (names are one folder, never a path) (cell: sweep=../../escape paths.output_dir={out})",
+        None,
+    ),
     (["sweep=/tmp/abs"], "sweep name '/tmp/abs' holds a '/' or '\\' (names are one folder, never a path) (cell: sweep=/tmp/abs paths.output_dir={out})", None),
-    (["sweep=.cache"], "sweep name '.cache' starts with '.' (hidden and reserved names such as .cache are not allowed) (cell: sweep=.cache paths.output_dir={out})", None),
-    (["data.name=org/name"], "recipe name 'org/name' holds a '/' or '\\' (names are one folder, never a path) (cell: data.name=org/name paths.output_dir={out})", None),
-    (["sweep=" + "x" * 250], "sweep name '" + "x" * 37 + "...' is 250 characters long (at most 100) (cell: sweep=" + "x" * 250 + " paths.output_dir={out})", None),
+    (
+        ["sweep=.cache"],
+        "sweep name '.cache' starts with '.' (hidden and reserved names such as .cache are not allowed) (cell: sweep=.cache paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["data.name=org/name"],
+        "recipe name 'org/name' holds a '/' or '\\' (names are one folder, never a path) (cell: data.name=org/name paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["sweep=" + "x" * 250],
+        "sweep name '" + "x" * 37 + "...' is 250 characters long (at most 100) (cell: sweep=" + "x" * 250 + " paths.output_dir={out})",
+        None,
+    ),
     (["seed=-1"], "seed must be in [0, 2**32 - 1], got -1 (cell: seed=-1 paths.output_dir={out})", None),
     (["seed=4294967296"], "seed must be in [0, 2**32 - 1], got 4294967296 (cell: seed=4294967296 paths.output_dir={out})", None),
-    (["data.tokenizer=gpt2"], "data.tokenizer must be 'byte' or a local tokenizer folder (never downloaded), got 'gpt2' (cell: data.tokenizer=gpt2 paths.output_dir={out})", None),
-    (["eval.sets.0={name: e, kind: files, path: '{csv}'}", Csv("")],
-     "source 'e': {csv} is empty (cell: eval.sets.0={name:e,kind:files,path:'{csv}'} paths.output_dir={out})", None),
+    (
+        ["data.tokenizer=gpt2"],
+        "data.tokenizer must be 'byte' or a local tokenizer folder (never downloaded), got 'gpt2' (cell: data.tokenizer=gpt2 paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["eval.sets.0={name: e, kind: files, path: '{csv}'}", Csv("")],
+        "source 'e': {csv} is empty (cell: eval.sets.0={name:e,kind:files,path:'{csv}'} paths.output_dir={out})",
+        None,
+    ),
     (["eval.batch_size=0"], "eval.batch_size must be > 0, got 0 (cell: eval.batch_size=0 paths.output_dir={out})", None),
     (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps must be > 0, got 0 (cell: trainer.log_every_n_steps=0 paths.output_dir={out})", None),
     (["model.n_kv_head=3"], "model tiny: n_kv_head 3 does not divide n_head 2 (cell: model.n_kv_head=3 paths.output_dir={out})", None),
@@ -70,53 +101,118 @@ BAD = [
     (["optim.min_lr_frac=-3"], "optim.min_lr_frac must be in [0, 1], got -3.0 (cell: optim.min_lr_frac=-3 paths.output_dir={out})", None),
     (["-m", "sweep=ok,../up"], "sweep name '../up' holds a '/' or '\\' (names are one folder, never a path) (cell: sweep=../up paths.output_dir={out})", None),
     # benchmark task sets (issue 16.4): items that cannot be scored, unknown tasks
-    (["eval.sets.0={name: e, kind: files, path: '{csv}', format: jsonl, task: mc}", Csv('{"context": "a", "label": 0}\n')],
-     "eval set 'e': {csv} item 1 (line 1) has no choices field 'choices' (fields: context, label) (cell: eval.sets.0={name:e,kind:files,path:'{csv}',format:jsonl,task:mc} paths.output_dir={out})", None),
-    (["eval.sets.0={name: e, kind: files, path: '{csv}', format: jsonl, task: mc}", Csv('{"context": "a", "choices": ["x", "y"], "label": 0}\n{"context": "b", "choices": ["x", "y"], "label": 5}\n')],
-     "eval set 'e': {csv} item 2 (line 2): label 5 is out of range for 2 choices (cell: eval.sets.0={name:e,kind:files,path:'{csv}',format:jsonl,task:mc} paths.output_dir={out})", None),
-    (["eval.sets.0={name: e, kind: files, path: '{csv}', format: jsonl, task: mc}", Csv("\n\n")], "eval set 'e': no mc items in {csv} (cell: eval.sets.0={name:e,kind:files,path:'{csv}',format:jsonl,task:mc} paths.output_dir={out})", None),
-    (["eval.sets.0={name: e, kind: files, path: '{csv}', format: jsonl, task: cloze}", Csv('{"context": "a"}\n')],
-     "eval set 'e': {csv} item 1 (line 1) has no target field 'target' (fields: context) (cell: eval.sets.0={name:e,kind:files,path:'{csv}',format:jsonl,task:cloze} paths.output_dir={out})", None),
+    (
+        ["eval.sets.0={name: e, kind: files, path: '{csv}', format: jsonl, task: mc}", Csv('{"context": "a", "label": 0}\n')],
+        "eval set 'e': {csv} item 1 (line 1) has no choices field 'choices' (fields: context, label) (cell: eval.sets.0={name:e,kind:files,path:'{csv}',format:jsonl,task:mc} paths.output_dir={out})",
+        None,
+    ),
+    (
+        [
+            "eval.sets.0={name: e, kind: files, path: '{csv}', format: jsonl, task: mc}",
+            Csv('{"context": "a", "choices": ["x", "y"], "label": 0}\n{"context": "b", "choices": ["x", "y"], "label": 5}\n'),
+        ],
+        "eval set 'e': {csv} item 2 (line 2): label 5 is out of range for 2 choices (cell: eval.sets.0={name:e,kind:files,path:'{csv}',format:jsonl,task:mc} paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["eval.sets.0={name: e, kind: files, path: '{csv}', format: jsonl, task: mc}", Csv("\n\n")],
+        "eval set 'e': no mc items in {csv} (cell: eval.sets.0={name:e,kind:files,path:'{csv}',format:jsonl,task:mc} paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["eval.sets.0={name: e, kind: files, path: '{csv}', format: jsonl, task: cloze}", Csv('{"context": "a"}\n')],
+        "eval set 'e': {csv} item 1 (line 1) has no target field 'target' (fields: context) (cell: eval.sets.0={name:e,kind:files,path:'{csv}',format:jsonl,task:cloze} paths.output_dir={out})",
+        None,
+    ),
     (["eval.sets.0.task=qa"], "eval set 'prose': task must be lm, mc or cloze, got 'qa' (cell: eval.sets.0.task=qa paths.output_dir={out})", None),
-    (["data.sources.0.task=mc"], "recipe balanced: source 'prose' has task 'mc'; recipes train on text (task lm), benchmark tasks are eval sets "
-     "(cell: data.sources.0.task=mc paths.output_dir={out})", None),
+    (
+        ["data.sources.0.task=mc"],
+        "recipe balanced: source 'prose' has task 'mc'; recipes train on text (task lm), benchmark tasks are eval sets "
+        "(cell: data.sources.0.task=mc paths.output_dir={out})",
+        None,
+    ),
     # recipes: mixtures, sources, curation steps
-    (["data.sources.0.weight=-0.5"], "recipe balanced: negative mixture weight in [-0.5, 0.4, 0.2] (cell: data.sources.0.weight=-0.5 paths.output_dir={out})", None),
-    (["data.sources.0.weight=0", "data.sources.1.weight=0", "data.sources.2.weight=0"],
-     "recipe balanced: mixture weights sum to zero (cell: data.sources.0.weight=0 data.sources.1.weight=0 data.sources.2.weight=0 paths.output_dir={out})", None),
-    (["data.sources.2={name: mine, kind: files, path: /no/such/file.jsonl}"],
-     "source 'mine': no local dataset file matches '/no/such/file.jsonl' (cell: data.sources.2={name:mine,kind:files,path:/no/such/file.jsonl} paths.output_dir={out})", None),
-    (["data.sources.0.path=nope"],
-     "source 'prose': unknown built-in corpus 'nope' (choose from: python_docs, python_code, package_readmes, licenses) (cell: data.sources.0.path=nope paths.output_dir={out})", None),
+    (
+        ["data.sources.0.weight=-0.5"],
+        "recipe balanced: negative mixture weight in [-0.5, 0.4, 0.2] (cell: data.sources.0.weight=-0.5 paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["data.sources.0.weight=0", "data.sources.1.weight=0", "data.sources.2.weight=0"],
+        "recipe balanced: mixture weights sum to zero (cell: data.sources.0.weight=0 data.sources.1.weight=0 data.sources.2.weight=0 paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["data.sources.2={name: mine, kind: files, path: /no/such/file.jsonl}"],
+        "source 'mine': no local dataset file matches '/no/such/file.jsonl' (cell: data.sources.2={name:mine,kind:files,path:/no/such/file.jsonl} paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["data.sources.0.path=nope"],
+        "source 'prose': unknown built-in corpus 'nope' (choose from: python_docs, python_code, package_readmes, licenses) (cell: data.sources.0.path=nope paths.output_dir={out})",
+        None,
+    ),
     (["data.sources.0.kind=ftp"], "source 'prose': kind must be builtin, hf or files, got 'ftp' (cell: data.sources.0.kind=ftp paths.output_dir={out})", None),
-    (["data.steps=[{op: frobnicate}]"], "recipe balanced: step 0 has unknown op 'frobnicate' (choose from: exact_dedup, near_dedup, select_like, quality_filter, "
-     "duplicate, corrupt, shuffle_words) (cell: data.steps=[{op:frobnicate}] paths.output_dir={out})", None),
-    (["data.steps=[{op: quality_filter, bogus: 1}]"], "recipe balanced: step quality_filter has unknown parameter(s) ['bogus'] (allowed: ['max_dup_line_frac', "
-     "'max_mean_word_len', 'max_symbol_frac', 'min_alpha_frac', 'min_chars', 'min_mean_word_len']) (cell: data.steps=[{op:quality_filter,bogus:1}] paths.output_dir={out})", None),
-    (["data.steps=[{op: exact_dedup, sources: [nosuch]}]"],
-     "recipe balanced: step exact_dedup names missing source(s) ['nosuch'] (cell: data.steps=[{op:exact_dedup,sources:[nosuch]}] paths.output_dir={out})", None),
-    (["data.steps=[{op: select_like, keep_frac: 0}]"], "recipe balanced: select_like keep_frac must be in (0, 1] (cell: data.steps=[{op:select_like,keep_frac:0}] paths.output_dir={out})", None),
-    (["data.steps=[{op: duplicate, factor: 0}]"], "recipe balanced: duplicate factor must be >= 1 (cell: data.steps=[{op:duplicate,factor:0}] paths.output_dir={out})", None),
+    (
+        ["data.steps=[{op: frobnicate}]"],
+        "recipe balanced: step 0 has unknown op 'frobnicate' (choose from: exact_dedup, near_dedup, select_like, quality_filter, "
+        "duplicate, corrupt, shuffle_words) (cell: data.steps=[{op:frobnicate}] paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["data.steps=[{op: quality_filter, bogus: 1}]"],
+        "recipe balanced: step quality_filter has unknown parameter(s) ['bogus'] (allowed: ['max_dup_line_frac', "
+        "'max_mean_word_len', 'max_symbol_frac', 'min_alpha_frac', 'min_chars', 'min_mean_word_len']) (cell: data.steps=[{op:quality_filter,bogus:1}] paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["data.steps=[{op: exact_dedup, sources: [nosuch]}]"],
+        "recipe balanced: step exact_dedup names missing source(s) ['nosuch'] (cell: data.steps=[{op:exact_dedup,sources:[nosuch]}] paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["data.steps=[{op: select_like, keep_frac: 0}]"],
+        "recipe balanced: select_like keep_frac must be in (0, 1] (cell: data.steps=[{op:select_like,keep_frac:0}] paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["data.steps=[{op: duplicate, factor: 0}]"],
+        "recipe balanced: duplicate factor must be >= 1 (cell: data.steps=[{op:duplicate,factor:0}] paths.output_dir={out})",
+        None,
+    ),
     (["mixtures", "--base", "nosuch", "--n", "2"], f"unknown recipe 'nosuch': no {ROOT}/conf/data/nosuch.yaml", None),
     (["mixtures", "--base", "balanced", "--n", "0"], "mixtures need n >= 1, at least 2 sources and alpha > 0 (got n=0, k=3, alpha=1.0)", None),
     # grids and launchers
     (["-m", "optim.lr=range(1,1)"], "the grid has zero cells", None),
     (["-m", "data=glob(nomatch*)"], "the grid has zero cells", None),
     (["model=debug,tiny"], "a sweep (a,b values) needs -m/--multirun", None),
-    (["hydra/launcher=nosuch"], "In 'hydra/config': Could not find 'hydra/launcher/nosuch' (available: basic, joblib, local, submitit_local, submitit_slurm)", None),
+    (
+        ["hydra/launcher=nosuch"],
+        "In 'hydra/config': Could not find 'hydra/launcher/nosuch' (available: basic, joblib, local, submitit_local, submitit_slurm)",
+        None,
+    ),
     (["-m", "model=debug", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs must be >= 1, got 0", None),
-    (["submit", "model=debug"], "'sbatch' not found on PATH: `proxyscale submit` needs a SLURM cluster (run the grid here with `proxyscale -m ...`, "
-     "or hydra/launcher=submitit_local)", NO_SLURM),
+    (
+        ["submit", "model=debug"],
+        "'sbatch' not found on PATH: `proxyscale submit` needs a SLURM cluster (run the grid here with `proxyscale -m ...`, or hydra/launcher=submitit_local)",
+        NO_SLURM,
+    ),
     (["submit", "--cells-per-task", "0", "model=debug"], "--cells-per-task must be >= 1, got 0", None),
     # issue 17: typos, list syntax and repeated values on a sweep axis
     (["reprot"], "unknown subcommand 'reprot' (did you mean report?); overrides are key=value, see proxyscale --help", None),
     (["hlep"], "unknown subcommand 'hlep' (did you mean help?); overrides are key=value, see proxyscale --help", None),
     (["lr=1e-3"], "Could not override 'lr': Key 'lr' not in 'Config' (did you mean optim.lr?)", None),
     (["-m", "lr=1e-3,3e-3"], "Could not override 'lr': Key 'lr' not in 'Config' (did you mean optim.lr?)", None),
-    (["trainer.max_steps=20"],
-     "Could not override 'trainer.max_steps': Key 'max_steps' not in 'TrainerConfig' (did you mean trainer.max_tokens or data.steps?)", None),
-    (["-m", "data=[balanced,noisy]"],
-     "data=[balanced,noisy]: [..] would merge 2 data options into one config; to sweep them write -m data=balanced,noisy", None),
+    (
+        ["trainer.max_steps=20"],
+        "Could not override 'trainer.max_steps': Key 'max_steps' not in 'TrainerConfig' (did you mean trainer.max_tokens or data.steps?)",
+        None,
+    ),
+    (
+        ["-m", "data=[balanced,noisy]"],
+        "data=[balanced,noisy]: [..] would merge 2 data options into one config; to sweep them write -m data=balanced,noisy",
+        None,
+    ),
     (["-m", "optim.lr=[1e-3,3e-3]"], "optim.lr=[1e-3,3e-3]: [..] is one list value, not a sweep; to sweep optim.lr write optim.lr=0.001,0.003", None),
     (["-m", "model=debug,debug"], "model=debug,debug: debug appears more than once on the model axis (name each value once)", None),
     (["-m", "optim.lr=1e-3,0.001"], "optim.lr=1e-3,0.001: 0.001 appears more than once on the optim.lr axis (name each value once)", None),
@@ -130,8 +226,11 @@ BAD = [
     ([*REPORT, Csv("recipe,size,metric,value,lr\na,1M,loss,1,1e-3\nb,60M,loss,2,x\n")], "{csv}: non-numeric lr 'x' (row 3)", None),
     ([*REPORT, Csv("recipe,size,metric,value\na,1M,loss,1\na,60M,loss,2\n")], "{csv}: only one recipe ('a'); a ranking needs at least 2", None),
     ([*REPORT, Csv("recipe,size,metric,value\na,1M,loss,1\nb,1M,loss,2\n")], "{csv}: only one size ('1M'); a proxy and a target are needed", None),
-    ([*REPORT, Csv("recipe,size,metric,value\na,tiny,loss,1\nb,huge,loss,2\n")],
-     "cannot order sizes 'tiny', 'huge': give a params column or names like 60M, 1.3B, 350k", None),
+    (
+        [*REPORT, Csv("recipe,size,metric,value\na,tiny,loss,1\nb,huge,loss,2\n")],
+        "cannot order sizes 'tiny', 'huge': give a params column or names like 60M, 1.3B, 350k",
+        None,
+    ),
 ]
 
 

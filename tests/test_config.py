@@ -1,4 +1,5 @@
 """Every config composes and validates; run ids are stable; bad values fail in one line."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,13 +7,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from helpers import conf_options
 from proxyscale import config as C
 from proxyscale import grid
 from proxyscale.budget import flops_per_token, ladder, n_params
 from proxyscale.data import identity
 from proxyscale.job.model import build
-
-from helpers import conf_options
 
 GROUPS = ["model", "data", "eval", "optim", "trainer", "logger", "grid", "experiment", "debug"]
 
@@ -133,9 +133,15 @@ def test_the_planners_composer_builds_the_config_hydra_would():
 
     from proxyscale import grid
 
-    cases = [["model=debug", "optim.lr=1e-2", "seed=3"], ["data=noisy", "model=tiny", "trainer.max_tokens=49152"],
-             ["data.sources.0={name: p, kind: builtin, path: python_docs}", "model=debug"], ["model=debug", "optim.lr=1"],
-             ["experiment=duplication_flip", "seed=1"], ["debug=fast", "optim.lr=5e-3"], ["+extra=1"]]  # (+key composes the cell in full)
+    cases = [
+        ["model=debug", "optim.lr=1e-2", "seed=3"],
+        ["data=noisy", "model=tiny", "trainer.max_tokens=49152"],
+        ["data.sources.0={name: p, kind: builtin, path: python_docs}", "model=debug"],
+        ["model=debug", "optim.lr=1"],
+        ["experiment=duplication_flip", "seed=1"],
+        ["debug=fast", "optim.lr=5e-3"],
+        ["+extra=1"],
+    ]  # (+key composes the cell in full)
     with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         full = lambda o: compose("config", overrides=list(o), return_hydra_config=True)  # noqa: E731

@@ -1,4 +1,5 @@
 """Curation steps on hand-made corpora, cache reuse, eval/train separation, local-file loading."""
+
 from __future__ import annotations
 
 import json
@@ -45,11 +46,18 @@ def test_duplicate_and_corrupt_are_seeded_and_do_what_they_say():
 
 
 def _recipe(**kw) -> DataConfig:
-    node = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.create({
-        "name": "t", "pool_tokens": 50_000,
-        "sources": [{"name": "prose", "path": "python_docs", "weight": 1.0}, {"name": "code", "path": "python_code", "weight": 1.0}],
-        "steps": [{"op": "exact_dedup"}],
-    }), OmegaConf.create(kw))
+    node = OmegaConf.merge(
+        OmegaConf.structured(DataConfig),
+        OmegaConf.create(
+            {
+                "name": "t",
+                "pool_tokens": 50_000,
+                "sources": [{"name": "prose", "path": "python_docs", "weight": 1.0}, {"name": "code", "path": "python_code", "weight": 1.0}],
+                "steps": [{"op": "exact_dedup"}],
+            }
+        ),
+        OmegaConf.create(kw),
+    )
     return node
 
 

@@ -1,4 +1,5 @@
 """Per-example losses and the predictive correlation across scale (issue 16)."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,11 @@ def synthetic(n_ex: int, n_rec: int, noise: float, shared: bool, seed: int = 0) 
         for seed_ in (0, 1):  # seed noise that cancels in the seed mean: +eps / -eps
             for lr, vals in ((1e-3, base + (eps if seed_ == 0 else -eps)), (3e-3, 5 + rng.normal(size=(n_ex, n_rec)))):
                 for r in range(n_rec):
-                    frames.append(pd.DataFrame({"recipe": f"r{r:02d}", "size": size, "metric": "set", "example": np.arange(n_ex),
-                                                "value": vals[:, r], "lr": lr, "seed": seed_}))
+                    frames.append(
+                        pd.DataFrame(
+                            {"recipe": f"r{r:02d}", "size": size, "metric": "set", "example": np.arange(n_ex), "value": vals[:, r], "lr": lr, "seed": seed_}
+                        )
+                    )
     ex = pd.concat(frames, ignore_index=True)
     agg = ex.groupby(["recipe", "size", "metric", "lr", "seed"], as_index=False)["value"].mean()
     return ex, agg
@@ -47,8 +51,8 @@ def test_shared_effects_give_the_theoretical_correlation():
     ex, agg = synthetic(400, k, noise, shared=True)
     sec = X.section(ex, agg, ["1M", "10M"], {"set": False}, n_boot=500, seed=0)
     e = sec["entries"][0]
-    rho = 1 / (1 + noise ** 2)  # corr(s + n1, s + n2) with var(s) = 1, var(n) = noise^2
-    expected = rho * (1 - (1 - rho ** 2) / (2 * (k - 3)))  # E[sample r] over k recipes (Olkin-Pratt, first order)
+    rho = 1 / (1 + noise**2)  # corr(s + n1, s + n2) with var(s) = 1, var(n) = noise^2
+    expected = rho * (1 - (1 - rho**2) / (2 * (k - 3)))  # E[sample r] over k recipes (Olkin-Pratt, first order)
     assert sec["available"] and e["n_recipes"] == k and e["n_examples"] == 400
     assert e["mean"] == pytest.approx(expected, abs=0.015)
     assert e["mean_ci"][0] < e["mean"] < e["mean_ci"][1] and e["mean_ci"][1] - e["mean_ci"][0] < 0.05
@@ -80,8 +84,7 @@ def test_too_few_recipes_say_why():
 def test_tiny_sweep_writes_examples_and_the_report_section(tmp_path, cache_dir):
     out = tmp_path / "outputs"
     recipes = ["balanced", "noisy", "code_heavy", "boilerplate"]
-    res = run_cli("-m", "model=debug,tiny", f"data={','.join(recipes)}", "sweep=ex", *FAST, f"paths.output_dir={out}",
-                  f"paths.cache_dir={cache_dir}")
+    res = run_cli("-m", "model=debug,tiny", f"data={','.join(recipes)}", "sweep=ex", *FAST, f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}")
     assert res.returncode == 0, res.stderr[-3000:]
     root = out / "ex"
     recs = [record.read(p.parent) for p in root.glob("*/result.json")]
@@ -157,11 +160,38 @@ def test_csv_without_an_example_column_says_so(tmp_path):
 
 def _fake_record(root: Path, rid: str, size: str, recipe: str, seed: int, keys: dict) -> record.Record:
     values = {f.name: None for f in fields(record.Record)}
-    values.update(run_id=rid, sweep="demo", status="completed", size=size, params=1, recipe=recipe, lr=3e-3, seed=seed, tokens=0, steps=0,
-                  final_loss={}, eval_curve=[], train_curve=[], wall_seconds=0.0, train_seconds=0.0, tokens_per_second=0.0, flops_per_token=0.0,
-                  tokenizer="byte", config={"trainer": {"seq_len": 128}}, versions={}, error=None, requeues=0, eval_seconds=0.0,
-                  eval_sets=list(keys), cache_keys={"eval": keys}, baselines={}, tracking={}, schema_version=record.SCHEMA_VERSION, extra={},
-                  examples_file=record.EXAMPLES)
+    values.update(
+        run_id=rid,
+        sweep="demo",
+        status="completed",
+        size=size,
+        params=1,
+        recipe=recipe,
+        lr=3e-3,
+        seed=seed,
+        tokens=0,
+        steps=0,
+        final_loss={},
+        eval_curve=[],
+        train_curve=[],
+        wall_seconds=0.0,
+        train_seconds=0.0,
+        tokens_per_second=0.0,
+        flops_per_token=0.0,
+        tokenizer="byte",
+        config={"trainer": {"seq_len": 128}},
+        versions={},
+        error=None,
+        requeues=0,
+        eval_seconds=0.0,
+        eval_sets=list(keys),
+        cache_keys={"eval": keys},
+        baselines={},
+        tracking={},
+        schema_version=record.SCHEMA_VERSION,
+        extra={},
+        examples_file=record.EXAMPLES,
+    )
     return record.Record(**values)
 
 

@@ -1,23 +1,21 @@
 """Unit-level fault injection (issue 14): outcomes and exit lines, checkpoints that are torn or
 foreign, records on a full or read-only disk. Each test fails on the code before issue 14."""
+
 from __future__ import annotations
 
 import logging
 import shutil
 
 import numpy as np
-
 import pytest
 import torch
+from faults import full_disk, read_only
 from hydra import compose, initialize_config_dir
 
+from helpers import FAST, preempt_at
 from proxyscale import config as C
-from proxyscale import record
 from proxyscale.job import run_cell, run_dir
 from proxyscale.launch import local
-
-from faults import full_disk, read_only
-from helpers import FAST, preempt_at
 
 
 def _cfg(out_dir, cache_dir, *extra):
@@ -27,13 +25,18 @@ def _cfg(out_dir, cache_dir, *extra):
 
 # ---- 1. exit status -------------------------------------------------------------------------
 
+
 def test_summarise_counts_failed_and_unwritten_cells(monkeypatch):
     monkeypatch.delenv(local.OK_EXIT_ENV, raising=False)
     assert local.summarise(["completed", "diverged", "busy"], "outputs/x") is None
-    assert local.summarise(["completed", "failed", "failed", "completed", "completed", "diverged"], "outputs/demo") == \
-        "2 of 6 cells failed (see proxyscale status outputs/demo)"
-    assert local.summarise(["completed", "error: OSError: [Errno 28] No space left on device"], "o/s") == \
-        "1 of 2 cells could not write their record (OSError: [Errno 28] No space left on device) (see proxyscale status o/s)"
+    assert (
+        local.summarise(["completed", "failed", "failed", "completed", "completed", "diverged"], "outputs/demo")
+        == "2 of 6 cells failed (see proxyscale status outputs/demo)"
+    )
+    assert (
+        local.summarise(["completed", "error: OSError: [Errno 28] No space left on device"], "o/s")
+        == "1 of 2 cells could not write their record (OSError: [Errno 28] No space left on device) (see proxyscale status o/s)"
+    )
     monkeypatch.setenv(local.OK_EXIT_ENV, "1")
     assert local.summarise(["failed"], "o/s") is None
 
@@ -55,6 +58,7 @@ def test_a_read_only_sweep_folder_makes_the_cell_an_error_outcome(tmp_path, cach
 
 
 # ---- 2. durable checkpoints -----------------------------------------------------------------
+
 
 def _interrupted(cfg, monkeypatch):
     """Run `cfg` until a preemption at step 6 (a checkpoint was saved at step 4); return its last.ckpt."""
@@ -122,11 +126,14 @@ def _paths(tmp_path):
     return meta.with_suffix(".bin"), meta
 
 
-@pytest.mark.parametrize("damage,said", [
-    ("cut", "bytes, its meta says 4000 tokens"),  # a pool cut to 2.5%
-    ("odd", "bytes, its meta says 4000 tokens"),  # a .bin of odd length
-    ("meta", "unreadable meta"),  # a meta file that is not JSON
-])
+@pytest.mark.parametrize(
+    "damage,said",
+    [
+        ("cut", "bytes, its meta says 4000 tokens"),  # a pool cut to 2.5%
+        ("odd", "bytes, its meta says 4000 tokens"),  # a .bin of odd length
+        ("meta", "unreadable meta"),  # a meta file that is not JSON
+    ],
+)
 def test_a_damaged_token_cache_is_rebuilt_with_its_path_named(tmp_path, caplog, damage, said):
     build, calls = _build()
     tokens, meta = token_cache._cached(str(tmp_path), "k", {"p": 1}, build)

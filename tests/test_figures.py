@@ -4,6 +4,7 @@ panels with nothing to show are skipped with a note; the page renders in headles
 
 Reports are built in-process from the synthetic sweep of test_report.py (and a 2-recipe CSV) with few
 bootstrap replicates, once per module."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,12 @@ def syn(tmp_path_factory) -> tuple[Path, dict]:
 def two_recipes(tmp_path_factory) -> tuple[Path, dict]:
     """2 recipes x 2 sizes x 2 LRs: decision accuracy is a single pair; nothing for a heatmap or LR curves."""
     folder = tmp_path_factory.mktemp("two")
-    rows = [{"recipe": r, "size": s, "metric": "loss", "lr": lr, "params": p, "value": 3.0 - 0.1 * i - 0.2 * j + 0.01 * k}
-            for i, r in enumerate(("a", "b")) for j, (s, p) in enumerate((("S", 1e6), ("L", 1e8))) for k, lr in enumerate((1e-3, 3e-3))]
+    rows = [
+        {"recipe": r, "size": s, "metric": "loss", "lr": lr, "params": p, "value": 3.0 - 0.1 * i - 0.2 * j + 0.01 * k}
+        for i, r in enumerate(("a", "b"))
+        for j, (s, p) in enumerate((("S", 1e6), ("L", 1e8)))
+        for k, lr in enumerate((1e-3, 3e-3))
+    ]
     pd.DataFrame(rows).to_csv(folder / "two.csv", index=False)
     return folder, _report(folder / "rep", csv=str(folder / "two.csv"), out=str(folder / "rep"), allow_short_runs=True)
 
@@ -118,8 +123,7 @@ def test_figures_are_legible_text_9pt_or_more_and_nothing_clipped(syn_figures, m
         for t in texts:
             assert t.get_fontsize() >= 9, (key, t.get_text(), t.get_fontsize())
             bb = t.get_window_extent(r)
-            assert box.x0 - 1 <= bb.x0 and bb.x1 <= box.x1 + 1 and box.y0 - 1 <= bb.y0 and bb.y1 <= box.y1 + 1, \
-                (key, t.get_text(), bb.bounds, box.bounds)
+            assert box.x0 - 1 <= bb.x0 and bb.x1 <= box.x1 + 1 and box.y0 - 1 <= bb.y0 and bb.y1 <= box.y1 + 1, (key, t.get_text(), bb.bounds, box.bounds)
 
 
 def test_figures_follow_the_data(syn, syn_figures):
@@ -174,10 +178,27 @@ def test_report_html_in_headless_chromium_shows_every_figure(syn, tmp_path):
         assert (root / name).is_file() and (root / name).stat().st_size > 0, name
     assert text.count("data:image/png;base64,") == len(render.ALL_FIGURES)
     shot = tmp_path / "shot.png"
-    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--force-device-scale-factor=1",
-                           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,4000",
-                           page.as_uri()], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--force-device-scale-factor=1",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1280,4000",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), proc.stderr[-2000:]
     import matplotlib.image as mpimg
 

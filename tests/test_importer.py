@@ -3,6 +3,7 @@
 Each test pins one rule of the module docstring with a CSV that the old importer
 (proxyscale.report.analysis.prepare_csv) got wrong.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -89,8 +90,9 @@ def steps_csv(tmp_path, short_last: int) -> str:
 def test_full_table_with_steps_and_per_size_final_step(tmp_path):
     df, sizes, _, notes = prepare_csv(steps_csv(tmp_path, 100))
     assert len(df) == 3 * 4 + 3 * 2  # every step is kept: the caller derives final values and early signal
-    assert df.groupby(["recipe", "size"])["step"].max().to_dict() == {(r, s): (200 if s == "1M" else 100)
-                                                                      for r in ("mix001", "mix002", "mix003") for s in sizes}
+    assert df.groupby(["recipe", "size"])["step"].max().to_dict() == {
+        (r, s): (200 if s == "1M" else 100) for r in ("mix001", "mix002", "mix003") for s in sizes
+    }
     assert any("1M: 200, 60M: 100" in n for n in notes)
 
 
@@ -125,8 +127,10 @@ def test_direction_per_metric_by_argument(tmp_path):
     assert prepare_csv(path)[2] == {"Core": False, "loss": False}
     assert prepare_csv(path, higher_is_better=["Core"])[2] == {"Core": True, "loss": False}
     assert prepare_csv(path, higher_is_better=True)[2] == {"Core": True, "loss": True}  # the legacy flag
-    assert (refused(path, higher_is_better=["Core", "MMLU", "acc"])
-            == f"{path}: --higher-is-better names metric(s) not in the file: 'MMLU', 'acc' (metrics: Core, loss)")
+    assert (
+        refused(path, higher_is_better=["Core", "MMLU", "acc"])
+        == f"{path}: --higher-is-better names metric(s) not in the file: 'MMLU', 'acc' (metrics: Core, loss)"
+    )
 
 
 def test_direction_per_metric_by_column(tmp_path):
@@ -147,10 +151,27 @@ def test_direction_column_conflicts_and_bad_words_are_refused(tmp_path):
     assert refused(path) == f"{path}: direction must be higher or lower, got 'up' (row 2)"
 
 
-@pytest.mark.parametrize("name,accuracy", [("MMLU", True), ("Core", True), ("val_acc", True), ("acc_norm", True), ("HellaSwag", True),
-                                           ("arc_easy", True), ("exact_match", True), ("pass@1", True), ("f1", True),
-                                           ("loss", False), ("val_loss", False), ("accumulated_loss", False), ("score_loss", False),
-                                           ("Pile-CC", False), ("Embedding", False), ("scorer_ppl", False)])
+@pytest.mark.parametrize(
+    "name,accuracy",
+    [
+        ("MMLU", True),
+        ("Core", True),
+        ("val_acc", True),
+        ("acc_norm", True),
+        ("HellaSwag", True),
+        ("arc_easy", True),
+        ("exact_match", True),
+        ("pass@1", True),
+        ("f1", True),
+        ("loss", False),
+        ("val_loss", False),
+        ("accumulated_loss", False),
+        ("score_loss", False),
+        ("Pile-CC", False),
+        ("Embedding", False),
+        ("scorer_ppl", False),
+    ],
+)
 def test_accuracy_words_are_word_boundary_aware(name, accuracy):
     assert reads_like_accuracy(name) is accuracy
 
@@ -167,8 +188,7 @@ def test_dclm_imports_with_accuracy_warnings():
     df, sizes, directions, notes = prepare_csv(str(REALDATA / "dclm_scales.csv"))
     assert len(df) == 99 and df["recipe"].nunique() == 11 and sizes == ["400M-1x", "1B-1x", "7B-1x"]
     assert directions == {"Core": False, "Extended": False, "MMLU": False}
-    assert ("metric 'MMLU' reads like an accuracy but is analysed as lower-is-better; "
-            "pass --higher-is-better MMLU or a direction column") in notes
+    assert ("metric 'MMLU' reads like an accuracy but is analysed as lower-is-better; pass --higher-is-better MMLU or a direction column") in notes
     _, _, directions, notes = prepare_csv(str(REALDATA / "dclm_scales.csv"), higher_is_better=["Core", "Extended", "MMLU"])
     assert all(directions.values()) and not any("reads like" in n for n in notes)
 

@@ -1,5 +1,6 @@
 """Launch paths that need no cluster: Hydra's submitit_local launcher through our sweeper, and the
 manifest / grid-fingerprint / status logic of `proxyscale submit` and `proxyscale status`."""
+
 from __future__ import annotations
 
 import json
@@ -9,18 +10,37 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import FAST, ROOT, run_cli, snapshot
 
+from helpers import FAST, ROOT, run_cli, snapshot
 from proxyscale import grid, record
 from proxyscale.launch import LaunchError, manifest
 from proxyscale.launch.status import cell_states, counts, status_table
 
 
 def _record(sweep: Path, rid: str, status: str, error: str | None = None) -> None:
-    rec = record.Record(run_id=rid, sweep=sweep.name, status=status, size="debug", params=1, recipe="balanced", lr=1e-3,
-                        seed=0, tokens=0, steps=0, final_loss={}, eval_curve=[], train_curve=[], wall_seconds=0.0,
-                        train_seconds=0.0, tokens_per_second=0.0, flops_per_token=0.0, tokenizer="byte", config={},
-                        versions={}, error=error)
+    rec = record.Record(
+        run_id=rid,
+        sweep=sweep.name,
+        status=status,
+        size="debug",
+        params=1,
+        recipe="balanced",
+        lr=1e-3,
+        seed=0,
+        tokens=0,
+        steps=0,
+        final_loss={},
+        eval_curve=[],
+        train_curve=[],
+        wall_seconds=0.0,
+        train_seconds=0.0,
+        tokens_per_second=0.0,
+        flops_per_token=0.0,
+        tokenizer="byte",
+        config={},
+        versions={},
+        error=error,
+    )
     record.write(sweep / rid, rec)
 
 
@@ -52,9 +72,22 @@ def test_status_merges_manifest_without_scheduler(tmp_path):
     (sweep / "b").mkdir()
     (sweep / "b" / "config.yaml").write_text("x: 1\n")
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
-    manifest.append_manifest(sweep, [{"run_id": rid, "job_id": f"7_{i}", "array_job_id": "7", "array_index": i, "submitted": now,
-                                    "overrides": [], "stdout": f"/x/7_{i}_0_log.out", "stderr": f"/x/7_{i}_0_log.err"}
-                                   for i, rid in enumerate(("a", "b", "c"))])
+    manifest.append_manifest(
+        sweep,
+        [
+            {
+                "run_id": rid,
+                "job_id": f"7_{i}",
+                "array_job_id": "7",
+                "array_index": i,
+                "submitted": now,
+                "overrides": [],
+                "stdout": f"/x/7_{i}_0_log.out",
+                "stderr": f"/x/7_{i}_0_log.err",
+            }
+            for i, rid in enumerate(("a", "b", "c"))
+        ],
+    )
     manifest.append_manifest(sweep, [{"run_id": "c", "job_id": "9", "array_job_id": "9", "array_index": 0, "submitted": now, "overrides": []}])
     assert len((sweep / manifest.MANIFEST).read_text().splitlines()) == 4
     rows, _ = cell_states(sweep, scheduler=False)
@@ -89,8 +122,23 @@ def test_submit_without_sbatch_is_one_line_exit_2(tmp_path):
 def test_submitit_local_schema_holds_with_the_repo_root_first_on_sys_path(tmp_path):
     """`python -m proxyscale` from the repo root puts our hydra_plugins before site-packages', so
     Hydra's plugin scan re-registers the stock submitit_local schema (no array_parallelism) last."""
-    r = subprocess.run([sys.executable, "-m", "proxyscale", "-m", "hydra/launcher=submitit_local", "hydra.launcher.array_parallelism=1",
-                        "model=debug", "dry_run=true", f"paths.output_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "proxyscale",
+            "-m",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.array_parallelism=1",
+            "model=debug",
+            "dry_run=true",
+            f"paths.output_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and "1 cells" in r.stdout, r.stderr[-2000:]
 
 
@@ -99,8 +147,17 @@ def test_hydra_submitit_local_launcher_runs_the_grid(tmp_path, cache_dir):
     """`proxyscale -m hydra/launcher=submitit_local ...`: our sweeper, submitit's local executor,
     one process per cell (2 at a time), blocking until both records are written."""
     out = tmp_path / "outputs"
-    r = run_cli("-m", "hydra/launcher=submitit_local", "model=debug", "data=balanced,noisy", *FAST,
-                f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "sweep=sl", timeout=400)
+    r = run_cli(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "model=debug",
+        "data=balanced,noisy",
+        *FAST,
+        f"paths.output_dir={out}",
+        f"paths.cache_dir={cache_dir}",
+        "sweep=sl",
+        timeout=400,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     sweep = out / "sl"
     recs = [record.read(p.parent) for p in sweep.glob("*/result.json")]
@@ -110,8 +167,17 @@ def test_hydra_submitit_local_launcher_runs_the_grid(tmp_path, cache_dir):
     rows, _ = cell_states(sweep)
     assert counts(rows)["completed"] == 2
     # a second run skips both final cells (the sweeper's skip) and launches nothing
-    again = run_cli("-m", "hydra/launcher=submitit_local", "model=debug", "data=balanced,noisy", *FAST,
-                    f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "sweep=sl", timeout=200)
+    again = run_cli(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "model=debug",
+        "data=balanced,noisy",
+        *FAST,
+        f"paths.output_dir={out}",
+        f"paths.cache_dir={cache_dir}",
+        "sweep=sl",
+        timeout=200,
+    )
     assert again.returncode == 0 and "2 already final, 0 to run" in again.stdout + again.stderr
 
 
@@ -122,8 +188,18 @@ def test_in_process_and_worker_processes_train_the_same_cells(tmp_path, cache_di
     progress lines still count 1/2 then 2/2 (each worker reads the shared progress file)."""
     losses = {}
     for n_jobs in (1, 2):
-        r = run_cli("-m", "model=debug", *FAST, "seed=0,1", f"hydra.launcher.n_jobs={n_jobs}", f"sweep=jobs{n_jobs}",
-                    f"paths.output_dir={tmp_path}", f"paths.cache_dir={cache_dir}", timeout=600, env={"PROXYSCALE_VERBOSE": "1"})
+        r = run_cli(
+            "-m",
+            "model=debug",
+            *FAST,
+            "seed=0,1",
+            f"hydra.launcher.n_jobs={n_jobs}",
+            f"sweep=jobs{n_jobs}",
+            f"paths.output_dir={tmp_path}",
+            f"paths.cache_dir={cache_dir}",
+            timeout=600,
+            env={"PROXYSCALE_VERBOSE": "1"},
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         log = r.stdout + r.stderr
         assert ("Joblib.Parallel(n_jobs=2" in log) == (n_jobs == 2)

@@ -1,11 +1,11 @@
 """Benchmark task eval sets (issue 16.4): multiple-choice and cloze items scored per item with acc, prob_correct
 and ll_norm; the math on hand-computable cases, bad items in one line, a real sweep through records, the
 collector and the report with the metrics' direction (higher is better)."""
+
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,8 +36,9 @@ def test_mc_and_cloze_metrics_on_a_hand_computed_case():
     agg = tasks.aggregate(out)
     assert agg["acc"] == 0.5 and agg["ll_norm"] == -1.0
     # cloze: one target; acc is greedy reproduction, prob_correct the target's probability exp(ll)
-    c = tasks.score_items("cloze", np.array([-1.5, -0.2]), np.array([3, 1]), np.array([True, False]), np.array([0, 1]), np.array([0, 0]),
-                          np.array([0, 0]), np.array([1, 1]))
+    c = tasks.score_items(
+        "cloze", np.array([-1.5, -0.2]), np.array([3, 1]), np.array([True, False]), np.array([0, 1]), np.array([0, 0]), np.array([0, 0]), np.array([1, 1])
+    )
     assert c["acc"].tolist() == [1.0, 0.0] and c["prob_correct"] == pytest.approx([e(-1.5), e(-0.2)]) and c["ll_norm"] == pytest.approx([-0.5, -0.2])
     # an item with a choice not scored (another process's share) is NaN, and left out of the mean
     part = tasks.score_items("mc", ll[:4], n[:4], np.zeros(4, bool), item[:4], choice[:4], np.array([0, 1]), np.array([2, 3]))
@@ -140,8 +141,16 @@ def test_unknown_task_and_builtin_tasks_are_refused():
 @pytest.mark.slow
 def test_task_sets_flow_into_records_collect_and_the_report(tmp_path, cache_dir):
     out = tmp_path / "outputs"
-    res = run_cli("-m", "model=debug,tiny", "data=balanced,noisy,code_heavy", "eval=tasks_local", "sweep=mc", *FAST,
-                  f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}")
+    res = run_cli(
+        "-m",
+        "model=debug,tiny",
+        "data=balanced,noisy,code_heavy",
+        "eval=tasks_local",
+        "sweep=mc",
+        *FAST,
+        f"paths.output_dir={out}",
+        f"paths.cache_dir={cache_dir}",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     root = out / "mc"
     recs = [record.read(p.parent) for p in sorted(root.glob("*/result.json"))]

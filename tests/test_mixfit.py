@@ -1,5 +1,6 @@
 """Issue 15: mixture regression (proxyscale.mixfit, `proxyscale mixfit`): RegMix's published numbers,
 degenerate fits, the proposal, recipe writing and the one-line refusals of the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,7 @@ def test_regmix_lightgbm_reproduces_published_heldout_rank_correlations():
     weights, tol = mixfit.read_mixtures(REAL / "regmix_mixtures.csv")
     assert tol == pytest.approx(17 * 0.5e-3)  # 17 domains written with 3 decimals
     losses = mixfit.read_losses([REAL / "regmix_1m_60m.csv", REAL / "regmix_more.csv"])
-    res = mixfit.fit_mixtures(losses, weights, weight_tol=tol, metrics=["Pile-CC"], holdout_splits=["test", "test1b"],
-                              models=("linear", "lightgbm"))
+    res = mixfit.fit_mixtures(losses, weights, weight_tol=tol, metrics=["Pile-CC"], holdout_splits=["test", "test1b"], models=("linear", "lightgbm"))
     assert res["size"] == "1M"
     lgb = next(m for m in res["models"] if m["model"] == "lightgbm")
     lin = next(m for m in res["models"] if m["model"] == "linear")
@@ -96,8 +96,9 @@ def test_linear_and_dml_fit_their_own_laws_and_the_proposal_follows_the_loss(tmp
 
 def _cli(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "proxyscale", "mixfit", *map(str, args)], capture_output=True, text=True, env=env,
-                          cwd=cwd or ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "proxyscale", "mixfit", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=120
+    )
 
 
 def _files(tmp_path, weights, losses):
@@ -107,13 +108,16 @@ def _files(tmp_path, weights, losses):
     return w, lo
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("sum", "'m03': weights sum to"),
-    ("missing", "'ghost' has losses but no weights"),
-    ("few", "at least 5"),
-    ("metric", "unknown metric/domain 'nope'"),
-    ("domains", "unknown domains"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("sum", "'m03': weights sum to"),
+        ("missing", "'ghost' has losses but no weights"),
+        ("few", "at least 5"),
+        ("metric", "unknown metric/domain 'nope'"),
+        ("domains", "unknown domains"),
+    ],
+)
 def test_cli_refuses_bad_input_in_one_line(tmp_path, case, needle):
     weights, losses = synthetic(n=12)
     extra = ["--samples", "500", "--top-k", "8", "--models", "linear", "--out", tmp_path / "o"]
@@ -149,13 +153,34 @@ def test_cli_reads_a_sweep_folder(tmp_path):
 
     weights, losses = synthetic(n=8)
     sweep = tmp_path / "sweep"
-    fields = dict(sweep="sweep", status="completed", size="debug", params=1000, lr=1e-3, tokens=1, steps=1, eval_curve=[], train_curve=[],
-                  wall_seconds=0.0, train_seconds=0.0, tokens_per_second=0.0, flops_per_token=0.0, tokenizer="t", versions={})
+    fields = dict(
+        sweep="sweep",
+        status="completed",
+        size="debug",
+        params=1000,
+        lr=1e-3,
+        tokens=1,
+        steps=1,
+        eval_curve=[],
+        train_curve=[],
+        wall_seconds=0.0,
+        train_seconds=0.0,
+        tokens_per_second=0.0,
+        flops_per_token=0.0,
+        tokenizer="t",
+        versions={},
+    )
     for seed in (0, 1):
         for (name, w), y in zip(weights.iterrows(), losses["value"]):
             sources = [{"name": d, "path": d, "weight": float(w[d]) * 2} for d in DOMAINS]  # unnormalised: read_sweep normalises
-            rec = record.Record(run_id=f"{name}-{seed}", recipe=name, seed=seed, final_loss={"prose_val": float(y) + 1e-3 * seed},
-                                config={"data": {"sources": sources}}, **fields)
+            rec = record.Record(
+                run_id=f"{name}-{seed}",
+                recipe=name,
+                seed=seed,
+                final_loss={"prose_val": float(y) + 1e-3 * seed},
+                config={"data": {"sources": sources}},
+                **fields,
+            )
             record.write(sweep / f"{name}-{seed}", rec)
     r = _cli(sweep, "--samples", "2000", "--top-k", "16", "--models", "linear", "--out", tmp_path / "o")
     assert r.returncode == 0, r.stderr

@@ -1,4 +1,5 @@
 """µP (model.parametrization=mup): the coordinate check, the rule's pieces, the run ids it leaves alone."""
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,7 @@ def _compose(overrides: list[str]):
 
 
 def _width(width: int, parametrization: str) -> ModelConfig:
-    return ModelConfig(name=f"w{width}", n_layer=2, d_model=width, n_head=2, d_ff=width * 5 // 2,
-                       parametrization=parametrization, mup_base_width=32)
+    return ModelConfig(name=f"w{width}", n_layer=2, d_model=width, n_head=2, d_ff=width * 5 // 2, parametrization=parametrization, mup_base_width=32)
 
 
 def _activation_change(m: ModelConfig) -> tuple[float, float]:
@@ -88,11 +88,11 @@ def test_mup_init_readout_and_attention_scale():
         torch.manual_seed(0)
         std = build(_width(256, "standard"), V, T)
     q = base.model.layers[0].self_attn.q_proj.weight
-    assert float(q.detach().std()) == pytest.approx(0.02 / 8 ** 0.5, rel=0.05)  # m = 256 / 32 = 8
+    assert float(q.detach().std()) == pytest.approx(0.02 / 8**0.5, rel=0.05)  # m = 256 / 32 = 8
     assert float(base.model.embed_tokens.weight.detach().std()) == pytest.approx(0.02, rel=0.05)
     assert torch.equal(base.model.embed_tokens.weight, std.model.embed_tokens.weight)
     assert base.lm_head.weight is base.model.embed_tokens.weight  # still tied
-    assert base.model.layers[0].self_attn.scaling == 1 / 128 and std.model.layers[0].self_attn.scaling == 128 ** -0.5
+    assert base.model.layers[0].self_attn.scaling == 1 / 128 and std.model.layers[0].self_attn.scaling == 128**-0.5
 
 
 def test_attention_scale_is_honoured_by_sdpa_and_the_logits_carry_1_over_m():
@@ -105,7 +105,7 @@ def test_attention_scale_is_honoured_by_sdpa_and_the_logits_carry_1_over_m():
         eager = net(input_ids=x).logits
         net.config._attn_implementation = "sdpa"
         for layer in net.model.layers:
-            layer.self_attn.scaling = layer.self_attn.head_dim ** -0.5
+            layer.self_attn.scaling = layer.self_attn.head_dim**-0.5
         standard_scale = net(input_ids=x).logits
         hidden = net.model(input_ids=x).last_hidden_state
     torch.testing.assert_close(sdpa, eager, rtol=1e-4, atol=1e-5)
@@ -149,10 +149,13 @@ def test_standard_run_ids_are_unchanged_and_mup_enters_the_id():
     assert len(mup_ids) == 2 and identity.run_id(_compose([])) not in mup_ids
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    (["model.parametrization=muP"], "model.parametrization must be standard or mup"),
-    (["model.parametrization=mup", "model.mup_base_width=0"], "model.mup_base_width must be > 0"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["model.parametrization=muP"], "model.parametrization must be standard or mup"),
+        (["model.parametrization=mup", "model.mup_base_width=0"], "model.mup_base_width must be > 0"),
+    ],
+)
 def test_bad_parametrization_values_raise_one_line(overrides, needle):
     with pytest.raises(C.ConfigError, match=needle):
         C.validate(_compose(overrides))

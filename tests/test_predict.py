@@ -1,5 +1,6 @@
 """Issue 15: size extrapolation (proxyscale.analysis.scaling) and the compute-decision frontier
 (proxyscale.analysis.frontier) on synthetic ladders with a known answer."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,11 @@ def ladder(seed=0, n_recipes=10, sizes=SIZES, params=N, noise=1e-3, alpha=ALPHA,
     """L_r(N) = E_r + A_r (N/1e9)^-alpha + N(0, noise): a known shared-exponent power law."""
     rng = np.random.default_rng(seed)
     E, A = rng.uniform(2.0, 2.5, n_recipes), rng.uniform(1.0, 2.0, n_recipes)
-    rows = [dict(recipe=f"r{r:02d}", size=s, metric="loss", value=E[r] + A[r] * (n / 1e9) ** -alpha + rng.normal(0, noise), **cols)
-            for r in range(n_recipes) for s, n in zip(sizes, params)]
+    rows = [
+        dict(recipe=f"r{r:02d}", size=s, metric="loss", value=E[r] + A[r] * (n / 1e9) ** -alpha + rng.normal(0, noise), **cols)
+        for r in range(n_recipes)
+        for s, n in zip(sizes, params)
+    ]
     return pd.DataFrame(rows), E, A
 
 
@@ -66,8 +70,11 @@ def test_datadecide_compute_law_recovers_E():
     tokens = 20 * N
     C = 6 * N * tokens
     E, a, al = rng.uniform(1.8, 2.4, 6), rng.uniform(0.5, 1.0, 6), 0.15
-    rows = [dict(recipe=f"r{r}", size=s, metric="loss", value=E[r] + np.exp(a[r]) * (c / C[-1]) ** -al, tokens=t)
-            for r in range(6) for s, c, t in zip(SIZES, C, tokens)]
+    rows = [
+        dict(recipe=f"r{r}", size=s, metric="loss", value=E[r] + np.exp(a[r]) * (c / C[-1]) ** -al, tokens=t)
+        for r in range(6)
+        for s, c, t in zip(SIZES, C, tokens)
+    ]
     out = scaling.predict(pd.DataFrame(rows), SIZES, methods=("compute_3p", "compute_2p"), n_boot=50)
     fit = by(out, "compute_3p")
     got = np.array([fit["params"]["E"][f"r{r}"] for r in range(6)])
@@ -115,8 +122,16 @@ def test_nd_law_over_checkpoints_is_experimental():
         for s, n in zip(SIZES, N):
             for frac in (0.25, 0.5, 0.75, 1.0):
                 d = 20 * n * frac
-                rows.append(dict(recipe=f"r{r}", size=s, metric="loss", step=frac * 100, tokens=d,
-                                 value=E + np.exp(a) * (n / 1e9) ** -0.3 + np.exp(b) * (d / 2e10) ** -0.25 + rng.normal(0, 1e-4)))
+                rows.append(
+                    dict(
+                        recipe=f"r{r}",
+                        size=s,
+                        metric="loss",
+                        step=frac * 100,
+                        tokens=d,
+                        value=E + np.exp(a) * (n / 1e9) ** -0.3 + np.exp(b) * (d / 2e10) ** -0.25 + rng.normal(0, 1e-4),
+                    )
+                )
     out = scaling.predict(pd.DataFrame(rows), SIZES, methods=("nd_law", "shared_power"), n_boot=20)
     nd = by(out, "nd_law")
     assert nd["experimental"] is True
@@ -125,7 +140,6 @@ def test_nd_law_over_checkpoints_is_experimental():
 
 # ---------------------------------------------------------------------------------------------
 # the compute-decision frontier
-
 
 
 def frontier_case():

@@ -1,4 +1,5 @@
 """Atomic record writes, skip-if-final, and the collector on hand-made records."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,10 @@ from dataclasses import asdict
 import pandas as pd
 import pytest
 
+from helpers import run_cli
 from proxyscale import collect as table
 from proxyscale import record
 from proxyscale.data import identity
-
-from helpers import run_cli
-
 
 ENV = {"corpora": "test", "step_versions": {}}
 
@@ -24,15 +23,40 @@ def make_record(run_id=None, status="completed", size="tiny", recipe="a", lr=1e-
     from proxyscale.config import run_id_of
 
     losses = {"prose": 2.0, "code": 1.5} if losses is None else losses
-    config = {"sweep": sweep, "seed": seed, "model": {"name": size}, "data": {"name": recipe}, "optim": {"lr": lr}, "trainer": {},
-              "eval": {"sets": [{"name": k} for k in losses]}, "tag": run_id}
+    config = {
+        "sweep": sweep,
+        "seed": seed,
+        "model": {"name": size},
+        "data": {"name": recipe},
+        "optim": {"lr": lr},
+        "trainer": {},
+        "eval": {"sets": [{"name": k} for k in losses]},
+        "tag": run_id,
+    }
     return record.Record(
-        run_id=run_id_of(config, ENV), sweep=sweep, status=status, size=size, params=params, recipe=recipe, lr=lr, seed=seed,
-        tokens=4096, steps=1, final_loss=losses if status == "completed" else {},
-        eval_curve=[{"step": 1, "tokens": 4096, "loss": losses}], train_curve=[{"step": 0, "loss": 5.0}],
-        wall_seconds=1.0, train_seconds=0.5, tokens_per_second=8192.0, flops_per_token=1e5, tokenizer="byte",
-        config=config, versions={}, error=None if status == "completed" else "boom",
-        eval_sets=list(losses), baselines={k: {"unigram": 5.0 + i, "bigram": 3.0 + i} for i, k in enumerate(losses)},
+        run_id=run_id_of(config, ENV),
+        sweep=sweep,
+        status=status,
+        size=size,
+        params=params,
+        recipe=recipe,
+        lr=lr,
+        seed=seed,
+        tokens=4096,
+        steps=1,
+        final_loss=losses if status == "completed" else {},
+        eval_curve=[{"step": 1, "tokens": 4096, "loss": losses}],
+        train_curve=[{"step": 0, "loss": 5.0}],
+        wall_seconds=1.0,
+        train_seconds=0.5,
+        tokens_per_second=8192.0,
+        flops_per_token=1e5,
+        tokenizer="byte",
+        config=config,
+        versions={},
+        error=None if status == "completed" else "boom",
+        eval_sets=list(losses),
+        baselines={k: {"unigram": 5.0 + i, "bigram": 3.0 + i} for i, k in enumerate(losses)},
         extra={"identity_env": ENV},
     )
 
@@ -64,7 +88,7 @@ def test_failed_write_keeps_the_previous_record(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [record.RESULT]
 
 
-@pytest.mark.parametrize("content", ["", "{\"run_id\": \"r\", \"sta", "[]", json.dumps({"schema_version": 0})])
+@pytest.mark.parametrize("content", ["", '{"run_id": "r", "sta', "[]", json.dumps({"schema_version": 0})])
 def test_corrupt_truncated_or_old_records_are_errors_not_crashes(tmp_path, content):
     (tmp_path / record.RESULT).write_text(content)
     with pytest.raises(record.RecordError):
@@ -79,8 +103,10 @@ def test_final_statuses(tmp_path):
 
 
 def test_collect_tidy_table_counts_missing_and_skips_bad(tmp_path):
-    ids = [put(tmp_path, make_record(run_id=f"c{i}", size=size, recipe=recipe, status=status))
-           for i, (size, recipe, status) in enumerate([("tiny", "a", "completed"), ("tiny", "b", "completed"), ("mini", "a", "diverged")])]
+    ids = [
+        put(tmp_path, make_record(run_id=f"c{i}", size=size, recipe=recipe, status=status))
+        for i, (size, recipe, status) in enumerate([("tiny", "a", "completed"), ("tiny", "b", "completed"), ("mini", "a", "diverged")])
+    ]
     (tmp_path / "c9").mkdir()
     (tmp_path / "c9" / record.RESULT).write_text("{not json")
     (tmp_path / "grid.json").write_text(json.dumps({"sweep": "s", "cells": {**dict.fromkeys(ids, []), "c3": []}}))
@@ -124,8 +150,13 @@ def test_collect_cli_warns_with_each_bad_records_path_and_keeps_the_good_ones(tm
     ok = put(tmp_path, make_record(run_id="ok"))
     no_config = asdict(make_record(run_id="nc"))
     del no_config["config"]
-    bad = {"empty": "", "truncated": '{"run_id": "r", "sta', "list": "[]", "noconfig": json.dumps(no_config),
-           "old": json.dumps({**asdict(make_record(run_id="old")), "schema_version": 0})}
+    bad = {
+        "empty": "",
+        "truncated": '{"run_id": "r", "sta',
+        "list": "[]",
+        "noconfig": json.dumps(no_config),
+        "old": json.dumps({**asdict(make_record(run_id="old")), "schema_version": 0}),
+    }
     for name, text in bad.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / record.RESULT).write_text(text)
@@ -141,6 +172,7 @@ def test_collect_cli_warns_with_each_bad_records_path_and_keeps_the_good_ones(tm
 
 # ---- issue 14: records that cannot be mixed up, collected by content ---------------------------
 
+
 def _sweep(tmp_path, n=3):
     root = tmp_path / "s"
     ids = [put(root, make_record(recipe="ab"[i % 2], seed=i)) for i in range(n)]
@@ -148,11 +180,14 @@ def _sweep(tmp_path, n=3):
     return root, ids
 
 
-@pytest.mark.parametrize("edit,why", [
-    (lambda raw: raw.update(lr=0.5), "fields disagree with its config (lr 0.5 vs 0.001)"),  # a hand-edited lr
-    (lambda raw: raw["config"]["optim"].update(lr=0.5) or raw.update(lr=0.5), "does not match its config"),  # config and field edited
-    (lambda raw: raw.update(sweep="other") or raw["config"].update(sweep="other"), "a record of sweep 'other', not 's'"),  # copied from another sweep
-])
+@pytest.mark.parametrize(
+    "edit,why",
+    [
+        (lambda raw: raw.update(lr=0.5), "fields disagree with its config (lr 0.5 vs 0.001)"),  # a hand-edited lr
+        (lambda raw: raw["config"]["optim"].update(lr=0.5) or raw.update(lr=0.5), "does not match its config"),  # config and field edited
+        (lambda raw: raw.update(sweep="other") or raw["config"].update(sweep="other"), "a record of sweep 'other', not 's'"),  # copied from another sweep
+    ],
+)
 def test_an_inconsistent_record_is_rejected_with_its_path(tmp_path, caplog, edit, why):
     root, ids = _sweep(tmp_path)
     path = root / ids[1] / record.RESULT
@@ -206,8 +241,10 @@ def test_a_changed_cell_supersedes_its_old_run_id_in_grid_json(tmp_path):
     from proxyscale import grid
 
     with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
-        old, new, other = (compose("config", overrides=[f"paths.output_dir={tmp_path}", *o]) for o in
-                           (["data=noisy"], ["data=noisy", "data.pool_tokens=1000"], ["data=balanced"]))
+        old, new, other = (
+            compose("config", overrides=[f"paths.output_dir={tmp_path}", *o])
+            for o in (["data=noisy"], ["data=noisy", "data.pool_tokens=1000"], ["data=balanced"])
+        )
     grid.write_grid([grid.Cell(["data=noisy"], old, identity.run_id(old)), grid.Cell(["data=balanced"], other, identity.run_id(other))], old)
     grid.write_grid([grid.Cell(["data=noisy"], new, identity.run_id(new))], new)  # same overrides, another run id
     cells = json.loads((tmp_path / "default" / "grid.json").read_text())["cells"]

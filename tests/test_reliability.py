@@ -1,4 +1,5 @@
 """Fault injection on real sweeps: SIGKILL midway, two processes on one sweep folder."""
+
 from __future__ import annotations
 
 import json
@@ -55,6 +56,7 @@ def test_two_processes_on_one_sweep_train_each_cell_once(out_dir, cache_dir):
 
 # ---- issue 14: the exit status tells the truth ------------------------------------------------
 
+
 def _run_ids(*overrides):
     from proxyscale import grid
 
@@ -74,8 +76,16 @@ def test_a_record_that_cannot_be_written_is_a_non_zero_exit_with_one_line(out_di
 
 
 def test_a_failed_cell_is_a_non_zero_exit_unless_asked(out_dir, cache_dir):
-    args = ["-m", "model=debug", "sweep=crash", *FAST, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", "data.repeat=false",
-            "data.steps=[{op: select_like, keep_frac: 1e-9}]"]
+    args = [
+        "-m",
+        "model=debug",
+        "sweep=crash",
+        *FAST,
+        f"paths.output_dir={out_dir}",
+        f"paths.cache_dir={cache_dir}",
+        "data.repeat=false",
+        "data.steps=[{op: select_like, keep_frac: 1e-9}]",
+    ]
     r = run_cli(*args)  # the pool asks for more tokens than curation leaves: the cell fails when it builds
     assert r.returncode == 1, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1] == f"proxyscale: error: 1 of 1 cells failed (see proxyscale status {out_dir / 'crash'})"
@@ -133,8 +143,17 @@ def _alive(pid: int) -> bool:
 
 
 def test_killing_only_the_parent_of_a_two_worker_sweep_stops_its_workers(out_dir, cache_dir):
-    args = ["-m", "model=debug", "optim.lr=2e-2,3e-2", "sweep=orphans", "hydra.launcher.n_jobs=2", *FAST, "trainer.max_tokens=2000000",
-            f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
+    args = [
+        "-m",
+        "model=debug",
+        "optim.lr=2e-2,3e-2",
+        "sweep=orphans",
+        "hydra.launcher.n_jobs=2",
+        *FAST,
+        "trainer.max_tokens=2000000",
+        f"paths.output_dir={out_dir}",
+        f"paths.cache_dir={cache_dir}",
+    ]
     proc = subprocess.Popen([PROXYSCALE, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _watch(proc, "step 4/")
     workers = _descendants(proc.pid)

@@ -1,6 +1,7 @@
 """`proxyscale report` end to end through the real CLI: external CSVs checked against direct scipy
 computations, the published DCLM results, a sweep (synthetic and real), and the HTML page rendered
 in headless Chromium. (Bad CSVs are rows of the bad-input table in test_cli.py.)"""
+
 from __future__ import annotations
 
 import base64
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats as st
 
 from proxyscale import record
-import scipy.stats as st
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = str(REPO / ".venv" / "bin" / "proxyscale") if (REPO / ".venv" / "bin" / "proxyscale").exists() else shutil.which("proxyscale")
@@ -41,8 +42,14 @@ def direct(x, y):
     iu = np.triu_indices(len(x), 1)
     sx, sy = np.sign(x[:, None] - x[None])[iu], np.sign(y[:, None] - y[None])[iu]
     ok = (sx != 0) & (sy != 0)
-    return {"pearson": st.pearsonr(x, y)[0], "spearman": st.spearmanr(x, y)[0], "kendall": st.kendalltau(x, y)[0],
-            "decision_accuracy": float(((sx * sy)[ok] > 0).mean()), "n_pairs": int(ok.sum()), "n_ties": int((~ok).sum())}
+    return {
+        "pearson": st.pearsonr(x, y)[0],
+        "spearman": st.spearmanr(x, y)[0],
+        "kendall": st.kendalltau(x, y)[0],
+        "decision_accuracy": float(((sx * sy)[ok] > 0).mean()),
+        "n_pairs": int(ok.sum()),
+        "n_ties": int((~ok).sum()),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,8 +67,9 @@ def small_csv(tmp_path, rng_seed=0):
             for r, q, e in zip(recipes, quality, noise):
                 rows.append({"recipe": r, "size": size, "metric": metric, "value": round(3.0 + scale * (q + e), 6)})
     df = pd.DataFrame(rows)
-    df.loc[(df["recipe"] == "mix1") & (df["size"] == "60M") & (df["metric"] == "web"), "value"] = \
-        df.loc[(df["recipe"] == "mix2") & (df["size"] == "60M") & (df["metric"] == "web"), "value"].iloc[0]  # a tie
+    df.loc[(df["recipe"] == "mix1") & (df["size"] == "60M") & (df["metric"] == "web"), "value"] = df.loc[
+        (df["recipe"] == "mix2") & (df["size"] == "60M") & (df["metric"] == "web"), "value"
+    ].iloc[0]  # a tie
     path = tmp_path / "ext.csv"
     df.to_csv(path, index=False)
     return path, df
@@ -83,9 +91,30 @@ def test_from_csv_end_to_end_matches_scipy(tmp_path):
     comps = rep["comparisons"]
     assert len(comps) == 2 * 3  # 2 metrics x 3 ordered pairs
     for c in comps:
-        for key in ("metric", "proxy", "target", "n_recipes", "pearson", "r2", "spearman", "kendall", "decision_accuracy", "n_pairs",
-                    "n_flips", "pearson_ci", "spearman_ci", "kendall_ci", "decision_accuracy_ci", "r2_ci", "n_ties", "flips", "regret",
-                    "abstain", "undefined", "reason"):
+        for key in (
+            "metric",
+            "proxy",
+            "target",
+            "n_recipes",
+            "pearson",
+            "r2",
+            "spearman",
+            "kendall",
+            "decision_accuracy",
+            "n_pairs",
+            "n_flips",
+            "pearson_ci",
+            "spearman_ci",
+            "kendall_ci",
+            "decision_accuracy_ci",
+            "r2_ci",
+            "n_ties",
+            "flips",
+            "regret",
+            "abstain",
+            "undefined",
+            "reason",
+        ):
             assert key in c, key
         piv = df[df["metric"] == c["metric"]].pivot(index="recipe", columns="size", values="value")
         x, y = piv[c["proxy"]].to_numpy(), piv[c["target"]].to_numpy()
@@ -217,12 +246,40 @@ def synthetic_sweep(root: Path):
                     run = f"{size}-{r}-{lr}-{seed}"
                     for es in ("prose", "code"):
                         loss = np.nan if status != "completed" else 3 - np.log10(params) / 5 + v + 0.02 * rng.normal()
-                        rows.append({"run_id": run, "sweep": "syn", "status": status, "size": size, "params": int(params), "recipe": r,
-                                     "lr": lr, "seed": seed, "tokens": 1000, "steps": 10, "wall_seconds": 1.0, "tokens_per_second": 1e3,
-                                     "flops_per_token": 1e5, "eval_set": es, "loss": loss})
+                        rows.append(
+                            {
+                                "run_id": run,
+                                "sweep": "syn",
+                                "status": status,
+                                "size": size,
+                                "params": int(params),
+                                "recipe": r,
+                                "lr": lr,
+                                "seed": seed,
+                                "tokens": 1000,
+                                "steps": 10,
+                                "wall_seconds": 1.0,
+                                "tokens_per_second": 1e3,
+                                "flops_per_token": 1e5,
+                                "eval_set": es,
+                                "loss": loss,
+                            }
+                        )
                         for step in (5, 10):
-                            curves.append({"run_id": run, "size": size, "params": int(params), "recipe": r, "lr": lr, "seed": seed,
-                                           "eval_set": es, "step": step, "tokens": step * 100, "loss": (loss if step == 10 else loss + 1)})
+                            curves.append(
+                                {
+                                    "run_id": run,
+                                    "size": size,
+                                    "params": int(params),
+                                    "recipe": r,
+                                    "lr": lr,
+                                    "seed": seed,
+                                    "eval_set": es,
+                                    "step": step,
+                                    "tokens": step * 100,
+                                    "loss": (loss if step == 10 else loss + 1),
+                                }
+                            )
     root.mkdir(parents=True)
     (root / "grid.json").write_text(json.dumps({"standard_lr": 3e-3, "standard_lr_source": "optim.lr of the sweep's base config"}))
     pd.DataFrame(rows).to_parquet(root / "results.parquet")
@@ -247,7 +304,11 @@ def test_synthetic_sweep_report(tmp_path):
     assert prim["spearman"] == pytest.approx(st.spearmanr(m["tiny"], m["small"])[0])
     # the diverged cell is excluded: mini/rec0 at lr 3e-3 is the mean of seed 0 only
     e = next(e for e in rep["reduced_lr"]["entries"] if e["metric"] == "code" and e["proxy"] == "mini" and e["target"] == "small")
-    c = next(c for c in rep["comparisons"] if c["metric"] == "code" and c["proxy"] == "mini" and c["target"] == "small" and c["proxy_lr"] == 3e-3 and c["target_mode"] == "tuned")
+    c = next(
+        c
+        for c in rep["comparisons"]
+        if c["metric"] == "code" and c["proxy"] == "mini" and c["target"] == "small" and c["proxy_lr"] == 3e-3 and c["target_mode"] == "tuned"
+    )
     want = ok[(ok["size"] == "mini") & (ok["recipe"] == "rec0") & (ok["lr"] == 3e-3)]["loss"]
     assert len(want) == 1 and c["proxy_values"]["rec0"] == pytest.approx(want.iloc[0])
     red = rep["reduced_lr"]  # the standard LR comes from grid.json, never from cell counts
@@ -289,17 +350,33 @@ def test_html_renders_in_headless_chromium(tmp_path):
     refs += re.findall(r"\]\(([^)]+)\)", (root / "report.md").read_text())
     assert len(refs) >= 8 and all((root / r).is_file() and (root / r).stat().st_size > 0 for r in refs), refs
     shot = tmp_path / "shot.png"
-    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,3000",
-                           page.as_uri()], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,3000",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), proc.stderr[-2000:]
     import matplotlib.image as mpimg
 
     img = mpimg.imread(str(shot))
     assert img.shape[0] >= 2000 and img.shape[1] >= 1000
     rgb = (img[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
-    colours = np.unique(rgb[:: 7], axis=0)
+    colours = np.unique(rgb[::7], axis=0)
     assert len(colours) > 200, f"screenshot looks blank ({len(colours)} colours)"
     assert (rgb < 128).all(axis=1).mean() > 0.005  # some dark text/lines on the page
 
@@ -307,8 +384,13 @@ def test_html_renders_in_headless_chromium(tmp_path):
 @pytest.mark.slow
 def test_report_of_a_real_tiny_sweep(tmp_path):
     out_dir = tmp_path / "outputs"
-    train = subprocess.run([CLI, "-m", "grid=smoke", "sweep=rep", "data=balanced,noisy,code_heavy", "optim.lr=3e-3,1e-2",
-                            f"paths.output_dir={out_dir}"], capture_output=True, text=True, cwd=REPO, timeout=1200)
+    train = subprocess.run(
+        [CLI, "-m", "grid=smoke", "sweep=rep", "data=balanced,noisy,code_heavy", "optim.lr=3e-3,1e-2", f"paths.output_dir={out_dir}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=1200,
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     root = out_dir / "rep"
     out = cli("report", root)  # collects first: no results.parquet yet

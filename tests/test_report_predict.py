@@ -1,6 +1,7 @@
 """Issue 15 in the report: report.json's prediction and frontier sections, the Predictions and
 Compute-decision frontier sections of report.md/html (with fig_frontier.png beside report.md), the
 planner's --decision-level, and what happens with two sizes or sizes without parameter counts."""
+
 from __future__ import annotations
 
 import json
@@ -135,11 +136,36 @@ def test_sweep_frontier_uses_eval_curves(tmp_path):
             for seed in (0, 1):
                 rid = f"{size}-{r}-{seed}"
                 loss = 5.0 - np.log10(params) / 3 + v + 0.01 * rng.normal()
-                res.append({"run_id": rid, "status": "completed", "size": size, "params": int(params), "recipe": r, "lr": 1e-3, "seed": seed,
-                            "tokens": int(20 * params), "steps": 100, "eval_set": "prose", "loss": loss})
+                res.append(
+                    {
+                        "run_id": rid,
+                        "status": "completed",
+                        "size": size,
+                        "params": int(params),
+                        "recipe": r,
+                        "lr": 1e-3,
+                        "seed": seed,
+                        "tokens": int(20 * params),
+                        "steps": 100,
+                        "eval_set": "prose",
+                        "loss": loss,
+                    }
+                )
                 for st in (50, 100):
-                    cur.append({"run_id": rid, "size": size, "params": int(params), "recipe": r, "lr": 1e-3, "seed": seed, "eval_set": "prose",
-                                "step": st, "tokens": int(20 * params * st / 100), "loss": loss + (0.3 if st == 50 else 0.05)})
+                    cur.append(
+                        {
+                            "run_id": rid,
+                            "size": size,
+                            "params": int(params),
+                            "recipe": r,
+                            "lr": 1e-3,
+                            "seed": seed,
+                            "eval_set": "prose",
+                            "step": st,
+                            "tokens": int(20 * params * st / 100),
+                            "loss": loss + (0.3 if st == 50 else 0.05),
+                        }
+                    )
     root = tmp_path / "sw"
     root.mkdir()
     pd.DataFrame(res).to_parquet(root / "results.parquet")

@@ -1,5 +1,6 @@
 """Report-level contracts: a registered statistic reaches report.json, the Markdown table and the W&B rows;
 baselines come from results.parquet columns; the bottom line opens the report; memory and time at scale."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,11 @@ REALDATA = REPO.parent / "shared" / "realdata"
 def long_csv(path: Path, n: int, metrics=("loss",), seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     q = rng.normal(size=n)
-    rows = [pd.DataFrame({"recipe": [f"r{i:05d}" for i in range(n)], "size": s, "metric": m, "value": 3 + sc * q + 0.3 * rng.normal(size=n)})
-            for s, sc in (("1M", 1.0), ("60M", 0.8)) for m in metrics]
+    rows = [
+        pd.DataFrame({"recipe": [f"r{i:05d}" for i in range(n)], "size": s, "metric": m, "value": 3 + sc * q + 0.3 * rng.normal(size=n)})
+        for s, sc in (("1M", 1.0), ("60M", 0.8))
+        for m in metrics
+    ]
     pd.concat(rows).to_csv(path, index=False)
     return path
 
@@ -66,8 +70,21 @@ def test_baselines_from_results_columns_and_bottom_line(tmp_path):
         for r, v in q.items():
             for seed in (0, 1, 2):
                 loss = 3.0 - np.log10(params) / 5 + v + 0.01 * rng.normal()
-                rows.append({"run_id": f"{size}-{r}-{seed}", "status": "completed", "size": size, "params": int(params), "recipe": r, "lr": 1e-3,
-                             "seed": seed, "eval_set": "prose", "loss": loss, "unigram": 5.0, "bigram": 3.0 + v})
+                rows.append(
+                    {
+                        "run_id": f"{size}-{r}-{seed}",
+                        "status": "completed",
+                        "size": size,
+                        "params": int(params),
+                        "recipe": r,
+                        "lr": 1e-3,
+                        "seed": seed,
+                        "eval_set": "prose",
+                        "loss": loss,
+                        "unigram": 5.0,
+                        "bigram": 3.0 + v,
+                    }
+                )
     root = tmp_path / "sw"
     root.mkdir()
     pd.DataFrame(rows).to_parquet(root / "results.parquet")

@@ -1,5 +1,6 @@
 """Selection with proxies (select_by_proxy): scoring with a trained cell, the bands, the scorer in the
 cache keys and run ids, one-line errors, and a selected recipe trained end to end."""
+
 from __future__ import annotations
 
 import random
@@ -9,13 +10,12 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from helpers import FAST, run_cli
 from proxyscale import config as C
 from proxyscale import record
 from proxyscale.data import cache, curation, select
 from proxyscale.data.sources import Document
 from proxyscale.job import run_cell
-
-from helpers import FAST, run_cli
 
 REPEATED = "The function returns the value of its argument. "
 
@@ -106,9 +106,9 @@ def test_bad_scorers_and_params_fail_in_one_line_before_anything_runs(case, scor
         shutil.copytree(scorer, proxy, ignore=shutil.ignore_patterns("checkpoints") if case == "not_kept" else None)
     out = tmp_path / "out"
     r = run_cli("model=debug", "data=selected_by_proxy_debug", f"data.steps.2.proxy={proxy}", f"paths.output_dir={out}", *args, timeout=120)
-    expected = {"missing": f"proxy cell {proxy} does not exist",
-                "not_kept": "kept no checkpoint",
-                "bad_band": "band must be low, high or middle, got 'top'"}[case]
+    expected = {"missing": f"proxy cell {proxy} does not exist", "not_kept": "kept no checkpoint", "bad_band": "band must be low, high or middle, got 'top'"}[
+        case
+    ]
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("proxyscale: error: recipe selected_by_proxy_debug: step 2 select_by_proxy: ") and expected in lines[0]

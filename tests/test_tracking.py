@@ -4,6 +4,7 @@ in any output, `wandb-sync`, the report run, logger=none without wandb, csv and 
 W&B's offline `.wandb` files are read back with wandb's own protobuf schema (wandb.proto): the file
 is a LevelDB-style log of `Record` messages. Everything is offline; nothing reaches the network.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -17,11 +18,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from helpers import FAST, ROOT, preempt_at, run_cli
 from proxyscale import config as C
 from proxyscale import grid, record, tracking
 from proxyscale.tracking import wandb as wb
-
-from helpers import FAST, ROOT, preempt_at, run_cli
 
 FAKE_KEY = "fk" + "0123456789abcdef" * 2 + "feedbe"  # 40 characters, never a real key
 assert len(FAKE_KEY) == 40
@@ -90,8 +90,7 @@ def read_offline_run(folder: Path) -> dict:
     for r in finished_records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
-            run.update(id=r.run.run_id, group=r.run.run_group, job_type=r.run.job_type, name=r.run.display_name,
-                       tags=list(r.run.tags), project=r.run.project)
+            run.update(id=r.run.run_id, group=r.run.run_group, job_type=r.run.job_type, name=r.run.display_name, tags=list(r.run.tags), project=r.run.project)
             run["config"].update({_key(u): json.loads(u.value_json) for u in r.run.config.update})
         elif kind == "config":
             run["config"].update({_key(u): json.loads(u.value_json) for u in r.config.update})
@@ -137,10 +136,23 @@ def _cfg(out_dir, cache_dir, *extra):
 
 
 def test_config_is_flattened_to_dotted_keys():
-    flat = C.flatten({"optim": {"lr": 0.003, "optimizer": {"_target_": "x"}}, "model": {"n_layer": 2},
-                             "data": {"sources": [{"name": "a", "weight": 1.0}], "steps": []}, "tags": ["a", "b"]})
-    assert flat == {"optim.lr": 0.003, "optim.optimizer._target_": "x", "model.n_layer": 2,
-                    "data.sources.0.name": "a", "data.sources.0.weight": 1.0, "data.steps": [], "tags": ["a", "b"]}
+    flat = C.flatten(
+        {
+            "optim": {"lr": 0.003, "optimizer": {"_target_": "x"}},
+            "model": {"n_layer": 2},
+            "data": {"sources": [{"name": "a", "weight": 1.0}], "steps": []},
+            "tags": ["a", "b"],
+        }
+    )
+    assert flat == {
+        "optim.lr": 0.003,
+        "optim.optimizer._target_": "x",
+        "model.n_layer": 2,
+        "data.sources.0.name": "a",
+        "data.sources.0.weight": 1.0,
+        "data.steps": [],
+        "tags": ["a", "b"],
+    }
 
 
 def test_logger_settings_are_checked_before_anything_trains(tmp_path, cache_dir, monkeypatch):
@@ -182,7 +194,8 @@ def test_wandb_sync_nothing_to_sync_and_missing_folder(tmp_path):
     (tmp_path / "sweep").mkdir()
     res = run_cli("wandb-sync", str(tmp_path / "sweep"))
     assert res.returncode == 1 and res.stderr.strip().splitlines() == [
-        f"proxyscale: error: {tmp_path / 'sweep'}: nothing to sync: no offline W&B runs (was the sweep run with logger=wandb?)"]
+        f"proxyscale: error: {tmp_path / 'sweep'}: nothing to sync: no offline W&B runs (was the sweep run with logger=wandb?)"
+    ]
     res = run_cli("wandb-sync", str(tmp_path / "nope"))
     assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1 and "no such sweep folder" in res.stderr
     res = run_cli("wandb-sync")
@@ -199,7 +212,8 @@ def test_wandb_sync_needs_a_key_and_dry_run_invokes_wandb_sync(tmp_path):
 
     res = subprocess.run([PROXYSCALE, "wandb-sync", str(sweep)], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and res.stderr.strip().splitlines() == [
-        "proxyscale: error: 2 offline run(s) not synced: set WANDB_API_KEY in the environment (or run `wandb login`) first"]
+        "proxyscale: error: 2 offline run(s) not synced: set WANDB_API_KEY in the environment (or run `wandb login`) first"
+    ]
     res = subprocess.run([PROXYSCALE, "wandb-sync", str(sweep), "--dry-run", "--project", "p1"], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert f"-m wandb sync --project p1 --dry-run {a} {b}" in res.stdout
@@ -259,10 +273,26 @@ def test_a_wandb_grid_through_the_cli_is_one_offline_run_per_cell(tmp_path, cach
     out = tmp_path / "outputs"
     env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
     res = subprocess.run(
-        [str(Path(sys.executable).with_name("proxyscale")), "-m", "model=debug", *FAST, "sweep=wbgrid", "logger=wandb",
-         "trainer.log_every_n_steps=2", "data=balanced,noisy", "optim.lr=3e-3", "data.pool_tokens=200000,100",
-         f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        [
+            str(Path(sys.executable).with_name("proxyscale")),
+            "-m",
+            "model=debug",
+            *FAST,
+            "sweep=wbgrid",
+            "logger=wandb",
+            "trainer.log_every_n_steps=2",
+            "data=balanced,noisy",
+            "optim.lr=3e-3",
+            "data.pool_tokens=200000,100",
+            f"paths.output_dir={out}",
+            f"paths.cache_dir={cache_dir}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     # the two 100-token-pool cells fail by design; a sweep with failed cells exits 1 (issue 14: truthful exit status)
     assert res.returncode == 1 and "2 of 4 cells failed" in res.stderr, res.stderr[-3000:]
     sweep = out / "wbgrid"
@@ -343,23 +373,79 @@ def test_publish_logs_the_report_as_a_run_in_the_sweep_group(tmp_path, wandb_env
     cell = sweep / "debug-balanced-lr0.003-s0-aaaa"
     cell.mkdir(parents=True)
     (cell / "config.yaml").write_text("sweep: pub\nlogger:\n  kind: wandb\n  project: proxyscale\n  mode: offline\n  tags: [study]\n")
-    (cell / record.RESULT).write_text(json.dumps({"run_id": cell.name, "status": "completed", "size": "debug", "params": 35008,
-                                                 "recipe": "balanced", "lr": 0.003, "seed": 0, "tokens": 49152, "steps": 12,
-                                                 "tokens_per_second": 1e4, "final_loss": {"prose": 4.6, "code": 4.5}}))
-    flips = [{"a": "balanced", "b": "noisy", "proxy_a": 4.6, "proxy_b": 4.7, "target_a": 4.1, "target_b": 4.0,
-              "proxy_prefers": "balanced", "target_prefers": "noisy"}]
-    report = {"schema_version": 1, "direction": "lower", "sizes": ["debug", "tiny"], "recipes": ["balanced", "noisy", "dup"],
-              "metrics": ["prose"], "status_counts": {"debug": {"completed": 3}, "tiny": {"completed": 2, "failed": 1}},
-              "comparisons": [
-                  {"metric": "prose", "proxy": "debug", "target": "tiny", "proxy_lr": None, "target_mode": None, "n_recipes": 3,
-                   "pearson": 0.5, "r2": 0.25, "spearman": 0.5, "kendall": 0.33, "decision_accuracy": 0.667, "n_pairs": 3,
-                   "n_flips": 1, "flips": flips, "pearson_ci": [0.1, 0.9]},
-                  {"metric": "prose", "proxy": "debug", "target": "tiny", "proxy_lr": 0.001, "target_mode": "tuned",
-                   "n_recipes": 3, "spearman": None, "decision_accuracy": None, "reason": "too few recipes"},
-                  "not a comparison"],
-              "summary": {"target": "tiny", "bottom_line": ["At tiny: balanced wins on prose.", "debug -> tiny: inconclusive on prose."],
-                          "per_metric": [{"metric": "prose", "lines": [{"proxy": "debug", "target": "tiny", "verdict": "inconclusive",
-                                                                        "reason": "3 recipes"}]}]}}
+    (cell / record.RESULT).write_text(
+        json.dumps(
+            {
+                "run_id": cell.name,
+                "status": "completed",
+                "size": "debug",
+                "params": 35008,
+                "recipe": "balanced",
+                "lr": 0.003,
+                "seed": 0,
+                "tokens": 49152,
+                "steps": 12,
+                "tokens_per_second": 1e4,
+                "final_loss": {"prose": 4.6, "code": 4.5},
+            }
+        )
+    )
+    flips = [
+        {
+            "a": "balanced",
+            "b": "noisy",
+            "proxy_a": 4.6,
+            "proxy_b": 4.7,
+            "target_a": 4.1,
+            "target_b": 4.0,
+            "proxy_prefers": "balanced",
+            "target_prefers": "noisy",
+        }
+    ]
+    report = {
+        "schema_version": 1,
+        "direction": "lower",
+        "sizes": ["debug", "tiny"],
+        "recipes": ["balanced", "noisy", "dup"],
+        "metrics": ["prose"],
+        "status_counts": {"debug": {"completed": 3}, "tiny": {"completed": 2, "failed": 1}},
+        "comparisons": [
+            {
+                "metric": "prose",
+                "proxy": "debug",
+                "target": "tiny",
+                "proxy_lr": None,
+                "target_mode": None,
+                "n_recipes": 3,
+                "pearson": 0.5,
+                "r2": 0.25,
+                "spearman": 0.5,
+                "kendall": 0.33,
+                "decision_accuracy": 0.667,
+                "n_pairs": 3,
+                "n_flips": 1,
+                "flips": flips,
+                "pearson_ci": [0.1, 0.9],
+            },
+            {
+                "metric": "prose",
+                "proxy": "debug",
+                "target": "tiny",
+                "proxy_lr": 0.001,
+                "target_mode": "tuned",
+                "n_recipes": 3,
+                "spearman": None,
+                "decision_accuracy": None,
+                "reason": "too few recipes",
+            },
+            "not a comparison",
+        ],
+        "summary": {
+            "target": "tiny",
+            "bottom_line": ["At tiny: balanced wins on prose.", "debug -> tiny: inconclusive on prose."],
+            "per_metric": [{"metric": "prose", "lines": [{"proxy": "debug", "target": "tiny", "verdict": "inconclusive", "reason": "3 recipes"}]}],
+        },
+    }
     rj = tmp_path / "report.json"
     rj.write_text(json.dumps(report))
     import matplotlib
@@ -481,8 +567,15 @@ def test_the_same_cell_in_two_sweeps_is_two_wandb_runs(tmp_path, cache_dir, wand
     shared = tmp_path / "wandb-root"
     recs = {}
     for sweep in ("first", "second"):
-        cfg = _cfg(tmp_path / "outputs", cache_dir, "logger=wandb", f"sweep={sweep}", f"logger.dir={shared}", "trainer.max_tokens=12288",
-                   "trainer.log_every_n_steps=25")
+        cfg = _cfg(
+            tmp_path / "outputs",
+            cache_dir,
+            "logger=wandb",
+            f"sweep={sweep}",
+            f"logger.dir={shared}",
+            "trainer.max_tokens=12288",
+            "trainer.log_every_n_steps=25",
+        )
         rec = run_cell(cfg)
         assert rec.status == "completed", rec.error
         recs[sweep] = rec
@@ -508,9 +601,19 @@ def test_the_report_run_has_one_id_per_sweep_and_carries_the_figures_and_verdict
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rep = {"schema_version": 1, "direction": "lower", "sizes": ["s", "l"], "recipes": ["a", "b", "c"], "metrics": ["prose"], "comparisons": [],
-           "summary": {"target": "l", "bottom_line": ["At l: a wins on prose.", "s -> l: holds on prose (decision accuracy 1.00)."],
-                       "per_metric": [{"metric": "prose", "lines": [{"proxy": "s", "target": "l", "verdict": "holds", "reason": "p 0.01"}]}]}}
+    rep = {
+        "schema_version": 1,
+        "direction": "lower",
+        "sizes": ["s", "l"],
+        "recipes": ["a", "b", "c"],
+        "metrics": ["prose"],
+        "comparisons": [],
+        "summary": {
+            "target": "l",
+            "bottom_line": ["At l: a wins on prose.", "s -> l: holds on prose (decision accuracy 1.00)."],
+            "per_metric": [{"metric": "prose", "lines": [{"proxy": "s", "target": "l", "verdict": "holds", "reason": "p 0.01"}]}],
+        },
+    }
     ids = {}
     for sweep in ("one", "two"):
         root = tmp_path / "outputs" / sweep

@@ -1,16 +1,16 @@
 """Real training of the debug size in-process: loss falls, records are written, skips, divergence."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from helpers import FAST, preempt_at
 from proxyscale import config as C
 from proxyscale import record
 from proxyscale.job import run_cell, run_dir
 from proxyscale.job.module import StepBatches
-
-from helpers import FAST, preempt_at
 
 
 def _cfg(out_dir, cache_dir, *extra):

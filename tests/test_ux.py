@@ -1,6 +1,7 @@
 """Issue 17: a CLI that explains itself (help, version, did-you-mean, refusals before anything runs),
 progress you can trust (progress/ETA lines, the end-of-sweep summary, dry runs that count final
 cells) and tables that fit 100 columns."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -111,8 +112,16 @@ def test_ladder_and_recipes_fit_100_columns(command):
 
 
 def test_recipes_finds_caches_built_at_another_pool_size(cache_dir):
-    r = run_cli("-m", "model=debug", "data=noisy", "sweep=ux_pool", *FAST, f"paths.output_dir={cache_dir.parent / 'ux_pool'}",
-                f"paths.cache_dir={cache_dir}", timeout=300)
+    r = run_cli(
+        "-m",
+        "model=debug",
+        "data=noisy",
+        "sweep=ux_pool",
+        *FAST,
+        f"paths.output_dir={cache_dir.parent / 'ux_pool'}",
+        f"paths.cache_dir={cache_dir}",
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rows = {ln.split()[0]: ln for ln in run_cli("recipes", f"paths.cache_dir={cache_dir}", timeout=120).stdout.splitlines()[2:] if ln.strip()}
     assert rows["noisy"].rstrip().endswith(" docs"), rows["noisy"]  # built with data.pool_tokens=200000, listed at the recipe's own 1.5M
@@ -125,8 +134,16 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(out_dir, cache_dir):
 
     from helpers import PROXYSCALE, ROOT
 
-    args = ["-m", "model=debug", "optim.lr=3e-3,1e-2", "sweep=ux_int", *FAST, "trainer.max_tokens=120000", f"paths.output_dir={out_dir}",
-            f"paths.cache_dir={cache_dir}"]
+    args = [
+        "-m",
+        "model=debug",
+        "optim.lr=3e-3,1e-2",
+        "sweep=ux_int",
+        *FAST,
+        "trainer.max_tokens=120000",
+        f"paths.output_dir={out_dir}",
+        f"paths.cache_dir={cache_dir}",
+    ]
     proc = subprocess.Popen([PROXYSCALE, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen, deadline = "", time.time() + 300
     while time.time() < deadline:  # the first cell is final and the second has written a checkpoint

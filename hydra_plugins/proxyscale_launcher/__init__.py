@@ -10,6 +10,7 @@
   every plugin module again, in sys.path order, so the stock entry can come back after ours (the
   repo root first on sys.path, as with `python -m` from it): `LauncherSchemas`, which Hydra runs
   after the scan and before composing, stores ours again."""
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import configure_log, run_job, setup_globals
 from hydra.plugins.search_path_plugin import SearchPathPlugin
+
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf  # registers the stock entries first
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
@@ -56,7 +58,7 @@ class SubmititLocalLauncher(LocalLauncher):
     def launch(self, job_overrides, initial_job_idx: int):
         out, n = [], self.array_parallelism
         for i in range(0, len(job_overrides), n):
-            out.extend(super().launch(job_overrides[i:i + n], initial_job_idx + i))
+            out.extend(super().launch(job_overrides[i : i + n], initial_job_idx + i))
         return out
 
 
@@ -88,6 +90,13 @@ class ProxyscaleLocalLauncher(JoblibLauncher):
                 cfg.hydra.job.id = f"{cfg.hydra.job.name}_{idx}"
                 cfg.hydra.job.num = idx
             HydraConfig.instance().set_config(cfg)
-            runs.append(run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg,
-                                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+            runs.append(
+                run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=self.task_function,
+                    config=cfg,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+            )
         return runs

@@ -64,8 +64,10 @@ class ProxyscaleSweeper(Sweeper):
         parallel = int(launcher.get("n_jobs") or launcher.get("array_parallelism") or 1)
         est = sum(budget.cost(c.view if c.view is not None else c.cfg, workers)["est_seconds"] for c in todo)
         skipped = len(cells) - len(todo)
-        log.info(f"sweep {name}: {len(cells)} cells, {skipped} already final, {len(todo)} to run -> {where}"
-                 + (f" (estimated {duration(est / parallel)} with {parallel} worker(s))" if todo else ""))
+        log.info(
+            f"sweep {name}: {len(cells)} cells, {skipped} already final, {len(todo)} to run -> {where}"
+            + (f" (estimated {duration(est / parallel)} with {parallel} worker(s))" if todo else "")
+        )
         if not todo:
             log.info(f"nothing to run: every cell is final; next: proxyscale report {where}")
             return []
@@ -91,8 +93,10 @@ class ProxyscaleSweeper(Sweeper):
         outcomes = [_outcome(r) for r in returns]
         counts = {k: sum(o.split(":")[0] == k for o in outcomes) for k in ("completed", "diverged", "failed", "busy", "error")}
         extra = "".join(f", {counts[k]} {label}" for k, label in (("busy", "running elsewhere"), ("error", "without a record")) if counts[k])
-        log.info(f"sweep {name} done in {duration(time.time() - t0)}: {counts['completed']} completed, {counts['diverged']} diverged, "
-                 f"{counts['failed']} failed{extra} ({skipped} already final); records in {where}")
+        log.info(
+            f"sweep {name} done in {duration(time.time() - t0)}: {counts['completed']} completed, {counts['diverged']} diverged, "
+            f"{counts['failed']} failed{extra} ({skipped} already final); records in {where}"
+        )
         if counts["failed"] or counts["error"]:
             log.info(f"failed cells: proxyscale status {where} (a rerun retries them)")
         log.info(f"next: proxyscale report {where}")

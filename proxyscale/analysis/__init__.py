@@ -8,6 +8,7 @@ Homes: importer (CSV input), compare (one comparison), verdict (tests, verdicts,
 protocol (cube, seed noise, reduced-LR protocol), baselines (count-model floor), early (early
 signal), types (the typed Comparison that drives tables and schema). `analyze` runs them in order.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -55,9 +56,21 @@ class _Run:
         ok = np.isfinite(x) & np.isfinite(y)
         names = list(self.recipes[ok])
         sdx, sdy = cube.pooled_sd[mi, pi], cube.pooled_sd[mi, ti]
-        c = compare_one(names, x[ok], y[ok], higher_is_better=cube.higher[mi], n_boot=nb, seed=self.seed,
-                    proxy_sd=sdx if np.isfinite(sdx) else None, proxy_k=kx[ok], target_sd=sdy if np.isfinite(sdy) else None, target_k=ky[ok],
-                    abstain_reason=None if self.has_seed else "single seed: no seed-noise estimate", max_flips=max_flips, with_test=with_test)
+        c = compare_one(
+            names,
+            x[ok],
+            y[ok],
+            higher_is_better=cube.higher[mi],
+            n_boot=nb,
+            seed=self.seed,
+            proxy_sd=sdx if np.isfinite(sdx) else None,
+            proxy_k=kx[ok],
+            target_sd=sdy if np.isfinite(sdy) else None,
+            target_k=ky[ok],
+            abstain_reason=None if self.has_seed else "single seed: no seed-noise estimate",
+            max_flips=max_flips,
+            with_test=with_test,
+        )
         c.metric, c.proxy, c.target, c.proxy_lr, c.target_mode = cube.metrics[mi], cube.sizes[pi], cube.sizes[ti], proxy_lr, target_mode
         c.proxy_values, c.target_values = dict(zip(names, x[ok].tolist())), dict(zip(names, y[ok].tolist()))
         return c.to_dict()
@@ -71,8 +84,20 @@ class _Run:
                 for ti in range(pi + 1, S):
                     if np.isfinite(cube.tuned[mi, pi]).any() and np.isfinite(cube.tuned[mi, ti]).any():
                         mode = "tuned" if self.has_lr else None
-                        out.append(self.one(mi, pi, ti, cube.tuned[mi, pi], cube.tuned[mi, ti], cube.tuned_k[mi, pi], cube.tuned_k[mi, ti],
-                                            nb=self.n_boot, proxy_lr=mode, target_mode=mode))
+                        out.append(
+                            self.one(
+                                mi,
+                                pi,
+                                ti,
+                                cube.tuned[mi, pi],
+                                cube.tuned[mi, ti],
+                                cube.tuned_k[mi, pi],
+                                cube.tuned_k[mi, ti],
+                                nb=self.n_boot,
+                                proxy_lr=mode,
+                                target_mode=mode,
+                            )
+                        )
         return out
 
     def reduced_lr(self, std: float | None, source: str | None, bigram: np.ndarray) -> tuple[list[dict], dict]:
@@ -92,23 +117,55 @@ class _Run:
                     curve = []
                     for li in plrs:
                         lr = float(cube.lrs[li])
-                        under = (B.undertrained(cube.cell[mi, pi, li], bigram[mi], cube.recipes, cube.seeds, self.has_seed)
-                                 if np.isfinite(bigram[mi]).any() and not cube.higher[mi] else [])
+                        under = (
+                            B.undertrained(cube.cell[mi, pi, li], bigram[mi], cube.recipes, cube.seeds, self.has_seed)
+                            if np.isfinite(bigram[mi]).any() and not cube.higher[mi]
+                            else []
+                        )
                         for mode in ("tuned", "fixed"):
                             if mode == "fixed" and why_fixed:
                                 continue
                             tt, tk = (y, cube.tuned_k[mi, ti]) if mode == "tuned" else (cube.mean[mi, ti, std_i], cube.k[mi, ti, std_i])
-                            c = self.one(mi, pi, ti, cube.mean[mi, pi, li], tt, cube.k[mi, pi, li], tk, nb=self.n_boot_lr, proxy_lr=lr,
-                                         target_mode=mode, max_flips=self.max_flips_lr, with_test=False)
+                            c = self.one(
+                                mi,
+                                pi,
+                                ti,
+                                cube.mean[mi, pi, li],
+                                tt,
+                                cube.k[mi, pi, li],
+                                tk,
+                                nb=self.n_boot_lr,
+                                proxy_lr=lr,
+                                target_mode=mode,
+                                max_flips=self.max_flips_lr,
+                                with_test=False,
+                            )
                             c["undertrained"] = under
                             comps.append(c)
-                            curve.append({"proxy_lr": lr, "target_mode": mode, "spearman": c["spearman"], "decision_accuracy": c["decision_accuracy"],
-                                          "decision_accuracy_ci": c["decision_accuracy_ci"], "n_recipes": c["n_recipes"],
-                                          "n_undertrained": len(under), "reason": c["reason"]})
-                    entry = {"metric": cube.metrics[mi], "proxy": cube.sizes[pi], "target": cube.sizes[ti], "standard_lr": std,
-                             "proxy_best_lr": cube.own_best_lr(mi, pi), "target_own_best_lr": cube.own_best_lr(mi, ti),
-                             "target_best_lr": {cube.recipes[r]: float(cube.lrs[cube.tuned_lr_idx[mi, ti, r]]) for r in np.flatnonzero(np.isfinite(y))},
-                             "curve": curve, "reason_fixed": why_fixed, "notes": []}
+                            curve.append(
+                                {
+                                    "proxy_lr": lr,
+                                    "target_mode": mode,
+                                    "spearman": c["spearman"],
+                                    "decision_accuracy": c["decision_accuracy"],
+                                    "decision_accuracy_ci": c["decision_accuracy_ci"],
+                                    "n_recipes": c["n_recipes"],
+                                    "n_undertrained": len(under),
+                                    "reason": c["reason"],
+                                }
+                            )
+                    entry = {
+                        "metric": cube.metrics[mi],
+                        "proxy": cube.sizes[pi],
+                        "target": cube.sizes[ti],
+                        "standard_lr": std,
+                        "proxy_best_lr": cube.own_best_lr(mi, pi),
+                        "target_own_best_lr": cube.own_best_lr(mi, ti),
+                        "target_best_lr": {cube.recipes[r]: float(cube.lrs[cube.tuned_lr_idx[mi, ti, r]]) for r in np.flatnonzero(np.isfinite(y))},
+                        "curve": curve,
+                        "reason_fixed": why_fixed,
+                        "notes": [],
+                    }
                     for mode in ("tuned", "fixed"):
                         best, stdp, why = pick_best(curve, mode, std)
                         entry[f"best_proxy_lr_{mode}"] = best["proxy_lr"] if best else None
@@ -116,8 +173,10 @@ class _Run:
                         if not best:
                             entry[f"reason_{mode}"] = why_fixed if mode == "fixed" and why_fixed else why
                         elif entry["proxy_best_lr"] is not None and np.isclose(best["proxy_lr"], entry["proxy_best_lr"], rtol=1e-9):
-                            entry["notes"].append(f"against the {mode} target the best proxy LR {best['proxy_lr']:g} is the {cube.sizes[pi]} proxy's own "
-                                                  f"optimum: this is ordinary tuning, not the reduced-LR protocol")
+                            entry["notes"].append(
+                                f"against the {mode} target the best proxy LR {best['proxy_lr']:g} is the {cube.sizes[pi]} proxy's own "
+                                f"optimum: this is ordinary tuning, not the reduced-LR protocol"
+                            )
                     if std is not None and entry["target_own_best_lr"] is not None and np.isclose(std, entry["target_own_best_lr"], rtol=1e-9):
                         entry["notes"].append(f"the standard LR {std:g} is also the {cube.sizes[ti]} target's own optimum")
                     entries.append(entry)
@@ -127,16 +186,34 @@ class _Run:
             assumption = f"LR: every size tuned per recipe over its LR grid; fixed-LR target unavailable ({NO_STANDARD_LR})."
         else:
             assumption = f"LR: every size tuned per recipe over its LR grid; standard LR {std:g} ({source})."
-        section = {"available": bool(entries), "standard_lr": std, "standard_lr_source": source if std is not None else None,
-                   "fixed_available": fixed_reason is None, "fixed_reason": fixed_reason, "assumption": assumption, "entries": entries,
-                   "reason": None if entries else ("no lr column" if not self.has_lr else "a single LR at every size")}
+        section = {
+            "available": bool(entries),
+            "standard_lr": std,
+            "standard_lr_source": source if std is not None else None,
+            "fixed_available": fixed_reason is None,
+            "fixed_reason": fixed_reason,
+            "assumption": assumption,
+            "entries": entries,
+            "reason": None if entries else ("no lr column" if not self.has_lr else "a single LR at every size"),
+        }
         return comps, section
 
 
-def analyze(df: pd.DataFrame, sizes: list[str], *, higher_is_better: bool | dict[str, bool] = False, n_boot: int = 1000, n_boot_lr: int = 100,
-            seed: int = 0, baselines: dict[tuple[str, str], dict[str, float]] | None = None, baseline_reason: str | None = None,
-            curves: pd.DataFrame | None = None, max_flips_lr: int = 10, standard_lr: float | None = None,
-            standard_lr_source: str | None = None) -> dict[str, Any]:
+def analyze(
+    df: pd.DataFrame,
+    sizes: list[str],
+    *,
+    higher_is_better: bool | dict[str, bool] = False,
+    n_boot: int = 1000,
+    n_boot_lr: int = 100,
+    seed: int = 0,
+    baselines: dict[tuple[str, str], dict[str, float]] | None = None,
+    baseline_reason: str | None = None,
+    curves: pd.DataFrame | None = None,
+    max_flips_lr: int = 10,
+    standard_lr: float | None = None,
+    standard_lr_source: str | None = None,
+) -> dict[str, Any]:
     """Every comparison of the long table `df` (see the package doc).
 
     higher_is_better: one bool or {metric: bool}. baselines: (recipe, metric) -> {unigram, bigram} (nats/token),
@@ -155,11 +232,23 @@ def analyze(df: pd.DataFrame, sizes: list[str], *, higher_is_better: bool | dict
     per_lr, reduced = run.reduced_lr(standard_lr, standard_lr_source, bigram)
     directions = {m: "higher" if h else "lower" for m, h in zip(cube.metrics, cube.higher)}
     kinds = set(directions.values())
-    out = {"direction": kinds.pop() if len(kinds) == 1 else "mixed", "directions": directions, "metrics": cube.metrics, "sizes": list(sizes),
-           "recipes": cube.recipes, "n_boot": n_boot, "n_boot_lr": n_boot_lr, "bootstrap_seed": seed, "tie_rule": TIE_RULE,
-           "comparisons": primary + per_lr, "seed_noise": seed_noise(cube) if run.has_seed else [], "reduced_lr": reduced,
-           "early_signal": early_signal(curves, cube) if curves is not None else {
-               "available": False, "reason": "no training curves (external results without a step column)", "points": []}}
+    out = {
+        "direction": kinds.pop() if len(kinds) == 1 else "mixed",
+        "directions": directions,
+        "metrics": cube.metrics,
+        "sizes": list(sizes),
+        "recipes": cube.recipes,
+        "n_boot": n_boot,
+        "n_boot_lr": n_boot_lr,
+        "bootstrap_seed": seed,
+        "tie_rule": TIE_RULE,
+        "comparisons": primary + per_lr,
+        "seed_noise": seed_noise(cube) if run.has_seed else [],
+        "reduced_lr": reduced,
+        "early_signal": early_signal(curves, cube)
+        if curves is not None
+        else {"available": False, "reason": "no training curves (external results without a step column)", "points": []},
+    }
     out["baselines"] = B.section(baselines, baseline_reason, cube, primary, n_boot, seed)
     out["warnings"] = _warnings(out, run)
     out["summary"] = summarize(out, primary)

@@ -3,6 +3,7 @@ never tokenized here). A trained proxy "beats" the bigram only when the paired i
 decision-accuracy difference excludes 0; otherwise it is indistinguishable from a free bigram model.
 Pure numpy.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,8 +45,15 @@ def section(baselines: dict | None, reason: str | None, cube, primary: list[dict
     """Baseline agreement with each tuned target, the best trained proxy against the bigram with an
     interval, and warnings where a target itself is worse than a count model."""
     if not baselines:
-        return {"available": False, "reason": reason or "no baseline values", "values": [], "comparisons": [], "vs_proxies": [],
-                "statements": [], "warnings": []}
+        return {
+            "available": False,
+            "reason": reason or "no baseline values",
+            "values": [],
+            "comparisons": [],
+            "vs_proxies": [],
+            "statements": [],
+            "warnings": [],
+        }
     values = [{"recipe": r, "metric": m, **v} for (r, m), v in sorted(baselines.items())]
     comps, vs, statements, warnings = [], [], [], []
     for mi, metric in enumerate(cube.metrics):
@@ -62,21 +70,39 @@ def section(baselines: dict | None, reason: str | None, cube, primary: list[dict
             xb = {kind: np.array([baselines[(r, metric)][kind] for r in names]) for kind in ("unigram", "bigram")}
             worse = [r for r, v, b in zip(names, y, xb["bigram"]) if v > b]
             if worse:
-                warnings.append(f"{metric}: the {target} target itself is worse than a free bigram count model for {len(worse)} of "
-                                f"{len(names)} recipes ({', '.join(worse[:5])}{', ...' if len(worse) > 5 else ''})")
+                warnings.append(
+                    f"{metric}: the {target} target itself is worse than a free bigram count model for {len(worse)} of "
+                    f"{len(names)} recipes ({', '.join(worse[:5])}{', ...' if len(worse) > 5 else ''})"
+                )
             per = {}
             for kind in ("unigram", "bigram"):
                 c = compare(names, xb[kind], y, n_boot=0, with_test=False, abstain_reason="a count model has no seed noise").to_dict()
-                c.update(metric=metric, proxy=kind, target=target, baseline=kind, proxy_lr=None, target_mode="tuned",
-                         proxy_values=dict(zip(names, xb[kind].tolist())), target_values=dict(zip(names, y.tolist())))
+                c.update(
+                    metric=metric,
+                    proxy=kind,
+                    target=target,
+                    baseline=kind,
+                    proxy_lr=None,
+                    target_mode="tuned",
+                    proxy_values=dict(zip(names, xb[kind].tolist())),
+                    target_values=dict(zip(names, y.tolist())),
+                )
                 comps.append(c)
                 per[kind] = c
             prox = [c for c in primary if c["metric"] == metric and c["target"] == target and c["decision_accuracy"] is not None]
             best = max(prox, key=lambda c: c["decision_accuracy"]) if prox else None
             bda = per["bigram"]["decision_accuracy"]
-            entry = {"metric": metric, "target": target, "bigram_decision_accuracy": bda, "unigram_decision_accuracy": per["unigram"]["decision_accuracy"],
-                     "best_proxy": best["proxy"] if best else None, "best_proxy_decision_accuracy": best["decision_accuracy"] if best else None,
-                     "difference": None, "difference_ci": None, "outcome": None}
+            entry = {
+                "metric": metric,
+                "target": target,
+                "bigram_decision_accuracy": bda,
+                "unigram_decision_accuracy": per["unigram"]["decision_accuracy"],
+                "best_proxy": best["proxy"] if best else None,
+                "best_proxy_decision_accuracy": best["decision_accuracy"] if best else None,
+                "difference": None,
+                "difference_ci": None,
+                "outcome": None,
+            }
             if best is None or bda is None or len(names) < 3:
                 statements.append(f"{metric} -> {target}: proxy-vs-bigram comparison undefined ({per['bigram']['reason'] or 'no defined proxy comparison'}).")
                 vs.append(entry)
@@ -85,12 +111,20 @@ def section(baselines: dict | None, reason: str | None, cube, primary: list[dict
             xp = np.array([best["proxy_values"].get(r, np.nan) for r in names])
             ok = np.isfinite(xp)
             sd_p, sd_y = cube.pooled_sd[mi, pi], cube.pooled_sd[mi, ti]
-            d = paired_da_difference(xp[ok], xb["bigram"][ok], y[ok], n_boot=n_boot, seed=seed,
-                                     sd_p=sd_p if np.isfinite(sd_p) else None, k_p=cube.tuned_k[mi, pi][common][ok],
-                                     sd_y=sd_y if np.isfinite(sd_y) else None, k_y=cube.tuned_k[mi, ti][common][ok])
+            d = paired_da_difference(
+                xp[ok],
+                xb["bigram"][ok],
+                y[ok],
+                n_boot=n_boot,
+                seed=seed,
+                sd_p=sd_p if np.isfinite(sd_p) else None,
+                k_p=cube.tuned_k[mi, pi][common][ok],
+                sd_y=sd_y if np.isfinite(sd_y) else None,
+                k_y=cube.tuned_k[mi, ti][common][ok],
+            )
             diff = best["decision_accuracy"] - bda
             ci = d["ci"]
-            outcome = ("beats" if ci and ci[0] > 0 else "beaten" if ci and ci[1] < 0 else "indistinguishable")
+            outcome = "beats" if ci and ci[0] > 0 else "beaten" if ci and ci[1] < 0 else "indistinguishable"
             entry.update(difference=diff, difference_ci=ci, outcome=outcome, n_boot=d["n_boot"])
             vs.append(entry)
             civ = f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "(no interval)"
@@ -103,14 +137,22 @@ def section(baselines: dict | None, reason: str | None, cube, primary: list[dict
             else:
                 statements.append(f"{head} is {BIGRAM_FREE} ({bda:.2f}): difference {diff:+.2f} {civ} includes 0.")
                 warnings.append(statements[-1])
-    return {"available": True, "reason": None, "smoothing": "add-one", "units": "nats/token", "values": values, "comparisons": comps,
-            "vs_proxies": vs, "statements": statements, "warnings": warnings,
-            "rule": "beats: the 95% interval of DA(proxy) - DA(bigram) (recipe resamples, seed noise redrawn) lies above 0"}
+    return {
+        "available": True,
+        "reason": None,
+        "smoothing": "add-one",
+        "units": "nats/token",
+        "values": values,
+        "comparisons": comps,
+        "vs_proxies": vs,
+        "statements": statements,
+        "warnings": warnings,
+        "rule": "beats: the 95% interval of DA(proxy) - DA(bigram) (recipe resamples, seed noise redrawn) lies above 0",
+    }
 
 
 def undertrained(cells: np.ndarray, bigram: np.ndarray, recipes: list[str], seeds, has_seed: bool) -> list[dict]:
     """Cells (seeds x recipes) of one proxy LR that are worse than the free bigram model of their recipe."""
     with np.errstate(invalid="ignore"):
         bad = np.argwhere(cells > bigram[None, :])
-    return [{"recipe": recipes[r], "seed": float(seeds[k]) if has_seed else None, "loss": float(cells[k, r]), "bigram": float(bigram[r])}
-            for k, r in bad]
+    return [{"recipe": recipes[r], "seed": float(seeds[k]) if has_seed else None, "loss": float(cells[k, r]), "bigram": float(bigram[r])} for k, r in bad]

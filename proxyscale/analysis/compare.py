@@ -13,6 +13,7 @@ seed replicates the z-scale variance of each statistic under the seed noise of b
 redrawn as mean + N(0, pooled sd^2 / k), n_boot replicates) is added to the recipe-sampling variance:
 a two-level (recipes, then seeds) model instead of a bootstrap that cannot vary a perfect ranking.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -246,9 +247,19 @@ def _flips(recipes, x, y, xs, ys, higher_is_better: bool, max_flips: int) -> lis
                 keep_i, keep_j, keep_g = keep_i[top], keep_j[top], keep_g[top]
     order = np.lexsort((keep_j, keep_i, -keep_g))[:max_flips]
     better = (lambda u, v: u > v) if higher_is_better else (lambda u, v: u < v)
-    return [{"a": recipes[a], "b": recipes[b], "proxy_a": float(x[a]), "proxy_b": float(x[b]), "target_a": float(y[a]), "target_b": float(y[b]),
-             "proxy_prefers": recipes[a] if better(xs[a], xs[b]) else recipes[b],
-             "target_prefers": recipes[a] if better(ys[a], ys[b]) else recipes[b]} for a, b in zip(keep_i[order], keep_j[order])]
+    return [
+        {
+            "a": recipes[a],
+            "b": recipes[b],
+            "proxy_a": float(x[a]),
+            "proxy_b": float(x[b]),
+            "target_a": float(y[a]),
+            "target_b": float(y[b]),
+            "proxy_prefers": recipes[a] if better(xs[a], xs[b]) else recipes[b],
+            "target_prefers": recipes[a] if better(ys[a], ys[b]) else recipes[b],
+        }
+        for a, b in zip(keep_i[order], keep_j[order])
+    ]
 
 
 def regret(recipes, x, y, higher_is_better: bool = False) -> dict[str, Any]:
@@ -262,9 +273,16 @@ def regret(recipes, x, y, higher_is_better: bool = False) -> dict[str, Any]:
     best = sy.min()
     picks = np.flatnonzero(sx == sx.min())
     reg = sy[picks] - best
-    out = {"best_targets": [recipes[i] for i in np.flatnonzero(sy == best)], "top1_picks": [recipes[i] for i in picks],
-           "top1": float(reg.max()), "top1_mean": float(reg.mean()), "top1_target_rank": int((sy < sy[picks].max()).sum()) + 1,
-           "k": None, "topk": None, "topk_picks": None}
+    out = {
+        "best_targets": [recipes[i] for i in np.flatnonzero(sy == best)],
+        "top1_picks": [recipes[i] for i in picks],
+        "top1": float(reg.max()),
+        "top1_mean": float(reg.mean()),
+        "top1_target_rank": int((sy < sy[picks].max()).sum()) + 1,
+        "k": None,
+        "topk": None,
+        "topk_picks": None,
+    }
     if len(recipes) >= 4:
         k = 3
         edge = np.sort(sx)[k - 1]
@@ -300,9 +318,22 @@ def _noise_pass(xs, ys, y, proxy_sd, proxy_k, target_sd, target_k):
     return acc
 
 
-def compare(recipes: list[str], x, y, *, higher_is_better: bool = False, n_boot: int = 200, seed: int = 0,
-            proxy_sd: float | None = None, proxy_k=None, target_sd: float | None = None, target_k=None,
-            abstain_reason: str | None = None, max_flips: int = MAX_FLIPS, with_test: bool = True) -> Comparison:
+def compare(
+    recipes: list[str],
+    x,
+    y,
+    *,
+    higher_is_better: bool = False,
+    n_boot: int = 200,
+    seed: int = 0,
+    proxy_sd: float | None = None,
+    proxy_k=None,
+    target_sd: float | None = None,
+    target_k=None,
+    abstain_reason: str | None = None,
+    max_flips: int = MAX_FLIPS,
+    with_test: bool = True,
+) -> Comparison:
     """Every agreement figure of proxy values x with target values y (one per recipe, same order).
 
     proxy_sd/target_sd: pooled seed sd at each size (None: no seed replicates) and proxy_k/target_k:
@@ -344,8 +375,7 @@ def compare(recipes: list[str], x, y, *, higher_is_better: bool = False, n_boot:
     if not (const_x or const_y):
         for k, v in intervals(n, c.pearson, c.spearman, c.kendall, cnt, var).items():
             setattr(c, k, v)
-    c.ci_method = {"sources": sources if var else ["recipes"], "seed_replicates": n_boot if var else 0, "tie_rule": TIE_RULE,
-                   "tie_tolerance": tol}
+    c.ci_method = {"sources": sources if var else ["recipes"], "seed_replicates": n_boot if var else 0, "tie_rule": TIE_RULE, "tie_tolerance": tol}
     if with_test and cnt["untied"]:
         c.p_value, c.test = rank_test(xs, ys, cnt["S"], seed)
     if c.n_flips:
@@ -355,15 +385,25 @@ def compare(recipes: list[str], x, y, *, higher_is_better: bool = False, n_boot:
     if psd is not None or tsd is not None:
         acc = _noise_pass(xs, ys, y, psd, pk, tsd, tk)
         if psd is not None:
-            c.abstain = {"n_abstain": acc["within"], "n_pairs_confident": acc["keep"], "proxy_seed_sd": psd,
-                         "decision_accuracy_confident": 1.0 - acc["keep_flip"] / acc["keep"] if acc["keep"] else None,
-                         "decision_accuracy_all": c.decision_accuracy, "rule": "|proxy diff| < 2 * pooled seed sd * sqrt(1/k_a + 1/k_b)"}
+            c.abstain = {
+                "n_abstain": acc["within"],
+                "n_pairs_confident": acc["keep"],
+                "proxy_seed_sd": psd,
+                "decision_accuracy_confident": 1.0 - acc["keep_flip"] / acc["keep"] if acc["keep"] else None,
+                "decision_accuracy_all": c.decision_accuracy,
+                "rule": "|proxy diff| < 2 * pooled seed sd * sqrt(1/k_a + 1/k_b)",
+            }
             if not acc["keep"]:
                 c.abstain["reason"] = "every untied pair is within seed noise"
         if tsd is not None:
-            c.target_noise = {"target_seed_sd": tsd, "n_resolvable": acc["resolvable"], "median_gap": acc["median_gap"],
-                              "frac_resolvable": acc["resolvable"] / acc["untied"] if acc["untied"] else None,
-                              "target_k": float(np.median(tk)), "rule": "|target diff| > 2 * pooled seed sd * sqrt(1/k_a + 1/k_b)"}
+            c.target_noise = {
+                "target_seed_sd": tsd,
+                "n_resolvable": acc["resolvable"],
+                "median_gap": acc["median_gap"],
+                "frac_resolvable": acc["resolvable"] / acc["untied"] if acc["untied"] else None,
+                "target_k": float(np.median(tk)),
+                "rule": "|target diff| > 2 * pooled seed sd * sqrt(1/k_a + 1/k_b)",
+            }
     if psd is None:
         undefined["abstain"] = abstain_reason or "no seed replicates at the proxy size"
     for name, stat in STATISTICS.items():

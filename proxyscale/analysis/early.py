@@ -1,4 +1,5 @@
 """Early signal: does a size's ranking part-way through its training already match the final target ranking?"""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,12 +34,33 @@ def early_signal(curves: pd.DataFrame, cube: Cube) -> dict:
         common = [r for ri, r in enumerate(cube.recipes) if r in vals and np.isfinite(y[ri])]
         if len(common) < 3:
             continue
-        c_ = compare(common, np.array([vals[r] for r in common]), np.array([y[cube.recipes.index(r)] for r in common]),
-                     higher_is_better=cube.higher[cube.metrics.index(metric)], n_boot=0, with_test=False).to_dict()
-        points.append({"metric": metric, "proxy": size, "target": target, "fraction": float(frac), "step": float(g["step"].median()),
-                       "spearman": c_["spearman"], "decision_accuracy": c_["decision_accuracy"], "n_recipes": len(common), "reason": c_["reason"]})
+        c_ = compare(
+            common,
+            np.array([vals[r] for r in common]),
+            np.array([y[cube.recipes.index(r)] for r in common]),
+            higher_is_better=cube.higher[cube.metrics.index(metric)],
+            n_boot=0,
+            with_test=False,
+        ).to_dict()
+        points.append(
+            {
+                "metric": metric,
+                "proxy": size,
+                "target": target,
+                "fraction": float(frac),
+                "step": float(g["step"].median()),
+                "spearman": c_["spearman"],
+                "decision_accuracy": c_["decision_accuracy"],
+                "n_recipes": len(common),
+                "reason": c_["reason"],
+            }
+        )
     order = {s: i for i, s in enumerate(cube.sizes)}
     points.sort(key=lambda p: (p["metric"], order.get(p["proxy"], 0), p["fraction"]))
-    return {"available": bool(points), "target": target, "points": points,
-            "reason": None if points else "fewer than 3 recipes with curves at both sizes",
-            "note": "proxy value = best over LRs of the seed-mean eval value at that fraction of its own training; target = final tuned value"}
+    return {
+        "available": bool(points),
+        "target": target,
+        "points": points,
+        "reason": None if points else "fewer than 3 recipes with curves at both sizes",
+        "note": "proxy value = best over LRs of the seed-mean eval value at that fraction of its own training; target = final tuned value",
+    }

@@ -24,6 +24,7 @@ addition of proxyscale, not the paper's definition, to show how much agreement i
 The flips are the examples with the lowest rho, with the proxy's best and worst recipe on that example and
 whether the target orders that pair the other way (the sign of the best-vs-worst recipe effect flips).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,8 +37,10 @@ from proxyscale.analysis.protocol import Cube
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 MAX_FLIPS = 5  # examples listed per (eval set, proxy, target)
 MIN_RECIPES = 3  # with 2 recipes every rho is +-1
-DEFINITION = ("per example: seed-mean loss at each recipe's tuned LR, centred across recipes at each size; rho = correlation across "
-              "recipes of the proxy's and the target's centred losses; mean over examples with a seeded bootstrap interval over examples")
+DEFINITION = (
+    "per example: seed-mean loss at each recipe's tuned LR, centred across recipes at each size; rho = correlation across "
+    "recipes of the proxy's and the target's centred losses; mean over examples with a seeded bootstrap interval over examples"
+)
 
 
 def _norm(df: pd.DataFrame) -> pd.DataFrame:
@@ -52,13 +55,25 @@ def tuned_values(examples: pd.DataFrame, agg: pd.DataFrame, sizes: list[str], di
     recipe, example; the LR rule in words). The tuned LR is the report's: `Cube(agg).tuned_lr_idx`."""
     ex, agg = _norm(examples), _norm(agg)
     cube = Cube(agg, sizes, directions)
-    tuned = pd.DataFrame([(m, s, r, float(cube.lrs[cube.tuned_lr_idx[mi, si, ri]]))
-                          for mi, m in enumerate(cube.metrics) for si, s in enumerate(cube.sizes) for ri, r in enumerate(cube.recipes)
-                          if np.isfinite(cube.tuned[mi, si, ri])], columns=["metric", "size", "recipe", "tuned_lr"])
+    tuned = pd.DataFrame(
+        [
+            (m, s, r, float(cube.lrs[cube.tuned_lr_idx[mi, si, ri]]))
+            for mi, m in enumerate(cube.metrics)
+            for si, s in enumerate(cube.sizes)
+            for ri, r in enumerate(cube.recipes)
+            if np.isfinite(cube.tuned[mi, si, ri])
+        ],
+        columns=["metric", "size", "recipe", "tuned_lr"],
+    )
     ex = ex.merge(tuned, on=["metric", "size", "recipe"], how="inner")
     ex = ex[ex["lr"] == ex["tuned_lr"]]
-    rule = ("each recipe's tuned LR per size (the best seed-mean eval-set value over its LR grid, as the rest of the report)"
-            if len(cube.lrs) > 1 else "the one LR given" if cube.lrs[0] != -1.0 else "no LR column: values as given")
+    rule = (
+        "each recipe's tuned LR per size (the best seed-mean eval-set value over its LR grid, as the rest of the report)"
+        if len(cube.lrs) > 1
+        else "the one LR given"
+        if cube.lrs[0] != -1.0
+        else "no LR column: values as given"
+    )
     return ex.groupby(["metric", "size", "recipe", "example"], sort=False)["value"].mean(), rule
 
 
@@ -66,10 +81,10 @@ def _rho(xp: np.ndarray, xt: np.ndarray) -> np.ndarray:
     """Per example (rows), the correlation across recipes (columns) of the centred values."""
     cp = xp - xp.mean(axis=1, keepdims=True)
     ct = xt - xt.mean(axis=1, keepdims=True)
-    den = np.sqrt((cp ** 2).sum(axis=1) * (ct ** 2).sum(axis=1))
+    den = np.sqrt((cp**2).sum(axis=1) * (ct**2).sum(axis=1))
     scale = np.maximum(np.abs(xp).max(axis=1), np.abs(xt).max(axis=1)) + 1e-300
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 1e-12 * scale ** 2, (cp * ct).sum(axis=1) / den, np.nan)
+        return np.where(den > 1e-12 * scale**2, (cp * ct).sum(axis=1) / den, np.nan)
 
 
 def bootstrap_mean(x: np.ndarray, n_boot: int, rng: np.random.Generator, chunk: int = 200) -> list[float] | None:
@@ -88,13 +103,16 @@ def stats(rho: np.ndarray, n_boot: int, rng: np.random.Generator) -> dict[str, A
     ok = rho[np.isfinite(rho)]
     if not len(ok):
         return {"n_examples": 0, "mean": None, "mean_ci": None, "quantiles": None, "frac_positive": None}
-    return {"n_examples": int(len(ok)), "mean": float(ok.mean()), "mean_ci": bootstrap_mean(ok, n_boot, rng),
-            "quantiles": {f"q{int(round(q * 100)):02d}": float(v) for q, v in zip(QUANTILES, np.quantile(ok, QUANTILES))},
-            "frac_positive": float((ok > 0).mean())}
+    return {
+        "n_examples": int(len(ok)),
+        "mean": float(ok.mean()),
+        "mean_ci": bootstrap_mean(ok, n_boot, rng),
+        "quantiles": {f"q{int(round(q * 100)):02d}": float(v) for q, v in zip(QUANTILES, np.quantile(ok, QUANTILES))},
+        "frac_positive": float((ok > 0).mean()),
+    }
 
 
-def pair(lp: pd.DataFrame, lt: pd.DataFrame, *, higher: bool, n_boot: int, rng: np.random.Generator,
-         snippets: list[str] | None = None) -> dict[str, Any]:
+def pair(lp: pd.DataFrame, lt: pd.DataFrame, *, higher: bool, n_boot: int, rng: np.random.Generator, snippets: list[str] | None = None) -> dict[str, Any]:
     """One (proxy, target) of one eval set; lp, lt: recipes x examples (seed-mean tuned values), same labels."""
     xp, xt = lp.to_numpy(float).T, lt.to_numpy(float).T  # examples x recipes
     rho = _rho(xp, xt)
@@ -114,23 +132,52 @@ def pair(lp: pd.DataFrame, lt: pd.DataFrame, *, higher: bool, n_boot: int, rng: 
         snip = None
         if snippets is not None and isinstance(ex, (int, np.integer)) and 0 <= int(ex) < len(snippets):
             snip = snippets[int(ex)]
-        flips.append({"example": ex.item() if isinstance(ex, np.generic) else ex, "rho": float(rho[i]), "proxy_best": recipes[best],
-                      "proxy_worst": recipes[worst], "proxy_effect": float(dp), "target_effect": float(dt),
-                      "target_best": recipes[int(np.argmin(sgn * xt[i]))], "target_worst": recipes[int(np.argmax(sgn * xt[i]))],
-                      "sign_flip": bool(dp * dt < 0), "snippet": snip})
+        flips.append(
+            {
+                "example": ex.item() if isinstance(ex, np.generic) else ex,
+                "rho": float(rho[i]),
+                "proxy_best": recipes[best],
+                "proxy_worst": recipes[worst],
+                "proxy_effect": float(dp),
+                "target_effect": float(dt),
+                "target_best": recipes[int(np.argmin(sgn * xt[i]))],
+                "target_worst": recipes[int(np.argmax(sgn * xt[i]))],
+                "sign_flip": bool(dp * dt < 0),
+                "snippet": snip,
+            }
+        )
     out["flips"] = flips
     return out
 
 
-def section(examples: pd.DataFrame | None, agg: pd.DataFrame, sizes: list[str], directions: dict[str, bool], *,
-            params: dict[str, float] | None = None, n_boot: int = 1000, seed: int = 0, snippets: dict[str, list[str]] | None = None,
-            reason: str | None = None, notes: list[str] | None = None) -> dict[str, Any]:
+def section(
+    examples: pd.DataFrame | None,
+    agg: pd.DataFrame,
+    sizes: list[str],
+    directions: dict[str, bool],
+    *,
+    params: dict[str, float] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    snippets: dict[str, list[str]] | None = None,
+    reason: str | None = None,
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
     """report.json's `per_example`. examples: long table recipe, size, metric, example, value[, lr, seed] (None: not
     available, `reason` says why); agg: the report's long table (recipe, size, metric, value[, lr, seed]) that fixes
     the tuned LRs. Entries: every eval set x (proxy < target) with at least MIN_RECIPES recipes present at both."""
     sizes = [str(s) for s in sizes]
-    out: dict[str, Any] = {"available": False, "reason": reason, "definition": DEFINITION, "n_boot": n_boot, "bootstrap_seed": seed,
-                           "target": sizes[-1] if sizes else None, "lr_rule": None, "entries": [], "notes": list(notes or [])}
+    out: dict[str, Any] = {
+        "available": False,
+        "reason": reason,
+        "definition": DEFINITION,
+        "n_boot": n_boot,
+        "bootstrap_seed": seed,
+        "target": sizes[-1] if sizes else None,
+        "lr_rule": None,
+        "entries": [],
+        "notes": list(notes or []),
+    }
     if examples is None or examples.empty:
         out["reason"] = reason or "no per-example losses"
         return out
@@ -146,26 +193,49 @@ def section(examples: pd.DataFrame | None, agg: pd.DataFrame, sizes: list[str], 
                 lp, lt = at[p].dropna(axis=0, how="any"), at[t].dropna(axis=0, how="any")
                 common = sorted(set(lp.index) & set(lt.index))
                 cols = [c for c in at[p].columns if c in set(lp.columns) and c in set(lt.columns)]
-                entry = {"metric": metric, "proxy": p, "target": t, "proxy_params": (params or {}).get(p), "target_params": (params or {}).get(t),
-                         "n_recipes": len(common), "recipes": common}
+                entry = {
+                    "metric": metric,
+                    "proxy": p,
+                    "target": t,
+                    "proxy_params": (params or {}).get(p),
+                    "target_params": (params or {}).get(t),
+                    "n_recipes": len(common),
+                    "recipes": common,
+                }
                 dropped = sorted((set(at[p].index) | set(at[t].index)) - set(common))
                 if dropped:
                     entry["dropped_recipes"] = dropped  # missing at one size, or without every example there
                 if len(common) < MIN_RECIPES:
-                    entry.update(reason=f"{len(common)} recipe(s) with every example at both sizes; a per-example correlation needs {MIN_RECIPES}",
-                                 n_examples=0, mean=None, mean_ci=None, flips=[])
+                    entry.update(
+                        reason=f"{len(common)} recipe(s) with every example at both sizes; a per-example correlation needs {MIN_RECIPES}",
+                        n_examples=0,
+                        mean=None,
+                        mean_ci=None,
+                        flips=[],
+                    )
                 else:
                     rng = np.random.default_rng([seed, mi, pi, ti])
-                    entry.update(pair(lp.loc[common, cols], lt.loc[common, cols], higher=bool(directions.get(metric, False)), n_boot=n_boot, rng=rng,
-                                      snippets=(snippets or {}).get(metric)), reason=None)
+                    entry.update(
+                        pair(
+                            lp.loc[common, cols],
+                            lt.loc[common, cols],
+                            higher=bool(directions.get(metric, False)),
+                            n_boot=n_boot,
+                            rng=rng,
+                            snippets=(snippets or {}).get(metric),
+                        ),
+                        reason=None,
+                    )
                 out["entries"].append(entry)
     ok = [e for e in out["entries"] if e.get("mean") is not None]
     out["available"] = bool(ok)
     if not ok:
-        out["reason"] = (out["entries"][0]["reason"] if out["entries"] else "no eval set has per-example losses at two sizes")
+        out["reason"] = out["entries"][0]["reason"] if out["entries"] else "no eval set has per-example losses at two sizes"
     else:
         out["reason"] = None
         if min(e["n_recipes"] for e in ok) < 10:
-            out["notes"].append(f"{min(e['n_recipes'] for e in ok)} recipes per correlation: each example's rho is a correlation over that "
-                                "few points and is noisy; the mean over examples averages that noise but not its bias toward 0.")
+            out["notes"].append(
+                f"{min(e['n_recipes'] for e in ok)} recipes per correlation: each example's rho is a correlation over that "
+                "few points and is noisy; the mean over examples averages that noise but not its bias toward 0."
+            )
     return out

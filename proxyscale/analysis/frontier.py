@@ -14,6 +14,7 @@ cheapest point whose DA interval lower bound reaches `decision_level` (default 0
 that none does and what would help. A step whose DA moves by less than one recipe pair (1 / n_pairs) from
 the previous step of the same size is marked ``noise``: the change is below what the design resolves.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,8 +32,15 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F
 
 def _point(metric, pred, y, *, flops, target_flops, **label) -> dict:
     da = scaling.decision_accuracy(pred, y)
-    return {"metric": metric, **label, "flops": float(flops), "compute_fraction": float(flops / target_flops),
-            "decision_accuracy": da, "decision_accuracy_ci": da_interval(pred, y) if da is not None else None, "n_recipes": int(len(y))}
+    return {
+        "metric": metric,
+        **label,
+        "flops": float(flops),
+        "compute_fraction": float(flops / target_flops),
+        "decision_accuracy": da,
+        "decision_accuracy_ci": da_interval(pred, y) if da is not None else None,
+        "n_recipes": int(len(y)),
+    }
 
 
 def _mark(points: list[dict], n_pairs: int) -> None:
@@ -68,23 +76,31 @@ def _plan(metric: str, points: list[dict], level: float, target: str) -> dict:
     if ok:
         p = min(ok, key=lambda p: (p["flops"], -p["decision_accuracy"]))
         lo, hi = p["decision_accuracy_ci"]
-        return {"metric": metric, "choice": _label(p), "point": p, "sentence":
-                f"{metric}: the cheapest choice whose decision accuracy clears {level:.2f} at the 95% lower bound is {_label(p)} "
-                f"(DA {p['decision_accuracy']:.3f} [{lo:.3f}, {hi:.3f}], {p['compute_fraction']:.3g} of the target's compute)."}
+        return {
+            "metric": metric,
+            "choice": _label(p),
+            "point": p,
+            "sentence": f"{metric}: the cheapest choice whose decision accuracy clears {level:.2f} at the 95% lower bound is {_label(p)} "
+            f"(DA {p['decision_accuracy']:.3f} [{lo:.3f}, {hi:.3f}], {p['compute_fraction']:.3g} of the target's compute).",
+        }
     scored = [p for p in points if p["decision_accuracy"] is not None]
     if not scored:
         return {"metric": metric, "choice": None, "point": None, "sentence": f"{metric}: no point has a decision accuracy (too few recipes)."}
     b = max(scored, key=lambda p: (p["decision_accuracy_ci"][0] if p["decision_accuracy_ci"] else -1, p["decision_accuracy"]))
     ci = b["decision_accuracy_ci"]
-    why = (f"the best, {_label(b)}, has DA {b['decision_accuracy']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
-    more = ("a larger proxy (closer to " + target + ") would raise DA" if b["decision_accuracy"] < level
-            else "more recipes or seeds would narrow the interval")
-    return {"metric": metric, "choice": None, "point": None, "sentence":
-            f"{metric}: no point's decision accuracy clears {level:.2f} at the 95% lower bound; {why}; {more}."}
+    why = f"the best, {_label(b)}, has DA {b['decision_accuracy']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    more = "a larger proxy (closer to " + target + ") would raise DA" if b["decision_accuracy"] < level else "more recipes or seeds would narrow the interval"
+    return {
+        "metric": metric,
+        "choice": None,
+        "point": None,
+        "sentence": f"{metric}: no point's decision accuracy clears {level:.2f} at the 95% lower bound; {why}; {more}.",
+    }
 
 
-def frontier(df: pd.DataFrame, sizes: list[str], *, target: str | None = None, prediction: dict | None = None, higher_is_better=False,
-             decision_level: float = 0.8) -> dict[str, Any]:
+def frontier(
+    df: pd.DataFrame, sizes: list[str], *, target: str | None = None, prediction: dict | None = None, higher_is_better=False, decision_level: float = 0.8
+) -> dict[str, Any]:
     """The frontier section: {"decision_level", "target", "points": [...], "plans": [...], "notes": [...]}.
 
     df: the long table; sizes: smallest first; target: default the largest size (must have been run).
@@ -101,8 +117,7 @@ def frontier(df: pd.DataFrame, sizes: list[str], *, target: str | None = None, p
     has_step = "step" in df.columns and df["step"].notna().any()
     steps = scaling._tuned(df, higher, step_keep="all") if has_step else None
     last_step = df.groupby("size")["step"].max().to_dict() if has_step else {}
-    step_tokens = (df[df["tokens"].notna()].groupby(["size", "step"])["tokens"].mean().to_dict()
-                   if has_step and "tokens" in df.columns else {})
+    step_tokens = df[df["tokens"].notna()].groupby(["size", "step"])["tokens"].mean().to_dict() if has_step and "tokens" in df.columns else {}
     points_all, plans = [], []
     for metric, tab in finals.items():
         if target not in tab.columns or tab[target].notna().sum() < 3:
@@ -122,16 +137,18 @@ def frontier(df: pd.DataFrame, sizes: list[str], *, target: str | None = None, p
                     if v.isna().any():
                         continue  # not every recipe was evaluated at this step
                     d = step_tokens.get((s, st), tokens[s] * float(st) / float(last_step[s]) if last_step.get(s) else tokens[s])
-                    pts.append(_point(metric, v.to_numpy(float), y, flops=compute[s] * d / tokens[s],
-                                      target_flops=compute[target], size=s, method=None, step=float(st)))
+                    pts.append(
+                        _point(
+                            metric, v.to_numpy(float), y, flops=compute[s] * d / tokens[s], target_flops=compute[target], size=s, method=None, step=float(st)
+                        )
+                    )
                     k += 1
             else:
                 v = tab[s].reindex(recipes)
                 if v.isna().any():
                     notes.append(f"{metric}: {int(v.isna().sum())} recipe(s) have no value at {s}; that size is left off the frontier.")
                     continue
-                pts.append(_point(metric, v.to_numpy(float), y, flops=compute[s], target_flops=compute[target],
-                                  size=s, method=None, step=None))
+                pts.append(_point(metric, v.to_numpy(float), y, flops=compute[s], target_flops=compute[target], size=s, method=None, step=None))
                 k += 1
         for m in (prediction or {}).get("methods", []):
             if m["metric"] != metric or m.get("backtest") or m["target"] != target or m.get("decision_accuracy") is None:
@@ -141,14 +158,31 @@ def frontier(df: pd.DataFrame, sizes: list[str], *, target: str | None = None, p
                 continue
             pv = np.array([m["predicted"][r] for r in common])
             yv = y_all.reindex(common).to_numpy(float)
-            pts.append(_point(metric, pv, yv, flops=m["compute_fraction"] * compute[target], target_flops=compute[target],
-                              size=None, method=m["method"], fit_sizes=list(m["fit_sizes"]), step=None))
+            pts.append(
+                _point(
+                    metric,
+                    pv,
+                    yv,
+                    flops=m["compute_fraction"] * compute[target],
+                    target_flops=compute[target],
+                    size=None,
+                    method=m["method"],
+                    fit_sizes=list(m["fit_sizes"]),
+                    step=None,
+                )
+            )
             k += 1
         _mark(pts, n_pairs)
         points_all.extend(pts)
         plans.append(_plan(metric, pts, decision_level, target))
-    return {"decision_level": decision_level, "target": target, "points": points_all, "plans": plans,
-            "interval": "Fieller-Hartley-Pearson on gamma over recipes (as every comparison), no seed noise", "notes": list(dict.fromkeys(notes))}
+    return {
+        "decision_level": decision_level,
+        "target": target,
+        "points": points_all,
+        "plans": plans,
+        "interval": "Fieller-Hartley-Pearson on gamma over recipes (as every comparison), no seed noise",
+        "notes": list(dict.fromkeys(notes)),
+    }
 
 
 def _draw(ax, front: dict, metric: str, pts: list[dict], fs: int = 9) -> None:
@@ -174,8 +208,16 @@ def _draw(ax, front: dict, metric: str, pts: list[dict], fs: int = 9) -> None:
             ax.vlines([p["compute_fraction"]], ci[0], ci[1], color=c, lw=1.2)
     fr = sorted((p for p in pts if p["on_frontier"]), key=lambda p: p["flops"])
     if fr:
-        ax.step([p["compute_fraction"] for p in fr], [p["decision_accuracy"] for p in fr], where="post", color="#444444", lw=1.6, ls="-",
-                alpha=0.8, label="Pareto frontier")
+        ax.step(
+            [p["compute_fraction"] for p in fr],
+            [p["decision_accuracy"] for p in fr],
+            where="post",
+            color="#444444",
+            lw=1.6,
+            ls="-",
+            alpha=0.8,
+            label="Pareto frontier",
+        )
     ax.axhline(front["decision_level"], color="#D55E00", ls="--", lw=1.2, label=f"decision level {front['decision_level']:.2f}")
     ax.set_xscale("log")
     ax.set_xlabel(f"compute / training every recipe at {front['target']} (log)", fontsize=fs + 1)
@@ -206,7 +248,7 @@ def frontier_figure(front: dict, metric: str | None = None, metrics: list[str] |
     nrows = -(-len(panels) // ncols)
     w, h, fs = (7.0, 4.6, 9) if len(panels) == 1 else (5.2, 3.8, 7)  # several panels: smaller ones (the PNG's pixels are its cost)
     fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
     for ax, (m, q) in zip(axes.ravel(), panels):
         _draw(ax, front, m, q, fs)

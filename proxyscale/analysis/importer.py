@@ -34,6 +34,7 @@ the returned notes. The rules, and why:
   matches "acc" and "val_acc" does) and a word in ACCURACY_WORDS (or one starting with "pass@")
   marks an accuracy; a word in LOSS_WORDS marks a loss and suppresses the accuracy warning.
 """
+
 from __future__ import annotations
 
 import re
@@ -50,17 +51,55 @@ RUN_KEYS = ("recipe", "size", "metric", "lr", "seed")
 
 # Words that mark a metric as an accuracy / score (higher is better): generic score words, then
 # common benchmarks that are always reported as accuracies, then DCLM's aggregate "Core".
-ACCURACY_WORDS = frozenset({
-    "acc", "accuracy", "accuracies", "acc1", "acc5", "top1", "top5", "em", "exact", "f1", "score", "scores",
-    "bleu", "rouge", "rougel", "chrf", "auc", "auroc", "precision", "recall", "winrate",
-    "mmlu", "core", "hellaswag", "arc", "arc_e", "arc_c", "piqa", "siqa", "winogrande", "boolq", "openbookqa",
-    "obqa", "triviaqa", "gsm8k", "humaneval", "mbpp", "lambada_acc", "copa", "commonsenseqa", "csqa",
-})
+ACCURACY_WORDS = frozenset(
+    {
+        "acc",
+        "accuracy",
+        "accuracies",
+        "acc1",
+        "acc5",
+        "top1",
+        "top5",
+        "em",
+        "exact",
+        "f1",
+        "score",
+        "scores",
+        "bleu",
+        "rouge",
+        "rougel",
+        "chrf",
+        "auc",
+        "auroc",
+        "precision",
+        "recall",
+        "winrate",
+        "mmlu",
+        "core",
+        "hellaswag",
+        "arc",
+        "arc_e",
+        "arc_c",
+        "piqa",
+        "siqa",
+        "winogrande",
+        "boolq",
+        "openbookqa",
+        "obqa",
+        "triviaqa",
+        "gsm8k",
+        "humaneval",
+        "mbpp",
+        "lambada_acc",
+        "copa",
+        "commonsenseqa",
+        "csqa",
+    }
+)
 # Words that mark a loss (lower is better).
 LOSS_WORDS = frozenset({"loss", "losses", "nll", "ppl", "perplexity", "bpb", "bpc", "bits", "ce", "xent", "entropy", "error", "err"})
 # Text the optional numeric columns accept as "not given" (pandas' default missing markers).
-_MISSING = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan", "1.#ind", "1.#qnan", "<na>",
-                      "n/a", "na", "null", "nan", "none"})
+_MISSING = frozenset({"", "#n/a", "#n/a n/a", "#na", "-1.#ind", "-1.#qnan", "-nan", "1.#ind", "1.#qnan", "<na>", "n/a", "na", "null", "nan", "none"})
 _NAN_TEXT = frozenset({"nan", "-nan", "+nan"})
 _SIZE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmbt])", re.IGNORECASE)
 _SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
@@ -195,13 +234,15 @@ def _check_steps(path: str, df: pd.DataFrame, sizes: list[str], allow_short_runs
         for size in sizes:
             at = runs[runs["size"] == size]
             if len(at):
-                per.append((size, final[size], _listed([f"{_run_label(tuple(r[k] for k in keys), keys)} at {r['step']:g}"
-                                                        for _, r in at.iterrows()])))
+                per.append((size, final[size], _listed([f"{_run_label(tuple(r[k] for k in keys), keys)} at {r['step']:g}" for _, r in at.iterrows()])))
         if not allow_short_runs:
             raise AnalysisError(f"{path}: " + "; ".join(f"runs stop short of step {f:g} at size {s}: {w}" for s, f, w in per))
         df = df[~short]
-        notes.append(f"excluded {len(runs)} run(s) that stop short of their size's final step (allow_short_runs), every step of them: "
-                     + "; ".join(f"at size {s} (final step {f:g}): {w}" for s, f, w in per) + ".")
+        notes.append(
+            f"excluded {len(runs)} run(s) that stop short of their size's final step (allow_short_runs), every step of them: "
+            + "; ".join(f"at size {s} (final step {f:g}): {w}" for s, f, w in per)
+            + "."
+        )
     notes.append("every run ends at the final step of its size (" + ", ".join(f"{s}: {final[s]:g}" for s in sizes) + ").")
     return df
 
@@ -220,8 +261,10 @@ def _directions(path: str, raw: pd.DataFrame, metrics: list[str], higher_is_bett
         for metric, g in given.groupby("metric", sort=False):
             if g["d"].nunique() > 1:
                 first = g.drop_duplicates("d")
-                raise AnalysisError(f"{path}: metric {metric!r} has direction {first['d'].iloc[0]} (row {first['row'].iloc[0]}) "
-                                    f"and {first['d'].iloc[1]} (row {first['row'].iloc[1]})")
+                raise AnalysisError(
+                    f"{path}: metric {metric!r} has direction {first['d'].iloc[0]} (row {first['row'].iloc[0]}) "
+                    f"and {first['d'].iloc[1]} (row {first['row'].iloc[1]})"
+                )
             column[metric] = g["d"].iloc[0] == "higher"
     if higher_is_better is None or higher_is_better is False:
         named: set[str] = set()
@@ -232,8 +275,9 @@ def _directions(path: str, raw: pd.DataFrame, metrics: list[str], higher_is_bett
         named = {str(n).strip() for n in names}
         unknown = sorted(named - set(metrics))
         if unknown:
-            raise AnalysisError(f"{path}: --higher-is-better names metric(s) not in the file: {', '.join(map(repr, unknown))} "
-                                f"(metrics: {_listed(metrics, 20)})")
+            raise AnalysisError(
+                f"{path}: --higher-is-better names metric(s) not in the file: {', '.join(map(repr, unknown))} (metrics: {_listed(metrics, 20)})"
+            )
     clash = [m for m in metrics if m in named and column.get(m) is False]
     if clash:
         said = "(every metric) covers" if higher_is_better is True else "names"
@@ -241,8 +285,7 @@ def _directions(path: str, raw: pd.DataFrame, metrics: list[str], higher_is_bett
     return {m: (m in named) or column.get(m, False) for m in metrics}
 
 
-def prepare_csv(path: str, higher_is_better=None, *, allow_short_runs: bool = False
-                ) -> tuple[pd.DataFrame, list[str], dict[str, bool], list[str]]:
+def prepare_csv(path: str, higher_is_better=None, *, allow_short_runs: bool = False) -> tuple[pd.DataFrame, list[str], dict[str, bool], list[str]]:
     """Read an external long CSV -> (long table, sizes smallest first, {metric: higher_is_better}, notes).
 
     higher_is_better: None/False (lower for every metric unless the direction column says higher),
@@ -310,8 +353,10 @@ def prepare_csv(path: str, higher_is_better=None, *, allow_short_runs: bool = Fa
     if partial and len(partial) == len(at):
         notes.append("no recipe has values at two sizes, so no proxy-target comparison can be made.")
     elif partial:
-        notes.append(f"{len(partial)} of {len(at)} recipe(s) lack values at some size ({_listed(partial)}); "
-                     "each comparison uses the recipes present at both of its sizes.")
+        notes.append(
+            f"{len(partial)} of {len(at)} recipe(s) lack values at some size ({_listed(partial)}); "
+            "each comparison uses the recipes present at both of its sizes."
+        )
 
     metrics = list(dict.fromkeys(df["metric"]))
     directions = {m: directions[m] for m in metrics}
@@ -322,8 +367,9 @@ def prepare_csv(path: str, higher_is_better=None, *, allow_short_runs: bool = Fa
         notes.append(f"higher is better for {', '.join(map(repr, higher))}; lower is better for the other {len(metrics) - len(higher)} metric(s).")
     for m in metrics:
         if not directions[m] and reads_like_accuracy(m):
-            notes.append(f"metric {m!r} reads like an accuracy but is analysed as lower-is-better; "
-                         f"pass --higher-is-better {shlex.quote(m)} or a direction column")
+            notes.append(
+                f"metric {m!r} reads like an accuracy but is analysed as lower-is-better; pass --higher-is-better {shlex.quote(m)} or a direction column"
+            )
         elif directions[m] and reads_like_loss(m):
             notes.append(f"metric {m!r} reads like a loss but is analysed as higher-is-better; check --higher-is-better and the direction column")
     df = df.reset_index(drop=True)
@@ -349,8 +395,10 @@ def _examples(path: str, raw: pd.DataFrame, df: pd.DataFrame, notes: list[str]) 
     dup = (key + "|" + df["example"]).duplicated().to_numpy()
     if dup.any():
         row = int(dup.argmax())
-        raise AnalysisError(f"{path}: example {df['example'].iloc[row]!r} of {_run_label(tuple(df[k].iloc[row] for k in keys), keys)} "
-                            f"at size {df['size'].iloc[row]} appears twice (row {row + 2})")
+        raise AnalysisError(
+            f"{path}: example {df['example'].iloc[row]!r} of {_run_label(tuple(df[k].iloc[row] for k in keys), keys)} "
+            f"at size {df['size'].iloc[row]} appears twice (row {row + 2})"
+        )
     for metric in dict.fromkeys(df["metric"]):
         sub = df[df["metric"] == metric]
         want = list(dict.fromkeys(sub["example"]))
@@ -361,13 +409,18 @@ def _examples(path: str, raw: pd.DataFrame, df: pd.DataFrame, notes: list[str]) 
             have = set(rows["example"])
             miss = next(e for e in want if e not in have)
             r0 = rows.iloc[0]
-            raise AnalysisError(f"{path}: gap: example {miss!r} of metric {metric!r} is missing for {_run_label(tuple(r0[k] for k in keys), keys)} "
-                                f"at size {r0['size']} (row {int(rows.index[0]) + 2} is that run's first); every run needs every example of its metric")
+            raise AnalysisError(
+                f"{path}: gap: example {miss!r} of metric {metric!r} is missing for {_run_label(tuple(r0[k] for k in keys), keys)} "
+                f"at size {r0['size']} (row {int(rows.index[0]) + 2} is that run's first); every run needs every example of its metric"
+            )
     per = df.groupby(keys, sort=False, dropna=False)["value"].mean().reset_index()
     rest = [c for c in df.columns if c not in keys + ["value", "example"]]  # params
     if rest:
         per = per.merge(df.groupby(keys, sort=False, dropna=False)[rest].first().reset_index(), on=keys, how="left")
     counts = df.groupby("metric", sort=False)["example"].nunique()
-    notes.append("example column: each row is one example's value; recipes are ranked by each run's mean over its examples ("
-                 + ", ".join(f"{m}: {n}" for m, n in counts.items()) + " examples); per_example uses the rows themselves.")
+    notes.append(
+        "example column: each row is one example's value; recipes are ranked by each run's mean over its examples ("
+        + ", ".join(f"{m}: {n}" for m, n in counts.items())
+        + " examples); per_example uses the rows themselves."
+    )
     return per[[c for c in df.columns if c != "example"]], df.reset_index(drop=True)

@@ -3,6 +3,7 @@
 The standard LR (the fixed-LR target) is stated by the user (--standard-lr) or by the sweep's grid.json,
 never guessed from cell counts; without it the fixed-target mode is unavailable with that reason.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,15 @@ def sweep_table(results: pd.DataFrame) -> pd.DataFrame:
     vals = metric_values(results)
     keep = (results["status"] == "completed") & np.isfinite(vals.to_numpy(dtype=float))
     ok = results[keep]
-    cols = {"recipe": ok["recipe"].astype(str), "size": ok["size"].astype(str), "metric": metric_names(ok),
-            "value": vals[keep], "lr": ok["lr"].astype(float), "seed": ok["seed"].astype(float), "params": ok["params"].astype(float)}
+    cols = {
+        "recipe": ok["recipe"].astype(str),
+        "size": ok["size"].astype(str),
+        "metric": metric_names(ok),
+        "value": vals[keep],
+        "lr": ok["lr"].astype(float),
+        "seed": ok["seed"].astype(float),
+        "params": ok["params"].astype(float),
+    }
     return pd.DataFrame(cols)
 
 
@@ -100,7 +108,7 @@ class Cube:
         with np.errstate(invalid="ignore", divide="ignore"):
             self.mean = np.where(self.k > 0, np.nansum(self.cell, axis=3) / np.maximum(self.k, 1), np.nan)
             dev = np.where(have, self.cell - self.mean[:, :, :, None, :], 0.0)
-            self.var = np.where(self.k >= 2, (dev ** 2).sum(axis=3) / np.maximum(self.k - 1, 1), np.nan)
+            self.var = np.where(self.k >= 2, (dev**2).sum(axis=3) / np.maximum(self.k - 1, 1), np.nan)
         self.score = np.where(np.isfinite(self.mean), self.sgn[:, None, None, None] * self.mean, np.inf)
         best = self.score.argmin(axis=2)  # (M, S, R)
         self.tuned_lr_idx = best
@@ -154,8 +162,14 @@ def seed_noise(cube: Cube) -> list[dict]:
                     dis += int((both & (a * b < 0)).sum())
                     tot += int(both.sum())
             sd = cube.pooled_sd[mi, si]
-            rec = {"metric": cube.metrics[mi], "size": cube.sizes[si], "n_seed_pairs": n_comp, "n_pairs": tot,
-                   "floor": dis / tot if tot else None, "pooled_sd": float(sd) if np.isfinite(sd) else None}
+            rec = {
+                "metric": cube.metrics[mi],
+                "size": cube.sizes[si],
+                "n_seed_pairs": n_comp,
+                "n_pairs": tot,
+                "floor": dis / tot if tot else None,
+                "pooled_sd": float(sd) if np.isfinite(sd) else None,
+            }
             if not tot:
                 rec["reason"] = "no LR with two seeds of >= 2 common recipes"
             out.append(rec)
@@ -178,8 +192,11 @@ def pick_best(curve: list[dict], mode: str, std: float | None) -> tuple[dict | N
     accuracy among proxy LRs with no undertrained cell; ties -> Spearman, then the LR closest to standard."""
     pts = [p for p in curve if p["target_mode"] == mode and p["decision_accuracy"] is not None]
     eligible = [p for p in pts if p["n_undertrained"] == 0]
-    key = lambda p: (p["decision_accuracy"], p["spearman"] if p["spearman"] is not None else -2.0,
-                     -abs(math.log(p["proxy_lr"] / std)) if std and std > 0 and p["proxy_lr"] > 0 else 0.0)
+    key = lambda p: (
+        p["decision_accuracy"],
+        p["spearman"] if p["spearman"] is not None else -2.0,
+        -abs(math.log(p["proxy_lr"] / std)) if std and std > 0 and p["proxy_lr"] > 0 else 0.0,
+    )
     best = max(eligible, key=key) if eligible else None
     stdp = next((p for p in pts if std is not None and math.isclose(p["proxy_lr"], std, rel_tol=1e-9)), None)
     reason = None if best else ("every proxy LR is undertrained (worse than the bigram) or undefined" if pts else "no defined point on the curve")

@@ -31,6 +31,7 @@ the best single size among its fit sizes, with a seeded paired bootstrap interva
 Tokens: a tokens column gives each size's training tokens (its largest value at that size); without one,
 D = 20 N (Chinchilla's ratio) is assumed and a note says so.
 """
+
 from __future__ import annotations
 
 # scipy.optimize and scipy.stats are imported where a fit needs them: importing them costs ~2 s on a loaded machine,
@@ -112,8 +113,10 @@ def size_params(df: pd.DataFrame, sizes: list[str]) -> dict[str, float]:
         else:
             out[s] = float(n)
     if bad:
-        raise PredictError(f"cannot extrapolate across sizes: {', '.join(map(repr, bad))} has no params value and its label "
-                           "does not name a parameter count (give a params column or labels like 60M, 1B)")
+        raise PredictError(
+            f"cannot extrapolate across sizes: {', '.join(map(repr, bad))} has no params value and its label "
+            "does not name a parameter count (give a params column or labels like 60M, 1B)"
+        )
     return out
 
 
@@ -199,8 +202,13 @@ def scores(pred, actual, higher: bool) -> dict[str, Any]:
     pick = int(np.argmax(p) if higher else np.argmin(p))
     best = float(a.max() if higher else a.min())
     regret = best - float(a[pick]) if higher else float(a[pick]) - best
-    return {"decision_accuracy": decision_accuracy(p, a), "spearman": rho, "mean_abs_error": float(np.mean(np.abs(p - a))),
-            "bias": float(np.mean(p - a)), "top1_regret": regret}
+    return {
+        "decision_accuracy": decision_accuracy(p, a),
+        "spearman": rho,
+        "mean_abs_error": float(np.mean(np.abs(p - a))),
+        "bias": float(np.mean(p - a)),
+        "top1_regret": regret,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +234,7 @@ def _fit_shared_power(N, Y):
     alpha = float(res.x) if res.fun <= rss[i] else float(grid[i])
     coef, _ = solve(alpha)
     E, A = coef
-    fitted = (E[:, None] + A[:, None] * x[None, :] ** -alpha)
+    fitted = E[:, None] + A[:, None] * x[None, :] ** -alpha
     predict = lambda Nt, Ct: E + A * (Nt / N.max()) ** -alpha
     return predict, {"alpha": alpha, "n_ref": float(N.max()), "E": E, "A": A, "at_bound": bool(i in (0, len(grid) - 1))}, fitted
 
@@ -242,7 +250,7 @@ def _fit_power_per_recipe(N, Y, alpha0: float = 0.3):
     from scipy import optimize
 
     x = N / N.max()
-    f = lambda xx, E, A, al: E + A * xx ** -al
+    f = lambda xx, E, A, al: E + A * xx**-al
     P = np.zeros((len(Y), 3))
     for r, y in enumerate(Y):
         p0 = (max(float(y.min()) * 0.9, 0.0) if y.min() > 0 else float(y.min()) - 1.0, max(float(y[-1] - y.min() * 0.9), 1e-3), alpha0)
@@ -261,7 +269,7 @@ def _fit_power_per_recipe(N, Y, alpha0: float = 0.3):
 
 def _huber(r: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray:
     a = np.abs(r)
-    return np.where(a <= delta, 0.5 * r ** 2, delta * (a - 0.5 * delta))
+    return np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))
 
 
 def _huber_fit(model, y, starts, bounds):
@@ -343,9 +351,8 @@ def _jsonable(params: dict, recipes: list[str]) -> dict:
 
 def _residuals(fitted: np.ndarray, Y: np.ndarray, recipes: list[str]) -> dict:
     res = fitted - Y
-    per = np.sqrt(np.nanmean(res ** 2, axis=1))
-    return {"rms": float(np.sqrt(np.nanmean(res ** 2))), "max_abs": float(np.nanmax(np.abs(res))),
-            "per_recipe_rms": {r: float(v) for r, v in zip(recipes, per)}}
+    per = np.sqrt(np.nanmean(res**2, axis=1))
+    return {"rms": float(np.sqrt(np.nanmean(res**2))), "max_abs": float(np.nanmax(np.abs(res))), "per_recipe_rms": {r: float(v) for r, v in zip(recipes, per)}}
 
 
 def _nd_points(df: pd.DataFrame, metric: str, fit_sizes: list[str], recipes: list[str], params: dict[str, float], higher: dict[str, bool]):
@@ -367,14 +374,29 @@ def _nd_points(df: pd.DataFrame, metric: str, fit_sizes: list[str], recipes: lis
 
 
 def _method_entry(metric, method, fit_sizes, target, recipes, pred, y, higher, params, residuals, cf, extra=None):
-    e = {"metric": metric, "method": method, "fit_sizes": list(fit_sizes), "target": target,
-         "predicted": {r: (float(v) if np.isfinite(v) else None) for r, v in zip(recipes, pred)},
-         "params": params, "residuals": residuals, "compute_fraction": cf}
+    e = {
+        "metric": metric,
+        "method": method,
+        "fit_sizes": list(fit_sizes),
+        "target": target,
+        "predicted": {r: (float(v) if np.isfinite(v) else None) for r, v in zip(recipes, pred)},
+        "params": params,
+        "residuals": residuals,
+        "compute_fraction": cf,
+    }
     if y is not None and np.all(np.isfinite(pred)):
         e.update(scores(pred, y, higher))
     elif y is not None:
-        e.update({"decision_accuracy": None, "spearman": None, "mean_abs_error": None, "bias": None, "top1_regret": None,
-                  "reason": "the fit failed for some recipe (no prediction)"})
+        e.update(
+            {
+                "decision_accuracy": None,
+                "spearman": None,
+                "mean_abs_error": None,
+                "bias": None,
+                "top1_regret": None,
+                "reason": "the fit failed for some recipe (no prediction)",
+            }
+        )
     e.update(extra or {})
     return e
 
@@ -397,10 +419,11 @@ def _fit_all(df, metric, tab: pd.DataFrame, fit_sizes, target, params, tokens, c
                 continue
             predict, p, rms = _fit_nd(pts)
             pred = predict(Nt, tokens[target])
-            resid = {"rms": float(np.nanmean(rms)) if np.isfinite(rms).any() else None,
-                     "per_recipe_rms": {r: (float(v) if np.isfinite(v) else None) for r, v in zip(recipes, rms)}}
-            out.append(_method_entry(metric, m, fit_sizes, target, recipes, pred, y, higher, _jsonable(p, recipes), resid, cf,
-                                     {"experimental": True, **tag}))
+            resid = {
+                "rms": float(np.nanmean(rms)) if np.isfinite(rms).any() else None,
+                "per_recipe_rms": {r: (float(v) if np.isfinite(v) else None) for r, v in zip(recipes, rms)},
+            }
+            out.append(_method_entry(metric, m, fit_sizes, target, recipes, pred, y, higher, _jsonable(p, recipes), resid, cf, {"experimental": True, **tag}))
             continue
         if len(fit_sizes) < MIN_SIZES[m]:
             continue
@@ -420,13 +443,20 @@ def _fit_all(df, metric, tab: pd.DataFrame, fit_sizes, target, params, tokens, c
         if m == "power_per_recipe":
             extra["exact_fit"] = len(fit_sizes) == 3
         pred = predict(Nt, Ct)
-        out.append(_method_entry(metric, m, fit_sizes, target, recipes, pred, y, higher, _jsonable(p, recipes),
-                                 _residuals(fitted, Y, recipes), cf, extra))
+        out.append(_method_entry(metric, m, fit_sizes, target, recipes, pred, y, higher, _jsonable(p, recipes), _residuals(fitted, Y, recipes), cf, extra))
     return out
 
 
-def predict(df: pd.DataFrame, sizes: list[str], *, target: str | None = None, higher_is_better=False,
-            methods: tuple[str, ...] = METHODS, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def predict(
+    df: pd.DataFrame,
+    sizes: list[str],
+    *,
+    target: str | None = None,
+    higher_is_better=False,
+    methods: tuple[str, ...] = METHODS,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The prediction section: {"methods": [...], "single_scale": [...], "notes": [str]}.
 
     df: the long table; sizes: smallest first. target: the size to predict (default the largest); the
@@ -455,8 +485,7 @@ def predict(df: pd.DataFrame, sizes: list[str], *, target: str | None = None, hi
         if len(proxies) >= 3:
             tasks.append((proxies[:-1], proxies[-1], True))
         elif len(proxies) == 2:
-            notes.append(f"{metric}: the backtest (predict {proxies[-1]} from the smaller proxies) needs at least 3 proxy sizes; "
-                         f"{len(proxies)} given.")
+            notes.append(f"{metric}: the backtest (predict {proxies[-1]} from the smaller proxies) needs at least 3 proxy sizes; {len(proxies)} given.")
         for fit_sizes, tgt, backtest in tasks:
             scored = backtest or target_run
             cols = list(fit_sizes) + ([tgt] if scored else [])
@@ -465,10 +494,11 @@ def predict(df: pd.DataFrame, sizes: list[str], *, target: str | None = None, hi
                 notes.append(f"{metric}: fewer than 3 recipes with values at {', '.join(cols)}; no fit.")
                 continue
             if len(t) < len(tab):
-                notes.append(f"{metric}: {len(tab) - len(t)} recipe(s) lack a value at some of {', '.join(cols)} and are left out of the "
-                             f"{'backtest' if backtest else 'fit'}.")
-            entries = _fit_all(df, metric, t, fit_sizes, tgt, params, tokens, compute, higher[metric], methods, backtest, notes,
-                               target_y=scored)
+                notes.append(
+                    f"{metric}: {len(tab) - len(t)} recipe(s) lack a value at some of {', '.join(cols)} and are left out of the "
+                    f"{'backtest' if backtest else 'fit'}."
+                )
+            entries = _fit_all(df, metric, t, fit_sizes, tgt, params, tokens, compute, higher[metric], methods, backtest, notes, target_y=scored)
             if not scored:
                 notes.append(f"{metric}: target {tgt} was not run: predictions only, no score.")
                 methods_out.extend(entries)
@@ -477,8 +507,7 @@ def predict(df: pd.DataFrame, sizes: list[str], *, target: str | None = None, hi
             singles = {}
             for s in fit_sizes:
                 x = t[s].to_numpy(float)
-                e = {"metric": metric, "size": s, "target": tgt, **scores(x, y, higher[metric]),
-                     "compute_fraction": float(compute[s] / compute[tgt])}
+                e = {"metric": metric, "size": s, "target": tgt, **scores(x, y, higher[metric]), "compute_fraction": float(compute[s] / compute[tgt])}
                 if backtest:
                     e["backtest"] = True
                 singles[s] = x
@@ -497,18 +526,24 @@ def predict(df: pd.DataFrame, sizes: list[str], *, target: str | None = None, hi
                 if ci is None or ci[0] <= 0:
                     behind.append(f"{e['method']} {e['da_diff']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""))
                 if e["method"] == entries[0]["method"] and e["mean_abs_error"] is not None and e["mean_abs_error"] * 1.5 < best["mean_abs_error"]:
-                    notes.append(f"{metric}: {e['method']} ({', '.join(fit_sizes)} -> {tgt}) predicts the values "
-                                 f"{best['mean_abs_error'] / max(e['mean_abs_error'], 1e-12):.1f}x more accurately than {best['size']}'s raw values "
-                                 f"(mean error {e['mean_abs_error']:.4f} vs {best['mean_abs_error']:.4f}).")
+                    notes.append(
+                        f"{metric}: {e['method']} ({', '.join(fit_sizes)} -> {tgt}) predicts the values "
+                        f"{best['mean_abs_error'] / max(e['mean_abs_error'], 1e-12):.1f}x more accurately than {best['size']}'s raw values "
+                        f"(mean error {e['mean_abs_error']:.4f} vs {best['mean_abs_error']:.4f})."
+                    )
             if behind:
-                notes.append(f"{metric}{' backtest' if backtest else ''}: extrapolating from {', '.join(fit_sizes)} to {tgt} does not rank better "
-                             f"than {best['size']} alone (DA {best['decision_accuracy']:.3f}); DA difference [95% interval including 0 or "
-                             f"below]: {'; '.join(behind)}.")
+                notes.append(
+                    f"{metric}{' backtest' if backtest else ''}: extrapolating from {', '.join(fit_sizes)} to {tgt} does not rank better "
+                    f"than {best['size']} alone (DA {best['decision_accuracy']:.3f}); DA difference [95% interval including 0 or "
+                    f"below]: {'; '.join(behind)}."
+                )
             methods_out.extend(entries)
         fit = [e for e in methods_out if e["metric"] == metric and not e.get("backtest")]
         if fit and fit[0]["compute_fraction"] > 1:
-            notes.append(f"{metric}: fitting {len(fit[0]['fit_sizes'])} sizes costs {fit[0]['compute_fraction']:.2f}x training every recipe at "
-                         f"{target}: running the target directly is cheaper.")
+            notes.append(
+                f"{metric}: fitting {len(fit[0]['fit_sizes'])} sizes costs {fit[0]['compute_fraction']:.2f}x training every recipe at "
+                f"{target}: running the target directly is cheaper."
+            )
     if any(higher.values()):
         notes.append("power laws are forms for losses; extrapolating a higher-is-better metric with them is a rough guide.")
     return {"methods": methods_out, "single_scale": single_out, "notes": list(dict.fromkeys(notes))}

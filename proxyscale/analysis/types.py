@@ -5,6 +5,7 @@ so a figure is declared once. Extra statistics register at runtime (`register`) 
 Adding a statistic touches two files: its function and `register(...)` call (compare.py), and, when it
 also needs a dedicated typed field instead of the `stats` mapping, this file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,6 +21,7 @@ def _with_ci(key: str) -> Callable[[dict], str]:
     def fmt(c: dict) -> str:
         ci = c.get(key + "_ci")
         return _num(c.get(key)) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
     return fmt
 
 
@@ -37,8 +39,9 @@ def _abstain(c: dict) -> str:
     return _num(ab.get("decision_accuracy_confident")) + (f" ({ab.get('n_abstain')} abstain)" if ab else "")
 
 
-def col(doc: str, label: str | None = None, fmt: Callable[[dict], str] | None = None, wandb: bool = False, default: Any = None,
-        factory: Callable | None = None):
+def col(
+    doc: str, label: str | None = None, fmt: Callable[[dict], str] | None = None, wandb: bool = False, default: Any = None, factory: Callable | None = None
+):
     """A dataclass field with its schema doc, table label/format (None: not a table column) and W&B flag."""
     meta = {"doc": doc, "label": label, "fmt": fmt, "wandb": wandb}
     return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
@@ -66,27 +69,38 @@ class Comparison:
     spearman_ci: list | None = col("[lo, hi]: Fisher z with the Bonett-Wright se sqrt((1+rho^2/2)/(n-3)), widened by seed noise")
     kendall: float | None = col("Kendall tau-b", "Kendall τ-b", _with_ci("kendall"), wandb=True)
     kendall_ci: list | None = col("[lo, hi]: Fisher z with the Fieller-Hartley-Pearson se sqrt(0.437/(n-4)), widened by seed noise")
-    decision_accuracy: float | None = col("fraction of untied recipe pairs ordered alike at both sizes", "decision acc.",
-                                          _with_ci("decision_accuracy"), wandb=True)
+    decision_accuracy: float | None = col(
+        "fraction of untied recipe pairs ordered alike at both sizes", "decision acc.", _with_ci("decision_accuracy"), wandb=True
+    )
     decision_accuracy_ci: list | None = col("[lo, hi]: (1 + the Kendall-type interval of gamma = 2 DA - 1) / 2; never zero-width")
-    p_value: float | None = col("one-sided p of 'the proxy orders recipes like the target' (Kendall S)", "p (rank test)",
-                                lambda c: "n/a" if c.get("p_value") is None else f"{c['p_value']:.2g}", wandb=True)
+    p_value: float | None = col(
+        "one-sided p of 'the proxy orders recipes like the target' (Kendall S)",
+        "p (rank test)",
+        lambda c: "n/a" if c.get("p_value") is None else f"{c['p_value']:.2g}",
+        wandb=True,
+    )
     test: str | None = col("how p_value was computed: exact, exhaustive permutation, Monte Carlo permutation or asymptotic")
     ci_method: dict | None = col("{noise sources in the intervals, seed replicates, tie rule}")
     fit: dict | None = col("{slope, intercept} of target ~ proxy")
     n_pairs: int = col("untied recipe pairs", wandb=True, default=0)
     n_ties: int = col("pairs tied at either size (excluded)", wandb=True, default=0)
-    n_flips: int = col("untied pairs ordered oppositely", "flips/pairs", lambda c: f"{c['n_flips']}/{c['n_pairs']} ({c['n_ties']} ties)",
-                       wandb=True, default=0)
-    flips: list = col("[{a, b, proxy_a, proxy_b, target_a, target_b, proxy_prefers, target_prefers}], largest target gap first",
-                      factory=list)
+    n_flips: int = col("untied pairs ordered oppositely", "flips/pairs", lambda c: f"{c['n_flips']}/{c['n_pairs']} ({c['n_ties']} ties)", wandb=True, default=0)
+    flips: list = col("[{a, b, proxy_a, proxy_b, target_a, target_b, proxy_prefers, target_prefers}], largest target gap first", factory=list)
     flips_truncated: bool = col("more flips than listed", default=False)
-    regret: dict | None = col("{best_targets, top1_picks (the proxy's tied best), top1 (worst regret over them), top1_mean, "
-                              "top1_target_rank, k, topk, topk_picks}; target units, >= 0", "regret (top-1; top-k)", _regret)
-    abstain: dict | None = col("pairs within proxy seed noise: {n_abstain, n_pairs_confident, decision_accuracy_confident, "
-                               "decision_accuracy_all, proxy_seed_sd, rule}", "DA w/o abstain", _abstain)
-    target_noise: dict | None = col("pairs the target itself resolves: {target_seed_sd, n_resolvable, frac_resolvable, "
-                                    "median_gap, rule} | null without target seeds")
+    regret: dict | None = col(
+        "{best_targets, top1_picks (the proxy's tied best), top1 (worst regret over them), top1_mean, "
+        "top1_target_rank, k, topk, topk_picks}; target units, >= 0",
+        "regret (top-1; top-k)",
+        _regret,
+    )
+    abstain: dict | None = col(
+        "pairs within proxy seed noise: {n_abstain, n_pairs_confident, decision_accuracy_confident, decision_accuracy_all, proxy_seed_sd, rule}",
+        "DA w/o abstain",
+        _abstain,
+    )
+    target_noise: dict | None = col(
+        "pairs the target itself resolves: {target_seed_sd, n_resolvable, frac_resolvable, median_gap, rule} | null without target seeds"
+    )
     undertrained: list | None = col("per-LR entries: proxy cells worse than the bigram [{recipe, seed, loss, bigram}]")
     stats: dict = col("registered extra statistics {name: value} (also flattened to top-level keys)", factory=dict)
     undefined: dict = col("{figure: reason} for every figure that could not be computed", factory=dict)

@@ -7,15 +7,18 @@ interval whose lower end is above chance (0.5).
 fails: the whole decision-accuracy interval lies below DA_BAR while the target resolves its pairs: the
 proxy disagrees with the target beyond noise. Everything else is inconclusive, with what would resolve it.
 """
+
 from __future__ import annotations
 
 ALPHA = 0.05
 DA_BAR = 0.8
 MIN_PAIRS = 6
 MIN_RESOLVABLE = 0.5
-RULE = (f"holds: one-sided rank test p < {ALPHA}, >= {MIN_PAIRS} untied pairs, the target resolving >= {MIN_RESOLVABLE:.0%} of pairs "
-        f"beyond 2 x its seed noise (when it has seeds), decision accuracy >= {DA_BAR} with its interval above 0.5; "
-        f"fails: the decision-accuracy interval lies below {DA_BAR} and the target resolves its pairs; otherwise inconclusive")
+RULE = (
+    f"holds: one-sided rank test p < {ALPHA}, >= {MIN_PAIRS} untied pairs, the target resolving >= {MIN_RESOLVABLE:.0%} of pairs "
+    f"beyond 2 x its seed noise (when it has seeds), decision accuracy >= {DA_BAR} with its interval above 0.5; "
+    f"fails: the decision-accuracy interval lies below {DA_BAR} and the target resolves its pairs; otherwise inconclusive"
+)
 ASSUMES_REAL = "no seed replicates at the target: the verdict assumes its differences are real"
 
 
@@ -28,8 +31,10 @@ def target_blocker(c: dict) -> str | None:
     if not tn or tn.get("frac_resolvable") is None or tn["frac_resolvable"] >= MIN_RESOLVABLE:
         return None
     gap = f"the median recipe gap {tn['median_gap']:.2g}" if tn.get("median_gap") is not None else "most recipe gaps"
-    return (f"add seeds at the target: its seed sd {tn['target_seed_sd']:.2g} ({tn['target_k']:g} seed(s) per recipe) swamps {gap}; "
-            f"only {tn['frac_resolvable']:.0%} of pairs differ by more than 2 x the noise of a difference")
+    return (
+        f"add seeds at the target: its seed sd {tn['target_seed_sd']:.2g} ({tn['target_k']:g} seed(s) per recipe) swamps {gap}; "
+        f"only {tn['frac_resolvable']:.0%} of pairs differ by more than 2 x the noise of a difference"
+    )
 
 
 def verdict(c: dict) -> tuple[str, str]:
@@ -66,9 +71,11 @@ def sentence(c: dict) -> str:
     if c.get("decision_accuracy") is None:
         return f"the {c['proxy']} proxy vs the {c['target']} target on {c['metric']}: undefined ({c.get('reason')})."
     flips = c["n_flips"]
-    s = (f"the {c['proxy']} proxy ranks these {c['n_recipes']} recipes the way the {c['target']} target does with decision accuracy "
-         f"{c['decision_accuracy']:.2f} {_ci(c['decision_accuracy_ci'])}; {flips} pair{'s' if flips != 1 else ''} flip"
-         f"{'' if flips != 1 else 's'} of {c['n_pairs']}")
+    s = (
+        f"the {c['proxy']} proxy ranks these {c['n_recipes']} recipes the way the {c['target']} target does with decision accuracy "
+        f"{c['decision_accuracy']:.2f} {_ci(c['decision_accuracy_ci'])}; {flips} pair{'s' if flips != 1 else ''} flip"
+        f"{'' if flips != 1 else 's'} of {c['n_pairs']}"
+    )
     if c.get("spearman") is not None:
         s += f"; Spearman {c['spearman']:.2f} {_ci(c['spearman_ci'])}"
     if c.get("n_ties"):
@@ -85,9 +92,19 @@ def summarize(report: dict, primary: list[dict]) -> dict:
         for c in primary:
             if c["metric"] == metric and c["target"] == target:
                 v, why = verdict(c)
-                lines.append({"proxy": c["proxy"], "target": target, "verdict": v, "reason": why, "sentence": sentence(c),
-                              "decision_accuracy": c["decision_accuracy"], "decision_accuracy_ci": c["decision_accuracy_ci"],
-                              "spearman": c["spearman"], "p_value": c.get("p_value")})
+                lines.append(
+                    {
+                        "proxy": c["proxy"],
+                        "target": target,
+                        "verdict": v,
+                        "reason": why,
+                        "sentence": sentence(c),
+                        "decision_accuracy": c["decision_accuracy"],
+                        "decision_accuracy_ci": c["decision_accuracy_ci"],
+                        "spearman": c["spearman"],
+                        "p_value": c.get("p_value"),
+                    }
+                )
         per.append({"metric": metric, "direction": report["directions"][metric], "target": target, "lines": lines})
     return {"target": target, "per_metric": per, "verdict_rule": RULE}
 
@@ -117,8 +134,13 @@ def _winner(report: dict, primary: list[dict]) -> str:
         wins: dict[str, list[str]] = {}
         for metric, r in parts:
             wins.setdefault(r, []).append(metric)
-        out.append(f"At {target}: " + "; ".join(f"{r} wins on {', '.join(ms) if len(ms) <= 4 else f'{len(ms)} eval sets'}"
-                                                for r, ms in sorted(wins.items(), key=lambda kv: -len(kv[1]))[:3]) + ".")
+        out.append(
+            f"At {target}: "
+            + "; ".join(
+                f"{r} wins on {', '.join(ms) if len(ms) <= 4 else f'{len(ms)} eval sets'}" for r, ms in sorted(wins.items(), key=lambda kv: -len(kv[1]))[:3]
+            )
+            + "."
+        )
     if unsure:
         out.append(f"At {target}: the target cannot separate the top recipes on " + ", ".join(unsure[:4]) + (" ..." if len(unsure) > 4 else "") + ".")
     return " ".join(out) if out else f"At {target}: no recipe values."
@@ -167,8 +189,13 @@ def planner_line(front: dict | None) -> str | None:
     chosen = sorted(((c, ms) for c, ms in groups.items() if c), key=lambda kv: -len(kv[1]))
     none = groups.get(None, [])
     if not chosen:
-        return (f"Planner: no proxy size, step or extrapolation reaches decision accuracy {level:.2f} at its 95% lower bound on any "
-                f"of the {len(none)} eval sets (see the compute-decision frontier).")
-    s = (f"Planner: the cheapest choice whose decision accuracy clears {level:.2f} at its 95% lower bound is "
-         + "; ".join(f"{c} for {names(ms)}" for c, ms in chosen[:3]) + (f"; {len(chosen) - 3} other choices" if len(chosen) > 3 else ""))
+        return (
+            f"Planner: no proxy size, step or extrapolation reaches decision accuracy {level:.2f} at its 95% lower bound on any "
+            f"of the {len(none)} eval sets (see the compute-decision frontier)."
+        )
+    s = (
+        f"Planner: the cheapest choice whose decision accuracy clears {level:.2f} at its 95% lower bound is "
+        + "; ".join(f"{c} for {names(ms)}" for c, ms in chosen[:3])
+        + (f"; {len(chosen) - 3} other choices" if len(chosen) > 3 else "")
+    )
     return s + (f"; nothing clears it on {names(none)}." if none else ".")

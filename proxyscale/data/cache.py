@@ -6,6 +6,7 @@ everything that determines the tokens, so every cell of every sweep that uses th
 the same file, and a changed recipe can never be served stale tokens. A file lock lets parallel
 workers share the build; the rename at the end makes a half-written cache impossible to read.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,6 @@ from proxyscale.record import atomic_write_bytes, atomic_write_text
 log = logging.getLogger("proxyscale")
 
 
-
 def _key(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -38,8 +38,9 @@ def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
 
 
-def _cached(cache_dir: str, kind: str, payload: dict, build: Callable[[], tuple[np.ndarray, dict]], verify: bool = False,
-            what: str = "") -> tuple[np.ndarray, dict]:
+def _cached(
+    cache_dir: str, kind: str, payload: dict, build: Callable[[], tuple[np.ndarray, dict]], verify: bool = False, what: str = ""
+) -> tuple[np.ndarray, dict]:
     """The tokens cached under the payload's key, built on a miss. The meta file states the .bin's
     token count and sha256: the length is checked on every open, the hash when `verify` (and when
     built); a meta that is not JSON, a .bin of another length or hash is rebuilt with a warning
@@ -141,7 +142,11 @@ def curated_documents(src: SourceConfig, data: DataConfig, cache_dir: str) -> tu
     every step prefix are cached, so recipes that share a prefix (same source, same first steps)
     start from the deepest cached one; each step's kept documents and bytes are recorded."""
     steps = doc_steps(data, src.name)
-    base = {"source": source_identity({k: v for k, v in _plain(src).items() if k not in ("weight", "name")}), "seed": data.seed, "corpora": builtin_fingerprint()}
+    base = {
+        "source": source_identity({k: v for k, v in _plain(src).items() if k not in ("weight", "name")}),
+        "seed": data.seed,
+        "corpora": builtin_fingerprint(),
+    }
     folder = Path(cache_dir) / "steps"
     keys = [_key({**base, "steps": steps[: i + 1]}) for i in range(len(steps))]
     docs, stats, start = None, [], 0
@@ -161,7 +166,9 @@ def curated_documents(src: SourceConfig, data: DataConfig, cache_dir: str) -> tu
     for i in range(start, len(steps)):
         before, before_bytes = len(docs), _n_bytes(docs)
         docs = run_step(steps[i], docs, random.Random(f"{data.seed}:{src.name}:{i}:{steps[i]['op']}"), data.name, src.name)
-        stats = stats + [{"source": src.name, "op": steps[i]["op"], "docs_in": before, "docs_out": len(docs), "bytes_in": before_bytes, "bytes_out": _n_bytes(docs)}]
+        stats = stats + [
+            {"source": src.name, "op": steps[i]["op"], "docs_in": before, "docs_out": len(docs), "bytes_in": before_bytes, "bytes_out": _n_bytes(docs)}
+        ]
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(folder / f"{keys[i]}.lock")):
             _atomic_text(folder / f"{keys[i]}.jsonl", "\n".join(json.dumps([d.id, d.text, d.group]) for d in docs))
@@ -176,8 +183,7 @@ def _atomic_text(path: Path, text: str) -> None:
 def _recipe_payload(data: DataConfig) -> dict:
     recipe = {k: v for k, v in _plain(data).items() if k not in ("name", "description")}
     recipe["sources"] = [source_identity(s) for s in recipe.get("sources") or []]  # (task keys at defaults: the keys of before)
-    payload = {"recipe": recipe, "corpora": builtin_fingerprint(),
-               "step_versions": step_versions(data)}
+    payload = {"recipe": recipe, "corpora": builtin_fingerprint(), "step_versions": step_versions(data)}
     inputs = step_inputs(data.steps)  # a scoring model's identity (select_by_proxy); absent for other recipes
     if inputs:
         payload["step_inputs"] = inputs
@@ -220,7 +226,10 @@ def recipe_tokens(data: DataConfig, cache_dir: str, verify: bool = False) -> tup
             unique = min(len(ids), sum(len(tok.encode(d.text)) + 1 for d in set(docs)))
             if len(ids) < want:
                 if not data.repeat:
-                    raise ConfigError(f"recipe {data.name}: source {src.name!r} has {len(ids)} tokens after curation but the pool needs {want} (set data.repeat=true to repeat it)")
+                    raise ConfigError(
+                        f"recipe {data.name}: source {src.name!r} has {len(ids)} tokens after curation but the pool needs {want} "
+                        "(set data.repeat=true to repeat it)"
+                    )
                 ids = np.resize(ids, want)
             parts.append(ids)
             sources.append({"source": src.name, "docs": len(docs), "tokens": want, "unique_tokens": unique})

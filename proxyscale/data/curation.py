@@ -5,6 +5,7 @@ run in order on each source's documents before mixing. Some clean (exact dedup, 
 filters); others degrade on purpose (duplication, character noise) so a grid holds recipes whose
 relative quality is known in advance.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -235,8 +236,15 @@ def check_steps(data: DataConfig) -> None:
                 raise ConfigError(f"recipe {data.name}: select_like target must be a built-in corpus ({', '.join(BUILTIN)})")
         if op == "select_by_proxy":
             p = _params(step)
-            select.check(p.get("proxy"), p.get("keep_frac", 0.5), p.get("band", "low"), p.get("max_tokens_per_doc", 512), data.tokenizer,
-                         p.get("proxy_size"), where=f"recipe {data.name}: step {i} select_by_proxy")
+            select.check(
+                p.get("proxy"),
+                p.get("keep_frac", 0.5),
+                p.get("band", "low"),
+                p.get("max_tokens_per_doc", 512),
+                data.tokenizer,
+                p.get("proxy_size"),
+                where=f"recipe {data.name}: step {i} select_by_proxy",
+            )
         if op == "duplicate" and int(step.get("factor", 8)) < 1:
             raise ConfigError(f"recipe {data.name}: duplicate factor must be >= 1")
         missing = set(step.get("sources") or []) - names

@@ -7,6 +7,7 @@ Importing this module registers the `proxyscale_run_id` resolver that names ever
 (hydra.run.dir / hydra.sweep.subdir in conf/config.yaml): the planner, the job and the launch task
 (also in worker processes) import it.
 """
+
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +22,10 @@ def environment(config: dict) -> dict:
     curation steps the recipe uses, plus the inputs of steps that have some (the scoring model of
     select_by_proxy). Part of the run id; records store it (extra.identity_env)."""
     steps = (config.get("data") or {}).get("steps") or []
-    env = {"corpora": sources.builtin_fingerprint(), "step_versions": {st["op"]: curation.STEPS[st["op"]].version for st in steps if st.get("op") in curation.STEPS}}
+    env = {
+        "corpora": sources.builtin_fingerprint(),
+        "step_versions": {st["op"]: curation.STEPS[st["op"]].version for st in steps if st.get("op") in curation.STEPS},
+    }
     inputs = curation.step_inputs(steps)  # select_by_proxy: the scorer's run id and checkpoint hash (absent for other recipes: their ids stay)
     if inputs:
         env["step_inputs"] = inputs

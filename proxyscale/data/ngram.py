@@ -9,6 +9,7 @@ The job computes them (its tokens are at hand) and stores them in the record; re
 as JSON per (pool cache key, eval cache key) in <cache_dir>/baselines/. Bigram counts are kept
 sparse, so a 50k-token vocabulary costs memory in the pool's length, not V^2.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,9 @@ def unigram_bigram_loss(train: np.ndarray, evals: np.ndarray, vocab: int) -> dic
     return {"unigram": unigram, "bigram": bigram}
 
 
-def baselines(pool: np.ndarray, pool_key: str, evals: dict[str, np.ndarray], eval_keys: dict[str, str], vocab: int,
-              cache_dir: str | Path) -> dict[str, dict[str, float]]:
+def baselines(
+    pool: np.ndarray, pool_key: str, evals: dict[str, np.ndarray], eval_keys: dict[str, str], vocab: int, cache_dir: str | Path
+) -> dict[str, dict[str, float]]:
     """eval set name -> {unigram, bigram} of the pool's count models, cached per (pool key, eval key)."""
     folder = Path(cache_dir) / "baselines"
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,8 +59,15 @@ def baselines(pool: np.ndarray, pool_key: str, evals: dict[str, np.ndarray], eva
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
         out[name] = unigram_bigram_loss(pool, ev, vocab)
-        doc = {"version": VERSION, **out[name], "pool_key": pool_key, "eval_key": eval_keys[name], "train_tokens": int(len(pool)),
-               "eval_tokens": int(len(ev)), "smoothing": "add-one"}
+        doc = {
+            "version": VERSION,
+            **out[name],
+            "pool_key": pool_key,
+            "eval_key": eval_keys[name],
+            "train_tokens": int(len(pool)),
+            "eval_tokens": int(len(ev)),
+            "smoothing": "add-one",
+        }
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(doc, indent=1))
         os.replace(tmp, path)

@@ -13,6 +13,7 @@ folder plus `proxy_size` (the one cell of that size in the sweep). It must be co
 with `trainer.keep_checkpoints=true` (checkpoints are otherwise removed once a cell's record is
 final). This module imports torch only inside `score_documents`: curation stays light to import.
 """
+
 from __future__ import annotations
 
 import functools
@@ -108,8 +109,9 @@ def check(proxy, keep_frac, band, max_tokens_per_doc, tokenizer: str, proxy_size
         raise ConfigError(f"{where}: proxy cell {rec.run_id} was trained with tokenizer {rec.tokenizer!r}, the recipe uses {tokenizer!r}")
 
 
-def score_documents(docs: list[Document], cell: Path, rec: record.Record, max_tokens_per_doc: int = 512, batch_size: int = 16,
-                    expect_sha256: str | None = None) -> list[float]:
+def score_documents(
+    docs: list[Document], cell: Path, rec: record.Record, max_tokens_per_doc: int = 512, batch_size: int = 16, expect_sha256: str | None = None
+) -> list[float]:
     """Each document's mean per-token loss (nats) under the scorer: its first `max_tokens_per_doc`
     tokens after an EOS (as documents follow one another in a training pool), cut into windows of the
     scorer's sequence length. CPU, eval mode, no grad; windows of equal length are batched together.
@@ -133,7 +135,7 @@ def score_documents(docs: list[Document], cell: Path, rec: record.Record, max_to
     tok = Tokenizer(rec.tokenizer)
     seq = int(config.trainer.seq_len)
     net = build(config.model, tok.vocab_size, seq)
-    weights = {k[len("net."):]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
+    weights = {k[len("net.") :]: v for k, v in state["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(weights)
     net.eval()
 
@@ -168,8 +170,16 @@ def keep_band(docs: list[Document], losses: list[float], keep_frac: float, band:
     return [d for i, d in enumerate(docs) if i in kept]
 
 
-def select_by_proxy(docs: list[Document], rng, proxy: str = "???", proxy_size: str | None = None, keep_frac: float = 0.5, band: str = "low",
-                    max_tokens_per_doc: int = 512, inputs: dict | None = None) -> list[Document]:
+def select_by_proxy(
+    docs: list[Document],
+    rng,
+    proxy: str = "???",
+    proxy_size: str | None = None,
+    keep_frac: float = 0.5,
+    band: str = "low",
+    max_tokens_per_doc: int = 512,
+    inputs: dict | None = None,
+) -> list[Document]:
     """Keep `keep_frac` of the documents by their loss under a trained proxy cell (see the module
     docstring). `inputs` (the scorer's identity the cache key was made with) is filled in by the
     curation machinery, never written in a recipe."""

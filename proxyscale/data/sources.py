@@ -6,6 +6,7 @@ of installed packages (markdown prose) and their licence files (boilerplate). Ea
 is split once, by a hash of the text, into a training side and a held-out side; eval sets read only
 the held-out side, so no recipe can train on an eval document.
 """
+
 from __future__ import annotations
 
 import ast
@@ -35,8 +36,6 @@ class Document:
     group: str = ""  # documents of one group (a module's code and its docstrings) share a side
 
 
-
-
 def text_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest(), "big")
 
@@ -54,7 +53,21 @@ def is_heldout(doc: Document) -> bool:
 # ---- built-in corpora -------------------------------------------------------------------------
 
 # Tests, GUI code and the codec tables of encodings/ (hex data, not code) stay out.
-_SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "dist-packages", "__pycache__", "ensurepip", "venv", "tkinter", "encodings", "pydoc_data"}
+_SKIP_DIRS = {
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "turtledemo",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "ensurepip",
+    "venv",
+    "tkinter",
+    "encodings",
+    "pydoc_data",
+}
 
 
 def _stdlib_files() -> list[Path]:
@@ -242,7 +255,9 @@ def check_source(src: SourceConfig) -> None:
             raise ConfigError(f"source {src.name!r}: no local dataset file matches {src.path!r}")
         empty = [f for f in files if os.path.isfile(f) and os.path.getsize(f) == 0]
         if len(empty) == len(files):
-            raise ConfigError(f"source {src.name!r}: {empty[0]} is empty" if len(files) == 1 else f"source {src.name!r}: every file matching {src.path!r} is empty")
+            raise ConfigError(
+                f"source {src.name!r}: {empty[0]} is empty" if len(files) == 1 else f"source {src.name!r}: every file matching {src.path!r} is empty"
+            )
         if src.format and src.format not in ("json", "jsonl", "parquet", "text"):
             raise ConfigError(f"source {src.name!r}: format must be json, jsonl, parquet or text, got {src.format!r}")
     elif src.kind == "hf":

@@ -21,6 +21,7 @@ Sequences: [EOS] + context + delimiter + continuation, the context cut from the 
 tokens (a continuation longer than seq_len keeps its first seq_len tokens). EOS first marks the start of a
 document, as between the training documents.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -161,13 +162,22 @@ def tokenize(items: list[Item], task: str, encode, eos: int, seq_len: int, delim
             choice.append(c)
             start.append(len(head) - 1)
             length.append(len(cont))
-    return TaskTokens(task, seqs, np.array(item, dtype=np.int64), np.array(choice, dtype=np.int64), np.array(start, dtype=np.int64),
-                      np.array(length, dtype=np.int64), np.array([it.label for it in items], dtype=np.int64),
-                      np.array([len(it.choices) for it in items], dtype=np.int64), [it.context for it in items])
+    return TaskTokens(
+        task,
+        seqs,
+        np.array(item, dtype=np.int64),
+        np.array(choice, dtype=np.int64),
+        np.array(start, dtype=np.int64),
+        np.array(length, dtype=np.int64),
+        np.array([it.label for it in items], dtype=np.int64),
+        np.array([len(it.choices) for it in items], dtype=np.int64),
+        [it.context for it in items],
+    )
 
 
-def score_items(task: str, ll: np.ndarray, n_tok: np.ndarray, greedy: np.ndarray, item: np.ndarray, choice: np.ndarray,
-                labels: np.ndarray, n_choices: np.ndarray) -> dict[str, np.ndarray]:
+def score_items(
+    task: str, ll: np.ndarray, n_tok: np.ndarray, greedy: np.ndarray, item: np.ndarray, choice: np.ndarray, labels: np.ndarray, n_choices: np.ndarray
+) -> dict[str, np.ndarray]:
     """Per-item acc, prob_correct and ll_norm (see the module doc) from per-continuation ll (summed nats), token
     counts and greedy flags. An item some of whose continuations were not scored gets NaN."""
     n_items = len(labels)

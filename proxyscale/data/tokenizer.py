@@ -1,5 +1,6 @@
 """Tokenizers: UTF-8 bytes by default (no download, no training), or a local Hugging Face tokenizer.
 Token ids are stored as uint16, so a vocabulary must fit in 65,535 ids."""
+
 from __future__ import annotations
 
 import numpy as np

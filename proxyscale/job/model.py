@@ -4,6 +4,7 @@ Parameter counts and FLOPs are closed forms in proxyscale.budget (no torch); a t
 registered size (on the meta device) and checks the count. `model.parametrization=mup` builds the
 same network in µP (proxyscale/job/mup.py): same parameters, rescaled init, attention and logits.
 """
+
 from __future__ import annotations
 
 from proxyscale.config import ModelConfig

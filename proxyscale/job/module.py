@@ -3,6 +3,7 @@
 Batches are a pure function of (seed, step), so a run resumed from a checkpoint at step s sees
 exactly the batches an uninterrupted run would have seen from s on.
 """
+
 from __future__ import annotations
 
 import functools
@@ -85,7 +86,8 @@ class CausalLM(L.LightningModule):
             logits = self.net(input_ids=tokens[:, :-1]).logits
             ll, greedy = continuation_scores(logits, tokens[:, 1:], meta[:, 2], meta[:, 3])
             self._task_rows[dataloader_idx - len(self.eval_names)].append(
-                (meta[:, 0].cpu().numpy(), meta[:, 1].cpu().numpy(), meta[:, 3].cpu().numpy(), ll.double().cpu().numpy(), greedy.cpu().numpy()))
+                (meta[:, 0].cpu().numpy(), meta[:, 1].cpu().numpy(), meta[:, 3].cpu().numpy(), ll.double().cpu().numpy(), greedy.cpu().numpy())
+            )
             return
         per_token = self._loss(batch, reduction="none").view(batch.size(0), -1)
         acc = self._eval_sums[dataloader_idx]
@@ -203,8 +205,15 @@ class Monitor(L.Callback):
             self.on_eval(point)
 
     def state_dict(self):
-        return {"train_curve": self.train_curve, "eval_curve": self.eval_curve, "ema": self._ema, "best": self._best, "train_seconds": self.train_seconds,
-                "eval_seconds": self.eval_seconds, "resumes": self.resumes}
+        return {
+            "train_curve": self.train_curve,
+            "eval_curve": self.eval_curve,
+            "ema": self._ema,
+            "best": self._best,
+            "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
+            "resumes": self.resumes,
+        }
 
     def load_state_dict(self, state):
         self.train_curve, self.eval_curve = state["train_curve"], state["eval_curve"]

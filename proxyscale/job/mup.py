@@ -25,6 +25,7 @@ package's MuSharedReadout does. An untied lm_head gets the same: std 0.02, lr un
 1/m (not zero-initialised). AdamW's decoupled weight decay is multiplied by the group's lr, so it
 shrinks with the hidden lr (as in `mup.MuAdamW`).
 """
+
 from __future__ import annotations
 
 import functools

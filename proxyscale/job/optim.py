@@ -1,4 +1,5 @@
 """AdamW from a `_partial_` config and the learning-rate schedules (warmup + cosine / WSD / constant)."""
+
 from __future__ import annotations
 
 import math

@@ -5,6 +5,7 @@ never raises for a cell's own failure: a crash or a divergence becomes that cell
 sweep goes on. What it needs to know about where it runs comes in a `Resources` the launcher fills
 in; the job never asks Hydra or the environment.
 """
+
 from __future__ import annotations
 
 import functools
@@ -88,7 +89,10 @@ def _load_data(cfg: DictConfig) -> _Data:
     window = cfg.trainer.seq_len + 1
     pool, meta = recipe_tokens(cfg.data, cfg.paths.cache_dir, verify)
     if len(pool) < window + 1:
-        raise C.ConfigError(f"recipe {cfg.data.name}: its token pool ({Path(cfg.paths.cache_dir) / 'recipes' / meta['key']}.bin) holds {len(pool)} tokens, less than one training window ({window + 1})")
+        raise C.ConfigError(
+            f"recipe {cfg.data.name}: its token pool ({Path(cfg.paths.cache_dir) / 'recipes' / meta['key']}.bin) holds {len(pool)} tokens, "
+            f"less than one training window ({window + 1})"
+        )
     evals, keys, task_sets = {}, {}, {}
     tok = Tokenizer(cfg.data.tokenizer)
     for s in cfg.eval.sets:
@@ -102,7 +106,10 @@ def _load_data(cfg: DictConfig) -> _Data:
         evals[s.name], emeta = eval_tokens(s, cfg.data.tokenizer, cfg.eval.tokens_per_set, cfg.paths.cache_dir, verify)
         keys[s.name] = emeta["key"]
         if len(evals[s.name]) < window:  # its loss would be 0 over no window at all
-            raise C.ConfigError(f"eval set {s.name!r}: {Path(cfg.paths.cache_dir) / 'eval' / emeta['key']}.bin holds {len(evals[s.name])} tokens, less than one window ({window})")
+            raise C.ConfigError(
+                f"eval set {s.name!r}: {Path(cfg.paths.cache_dir) / 'eval' / emeta['key']}.bin holds {len(evals[s.name])} tokens, "
+                f"less than one window ({window})"
+            )
     return _Data(tok.vocab_size, pool, evals, meta["key"], keys, task_sets)
 
 
@@ -112,8 +119,6 @@ def _null_baselines(cfg: DictConfig, data: _Data) -> dict[str, dict[str, float]]
     from proxyscale.data.ngram import baselines
 
     return baselines(data.pool, data.pool_key, data.evals, data.eval_keys, data.vocab_size, cfg.paths.cache_dir)
-
-
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -162,7 +167,13 @@ def usable_checkpoint(out: Path) -> Path | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
         owner = state.get(record.CKPT_RUN_ID) if isinstance(state, dict) else None
-        problem = None if owner == out.name else (f"it belongs to cell {owner}" if owner else "it names no cell") if isinstance(state, dict) and "global_step" in state else "not a Lightning checkpoint"
+        problem = (
+            None
+            if owner == out.name
+            else (f"it belongs to cell {owner}" if owner else "it names no cell")
+            if isinstance(state, dict) and "global_step" in state
+            else "not a Lightning checkpoint"
+        )
     except Exception as exc:  # truncated, corrupt, another format
         problem = f"it does not load ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:120]})"
     if problem is None:
@@ -249,8 +260,9 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list)
     def on_eval(point):  # (rank 0) the point is the one Monitor keeps in its curve: the task sets' metrics join it here
         if data.tasks:
             point["metrics"] = module.eval_metrics()
-        losses = " ".join([f"{k}={v:.3f}" for k, v in point["loss"].items()] +
-                          [f"{k}/{m}={v:.3f}" for k, ms in point.get("metrics", {}).items() for m, v in ms.items()])
+        losses = " ".join(
+            [f"{k}={v:.3f}" for k, v in point["loss"].items()] + [f"{k}/{m}={v:.3f}" for k, ms in point.get("metrics", {}).items() for m, v in ms.items()]
+        )
         log.info(f"{label} step {point['step']}/{steps} eval {losses}")
 
     monitor = Monitor(per_step, cfg.trainer.log_every_n_steps, cfg.trainer.diverge_delta, int(cfg.optim.warmup_frac * steps), on_eval)
@@ -265,7 +277,9 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list)
 
     examples_file = None
     if not monitor.diverged:
-        if trainer.world_size == 1 and not _complete(module.example_losses(), data, cfg, module.example_metrics()):  # resumed after its last eval: score them again
+        if trainer.world_size == 1 and not _complete(
+            module.example_losses(), data, cfg, module.example_metrics()
+        ):  # resumed after its last eval: score them again
             trainer.validate(module, dataloaders=val, verbose=False)
         losses, metrics = module.example_losses(), module.example_metrics()
         if res.rank == 0 and trainer.is_global_zero and trainer.world_size == 1 and _complete(losses, data, cfg, metrics):
@@ -273,13 +287,28 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list)
             write_snippets(out.parent, cfg, data)
 
     done = trainer.global_step
-    rec = _record(cfg, out, "diverged" if monitor.diverged else "completed", data, base, params=params, tokens=done * per_step, steps=done,
-                  final_loss=monitor.eval_curve[-1]["loss"] if monitor.eval_curve and not monitor.diverged else {},
-                  final_metrics=(monitor.eval_curve[-1].get("metrics") or {}) if monitor.eval_curve and not monitor.diverged else {},
-                  eval_curve=monitor.eval_curve, train_curve=monitor.train_curve, wall_seconds=time.perf_counter() - t_start,
-                  train_seconds=monitor.train_seconds, tokens_per_second=done * per_step / max(monitor.train_seconds, 1e-9),
-                  flops_per_token=budget.flops_per_token(cfg.model, data.vocab_size, cfg.trainer.seq_len), error=monitor.diverged,
-                  requeues=monitor.resumes, eval_seconds=monitor.eval_seconds, examples_file=examples_file)
+    rec = _record(
+        cfg,
+        out,
+        "diverged" if monitor.diverged else "completed",
+        data,
+        base,
+        params=params,
+        tokens=done * per_step,
+        steps=done,
+        final_loss=monitor.eval_curve[-1]["loss"] if monitor.eval_curve and not monitor.diverged else {},
+        final_metrics=(monitor.eval_curve[-1].get("metrics") or {}) if monitor.eval_curve and not monitor.diverged else {},
+        eval_curve=monitor.eval_curve,
+        train_curve=monitor.train_curve,
+        wall_seconds=time.perf_counter() - t_start,
+        train_seconds=monitor.train_seconds,
+        tokens_per_second=done * per_step / max(monitor.train_seconds, 1e-9),
+        flops_per_token=budget.flops_per_token(cfg.model, data.vocab_size, cfg.trainer.seq_len),
+        error=monitor.diverged,
+        requeues=monitor.resumes,
+        eval_seconds=monitor.eval_seconds,
+        examples_file=examples_file,
+    )
     return rec, trainer.is_global_zero
 
 
@@ -293,8 +322,11 @@ def _complete(losses: dict, data: _Data, cfg: DictConfig, metrics: dict | None =
     import numpy as np
 
     tasks = data.tasks or {}
-    return (set(losses) == set(data.evals) and all(len(losses[k]) == len(t) // (cfg.trainer.seq_len + 1) for k, t in data.evals.items())
-            and all(k in (metrics or {}) and np.isfinite(metrics[k]["ll_norm"]).all() for k in tasks))
+    return (
+        set(losses) == set(data.evals)
+        and all(len(losses[k]) == len(t) // (cfg.trainer.seq_len + 1) for k, t in data.evals.items())
+        and all(k in (metrics or {}) and np.isfinite(metrics[k]["ll_norm"]).all() for k in tasks)
+    )
 
 
 def write_examples(out: Path, losses: dict, metrics: dict | None = None) -> str:
@@ -318,9 +350,11 @@ def write_examples(out: Path, losses: dict, metrics: dict | None = None) -> str:
     mcodes = np.concatenate([np.full(len(v), kinds.index(m), dtype=np.int8) for _, m, v in parts])
     values = np.concatenate([v for _, _, v in parts])
     nan = np.float32("nan")
-    columns = {"eval_set": pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)),
-               "example": np.concatenate([np.arange(len(v), dtype=np.int32) for _, _, v in parts]),
-               "loss": np.where(mcodes == 0, values, nan).astype(np.float32)}
+    columns = {
+        "eval_set": pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)),
+        "example": np.concatenate([np.arange(len(v), dtype=np.int32) for _, _, v in parts]),
+        "loss": np.where(mcodes == 0, values, nan).astype(np.float32),
+    }
     if metrics:  # (a cell without task sets writes the three columns it always did)
         columns["metric"] = pa.DictionaryArray.from_arrays(pa.array(mcodes), pa.array(kinds))
         columns["value"] = np.where(mcodes == 0, nan, values).astype(np.float32)
@@ -348,17 +382,35 @@ def write_snippets(sweep_dir: Path, cfg: DictConfig, data: _Data) -> None:
         path = snippet_path(sweep_dir, name, data.eval_keys[name], seq_len)
         if not path.exists():
             texts = [" ".join(c.split())[-SNIPPET_CHARS:] for c in tt.contexts]
-            record.atomic_write_text(path, json.dumps({"eval_set": name, "eval_cache_key": data.eval_keys[name], "seq_len": seq_len,
-                                                       "tokenizer": cfg.data.tokenizer, "n_examples": len(texts), "snippets": texts}, ensure_ascii=False))
+            record.atomic_write_text(
+                path,
+                json.dumps(
+                    {
+                        "eval_set": name,
+                        "eval_cache_key": data.eval_keys[name],
+                        "seq_len": seq_len,
+                        "tokenizer": cfg.data.tokenizer,
+                        "n_examples": len(texts),
+                        "snippets": texts,
+                    },
+                    ensure_ascii=False,
+                ),
+            )
     todo = {k: t for k, t in data.evals.items() if not snippet_path(sweep_dir, k, data.eval_keys[k], seq_len).exists()}
     if not todo:
         return
     decode = _decoder(cfg.data.tokenizer)
     for name, tokens in todo.items():
         n = len(tokens) // (seq_len + 1)
-        texts = [" ".join(decode(tokens[i * (seq_len + 1): i * (seq_len + 1) + SNIPPET_CHARS]).split())[:SNIPPET_CHARS] for i in range(n)]
-        doc = {"eval_set": name, "eval_cache_key": data.eval_keys[name], "seq_len": seq_len, "tokenizer": cfg.data.tokenizer, "n_examples": n,
-               "snippets": texts}
+        texts = [" ".join(decode(tokens[i * (seq_len + 1) : i * (seq_len + 1) + SNIPPET_CHARS]).split())[:SNIPPET_CHARS] for i in range(n)]
+        doc = {
+            "eval_set": name,
+            "eval_cache_key": data.eval_keys[name],
+            "seq_len": seq_len,
+            "tokenizer": cfg.data.tokenizer,
+            "n_examples": n,
+            "snippets": texts,
+        }
         record.atomic_write_text(snippet_path(sweep_dir, name, data.eval_keys[name], seq_len), json.dumps(doc, ensure_ascii=False))
 
 
@@ -375,15 +427,38 @@ def _decoder(spec: str):
 def _record(cfg: DictConfig, out: Path, status: str, data: _Data | None = None, base: dict | None = None, **values) -> record.Record:
     """The cell's record: what it measured plus what every consumer needs (eval set names, cache keys,
     null baselines, tracker settings), so none of them re-reads the config."""
-    fields = dict(params=0, tokens=0, steps=0, final_loss={}, final_metrics={}, eval_curve=[], train_curve=[], wall_seconds=0.0, train_seconds=0.0,
-                  tokens_per_second=0.0, flops_per_token=0.0)
+    fields = dict(
+        params=0,
+        tokens=0,
+        steps=0,
+        final_loss={},
+        final_metrics={},
+        eval_curve=[],
+        train_curve=[],
+        wall_seconds=0.0,
+        train_seconds=0.0,
+        tokens_per_second=0.0,
+        flops_per_token=0.0,
+    )
     fields.update(values)
     return record.Record(
-        run_id=out.name, sweep=cfg.sweep, status=status, size=cfg.model.name, recipe=cfg.data.name, lr=float(cfg.optim.lr),
-        seed=int(cfg.seed), tokenizer=cfg.data.tokenizer, config=C.plain(cfg), versions=_versions(),
+        run_id=out.name,
+        sweep=cfg.sweep,
+        status=status,
+        size=cfg.model.name,
+        recipe=cfg.data.name,
+        lr=float(cfg.optim.lr),
+        seed=int(cfg.seed),
+        tokenizer=cfg.data.tokenizer,
+        config=C.plain(cfg),
+        versions=_versions(),
         eval_sets=[s.name for s in cfg.eval.sets],
         cache_keys={"pool": data.pool_key, "eval": dict(data.eval_keys)} if data else {},
-        baselines=base or {}, tracking=tracking.settings(cfg, out.name), extra={"identity_env": identity.environment(C.plain(cfg))}, **fields)
+        baselines=base or {},
+        tracking=tracking.settings(cfg, out.name),
+        extra={"identity_env": identity.environment(C.plain(cfg))},
+        **fields,
+    )
 
 
 def run_cell(cfg: DictConfig, res: Resources = Resources()) -> record.Record | None:
@@ -433,8 +508,9 @@ def _run_locked(cfg: DictConfig, out: Path, label: str, res: Resources) -> recor
         if rec.status in ("completed", "diverged") and not cfg.trainer.keep_checkpoints:
             _drop_checkpoints(out)
     if rec.status == "completed":
-        losses = " ".join([f"{k}={v:.3f}" for k, v in rec.final_loss.items()] +
-                          [f"{k}/{m}={v:.3f}" for k, ms in (rec.final_metrics or {}).items() for m, v in ms.items()])
+        losses = " ".join(
+            [f"{k}={v:.3f}" for k, v in rec.final_loss.items()] + [f"{k}/{m}={v:.3f}" for k, ms in (rec.final_metrics or {}).items() for m, v in ms.items()]
+        )
         log.info(f"{label} completed in {rec.wall_seconds:.1f}s ({rec.tokens_per_second / 1e3:.0f}k tok/s) {losses}")
     elif rec.status == "diverged":
         log.warning(f"{label} DIVERGED: {rec.error}")

@@ -11,6 +11,7 @@ An array backend is a module with four functions, named in BACKENDS: `check(laun
 refuses what the cluster cannot run, `shape(cfg)` is a cell's resource shape, `submit_array(...)`
 submits one array and returns its jobs, `states(job_ids)` reads their scheduler states.
 """
+
 from __future__ import annotations
 
 from proxyscale.errors import UserError

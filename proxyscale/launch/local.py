@@ -6,6 +6,7 @@ string (`completed`, `diverged`, `failed`, `busy`, or `error: ...` when its reco
 not be written), `summarise` turns the outcomes into the one line of a non-zero exit, SIGTERM and
 SIGINT become `Interrupted` (exit 128 + signal), and a joblib worker dies with its parent.
 """
+
 from __future__ import annotations
 
 import json
@@ -94,7 +95,7 @@ def summarise(outcomes: list[str], where: str) -> str | None:
     if failed:
         parts.append(f"{failed} of {len(outcomes)} cells failed")
     if errors:
-        parts.append(f"{len(errors)} of {len(outcomes)} cells could not write their record ({errors[0][len('error: '):]})")
+        parts.append(f"{len(errors)} of {len(outcomes)} cells could not write their record ({errors[0][len('error: ') :]})")
     return "; ".join(parts) + f" (see proxyscale status {where})"
 
 

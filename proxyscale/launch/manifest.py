@@ -6,6 +6,7 @@ both submissions has a different value (e.g. trainer.max_tokens): that is a diff
 and belongs in another `sweep=NAME`. Adding values to a swept axis, or sweeping a key that used to
 be fixed, is allowed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -92,8 +93,7 @@ def check_same_grid(sweep: Path, fixed: dict, swept: list[str]) -> None:
         if k in swept or k in old.get("swept", []):
             continue
         if json.dumps(old["fixed"][k], sort_keys=True) != json.dumps(fixed[k], sort_keys=True):
-            raise LaunchError(f"{sweep} holds a different grid: {k} was {old['fixed'][k]!r} there, now {fixed[k]!r} "
-                              f"(submit it as another sweep=NAME)")
+            raise LaunchError(f"{sweep} holds a different grid: {k} was {old['fixed'][k]!r} there, now {fixed[k]!r} (submit it as another sweep=NAME)")
 
 
 def save_grid_settings(sweep: Path, fixed: dict, swept: list[str]) -> None:

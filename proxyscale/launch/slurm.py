@@ -6,6 +6,7 @@ command line, e.g. `hydra.launcher.partition=gpu hydra.launcher.timeout_min=240
 strategy/accelerator set nodes, tasks_per_node and gpus_per_node (cells of different shapes go to
 different arrays).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -15,8 +16,21 @@ from typing import Any
 
 from proxyscale.launch import LaunchError
 
-ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
-          "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED"}
+ACTIVE = {
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "CONFIGURING",
+    "COMPLETING",
+    "SUSPENDED",
+    "RESIZING",
+    "SIGNALING",
+    "STAGE_OUT",
+    "RESV_DEL_HOLD",
+    "STOPPED",
+}
 
 
 def _run(cmd: list[str], timeout: float = 20) -> subprocess.CompletedProcess:
@@ -27,8 +41,10 @@ def check(launcher: dict, cells) -> None:
     """Refuse, before submitting anything: no sbatch, unknown partition, GPUs on a CPU-only cluster."""
     for tool in ("sbatch", "sinfo", "sacct"):
         if shutil.which(tool) is None:
-            raise LaunchError(f"'{tool}' not found on PATH: `proxyscale submit` needs a SLURM cluster "
-                              "(run the grid here with `proxyscale -m ...`, or hydra/launcher=submitit_local)")
+            raise LaunchError(
+                f"'{tool}' not found on PATH: `proxyscale submit` needs a SLURM cluster "
+                "(run the grid here with `proxyscale -m ...`, or hydra/launcher=submitit_local)"
+            )
     part = launcher.get("partition")
     if part:
         r = _run(["sinfo", "-h", "-p", str(part), "-o", "%P"])
@@ -38,13 +54,16 @@ def check(launcher: dict, cells) -> None:
             known = _run(["sinfo", "-h", "-o", "%P"]).stdout.split()
             raise LaunchError(f"unknown SLURM partition {part!r} (available: {', '.join(sorted(set(known))) or 'none'})")
     wants_gpu = any(c.cfg.trainer.accelerator == "gpu" for c in cells) or any(
-        launcher.get(k) for k in ("gpus_per_node", "gpus_per_task", "gres", "cpus_per_gpu", "mem_per_gpu"))
+        launcher.get(k) for k in ("gpus_per_node", "gpus_per_task", "gres", "cpus_per_gpu", "mem_per_gpu")
+    )
     if wants_gpu:
         cmd = ["sinfo", "-h", "-o", "%G"] + (["-p", str(part)] if part else [])
         gres = [g for g in _run(cmd).stdout.split() if g and g != "(null)"]
         if not any("gpu" in g for g in gres):
-            raise LaunchError(f"GPUs requested but the cluster{' partition ' + repr(part) if part else ''} has none "
-                              f"(sinfo -o %G shows no gpu gres); use trainer=cpu / drop hydra.launcher.gpus_*")
+            raise LaunchError(
+                f"GPUs requested but the cluster{' partition ' + repr(part) if part else ''} has none "
+                f"(sinfo -o %G shows no gpu gres); use trainer=cpu / drop hydra.launcher.gpus_*"
+            )
 
 
 def states(job_ids: list[str]) -> dict[str, dict] | None:
@@ -78,8 +97,10 @@ def states(job_ids: list[str]) -> dict[str, dict] | None:
                 ranged[f"{base}_{i}"] = {"state": state, "requeued": False}
             continue
         prev = out.get(jid)
-        out[jid] = {"state": state, "requeued": bool(prev and (prev["requeued"] or prev["state"] in ("REQUEUED", "PREEMPTED", "TIMEOUT", "NODE_FAIL")))
-                    or state == "REQUEUED"}
+        out[jid] = {
+            "state": state,
+            "requeued": bool(prev and (prev["requeued"] or prev["state"] in ("REQUEUED", "PREEMPTED", "TIMEOUT", "NODE_FAIL"))) or state == "REQUEUED",
+        }
     return {**ranged, **out}
 
 
@@ -101,8 +122,9 @@ def _executor_params(launcher: dict, shape: tuple[int, int, int], max_parallel: 
         if k in skip or v is None:
             continue
         params[k if k in generic else f"slurm_{k}"] = v
-    params.update(nodes=nodes, tasks_per_node=procs, name=name, slurm_array_parallelism=max_parallel,
-                  slurm_signal_delay_s=int(launcher.get("signal_delay_s", 120)))
+    params.update(
+        nodes=nodes, tasks_per_node=procs, name=name, slurm_array_parallelism=max_parallel, slurm_signal_delay_s=int(launcher.get("signal_delay_s", 120))
+    )
     if gpus:
         params["gpus_per_node"] = gpus
     if launcher.get("additional_parameters"):

@@ -1,4 +1,5 @@
 """`proxyscale status`: one row per cell of a sweep, records merged with the scheduler's states."""
+
 from __future__ import annotations
 
 import datetime as _dt

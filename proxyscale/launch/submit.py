@@ -12,6 +12,7 @@ submit
   of cells it already finished) for requeueing; on restart final cells are skipped and the
   interrupted cell resumes from <run_dir>/checkpoints/last.ckpt.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -83,8 +84,7 @@ class CellTask:
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
-def submit(argv: list[str], cells_per_task: int = 4, max_parallel: int | None = None, retry_failed: bool = False,
-           out=print) -> dict:
+def submit(argv: list[str], cells_per_task: int = 4, max_parallel: int | None = None, retry_failed: bool = False, out=print) -> dict:
     """Submit a grid as a SLURM job array and return at once. Raises LaunchError on bad input."""
     from omegaconf import OmegaConf
 
@@ -103,8 +103,7 @@ def submit(argv: list[str], cells_per_task: int = 4, max_parallel: int | None = 
         warnings.simplefilter("ignore", UserWarning)
         cells, base = grid.compose_grid(args)
     hl = base.hydra.launcher
-    launcher = {k: (OmegaConf.to_container(hl[k], resolve=True) if OmegaConf.is_config(hl[k]) else hl[k])
-                for k in hl if k not in ("submitit_folder", "name")}
+    launcher = {k: (OmegaConf.to_container(hl[k], resolve=True) if OmegaConf.is_config(hl[k]) else hl[k]) for k in hl if k not in ("submitit_folder", "name")}
     if "partition" not in launcher:
         raise LaunchError("submit needs the submitit_slurm launcher preset (drop the hydra/launcher override)")
     sweeps = {str(grid.sweep_dir(c.cfg)) for c in cells}
@@ -150,21 +149,32 @@ def submit(argv: list[str], cells_per_task: int = 4, max_parallel: int | None = 
         folder = sweep / SUBMITIT_DIR / "%A"
         rows, job_ids, now = [], [], _dt.datetime.now().isoformat(timespec="seconds")
         for shape, members in groups.items():
-            tasks = [members[i:i + cells_per_task] for i in range(0, len(members), cells_per_task)]
+            tasks = [members[i : i + cells_per_task] for i in range(0, len(members), cells_per_task)]
             specs = [[{"run_id": c.run_id, "overrides": list(c.overrides), "config": C.plain(c.cfg)} for c in t] for t in tasks]
             jobs = backend.submit_array(folder, launcher, shape, parallel, f"ps-{base.sweep}", CellTask(), specs)
             for job, t in zip(jobs, tasks):
                 for c in t:
-                    rows.append({"run_id": c.run_id, "job_id": job.job_id, "array_job_id": job.job_id.split("_")[0],
-                                 "array_index": int(job.job_id.split("_")[1]) if "_" in job.job_id else 0,
-                                 "submitted": now, "overrides": _user_overrides(c.overrides), "grid": fingerprint(fixed),
-                                 "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)})
+                    rows.append(
+                        {
+                            "run_id": c.run_id,
+                            "job_id": job.job_id,
+                            "array_job_id": job.job_id.split("_")[0],
+                            "array_index": int(job.job_id.split("_")[1]) if "_" in job.job_id else 0,
+                            "submitted": now,
+                            "overrides": _user_overrides(c.overrides),
+                            "grid": fingerprint(fixed),
+                            "stdout": str(job.paths.stdout),
+                            "stderr": str(job.paths.stderr),
+                        }
+                    )
             job_ids.append(jobs[0].job_id.split("_")[0])
         append_manifest(sweep, rows)
     n_tasks = sum(-(-len(m) // cells_per_task) for m in groups.values())
-    out(f"submitted {len(todo)} of {len(cells)} cells as SLURM array job {', '.join(job_ids)} "
+    out(
+        f"submitted {len(todo)} of {len(cells)} cells as SLURM array job {', '.join(job_ids)} "
         f"({n_tasks} task{'s' * (n_tasks != 1)}, up to {cells_per_task} cells each, at most {parallel} at once); "
-        f"{', '.join(notes)}")
+        f"{', '.join(notes)}"
+    )
     out(f"manifest: {sweep / MANIFEST}")
     out(f"status:   proxyscale status {sweep}")
     return {"sweep": str(sweep), "job_ids": job_ids, "submitted": len(todo)}

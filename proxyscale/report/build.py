@@ -56,6 +56,7 @@ reason string next to it):
       sentence, decision_accuracy, decision_accuracy_ci, spearman, p_value}]}]}
   notes: [str]
 """
+
 from __future__ import annotations
 
 import json
@@ -152,8 +153,7 @@ MAX_PAIRWISE_RECIPES = 2000  # scores and bootstraps build n x n pair matrices: 
 PREDICT_BUDGET_S = 2.0  # estimated fitting time the report spends on extrapolation methods
 # Estimated seconds per recipe fit (one recipe, one metric, one fit: the main fit or the backtest), measured on
 # a 4-size synthetic ladder on the 2-core dev machine; shared_power and log_linear are vectorised over recipes.
-FIT_COST_S = {"shared_power": 0.0005, "log_linear": 0.0005, "power_per_recipe": 0.005, "compute_2p": 0.025, "compute_3p": 0.07,
-              "nd_law": 0.1}
+FIT_COST_S = {"shared_power": 0.0005, "log_linear": 0.0005, "power_per_recipe": 0.005, "compute_2p": 0.025, "compute_3p": 0.07, "nd_law": 0.1}
 
 
 def check_decision_level(level: float) -> float:
@@ -180,17 +180,23 @@ def _choose_methods(table: "pd.DataFrame", n_proxies: int, n_recipes: int, n_met
             continue
         cost = FIT_COST_S[m] * fits
         if spent + cost > PREDICT_BUDGET_S:
-            skipped.append({"method": m, "reason": f"about {cost:.1f} s for {fits} recipe fits ({n_recipes} recipes x {n_metrics} metrics x "
-                                                  f"{tasks} fit(s)) would exceed the report's {PREDICT_BUDGET_S:g} s budget; run "
-                                                  f"proxyscale.analysis.scaling.predict(..., methods=({m!r},)) for it"})
+            skipped.append(
+                {
+                    "method": m,
+                    "reason": f"about {cost:.1f} s for {fits} recipe fits ({n_recipes} recipes x {n_metrics} metrics x "
+                    f"{tasks} fit(s)) would exceed the report's {PREDICT_BUDGET_S:g} s budget; run "
+                    f"proxyscale.analysis.scaling.predict(..., methods=({m!r},)) for it",
+                }
+            )
             continue
         spent += cost
         run.append(m)
     return [m for m in scaling.METHODS if m in run], skipped
 
 
-def predictions(table: "pd.DataFrame", sizes: list[str], directions: dict[str, bool], *, n_boot: int = 1000, seed: int = 0,
-                decision_level: float = DECISION_LEVEL) -> tuple[dict, dict]:
+def predictions(
+    table: "pd.DataFrame", sizes: list[str], directions: dict[str, bool], *, n_boot: int = 1000, seed: int = 0, decision_level: float = DECISION_LEVEL
+) -> tuple[dict, dict]:
     """(prediction, frontier) sections of report.json from the analysis' long table (with step/tokens rows where
     there are checkpoints). Neither raises on data it cannot use: it says why in `reason` (one line)."""
     from proxyscale.analysis import frontier as F
@@ -199,13 +205,23 @@ def predictions(table: "pd.DataFrame", sizes: list[str], directions: dict[str, b
     sizes = [str(s) for s in sizes]
     target = sizes[-1]
     n_recipes, n_metrics = int(table["recipe"].nunique()), int(table["metric"].nunique())
-    pred: dict[str, Any] = {"available": False, "reason": None, "target": target, "fit_sizes": sizes[:-1], "methods_run": [],
-                            "methods_skipped": [], "methods": [], "single_scale": [], "notes": []}
-    front: dict[str, Any] = {"available": False, "reason": None, "decision_level": decision_level, "target": target, "points": [],
-                             "plans": [], "notes": []}
+    pred: dict[str, Any] = {
+        "available": False,
+        "reason": None,
+        "target": target,
+        "fit_sizes": sizes[:-1],
+        "methods_run": [],
+        "methods_skipped": [],
+        "methods": [],
+        "single_scale": [],
+        "notes": [],
+    }
+    front: dict[str, Any] = {"available": False, "reason": None, "decision_level": decision_level, "target": target, "points": [], "plans": [], "notes": []}
     if n_recipes > MAX_PAIRWISE_RECIPES:
-        why = (f"{n_recipes} recipes: decision-accuracy bootstraps build recipe x recipe matrices; skipped above "
-               f"{MAX_PAIRWISE_RECIPES} recipes (the comparisons above still score every pair)")
+        why = (
+            f"{n_recipes} recipes: decision-accuracy bootstraps build recipe x recipe matrices; skipped above "
+            f"{MAX_PAIRWISE_RECIPES} recipes (the comparisons above still score every pair)"
+        )
         pred["reason"] = front["reason"] = why
         return pred, front
     try:
@@ -215,8 +231,10 @@ def predictions(table: "pd.DataFrame", sizes: list[str], directions: dict[str, b
         return pred, front
     proxies = [s for s in sizes if params[s] < params[target]]
     if len(proxies) < 2:
-        pred["reason"] = (f"{len(sizes)} sizes: extrapolating to {target} needs at least 2 proxy sizes below it (3 sizes in all); "
-                          "the frontier below compares the single proxy sizes instead")
+        pred["reason"] = (
+            f"{len(sizes)} sizes: extrapolating to {target} needs at least 2 proxy sizes below it (3 sizes in all); "
+            "the frontier below compares the single proxy sizes instead"
+        )
         pred["notes"].append(pred["reason"] + ".")
     else:
         methods, skipped = _choose_methods(table, len(proxies), n_recipes, n_metrics)
@@ -226,8 +244,7 @@ def predictions(table: "pd.DataFrame", sizes: list[str], directions: dict[str, b
         _da_intervals(pred, table, sizes, proxies, directions)
         if skipped:
             pred["notes"].append("not run: " + "; ".join(f"{s['method']} ({s['reason']})" for s in skipped) + ".")
-    out = F.frontier(table, sizes, target=target, prediction=pred if pred["available"] else None, higher_is_better=directions,
-                     decision_level=decision_level)
+    out = F.frontier(table, sizes, target=target, prediction=pred if pred["available"] else None, higher_is_better=directions, decision_level=decision_level)
     front.update(out, available=bool(out["points"]), reason=None if out["points"] else "no point with every recipe at the target")
     return pred, front
 
@@ -273,10 +290,20 @@ def _sweep_table(results: "pd.DataFrame", curves: "pd.DataFrame | None") -> "pd.
     if curves is None or curves.empty or "step" not in final.columns or not final["step"].notna().all():
         return final.drop(columns=["step"], errors="ignore")
     cv = curves[curves["run_id"].isin(set(ok["run_id"]))]
-    early = pd.DataFrame({"recipe": cv["recipe"].astype(str), "size": cv["size"].astype(str), "metric": cv["eval_set"].astype(str),
-                          "value": cv["loss"].astype(float), "lr": cv["lr"].astype(float), "seed": cv["seed"].astype(float),
-                          "params": cv["params"].astype(float), "tokens": cv["tokens"].astype(float), "step": cv["step"].astype(float),
-                          "run_id": cv["run_id"]})
+    early = pd.DataFrame(
+        {
+            "recipe": cv["recipe"].astype(str),
+            "size": cv["size"].astype(str),
+            "metric": cv["eval_set"].astype(str),
+            "value": cv["loss"].astype(float),
+            "lr": cv["lr"].astype(float),
+            "seed": cv["seed"].astype(float),
+            "params": cv["params"].astype(float),
+            "tokens": cv["tokens"].astype(float),
+            "step": cv["step"].astype(float),
+            "run_id": cv["run_id"],
+        }
+    )
     last = dict(zip(ok["run_id"], ok["steps"].astype(float)))
     early = early[early["step"] < early["run_id"].map(last)].drop(columns="run_id")  # the final loss stands for the last step
     return pd.concat([final, early], ignore_index=True)
@@ -287,14 +314,14 @@ def _add_predictions(rep: dict, table: "pd.DataFrame", sizes: list[str], *, n_bo
     from proxyscale.analysis.verdict import bottom_line
 
     directions = {m: d == "higher" for m, d in rep["directions"].items()}
-    rep["prediction"], rep["frontier"] = predictions(table, sizes, directions, n_boot=n_boot, seed=rep["bootstrap_seed"],
-                                                     decision_level=decision_level)
+    rep["prediction"], rep["frontier"] = predictions(table, sizes, directions, n_boot=n_boot, seed=rep["bootstrap_seed"], decision_level=decision_level)
     primary = [c for c in rep["comparisons"] if c.get("proxy_lr") in (None, "tuned") and c.get("target_mode") in (None, "tuned")]
     rep["summary"]["bottom_line"] = bottom_line(rep, primary)  # again, now with the planner's line where it fits
 
 
-def build_sweep(sweep_dir: str, *, n_boot: int = 1000, standard_lr: float | None = None, decision_level: float = DECISION_LEVEL,
-                out: str | None = None) -> dict:
+def build_sweep(
+    sweep_dir: str, *, n_boot: int = 1000, standard_lr: float | None = None, decision_level: float = DECISION_LEVEL, out: str | None = None
+) -> dict:
     """A sweep's report. Its metrics are the lm eval sets' losses (lower is better) and the task sets' acc,
     prob_correct and ll_norm (`<set>/<metric>`, higher is better)."""
     import pandas as pd
@@ -317,25 +344,54 @@ def build_sweep(sweep_dir: str, *, n_boot: int = 1000, standard_lr: float | None
     if curves is not None and not curves.empty:
         done = set(results.loc[results["status"] == "completed", "run_id"])
         cv = curves[curves["run_id"].isin(done)]
-        long_curves = pd.DataFrame({"recipe": cv["recipe"].astype(str), "size": cv["size"].astype(str), "metric": cv["eval_set"].astype(str),
-                                    "value": cv["loss"].astype(float), "lr": cv["lr"].astype(float), "seed": cv["seed"].astype(float),
-                                    "step": cv["step"].astype(float)})
+        long_curves = pd.DataFrame(
+            {
+                "recipe": cv["recipe"].astype(str),
+                "size": cv["size"].astype(str),
+                "metric": cv["eval_set"].astype(str),
+                "value": cv["loss"].astype(float),
+                "lr": cv["lr"].astype(float),
+                "seed": cv["seed"].astype(float),
+                "step": cv["step"].astype(float),
+            }
+        )
     from proxyscale.analysis.protocol import sweep_directions
 
     directions = {m: h for m, h in sweep_directions(results).items() if m in set(df["metric"])}
-    rep = analysis.analyze(df, sizes, higher_is_better=directions, n_boot=n_boot, baselines=base or None,
-                           baseline_reason=reason, curves=long_curves, standard_lr=lr, standard_lr_source=source)
+    rep = analysis.analyze(
+        df,
+        sizes,
+        higher_is_better=directions,
+        n_boot=n_boot,
+        baselines=base or None,
+        baseline_reason=reason,
+        curves=long_curves,
+        standard_lr=lr,
+        standard_lr_source=source,
+    )
     n_bad = sum(n for c in counts.values() for s, n in c.items() if s != "completed")
     notes = [f"{n_bad} diverged/failed cell(s) excluded from every figure." if n_bad else "every cell completed."]
     _add_predictions(rep, _sweep_table(results, curves), sizes, n_boot=n_boot, decision_level=decision_level)
     rep["per_example"] = _per_example_sweep(root, Path(out or root), results, df, sizes, rep)
-    return {"schema_version": SCHEMA_VERSION, "source": {"kind": "sweep", "path": str(root)},
-            "size_params": {s: int(p) for s, p in df.groupby("size")["params"].first().items()},
-            "status_counts": counts, "notes": notes, **rep}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source": {"kind": "sweep", "path": str(root)},
+        "size_params": {s: int(p) for s, p in df.groupby("size")["params"].first().items()},
+        "status_counts": counts,
+        "notes": notes,
+        **rep,
+    }
 
 
-def build_csv(path: str, *, higher_is_better: bool | list[str] | None = None, n_boot: int = 1000, standard_lr: float | None = None,
-              allow_short_runs: bool = False, decision_level: float = DECISION_LEVEL) -> dict:
+def build_csv(
+    path: str,
+    *,
+    higher_is_better: bool | list[str] | None = None,
+    n_boot: int = 1000,
+    standard_lr: float | None = None,
+    allow_short_runs: bool = False,
+    decision_level: float = DECISION_LEVEL,
+) -> dict:
     """An external CSV's report; higher_is_better: True (every metric), metric names, or None (a `direction` column or lower)."""
     from proxyscale import analysis
 
@@ -356,22 +412,45 @@ def build_csv(path: str, *, higher_is_better: bool | list[str] | None = None, n_
     if df.duplicated(dup_keys).any():
         notes.append("repeated (recipe, size, metric[, lr, seed]) rows are averaged like seeds.")
     lr, source = _standard_lr(standard_lr, None)
-    rep = analysis.analyze(df, sizes, higher_is_better=directions, n_boot=n_boot, curves=curves, standard_lr=lr, standard_lr_source=source,
-                           baseline_reason="external results: no count-model baselines")
+    rep = analysis.analyze(
+        df,
+        sizes,
+        higher_is_better=directions,
+        n_boot=n_boot,
+        curves=curves,
+        standard_lr=lr,
+        standard_lr_source=source,
+        baseline_reason="external results: no count-model baselines",
+    )
     _add_predictions(rep, curves if curves is not None else df, sizes, n_boot=n_boot, decision_level=decision_level)
     size_params = df.groupby("size")["params"].first().to_dict() if "params" in df.columns else {s: analysis.parse_size(s) for s in sizes}
     rep["per_example"] = _per_example(examples, df, sizes, rep, size_params, None if examples is not None else "the CSV has no example column")
-    return {"schema_version": SCHEMA_VERSION, "source": {"kind": "csv", "path": str(path)}, "size_params": size_params,
-            "status_counts": {}, "notes": notes, **rep}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source": {"kind": "csv", "path": str(path)},
+        "size_params": size_params,
+        "status_counts": {},
+        "notes": notes,
+        **rep,
+    }
 
 
-def _per_example(examples: "pd.DataFrame | None", agg: "pd.DataFrame", sizes: list[str], rep: dict, params: dict, reason: str | None,
-                 snippets: dict | None = None, notes: list[str] | None = None) -> dict:
+def _per_example(
+    examples: "pd.DataFrame | None",
+    agg: "pd.DataFrame",
+    sizes: list[str],
+    rep: dict,
+    params: dict,
+    reason: str | None,
+    snippets: dict | None = None,
+    notes: list[str] | None = None,
+) -> dict:
     from proxyscale.analysis import examples as X
 
     directions = {m: d == "higher" for m, d in rep["directions"].items()}
-    return X.section(examples, agg, sizes, directions, params=params, n_boot=rep["n_boot"], seed=rep["bootstrap_seed"], snippets=snippets,
-                     reason=reason, notes=notes)
+    return X.section(
+        examples, agg, sizes, directions, params=params, n_boot=rep["n_boot"], seed=rep["bootstrap_seed"], snippets=snippets, reason=reason, notes=notes
+    )
 
 
 def _per_example_sweep(root: Path, out: Path, results: "pd.DataFrame", df: "pd.DataFrame", sizes: list[str], rep: dict) -> dict:
@@ -386,16 +465,30 @@ def _per_example_sweep(root: Path, out: Path, results: "pd.DataFrame", df: "pd.D
         collect.gather_examples(root, results, out)
     params = {s: int(p) for s, p in df.groupby("size")["params"].first().items()}
     if not path.exists():
-        return _per_example(None, df, sizes, rep, params, "no per-example losses: no completed cell names an examples file "
-                                                           "(trained before per-example losses were recorded, or a multi-process eval)")
+        return _per_example(
+            None,
+            df,
+            sizes,
+            rep,
+            params,
+            "no per-example losses: no completed cell names an examples file (trained before per-example losses were recorded, or a multi-process eval)",
+        )
     ex = pd.read_parquet(path)
     done = set(results.loc[results["status"] == "completed", "run_id"])
     ex = ex[ex["run_id"].isin(done)]
     from proxyscale.analysis.protocol import metric_names, metric_values
 
-    table = pd.DataFrame({"recipe": ex["recipe"].astype(str), "size": ex["size"].astype(str), "metric": metric_names(ex),
-                          "example": ex["example"].astype(int), "value": metric_values(ex), "lr": ex["lr"].astype(float),
-                          "seed": ex["seed"].astype(float)})
+    table = pd.DataFrame(
+        {
+            "recipe": ex["recipe"].astype(str),
+            "size": ex["size"].astype(str),
+            "metric": metric_names(ex),
+            "example": ex["example"].astype(int),
+            "value": metric_values(ex),
+            "lr": ex["lr"].astype(float),
+            "seed": ex["seed"].astype(float),
+        }
+    )
     snippets, notes = {}, []
     try:
         meta = json.loads(note.read_text())
@@ -416,9 +509,16 @@ def write_json(report: dict, path: Path) -> Path:
     return path
 
 
-def run(sweep_dir: str | None = None, csv: str | None = None, out: str | None = None, higher_is_better: bool | list[str] | None = None,
-        n_boot: int = 1000, standard_lr: float | None = None, allow_short_runs: bool = False,
-        decision_level: float = DECISION_LEVEL) -> tuple[list[Path], dict]:
+def run(
+    sweep_dir: str | None = None,
+    csv: str | None = None,
+    out: str | None = None,
+    higher_is_better: bool | list[str] | None = None,
+    n_boot: int = 1000,
+    standard_lr: float | None = None,
+    allow_short_runs: bool = False,
+    decision_level: float = DECISION_LEVEL,
+) -> tuple[list[Path], dict]:
     """Build the report; returns (the written paths [report.json, report.md, report.html, figure PNGs], the report)."""
     if bool(sweep_dir) == bool(csv):
         raise ReportError("give either a sweep folder or --from-csv PATH")
@@ -426,8 +526,9 @@ def run(sweep_dir: str | None = None, csv: str | None = None, out: str | None = 
     if csv:
         if not out:
             raise ReportError("--from-csv needs --out DIR")
-        report = build_csv(csv, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr, allow_short_runs=allow_short_runs,
-                           decision_level=decision_level)
+        report = build_csv(
+            csv, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr, allow_short_runs=allow_short_runs, decision_level=decision_level
+        )
     else:
         if higher_is_better:
             raise ReportError("a sweep's metrics are eval losses (lower is better); --higher-is-better is for --from-csv results")

@@ -1,6 +1,7 @@
 """The per-example section of report.md / report.html and its figure (issue 16), from report.json's
 `per_example` (proxyscale.analysis.examples). Self-contained: render.write calls `write` once, after
 it has written report.md and report.html, and this module appends its section to both."""
+
 from __future__ import annotations
 
 import base64
@@ -33,9 +34,19 @@ def rows(rep: dict) -> list[list[str]]:
     for e in _entries(rep):
         q = e.get("quantiles") or {}
         n = str(e["n_examples"]) + (f" (+{e['n_undefined']} undefined)" if e.get("n_undefined") else "")
-        out.append([e["metric"], f"{e['proxy']} → {e['target']}", str(e["n_recipes"]), n,
-                    f"{_f(e['mean'])} {_ci(e.get('mean_ci'))}", _f(q.get("q50")), f"{_f(q.get('q05'))} – {_f(q.get('q95'))}",
-                    _f(e.get("frac_positive")), f"{_f(e.get('residual_mean'))} {_ci(e.get('residual_ci'))}"])
+        out.append(
+            [
+                e["metric"],
+                f"{e['proxy']} → {e['target']}",
+                str(e["n_recipes"]),
+                n,
+                f"{_f(e['mean'])} {_ci(e.get('mean_ci'))}",
+                _f(q.get("q50")),
+                f"{_f(q.get('q05'))} – {_f(q.get('q95'))}",
+                _f(e.get("frac_positive")),
+                f"{_f(e.get('residual_mean'))} {_ci(e.get('residual_ci'))}",
+            ]
+        )
     return out
 
 
@@ -46,8 +57,18 @@ def flip_rows(rep: dict) -> list[list[str]]:
         if e["target"] != target:
             continue
         for f in e.get("flips", [])[:MAX_FLIP_ROWS]:
-            out.append([e["metric"], f"{e['proxy']} → {e['target']}", str(f["example"]), _f(f["rho"]), f"{f['proxy_best']} / {f['proxy_worst']}",
-                        f"{f['target_best']} / {f['target_worst']}", "yes" if f["sign_flip"] else "no", repr(f["snippet"]) if f.get("snippet") else ""])
+            out.append(
+                [
+                    e["metric"],
+                    f"{e['proxy']} → {e['target']}",
+                    str(f["example"]),
+                    _f(f["rho"]),
+                    f"{f['proxy_best']} / {f['proxy_worst']}",
+                    f"{f['target_best']} / {f['target_worst']}",
+                    "yes" if f["sign_flip"] else "no",
+                    repr(f["snippet"]) if f.get("snippet") else "",
+                ]
+            )
     return out
 
 
@@ -55,16 +76,20 @@ def lines(rep: dict) -> list[str]:
     pe = rep.get("per_example") or {}
     if not pe.get("available"):
         return [f"Not available: {pe.get('reason') or 'no per-example section in this report'}."]
-    out = [f"Definition: {pe['definition']}. LR: {pe.get('lr_rule')}. Bootstrap: {pe['n_boot']} resamples of the examples "
-           f"(seed {pe['bootstrap_seed']}); recipes fixed.",
-           "How to read it: ρ near 1 means the recipes that help (or hurt) an example at the proxy size do the same at the target, example "
-           "by example; near 0, the proxy says nothing about which examples a recipe helps. Residual ρ also removes each recipe's overall "
-           "effect (an addition, not the paper's definition)."]
+    out = [
+        f"Definition: {pe['definition']}. LR: {pe.get('lr_rule')}. Bootstrap: {pe['n_boot']} resamples of the examples "
+        f"(seed {pe['bootstrap_seed']}); recipes fixed.",
+        "How to read it: ρ near 1 means the recipes that help (or hurt) an example at the proxy size do the same at the target, example "
+        "by example; near 0, the proxy says nothing about which examples a recipe helps. Residual ρ also removes each recipe's overall "
+        "effect (an addition, not the paper's definition).",
+    ]
     target = pe.get("target")
     for e in _entries(rep):
         if e["target"] == target:
-            out.append(f"{e['metric']}, {e['proxy']} → {e['target']}: mean predictive correlation {_f(e['mean'])} {_ci(e.get('mean_ci'))} over "
-                       f"{e['n_examples']} examples and {e['n_recipes']} recipes.")
+            out.append(
+                f"{e['metric']}, {e['proxy']} → {e['target']}: mean predictive correlation {_f(e['mean'])} {_ci(e.get('mean_ci'))} over "
+                f"{e['n_examples']} examples and {e['n_recipes']} recipes."
+            )
     return out + list(pe.get("notes") or [])
 
 
@@ -115,8 +140,10 @@ def markdown(rep: dict, figure_file: str | None) -> str:
         if figure_file:
             out.append(f"![Mean per-example predictive correlation vs proxy size]({figure_file})\n")
         out.append(md_table(HEAD, rows(rep)))
-        out.append("Examples whose recipe effects agree least across scale (lowest ρ; flips: the target orders the proxy's best and worst "
-                   "recipe on that example the other way):\n")
+        out.append(
+            "Examples whose recipe effects agree least across scale (lowest ρ; flips: the target orders the proxy's best and worst "
+            "recipe on that example the other way):\n"
+        )
         out.append(md_table(FLIP_HEAD, flip_rows(rep)))
     return "\n".join(out)
 

@@ -1,4 +1,5 @@
 """Markdown and HTML tables: the one pair of writers every report section uses."""
+
 from __future__ import annotations
 
 import html

@@ -5,6 +5,7 @@ beside report.md as fig_<name>.png and fig_<name>.svg. matplotlib runs on the Ag
 Figure builders (fig_<name>) return a matplotlib Figure, or a string saying why there is nothing to
 draw (the md and html print it as a note in the figure's place); `figures(rep)` runs them all, so tests
 can inspect the Figure objects (font sizes, clipping) before anything is saved."""
+
 from __future__ import annotations
 
 import base64
@@ -30,9 +31,19 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#0
 LINESTYLES = ["-", "--", "-.", ":"]  # with more lines than colours, colour x line style tells them apart
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 FRONTIER_PNG = "fig_frontier.png"  # written beside report.md and linked from it (with its .svg)
-STYLE = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.labelsize": FONT, "ytick.labelsize": FONT,
-         "legend.fontsize": FONT, "legend.title_fontsize": FONT, "figure.dpi": DPI, "savefig.dpi": DPI, "svg.fonttype": "none",
-         "axes.prop_cycle": None}
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 10.5,
+    "axes.labelsize": 10,
+    "xtick.labelsize": FONT,
+    "ytick.labelsize": FONT,
+    "legend.fontsize": FONT,
+    "legend.title_fontsize": FONT,
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "svg.fonttype": "none",
+    "axes.prop_cycle": None,
+}
 
 
 def _plt():
@@ -108,8 +119,9 @@ def _style_of(j: int) -> dict:
 
 def _chance(ax, y: float = 0.5, text: str = "chance (0.5)") -> None:
     ax.axhline(y, color="#666666", lw=1.0, ls=(0, (4, 3)), zorder=1)
-    ax.annotate(text, (0.01, y), xycoords=("axes fraction", "data"), xytext=(2, 2), textcoords="offset points", fontsize=FONT,
-                color="#444444", va="bottom", ha="left")
+    ax.annotate(
+        text, (0.01, y), xycoords=("axes fraction", "data"), xytext=(2, 2), textcoords="offset points", fontsize=FONT, color="#444444", va="bottom", ha="left"
+    )
 
 
 def _bigram_da(rep: dict, metric: str, target: str) -> float | None:
@@ -147,8 +159,18 @@ def _end_labels(ax, items: list[tuple[float, float, str, str]], min_gap_pt: floa
     inv = ax.transAxes.inverted()
     for y, (_, t, c) in zip(ys, px):
         ya = inv.transform((box.x1, y))[1]
-        ax.annotate(t, (1.0, ya), xycoords="axes fraction", xytext=(4, 0), textcoords="offset points", fontsize=FONT, color=c,
-                    va="center", ha="left", annotation_clip=False)
+        ax.annotate(
+            t,
+            (1.0, ya),
+            xycoords="axes fraction",
+            xytext=(4, 0),
+            textcoords="offset points",
+            fontsize=FONT,
+            color=c,
+            va="center",
+            ha="left",
+            annotation_clip=False,
+        )
 
 
 def _point_labels(ax, xs: list[float], ys: list[float], labels: list[str], which: list[int]) -> int:
@@ -158,13 +180,20 @@ def _point_labels(ax, xs: list[float], ys: list[float], labels: list[str], which
     box = ax.get_window_extent()
     pts = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
     taken = []
-    offsets = [(6, 5, "left", "bottom"), (6, -5, "left", "top"), (-6, 5, "right", "bottom"), (-6, -5, "right", "top"),
-               (0, 8, "center", "bottom"), (0, -8, "center", "top"), (9, 0, "left", "center"), (-9, 0, "right", "center")]
+    offsets = [
+        (6, 5, "left", "bottom"),
+        (6, -5, "left", "top"),
+        (-6, 5, "right", "bottom"),
+        (-6, -5, "right", "top"),
+        (0, 8, "center", "bottom"),
+        (0, -8, "center", "top"),
+        (9, 0, "left", "center"),
+        (-9, 0, "right", "center"),
+    ]
     left = 0
     for i in which:
         for dx, dy, ha, va in offsets:
-            a = ax.annotate(_short(labels[i], 24), (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=FONT,
-                            ha=ha, va=va, color="#222222")
+            a = ax.annotate(_short(labels[i], 24), (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=FONT, ha=ha, va=va, color="#222222")
             bb = a.get_window_extent(r).expanded(1.04, 1.1)
             inside = box.x0 <= bb.x0 and bb.x1 <= box.x1 and box.y0 <= bb.y0 and bb.y1 <= box.y1
             hits_point = any(bb.contains(px, py) for k, (px, py) in enumerate(pts) if k != i)
@@ -197,10 +226,18 @@ def fig_scatter(rep: dict):
             ax.scatter(x, y, s=26, color=PALETTE[0], label="recipe (seed mean, best LR)" if c.get("proxy_lr") == "tuned" else "recipe", zorder=3)
             if c.get("fit"):
                 lo, hi = min(x), max(x)
-                ax.plot([lo, hi], [c["fit"]["intercept"] + c["fit"]["slope"] * v for v in (lo, hi)], color=PALETTE[5], lw=1.4,
-                        label=f"linear fit (R² {_f(c['r2'])})")
-            ax.set_title(_wrap(f"{c['metric']}: {c['proxy']} vs {c['target']}", 4.6) + f"\nSpearman {_f(c['spearman'])} {_ci(c.get('spearman_ci'))}".rstrip()
-                         + f"\nDA {_f(c['decision_accuracy'])} {_ci(c.get('decision_accuracy_ci'))}".rstrip())
+                ax.plot(
+                    [lo, hi],
+                    [c["fit"]["intercept"] + c["fit"]["slope"] * v for v in (lo, hi)],
+                    color=PALETTE[5],
+                    lw=1.4,
+                    label=f"linear fit (R² {_f(c['r2'])})",
+                )
+            ax.set_title(
+                _wrap(f"{c['metric']}: {c['proxy']} vs {c['target']}", 4.6)
+                + f"\nSpearman {_f(c['spearman'])} {_ci(c.get('spearman_ci'))}".rstrip()
+                + f"\nDA {_f(c['decision_accuracy'])} {_ci(c.get('decision_accuracy_ci'))}".rstrip()
+            )
             ax.set_xlabel(f"proxy {c['proxy']} ({units})")
             ax.set_ylabel(f"target {c['target']} ({units})")
             ax.legend(loc="best", framealpha=0.85)
@@ -270,8 +307,14 @@ def fig_bump(rep: dict):
             elif recipes:  # many recipes: one LineCollection instead of a Line2D per recipe (seconds per panel otherwise)
                 from matplotlib.collections import LineCollection
 
-                ax.add_collection(LineCollection([list(zip(range(len(sizes)), ranks[r])) for r in recipes], lw=0.6, alpha=0.5,
-                                                 colors=[PALETTE[j % len(PALETTE)] for j in range(len(recipes))]))
+                ax.add_collection(
+                    LineCollection(
+                        [list(zip(range(len(sizes)), ranks[r])) for r in recipes],
+                        lw=0.6,
+                        alpha=0.5,
+                        colors=[PALETTE[j % len(PALETTE)] for j in range(len(recipes))],
+                    )
+                )
             ax.set_xlim(-0.15, len(sizes) - 0.85)
             ax.set_ylim(len(recipes) + 0.5, 0.5)  # rank 1 on top
             ax.set_xticks(range(len(sizes)))
@@ -279,8 +322,9 @@ def fig_bump(rep: dict):
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("model size (smallest to largest)")
             ax.set_ylabel("recipe rank (1 = best)")
-            ax.set_title(_wrap(f"{metric}: rank of each recipe across sizes ({len(recipes)} recipes"
-                               + (", unlabelled" if len(recipes) > MAX_LABELS else "") + ")", 6.0))
+            ax.set_title(
+                _wrap(f"{metric}: rank of each recipe across sizes ({len(recipes)} recipes" + (", unlabelled" if len(recipes) > MAX_LABELS else "") + ")", 6.0)
+            )
             ax.grid(alpha=0.3)
         _layout(fig)
         for ax, metric in zip(axes, metrics):
@@ -306,7 +350,7 @@ def fig_heatmap(rep: dict):
     """One panel: eval sets x (proxy -> target) pairs, so its cost does not grow with panels per metric."""
     comps = [c for c in _primary(rep) if c["decision_accuracy"] is not None]
     metrics = sorted({c["metric"] for c in comps})
-    pairs = [(p, t) for i, p in enumerate(rep["sizes"]) for t in rep["sizes"][i + 1:] if any(c["proxy"] == p and c["target"] == t for c in comps)]
+    pairs = [(p, t) for i, p in enumerate(rep["sizes"]) for t in rep["sizes"][i + 1 :] if any(c["proxy"] == p and c["target"] == t for c in comps)]
     if not metrics or not pairs:
         return "no comparison has a decision accuracy"
     if len(rep["recipes"]) < 3:
@@ -402,12 +446,31 @@ def fig_reduced_lr(rep: dict):
                     bg = [v for v in (_bigram_da(rep, metric, e["target"]) for e in es) if v is not None]
                     if bg:
                         ax.axhline(bg[0], color="#8c564b", lw=1.0, ls=":")
-                        ax.annotate(f"bigram baseline ({bg[0]:.2f})", (0.99, bg[0]), xycoords=("axes fraction", "data"), xytext=(0, 2),
-                                    textcoords="offset points", fontsize=FONT, ha="right", va="bottom", color="#8c564b")
+                        ax.annotate(
+                            f"bigram baseline ({bg[0]:.2f})",
+                            (0.99, bg[0]),
+                            xycoords=("axes fraction", "data"),
+                            xytext=(0, 2),
+                            textcoords="offset points",
+                            fontsize=FONT,
+                            ha="right",
+                            va="bottom",
+                            color="#8c564b",
+                        )
                 if std:
                     ax.axvline(std, color="#444444", lw=1.2, ls=":")
-                    ax.annotate(f"standard LR {std:g}", (std, 0.02), xycoords=("data", "axes fraction"), xytext=(3, 0), textcoords="offset points",
-                                fontsize=FONT, rotation=90, va="bottom", ha="left", color="#444444")
+                    ax.annotate(
+                        f"standard LR {std:g}",
+                        (std, 0.02),
+                        xycoords=("data", "axes fraction"),
+                        xytext=(3, 0),
+                        textcoords="offset points",
+                        fontsize=FONT,
+                        rotation=90,
+                        va="bottom",
+                        ha="left",
+                        color="#444444",
+                    )
                 ax.set_xlabel("proxy peak learning rate (log scale; ticks: the grid)")
                 ax.set_ylabel(name)
                 ax.set_title(_wrap(f"{metric}: {name} vs proxy LR (solid: tuned target, dashed: fixed; band: 95% CI; x: undertrained)", 5.6))
@@ -458,8 +521,17 @@ def fig_early(rep: dict):
                     bg = _bigram_da(rep, metric, es["target"])
                     if bg is not None:
                         ax.axhline(bg, color="#8c564b", lw=1.0, ls=":")
-                        ax.annotate(f"bigram baseline ({bg:.2f})", (0.99, bg), xycoords=("axes fraction", "data"), xytext=(0, 2),
-                                    textcoords="offset points", fontsize=FONT, ha="right", va="bottom", color="#8c564b")
+                        ax.annotate(
+                            f"bigram baseline ({bg:.2f})",
+                            (0.99, bg),
+                            xycoords=("axes fraction", "data"),
+                            xytext=(0, 2),
+                            textcoords="offset points",
+                            fontsize=FONT,
+                            ha="right",
+                            va="bottom",
+                            color="#8c564b",
+                        )
             _layout(fig)
             for k, ax in enumerate(row):
                 _end_labels(ax, labels.get(k, []))
@@ -493,8 +565,14 @@ def fig_scaling(rep: dict):
             if len(recipes) > MAX_LINE_LABELS:  # many recipes: one thin LineCollection, unlabelled (a Line2D each costs seconds)
                 from matplotlib.collections import LineCollection
 
-                ax.add_collection(LineCollection([[(params[s], per[s][r]) for s in sizes if r in per.get(s, {})] for r in recipes], lw=0.6,
-                                                 alpha=0.5, colors=[PALETTE[j % len(PALETTE)] for j in range(len(recipes))]))
+                ax.add_collection(
+                    LineCollection(
+                        [[(params[s], per[s][r]) for s in sizes if r in per.get(s, {})] for r in recipes],
+                        lw=0.6,
+                        alpha=0.5,
+                        colors=[PALETTE[j % len(PALETTE)] for j in range(len(recipes))],
+                    )
+                )
                 ax.autoscale_view()
                 recipes = []
             for j, r in enumerate(recipes):
@@ -509,8 +587,16 @@ def fig_scaling(rep: dict):
             if metric in bigram:
                 b = sum(bigram[metric]) / len(bigram[metric])
                 ax.axhline(b, color="#8c564b", lw=1.0, ls=":")
-                ax.annotate(f"bigram baseline (mean over recipes, {b:.2f})", (0.01, b), xycoords=("axes fraction", "data"), xytext=(2, 2),
-                            textcoords="offset points", fontsize=FONT, color="#8c564b", va="bottom")
+                ax.annotate(
+                    f"bigram baseline (mean over recipes, {b:.2f})",
+                    (0.01, b),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(2, 2),
+                    textcoords="offset points",
+                    fontsize=FONT,
+                    color="#8c564b",
+                    va="bottom",
+                )
             ax.set_xscale("log")
             from matplotlib.ticker import FixedLocator, NullLocator
 
@@ -557,12 +643,14 @@ def fig_frontier(rep: dict):
     return fig
 
 
-FIGURES = [("scatter", f"Proxy vs target (at most {MAX_PANELS} eval sets, lowest decision accuracy first)", fig_scatter),
-           ("bump", f"Recipe ranks across sizes (at most {MAX_PANELS} eval sets, lowest decision accuracy first)", fig_bump),
-           ("scaling", f"Loss vs parameters per recipe (at most {MAX_PANELS} eval sets)", fig_scaling),
-           ("heatmap", "Decision accuracy: eval set x (proxy → target)", fig_heatmap),
-           ("reduced_lr", "Reduced-LR protocol: agreement vs proxy learning rate", fig_reduced_lr),
-           ("early", "Early signal: agreement during training", fig_early)]
+FIGURES = [
+    ("scatter", f"Proxy vs target (at most {MAX_PANELS} eval sets, lowest decision accuracy first)", fig_scatter),
+    ("bump", f"Recipe ranks across sizes (at most {MAX_PANELS} eval sets, lowest decision accuracy first)", fig_bump),
+    ("scaling", f"Loss vs parameters per recipe (at most {MAX_PANELS} eval sets)", fig_scaling),
+    ("heatmap", "Decision accuracy: eval set x (proxy → target)", fig_heatmap),
+    ("reduced_lr", "Reduced-LR protocol: agreement vs proxy learning rate", fig_reduced_lr),
+    ("early", "Early signal: agreement during training", fig_early),
+]
 ALL_FIGURES = FIGURES + [("frontier", "Compute-decision frontier", fig_frontier)]
 
 
@@ -608,15 +696,22 @@ def reduced_lines(rep: dict) -> list[str]:
         own = f" (own best LR: {e['proxy']} {_lr(e['proxy_best_lr'])}, {e['target']} {_lr(e['target_own_best_lr'])})"
         bt, st = e.get("best_tuned"), e.get("standard_tuned")
         if bt:
-            s = (f"{e['metric']}, {e['proxy']}→{e['target']}{own}: best proxy LR {bt['proxy_lr']:g} (decision accuracy "
-                 f"{_f(bt['decision_accuracy'])}, Spearman {_f(bt['spearman'])} vs the tuned target)")
+            s = (
+                f"{e['metric']}, {e['proxy']}→{e['target']}{own}: best proxy LR {bt['proxy_lr']:g} (decision accuracy "
+                f"{_f(bt['decision_accuracy'])}, Spearman {_f(bt['spearman'])} vs the tuned target)"
+            )
             if st:
                 s += f"; at the standard LR {red['standard_lr']:g}: {_f(st['decision_accuracy'])} / {_f(st['spearman'])}"
         else:
             s = f"{e['metric']}, {e['proxy']}→{e['target']}{own}: no best proxy LR ({e.get('reason_tuned')})"
         bf = e.get("best_fixed")
-        s += (f"; against the fixed-LR target the best proxy LR is {bf['proxy_lr']:g} ({_f(bf['decision_accuracy'])})" if bf
-              else f"; fixed-LR target: {e['reason_fixed']}" if e.get("reason_fixed") else "")
+        s += (
+            f"; against the fixed-LR target the best proxy LR is {bf['proxy_lr']:g} ({_f(bf['decision_accuracy'])})"
+            if bf
+            else f"; fixed-LR target: {e['reason_fixed']}"
+            if e.get("reason_fixed")
+            else ""
+        )
         und = sum(p["n_undertrained"] for p in e["curve"] if p["target_mode"] == "tuned")
         if und:
             s += f"; {und} undertrained proxy cell(s) (worse than the bigram) excluded from the pick"
@@ -647,8 +742,18 @@ def flip_rows(rep: dict) -> list[list[str]]:
     rows = []
     for c in _primary(rep):
         for fl in c["flips"][:MAX_FLIP_ROWS]:
-            rows.append([c["metric"], f"{c['proxy']}→{c['target']}", fl["a"], fl["b"], f"{fl['proxy_a']:.4g} vs {fl['proxy_b']:.4g}",
-                         f"{fl['target_a']:.4g} vs {fl['target_b']:.4g}", fl["proxy_prefers"], fl["target_prefers"]])
+            rows.append(
+                [
+                    c["metric"],
+                    f"{c['proxy']}→{c['target']}",
+                    fl["a"],
+                    fl["b"],
+                    f"{fl['proxy_a']:.4g} vs {fl['proxy_b']:.4g}",
+                    f"{fl['target_a']:.4g} vs {fl['target_b']:.4g}",
+                    fl["proxy_prefers"],
+                    fl["target_prefers"],
+                ]
+            )
     return rows
 
 
@@ -669,8 +774,17 @@ def status_rows(rep: dict) -> list[list[str]]:
 
 def baseline_rows(rep: dict) -> list[list[str]]:
     b = rep.get("baselines") or {}
-    return [[c["metric"], c["baseline"], c["target"], f"{_f(c['spearman'])} {_ci(c['spearman_ci'])}",
-             f"{_f(c['decision_accuracy'])} {_ci(c['decision_accuracy_ci'])}", c.get("reason") or ""] for c in b.get("comparisons", [])]
+    return [
+        [
+            c["metric"],
+            c["baseline"],
+            c["target"],
+            f"{_f(c['spearman'])} {_ci(c['spearman_ci'])}",
+            f"{_f(c['decision_accuracy'])} {_ci(c['decision_accuracy_ci'])}",
+            c.get("reason") or "",
+        ]
+        for c in b.get("comparisons", [])
+    ]
 
 
 def noise_rows(rep: dict) -> list[list[str]]:
@@ -692,8 +806,7 @@ def frontier_metrics(rep: dict) -> list[str]:
     return sorted(best, key=lambda m: (chosen.get(m, False), best[m], m))[:MAX_FRONTIER_PANELS]
 
 
-PRED_HEAD = ["fit sizes → target", "method", "decision acc. [95%]", "Spearman", "mean abs error", "compute fraction",
-             "DA − best single size [95%]"]
+PRED_HEAD = ["fit sizes → target", "method", "decision acc. [95%]", "Spearman", "mean abs error", "compute fraction", "DA − best single size [95%]"]
 
 
 def prediction_tables(rep: dict) -> list[tuple[str, list[list[str]]]]:
@@ -708,13 +821,29 @@ def prediction_tables(rep: dict) -> list[tuple[str, list[list[str]]]]:
             for e in ms:
                 name = e["method"] + (" (exact fit)" if e.get("exact_fit") else "") + (" (experimental)" if e.get("experimental") else "")
                 diff = f"{e['da_diff']:+.3f} {_ci(e.get('da_diff_ci'))}" if e.get("da_diff") is not None else "n/a"
-                rows.append([f"{'+'.join(e['fit_sizes'])} → {e['target']}" + (" (backtest)" if bt else ""), name,
-                             f"{_f(e.get('decision_accuracy'), 3)} {_ci(e.get('decision_accuracy_ci'))}".strip(), _f(e.get("spearman"), 3),
-                             _f(e.get("mean_abs_error"), 4), f"{e['compute_fraction']:.3g}", diff])
+                rows.append(
+                    [
+                        f"{'+'.join(e['fit_sizes'])} → {e['target']}" + (" (backtest)" if bt else ""),
+                        name,
+                        f"{_f(e.get('decision_accuracy'), 3)} {_ci(e.get('decision_accuracy_ci'))}".strip(),
+                        _f(e.get("spearman"), 3),
+                        _f(e.get("mean_abs_error"), 4),
+                        f"{e['compute_fraction']:.3g}",
+                        diff,
+                    ]
+                )
             for e in ss:
-                rows.append([f"{e['size']} → {e['target']}" + (" (backtest)" if bt else ""), "single size (raw values)",
-                             f"{_f(e.get('decision_accuracy'), 3)} {_ci(e.get('decision_accuracy_ci'))}".strip(), _f(e.get("spearman"), 3),
-                             _f(e.get("mean_abs_error"), 4), f"{e['compute_fraction']:.3g}", "(baseline)"])
+                rows.append(
+                    [
+                        f"{e['size']} → {e['target']}" + (" (backtest)" if bt else ""),
+                        "single size (raw values)",
+                        f"{_f(e.get('decision_accuracy'), 3)} {_ci(e.get('decision_accuracy_ci'))}".strip(),
+                        _f(e.get("spearman"), 3),
+                        _f(e.get("mean_abs_error"), 4),
+                        f"{e['compute_fraction']:.3g}",
+                        "(baseline)",
+                    ]
+                )
         if rows:
             out.append((metric, rows))
     return out
@@ -755,8 +884,11 @@ def prediction_run_line(rep: dict) -> str | None:
     if not pred.get("available"):
         return None
     skipped = "; ".join(f"{s['method']}: {s['reason']}" for s in pred.get("methods_skipped") or [])
-    return (f"Methods run: {', '.join(pred.get('methods_run') or []) or 'none'}." + (f" Not run: {skipped}." if skipped else "")
-            + " Backtests leave out the largest proxy and predict it from the smaller ones.")
+    return (
+        f"Methods run: {', '.join(pred.get('methods_run') or []) or 'none'}."
+        + (f" Not run: {skipped}." if skipped else "")
+        + " Backtests leave out the largest proxy and predict it from the smaller ones."
+    )
 
 
 FRONTIER_HEAD = ["metric", "choice", "compute fraction", "decision acc. [95%]", "step noise"]
@@ -769,8 +901,15 @@ def frontier_rows(rep: dict) -> list[list[str]]:
     rows = []
     for p in (rep.get("frontier") or {}).get("points") or []:
         if p.get("on_frontier"):
-            rows.append([p["metric"], _label(p), f"{p['compute_fraction']:.3g}",
-                         f"{_f(p['decision_accuracy'], 3)} {_ci(p.get('decision_accuracy_ci'))}".strip(), "yes" if p.get("noise") else ""])
+            rows.append(
+                [
+                    p["metric"],
+                    _label(p),
+                    f"{p['compute_fraction']:.3g}",
+                    f"{_f(p['decision_accuracy'], 3)} {_ci(p.get('decision_accuracy_ci'))}".strip(),
+                    "yes" if p.get("noise") else "",
+                ]
+            )
     return rows
 
 
@@ -783,11 +922,13 @@ def frontier_lines(rep: dict) -> list[str]:
 
 def _frontier_intro(rep: dict) -> str:
     front = rep.get("frontier") or {}
-    return (f"Each point is a way to choose a recipe: a proxy size (at each eval step where every recipe was evaluated) or an "
-            f"extrapolation method, at its training compute as a fraction of training every recipe at {front.get('target')}, with "
-            f"its decision accuracy against {front.get('target')} and a 95% bootstrap interval over recipes ({front.get('n_boot')} "
-            f"resamples). The planner picks the cheapest point whose lower bound reaches the decision level "
-            f"{front.get('decision_level', 0.8):.2f} (--decision-level).")
+    return (
+        f"Each point is a way to choose a recipe: a proxy size (at each eval step where every recipe was evaluated) or an "
+        f"extrapolation method, at its training compute as a fraction of training every recipe at {front.get('target')}, with "
+        f"its decision accuracy against {front.get('target')} and a 95% bootstrap interval over recipes ({front.get('n_boot')} "
+        f"resamples). The planner picks the cheapest point whose lower bound reaches the decision level "
+        f"{front.get('decision_level', 0.8):.2f} (--decision-level)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -801,8 +942,10 @@ def _directions(rep: dict) -> str:
 
 
 def _intervals(rep: dict) -> str:
-    return (f"95% intervals: Fisher z over recipes, widened by {rep['n_boot']} seed-noise replicates where seeds exist (seed {rep['bootstrap_seed']}). "
-            f"Ties: {rep['tie_rule']}.")
+    return (
+        f"95% intervals: Fisher z over recipes, widened by {rep['n_boot']} seed-noise replicates where seeds exist (seed {rep['bootstrap_seed']}). "
+        f"Ties: {rep['tie_rule']}."
+    )
 
 
 def markdown_predictions(rep: dict, figure_file: str | None = None) -> list[str]:
@@ -827,8 +970,10 @@ def markdown_predictions(rep: dict, figure_file: str | None = None) -> list[str]
             out.append(f"[SVG]({Path(figure_file).with_suffix('.svg').name})\n")
     out += [f"- {s}" for s in frontier_lines(rep)] + [""]
     if front.get("available"):
-        out.append("Points on the frontier (no cheaper point matches their decision accuracy; step noise: the change from the "
-                   "previous step is below one recipe pair):\n")
+        out.append(
+            "Points on the frontier (no cheaper point matches their decision accuracy; step noise: the change from the "
+            "previous step is below one recipe pair):\n"
+        )
         out.append(md_table(FRONTIER_HEAD, frontier_rows(rep)))
         out += [f"- {n}" for n in front.get("notes") or []] + [""]
     return out
@@ -851,8 +996,10 @@ def markdown_figures(files: dict[str, str], skipped: dict[str, str]) -> list[str
 def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | None = None, skipped: dict[str, str] | None = None) -> str:
     """report.md; `files` maps a figure's key to its PNG beside report.md, `skipped` to why it was not drawn."""
     out = [f"# {_title(rep)}\n"] + [f"- **{ln}**" if i == 0 else f"- {ln}" for i, ln in enumerate(rep["summary"]["bottom_line"])] + [""]
-    out += [f"{_directions(rep)} Sizes (smallest first): {', '.join(rep['sizes'])}. {len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). "
-            f"{_intervals(rep)}\n"]
+    out += [
+        f"{_directions(rep)} Sizes (smallest first): {', '.join(rep['sizes'])}. {len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). "
+        f"{_intervals(rep)}\n"
+    ]
     out += [f"- {n}" for n in rep.get("notes", [])] + [""]
     out.append("## Verdict per eval set\n")
     for metric, lines in verdict_lines(rep):
@@ -873,11 +1020,16 @@ def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | 
     out.append("## Reduced-LR protocol\n")
     out += [f"- {s}" for s in reduced_lines(rep)] + [""]
     out.append("## Seed-noise floor\n")
-    out.append(md_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep)) if rep.get("seed_noise") else "Single seed: no seed-noise estimate.\n")
+    out.append(
+        md_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep)) if rep.get("seed_noise") else "Single seed: no seed-noise estimate.\n"
+    )
     out.append("## Early signal\n")
     es = rep.get("early_signal") or {}
-    out.append(f"{len(es.get('points', []))} points against the final {es.get('target')} ranking (see the early-signal figure).\n"
-               if es.get("available") else f"Not available: {es.get('reason')}.\n")
+    out.append(
+        f"{len(es.get('points', []))} points against the final {es.get('target')} ranking (see the early-signal figure).\n"
+        if es.get("available")
+        else f"Not available: {es.get('reason')}.\n"
+    )
     out += markdown_predictions(rep, figure_file)
     out.append("## Flipped pairs\n")
     out.append(md_table(FLIP_HEAD, flip_rows(rep)))
@@ -927,18 +1079,21 @@ def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | No
     """report.html: self-contained (figures as base64 PNG), each figure linked to its PNG and SVG files beside it."""
     skipped = skipped or {}
     e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(_title(rep))}</title><style>{CSS}</style></head><body>",
-             f"<h1>{e(_title(rep))}</h1>",
-             "<ul class=bottom>" + "".join(f"<li>{e(ln)}</li>" for ln in rep["summary"]["bottom_line"]) + "</ul>",
-             f"<p>{e(_directions(rep))} Sizes (smallest first): {e(', '.join(rep['sizes']))}. {len(rep['recipes'])} recipes, "
-             f"{len(rep['metrics'])} metric(s). {e(_intervals(rep))}</p>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(_title(rep))}</title><style>{CSS}</style></head><body>",
+        f"<h1>{e(_title(rep))}</h1>",
+        "<ul class=bottom>" + "".join(f"<li>{e(ln)}</li>" for ln in rep["summary"]["bottom_line"]) + "</ul>",
+        f"<p>{e(_directions(rep))} Sizes (smallest first): {e(', '.join(rep['sizes']))}. {len(rep['recipes'])} recipes, "
+        f"{len(rep['metrics'])} metric(s). {e(_intervals(rep))}</p>",
+    ]
     parts += [f"<p class=note>{e(n)}</p>" for n in rep.get("notes", [])]
     parts.append("<h2>Verdict per eval set</h2>")
     for pm in rep["summary"]["per_metric"]:
         parts.append(f"<h3>{e(pm['metric'])}</h3><ul>")
         for ln in pm["lines"]:
-            parts.append(f"<li><span class='{ln['verdict']}'>{e(ln['verdict'])}</span> ({e(ln['reason'])}). "
-                         f"{e(ln['sentence'][0].upper() + ln['sentence'][1:])}</li>")
+            parts.append(
+                f"<li><span class='{ln['verdict']}'>{e(ln['verdict'])}</span> ({e(ln['reason'])}). {e(ln['sentence'][0].upper() + ln['sentence'][1:])}</li>"
+            )
         parts.append("</ul>")
     parts.append(f"<p class=note>{e(rep['summary']['verdict_rule'])}</p>")
     b = rep.get("baselines") or {}
@@ -949,17 +1104,28 @@ def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | No
             data = base64.b64encode(figures[key]).decode("ascii")
             png = fig_file(key)
             svg = Path(png).with_suffix(".svg").name
-            parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>"
-                         f"<p class=note>Files: <a href='{png}'>{png}</a>, <a href='{svg}'>{svg}</a></p>")
+            parts.append(
+                f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>"
+                f"<p class=note>Files: <a href='{png}'>{png}</a>, <a href='{svg}'>{svg}</a></p>"
+            )
         elif skipped.get(key):
             parts.append(f"<h2>{e(title)}</h2><p class=note>Not drawn: {e(skipped[key])}.</p>")
     parts.append("<h2>All proxy→target comparisons (tuned LRs)</h2>" + html_table(comp_head(), comparison_rows(rep)))
     parts.append("<h2>Null baselines</h2>")
-    parts.append(html_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep)) if b.get("available")
-                 else f"<p>Not computed: {e(str(b.get('reason')))}.</p>")
+    parts.append(
+        html_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep))
+        if b.get("available")
+        else f"<p>Not computed: {e(str(b.get('reason')))}.</p>"
+    )
     parts.append("<h2>Reduced-LR protocol</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in reduced_lines(rep)) + "</ul>")
-    parts.append("<h2>Seed-noise floor</h2>" + (html_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep)) if rep.get("seed_noise")
-                                                else "<p>Single seed: no seed-noise estimate.</p>"))
+    parts.append(
+        "<h2>Seed-noise floor</h2>"
+        + (
+            html_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep))
+            if rep.get("seed_noise")
+            else "<p>Single seed: no seed-noise estimate.</p>"
+        )
+    )
     es = rep.get("early_signal") or {}
     if not es.get("available"):
         parts.append(f"<h2>Early signal</h2><p>Not available: {e(str(es.get('reason')))}.</p>")
@@ -1000,4 +1166,5 @@ def write(rep: dict, folder: Path) -> list[Path]:
     page = folder / "report.html"
     page.write_text(html_page(rep, pngs, skipped))
     from proxyscale.report import examples as per_example  # issue 16: appends its own section and figure
+
     return [md, page] + written + per_example.write(rep, folder, md, page)

@@ -14,6 +14,7 @@ Same W&B settings as the cells (conf/logger/wandb.yaml, read from the sweep's co
 default, files under <sweep>/wandb/ (synced by `proxyscale wandb-sync`); online only with
 logger.mode=online and WANDB_API_KEY in the environment.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-FLIP_COLUMNS = ["metric", "proxy", "target", "proxy_lr", "a", "b", "proxy_a", "proxy_b", "target_a", "target_b",
-                "proxy_prefers", "target_prefers"]
-RESULT_COLUMNS = ["run_id", "status", "size", "params", "recipe", "lr", "seed", "eval_set", "loss", "tokens", "steps",
-                  "tokens_per_second"]
+FLIP_COLUMNS = ["metric", "proxy", "target", "proxy_lr", "a", "b", "proxy_a", "proxy_b", "target_a", "target_b", "proxy_prefers", "target_prefers"]
+RESULT_COLUMNS = ["run_id", "status", "size", "params", "recipe", "lr", "seed", "eval_set", "loss", "tokens", "steps", "tokens_per_second"]
 
 
 class PublishError(RuntimeError):
@@ -194,8 +193,15 @@ def _sweep_logger(sweep_dir: Path | None) -> dict:
     return {}
 
 
-def publish(sweep_dir: str | Path | None, report_json_path: str | Path, out_dir: str | Path, *,
-            project: str | None = None, entity: str | None = None, mode: str | None = None) -> str:
+def publish(
+    sweep_dir: str | Path | None,
+    report_json_path: str | Path,
+    out_dir: str | Path,
+    *,
+    project: str | None = None,
+    entity: str | None = None,
+    mode: str | None = None,
+) -> str:
     """Log the report as a run with job_type "report" in the sweep's group; returns the run's local
     folder (offline) or URL (online). Raises PublishError with a one-line message."""
     import os
@@ -224,12 +230,25 @@ def publish(sweep_dir: str | Path | None, report_json_path: str | Path, out_dir:
 
     finish_stale_run()
     run = wandb.init(
-        project=project or lg.get("project") or "proxyscale", entity=entity or lg.get("entity"), id=report_id(sweep), resume="allow",
-        group=lg.get("group") or sweep, job_type="report", name=f"{sweep}-report", dir=str(wandb_root),
-        mode=mode, tags=["report"] + [str(t) for t in lg.get("tags") or []],
-        config={"sweep": sweep, "report_json": str(report_json_path), "schema_version": rep.get("schema_version"),
-                "direction": rep.get("direction"), "sizes": rep.get("sizes"), "recipes": rep.get("recipes"),
-                "metrics": rep.get("metrics")},
+        project=project or lg.get("project") or "proxyscale",
+        entity=entity or lg.get("entity"),
+        id=report_id(sweep),
+        resume="allow",
+        group=lg.get("group") or sweep,
+        job_type="report",
+        name=f"{sweep}-report",
+        dir=str(wandb_root),
+        mode=mode,
+        tags=["report"] + [str(t) for t in lg.get("tags") or []],
+        config={
+            "sweep": sweep,
+            "report_json": str(report_json_path),
+            "schema_version": rep.get("schema_version"),
+            "direction": rep.get("direction"),
+            "sizes": rep.get("sizes"),
+            "recipes": rep.get("recipes"),
+            "metrics": rep.get("metrics"),
+        },
         settings=wandb.Settings(quiet=True),
     )
     ok = False

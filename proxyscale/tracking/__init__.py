@@ -11,6 +11,7 @@ Every tracker logs against the same step: the number of optimizer steps done (th
 what the console prints). Lightning hands loggers the index of the batch being finished, one less;
 `tracker_step()` adds the one. Lightning's constant `epoch` scalar (one epoch per cell) is dropped.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -20,6 +20,7 @@ Offline by default: run files under <output_dir>/<sweep>/wandb/offline-run-* (lo
 WANDB_API_KEY in the environment (or `wandb login`); proxyscale never reads the key into a config or
 an output.
 """
+
 from __future__ import annotations
 
 import math
@@ -100,8 +101,14 @@ def run_key(sweep: str, run_id: str) -> str:
 def settings(cfg: DictConfig, run_id: str) -> dict[str, Any]:
     """What the record keeps of the W&B set-up, so publishing and syncing never re-read a config."""
     lg = cfg.logger
-    return {"project": lg.get("project") or "proxyscale", "entity": lg.get("entity"), "group": lg.get("group") or cfg.sweep,
-            "mode": _wandb_mode(cfg), "dir": str(wandb_dir(cfg)), "id": run_key(cfg.sweep, run_id)}
+    return {
+        "project": lg.get("project") or "proxyscale",
+        "entity": lg.get("entity"),
+        "group": lg.get("group") or cfg.sweep,
+        "mode": _wandb_mode(cfg),
+        "dir": str(wandb_dir(cfg)),
+        "id": run_key(cfg.sweep, run_id),
+    }
 
 
 def logger(cfg: DictConfig, out: Path):
@@ -221,8 +228,7 @@ class SyncError(UserError):
     """`wandb-sync` could not do its job; the message is the one line the CLI prints."""
 
 
-def sync(path: str | Path, project: str | None = None, entity: str | None = None, dry_run: bool = False,
-         timeout: float = 900) -> tuple[list[str], str]:
+def sync(path: str | Path, project: str | None = None, entity: str | None = None, dry_run: bool = False, timeout: float = 900) -> tuple[list[str], str]:
     """Run `wandb sync` (with --dry-run: wandb's own dry run, no key needed) on a sweep's offline
     runs; returns (command, wandb's output). Raises SyncError with one line."""
     import subprocess

@@ -12,6 +12,7 @@ this session started (faster re-runs; its state stays in the state directory eit
 Tests skip, with the reason, when the SLURM/munge/mariadb binaries are absent (install them with
 `tests/system-deps.sh slurm`), or when the cluster is down and this user cannot start it (not root).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,7 @@ def _is_up(env: dict[str, str]) -> bool:
     if not conf.exists():
         return False
     try:
-        r = subprocess.run(["sinfo", "-h", "-o", "%T"], env={**env, "SLURM_CONF": str(conf)},
-                           capture_output=True, text=True, timeout=10)
+        r = subprocess.run(["sinfo", "-h", "-o", "%T"], env={**env, "SLURM_CONF": str(conf)}, capture_output=True, text=True, timeout=10)
     except subprocess.TimeoutExpired:
         return False
     return r.returncode == 0 and r.stdout.strip().startswith(("idle", "mixed", "allocated"))

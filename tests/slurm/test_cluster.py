@@ -4,6 +4,7 @@ What the sweep launcher relies on: a job returns its result, an array runs under
 limit, a cancelled job ends (and submitit sees it end, via sacct), and a job that hits its time
 limit is checkpointed, requeued and finishes. Every wait is bounded; the module takes ~1-2 min.
 """
+
 from __future__ import annotations
 
 import os
@@ -122,8 +123,7 @@ def _task_spans(array_job_id: str, timeout_s: float = 20) -> list[tuple[str, str
     """[start, end) of each task of an array, from sacct (second resolution, ISO strings)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", array_job_id, "-o", "JobID,Start,End"],
-                             capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", array_job_id, "-o", "JobID,Start,End"], capture_output=True, text=True, timeout=10).stdout
         spans = [tuple(line.split("|")[1:3]) for line in out.splitlines() if line.strip()]
         if len(spans) == 4 and all(e[:2] == "20" for _, e in spans) or time.monotonic() > deadline:
             return spans

@@ -4,6 +4,7 @@ Every command runs the real CLI in a subprocess, writes under tmp_path and share
 cache per session. The requeue cell is submitted first (module fixture) and checked last, so its
 minutes of time-limit/requeue overlap the other tests. Every wait is bounded.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,15 @@ def _cut_time_limit(sweep: Path, job: str, log: list[str], timeout_s: float = 24
 @pytest.fixture(scope="module")
 def requeue_sweep(slurm_cluster, cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("requeue")
-    r = cli("submit", *LONG, f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "sweep=req",
-            "hydra.launcher.timeout_min=10", "hydra.launcher.signal_delay_s=30")
+    r = cli(
+        "submit",
+        *LONG,
+        f"paths.output_dir={out}",
+        f"paths.cache_dir={cache_dir}",
+        "sweep=req",
+        "hydra.launcher.timeout_min=10",
+        "hydra.launcher.signal_delay_s=30",
+    )
     assert r.returncode == 0, r.stderr
     job = r.stdout.split("array job ")[1].split()[0]
     log: list[str] = []
@@ -93,8 +101,19 @@ def requeue_sweep(slurm_cluster, cache_dir, tmp_path_factory):
 def test_array_returns_at_once_then_completes(slurm_cluster, requeue_sweep, cache_dir, tmp_path):
     """(requeue_sweep: submitted first so that its requeue overlaps this module's other tests)"""
     out = tmp_path / "outputs"
-    args = ["submit", "--cells-per-task", "2", "--max-parallel", "2", "model=debug,tiny", "data=balanced,noisy", *FAST,
-            f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "sweep=g"]
+    args = [
+        "submit",
+        "--cells-per-task",
+        "2",
+        "--max-parallel",
+        "2",
+        "model=debug,tiny",
+        "data=balanced,noisy",
+        *FAST,
+        f"paths.output_dir={out}",
+        f"paths.cache_dir={cache_dir}",
+        "sweep=g",
+    ]
     t0 = time.monotonic()
     r = cli(*args)
     took = time.monotonic() - t0
@@ -136,8 +155,17 @@ def test_array_returns_at_once_then_completes(slurm_cluster, requeue_sweep, cach
 def test_failed_cell_reported_others_complete(slurm_cluster, cache_dir, tmp_path):
     out = tmp_path / "outputs"
     fast = [a for a in FAST if not a.startswith("data.pool_tokens")]
-    args = ["submit", "--cells-per-task", "2", "model=debug", "data.pool_tokens=200000,100", *fast,
-            f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "sweep=f"]
+    args = [
+        "submit",
+        "--cells-per-task",
+        "2",
+        "model=debug",
+        "data.pool_tokens=200000,100",
+        *fast,
+        f"paths.output_dir={out}",
+        f"paths.cache_dir={cache_dir}",
+        "sweep=f",
+    ]
     r = cli(*args)
     assert r.returncode == 0, r.stderr
     sweep = out / "f"
@@ -169,8 +197,7 @@ def test_failed_cell_reported_others_complete(slurm_cluster, cache_dir, tmp_path
 def test_cancel_shows_cancelled(slurm_cluster, cache_dir, tmp_path):
     out = tmp_path / "outputs"
     long = [a.replace("1600000", "4000000") for a in LONG]
-    r = cli("submit", "--cells-per-task", "1", "--max-parallel", "1", *long, "seed=0,1",
-            f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "sweep=c")
+    r = cli("submit", "--cells-per-task", "1", "--max-parallel", "1", *long, "seed=0,1", f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "sweep=c")
     assert r.returncode == 0, r.stderr
     sweep = out / "c"
     job = r.stdout.split("array job ")[1].split()[0]
@@ -204,7 +231,7 @@ def test_timeout_requeues_and_resumes(slurm_cluster, requeue_sweep):
     watcher.join(timeout=240)
     assert log[-1:] == ["requeued"], log
     rows = wait_for(sweep, final, 240, slurm_cluster, poll_s=2)
-    (rid, row), = rows.items()
+    ((rid, row),) = rows.items()
     rec = json.loads((sweep / rid / "result.json").read_text())
     assert row["state"] == "completed", (row, rec.get("error"))
     assert rec["requeues"] >= 1, rec["requeues"]
@@ -222,14 +249,23 @@ def test_two_process_ddp_cell_one_record(slurm_cluster, cache_dir, tmp_path):
     """trainer.strategy=ddp trainer.devices=2 on CPU: the array task gets 2 SLURM tasks (srun), which
     Lightning's SLURM environment wires into one gloo process group; only rank 0 writes the record."""
     out = tmp_path / "outputs"
-    r = cli("submit", "model=debug", "trainer.strategy=ddp", "trainer.devices=2", *FAST, "hydra.launcher.cpus_per_task=1",
-            f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "sweep=ddp")
+    r = cli(
+        "submit",
+        "model=debug",
+        "trainer.strategy=ddp",
+        "trainer.devices=2",
+        *FAST,
+        "hydra.launcher.cpus_per_task=1",
+        f"paths.output_dir={out}",
+        f"paths.cache_dir={cache_dir}",
+        "sweep=ddp",
+    )
     assert r.returncode == 0, r.stderr
     sweep = out / "ddp"
     sub = next(sweep.glob(".submitit/*/*_submission.sh")).read_text()
     assert "--ntasks-per-node=2" in sub and "--nodes=1" in sub, sub
     rows = wait_for(sweep, final, 180, slurm_cluster)
-    (rid, row), = rows.items()
+    ((rid, row),) = rows.items()
     assert row["state"] == "completed", row
     rec = json.loads((sweep / rid / "result.json").read_text())
     assert rec["steps"] == 12 and rec["config"]["trainer"]["devices"] == 2
@@ -241,8 +277,17 @@ def test_hydra_submitit_slurm_launcher_blocks_and_runs(slurm_cluster, cache_dir,
     """The same preset through Hydra's own submitit launcher: one job per cell, the command blocks
     until both have ended, and the records are there when it returns."""
     out = tmp_path / "outputs"
-    r = cli("-m", "hydra/launcher=submitit_slurm", "model=debug", "data=balanced,noisy", *FAST,
-            f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "sweep=h", timeout=240)
+    r = cli(
+        "-m",
+        "hydra/launcher=submitit_slurm",
+        "model=debug",
+        "data=balanced,noisy",
+        *FAST,
+        f"paths.output_dir={out}",
+        f"paths.cache_dir={cache_dir}",
+        "sweep=h",
+        timeout=240,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rows = states(out / "h")
     assert sorted(v["state"] for v in rows.values()) == ["completed", "completed"], rows
