@@ -138,7 +138,7 @@ def _read_rows(paths: list[str], sweep: str | None = None) -> tuple[pd.DataFrame
     """(results rows, curve rows, unreadable-record messages, rejected-record messages) of these
     result.json paths; a cell folder without a record yet is skipped silently. Built column-wise (a
     cell's columns repeated over its eval sets and curve points): a row-wise build cost as much as the JSON."""
-    cells, n_final, finals, n_curve, curve, bad, rejected = [], [], [], [], [], [], []
+    cells, n_final, finals, n_curve, curve, bad, rejected, parametrization = [], [], [], [], [], [], [], []
     for path in paths:
         try:
             with open(path, "rb") as f:
@@ -158,6 +158,7 @@ def _read_rows(paths: list[str], sweep: str | None = None) -> tuple[pd.DataFrame
             rejected.append(problem)
             continue
         cells.append(tuple(getattr(rec, c) for c in CELL_COLUMNS))
+        parametrization.append((rec.config.get("model") or {}).get("parametrization") or "standard")
         sets = rec.final_loss or ({} if rec.final_metrics else dict.fromkeys([s for s in rec.eval_sets] or ["(none)"]))
         rows = [(name, "loss", loss, False, rec.baselines.get(name, {})) for name, loss in sets.items()]
         rows += [(name, m, v, True, {}) for name, ms in (rec.final_metrics or {}).items() for m, v in ms.items()]
@@ -169,6 +170,7 @@ def _read_rows(paths: list[str], sweep: str | None = None) -> tuple[pd.DataFrame
             curve.extend((name, step, tokens, loss) for name, loss in point["loss"].items())
         n_curve.append(len(curve) - n)
     cell = pd.DataFrame.from_records(cells, columns=CELL_COLUMNS)
+    cell["parametrization"] = parametrization  # standard | mup (model.parametrization): the report says which each size used
     results = cell.loc[cell.index.repeat(n_final)].reset_index(drop=True)
     results["eval_set"] = [name for name, _, _, _, _ in finals]
     values = np.array([v for _, _, v, _, _ in finals], dtype=float)  # None (no final value) -> NaN

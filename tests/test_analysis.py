@@ -327,3 +327,21 @@ def test_report_modules_import_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_report_from_csv_through_the_cli_loads_no_training_stack(tmp_path):
+    """`proxyscale report --from-csv` end to end, the CLI entry included: none of torch, lightning,
+    transformers, hydra, omegaconf, datasets or wandb is imported."""
+    csv = tmp_path / "r.csv"
+    rows = [f"r{i},{s},loss,{3 + 0.1 * i + (0.5 if s == '1M' else 0) + 0.01 * (i % 3)}" for i in range(6) for s in ("1M", "60M")]
+    csv.write_text("recipe,size,metric,value\n" + "\n".join(rows) + "\n")
+    code = (
+        "import sys\nfrom proxyscale.cli import main\n"
+        f"main(['report', '--from-csv', {str(csv)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
+        "heavy = {'torch', 'lightning', 'transformers', 'hydra', 'omegaconf', 'datasets', 'wandb'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+    assert (tmp_path / "out" / "report.json").exists()

@@ -58,6 +58,8 @@ def test_status_of_a_local_sweep_from_records(tmp_path, capsys):
     table = status_table(rows)
     assert table.splitlines()[-1] == "4 cells: 1 pending, 1 completed, 1 diverged, 1 failed"
     assert table.splitlines()[1].startswith("b ")  # failed cells first
+    assert table.count("error:") == 1 and "error: ValueError: pool too small (" in table  # said once, the cause first
+    assert f"why: loss is nan ({sweep / 'c' / 'result.json'})" in table  # a diverged cell says why it stopped
 
     r = run_cli("status", str(sweep))
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "4 cells: 1 pending, 1 completed, 1 diverged, 1 failed", r.stdout + r.stderr

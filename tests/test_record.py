@@ -17,7 +17,7 @@ from proxyscale.data import identity
 ENV = {"corpora": "test", "step_versions": {}}
 
 
-def make_record(run_id=None, status="completed", size="tiny", recipe="a", lr=1e-3, seed=0, losses=None, params=1000, sweep="s") -> record.Record:
+def make_record(run_id=None, status="completed", size="tiny", recipe="a", lr=1e-3, seed=0, losses=None, params=1000, sweep="s", model=None) -> record.Record:
     """A record consistent with its config (collect rejects others); its run id is derived from the
     config unless given (`run_id` makes a distinct cell, by a config key outside the checked fields)."""
     from proxyscale.config import run_id_of
@@ -26,7 +26,7 @@ def make_record(run_id=None, status="completed", size="tiny", recipe="a", lr=1e-
     config = {
         "sweep": sweep,
         "seed": seed,
-        "model": {"name": size},
+        "model": {"name": size, **(model or {})},
         "data": {"name": recipe},
         "optim": {"lr": lr},
         "trainer": {},
@@ -293,3 +293,19 @@ def test_a_read_only_sweep_is_collected_elsewhere(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "elsewhere" / table.RESULTS).exists() and not (root / table.RESULTS).exists()
     assert not table.is_stale(root, tmp_path / "elsewhere")
+
+
+def test_collect_and_report_say_which_parametrization_each_size_used(tmp_path):
+    """µP or standard per size (model.parametrization in the record's config) reaches results.parquet and
+    the report's notes; records without the key (before µP) read as standard."""
+    from proxyscale.report import build
+
+    for size, params, model in (("tiny", 1000, None), ("mini", 4000, {"parametrization": "mup", "mup_base_width": 64})):
+        for recipe, shift in (("a", 0.0), ("b", 0.1), ("c", 0.2)):
+            put(tmp_path, make_record(size=size, params=params, recipe=recipe, model=model, losses={"prose": 2.0 + shift, "code": 1.5 + shift}))
+    df, _ = table.collect(tmp_path)
+    assert dict(df.groupby("size")["parametrization"].first()) == {"mini": "mup", "tiny": "standard"}
+    table.write(df, tmp_path)
+    rep = build.build_sweep(str(tmp_path), n_boot=0)
+    assert rep["size_parametrization"] == {"tiny": "standard", "mini": "mup"}
+    assert "parametrization per size: tiny standard, mini mup." in rep["notes"]

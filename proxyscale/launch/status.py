@@ -49,9 +49,11 @@ def cell_states(sweep: Path, scheduler: bool = True) -> tuple[list[dict], str | 
         resubmitted_after_fail = rec is not None and rec.status == "failed" and sub_t is not None and rec_t is not None and sub_t > rec_t - 1
         if rec is not None and rec.status in ("completed", "diverged"):
             state = rec.status
+            if rec.status == "diverged":  # why it stopped, where the record is
+                row["error"] = f"{_last_line(rec.error)} ({d / record.RESULT})"
         elif rec is not None and rec.status == "failed" and not (resubmitted_after_fail and ((live is not None and sched is None) or state_s in ACTIVE)):
             state = "failed"
-            row["error"] = f"{d / record.RESULT} (error: {_last_line(rec.error)})"
+            row["error"] = f"{_last_line(rec.error)} ({d / record.RESULT})"
         elif sched is None:  # not submitted, sacct lagging a fresh submission, or no sacct here
             started = (d / "config.yaml").exists()
             state = "pending" if not (e and live is None and started) else "running"
@@ -93,7 +95,8 @@ def status_table(rows: list[dict], note: str | None = None) -> str:
     w = [max([len(head[0])] + [len(r["run_id"]) for r in rows]), max(len(s) for s in STATES), max([3] + [len(r["job"]) for r in rows])]
     lines = [f"{head[0]:<{w[0]}}  {head[1]:<{w[1]}}  {head[2]:<{w[2]}}  details"]
     for r in rows:
-        detail = "  ".join(x for x in (r["error"] and f"error: {r['error']}", r["log"] and f"log: {r['log']}") if x)
+        label = "why" if r["state"] == "diverged" else "error"
+        detail = "  ".join(x for x in (r["error"] and f"{label}: {r['error']}", r["log"] and f"log: {r['log']}") if x)
         lines.append(f"{r['run_id']:<{w[0]}}  {r['state']:<{w[1]}}  {r['job'] or '-':<{w[2]}}  {detail}".rstrip())
     counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
     if note:

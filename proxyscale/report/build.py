@@ -7,6 +7,7 @@ reason string next to it):
   source: {kind: "sweep" | "csv", path}
   direction: "lower" | "higher"          which way is better, for every metric
   metrics, sizes (smallest first), recipes: lists of names; size_params: {size: params} (when known)
+  size_parametrization: {size: standard | mup} (sweeps: model.parametrization of the completed cells; also a note)
   status_counts: {size: {completed|diverged|failed: n}}   (sweeps; only completed cells are analysed)
   n_boot, n_boot_lr, bootstrap_seed      seed-noise replicates widening the intervals (size pairs / per-LR
                                          entries) and recipe resamples of the baseline differences
@@ -95,6 +96,15 @@ def _clean(obj: Any) -> Any:
         return o
 
     return walk(obj)
+
+
+def _parametrization(results: "pd.DataFrame", sizes: list[str]) -> dict[str, str]:
+    """{size: standard | mup | "mixed: ..."} of the completed cells (model.parametrization); {} for tables collected before it was recorded."""
+    if "parametrization" not in results.columns:
+        return {}
+    done = results[results["status"] == "completed"]
+    per = done.groupby("size")["parametrization"].agg(lambda v: sorted(set(v)))
+    return {s: (per[s][0] if len(per[s]) == 1 else "mixed: " + ", ".join(per[s])) for s in sizes if s in per.index}
 
 
 def _load_sweep(root: Path, out: Path) -> "tuple[pd.DataFrame, pd.DataFrame | None]":
@@ -371,12 +381,16 @@ def build_sweep(
     )
     n_bad = sum(n for c in counts.values() for s, n in c.items() if s != "completed")
     notes = [f"{n_bad} diverged/failed cell(s) excluded from every figure." if n_bad else "every cell completed."]
+    parametrization = _parametrization(results, sizes)
+    if parametrization:
+        notes.append("parametrization per size: " + ", ".join(f"{s} {p}" for s, p in parametrization.items()) + ".")
     _add_predictions(rep, _sweep_table(results, curves), sizes, n_boot=n_boot, decision_level=decision_level)
     rep["per_example"] = _per_example_sweep(root, Path(out or root), results, df, sizes, rep)
     return {
         "schema_version": SCHEMA_VERSION,
         "source": {"kind": "sweep", "path": str(root)},
         "size_params": {s: int(p) for s, p in df.groupby("size")["params"].first().items()},
+        "size_parametrization": parametrization,
         "status_counts": counts,
         "notes": notes,
         **rep,
