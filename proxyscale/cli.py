@@ -37,6 +37,7 @@ import gc
 import logging
 import os
 import sys
+import textwrap
 
 SUBCOMMANDS = ("ladder", "recipes", "mixtures", "collect", "report", "submit", "status", "wandb-sync", "mixfit")
 PASSTHROUGH_FLAGS = {
@@ -151,6 +152,7 @@ STEP_ABBREV = {
     "exact_dedup": "dedup",
     "near_dedup": "neardedup",
     "quality_filter": "quality",
+    "select_by_proxy": "proxysel",
     "select_like": "select",
     "duplicate": "dup",
     "corrupt": "corrupt",
@@ -188,6 +190,7 @@ def recipes_main(argv: list[str]) -> None:
 
     from proxyscale.config import CONF_DIR
     from proxyscale.data.cache import _recipe_payload, cached_recipe_meta, recipe_tokens
+    from proxyscale.errors import UserError
     from proxyscale.grid import _si, text_table
 
     p = argparse.ArgumentParser(prog="proxyscale recipes", description="The recipe catalogue (conf/data/) with pool sizes and what curation kept.")
@@ -195,25 +198,32 @@ def recipes_main(argv: list[str]) -> None:
     p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every recipe, e.g. paths.cache_dir=...")
     a = p.parse_args(argv)
     names = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(CONF_DIR, "data")) if f.endswith(".yaml"))
-    rows, cache_dir = [], None
+    rows, notes, cache_dir = [], [], None
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         for name in names:
             cfg = compose("config", overrides=[f"data={name}", *a.overrides])
             d, cache_dir = cfg.data, cfg.paths.cache_dir
             hub = any(s.kind != "builtin" for s in d.sources)
-            meta = cached_recipe_meta(d, cache_dir)
-            if meta is None and not hub:
-                meta = built_recipes(cache_dir).get(_curation_key(_recipe_payload(d)))
-            if meta is None and a.build and not hub:
-                meta = recipe_tokens(d, cache_dir)[1]
+            try:  # a recipe whose inputs are missing (select_by_proxy before its scorer is trained) is listed, not fatal
+                meta = cached_recipe_meta(d, cache_dir)
+                if meta is None and not hub:
+                    meta = built_recipes(cache_dir).get(_curation_key(_recipe_payload(d)))
+                if meta is None and a.build and not hub:
+                    meta = recipe_tokens(d, cache_dir)[1]
+                waiting = None
+            except UserError as exc:
+                meta, waiting = None, "needs input" if "select_by_proxy" in str(exc) else "error"
+                notes.append(f"{name}: {exc}")
             total = sum(s.weight for s in d.sources) or 1
             mix = " ".join(f"{s.name}{100 * s.weight / total:.0f}" for s in d.sources)
             steps = "+".join(STEP_ABBREV.get(st["op"], st["op"]) for st in d.steps) or "-"
-            kept = f"{sum(s['docs'] for s in meta['sources'])} docs" if meta else ("streamed" if hub else "not built")
+            kept = f"{sum(s['docs'] for s in meta['sources'])} docs" if meta else (waiting or ("streamed" if hub else "not built"))
             rows.append((name, _si(d.pool_tokens), mix, steps, kept))
     print(text_table(("recipe", "pool", "mixture (%)", "curation steps", "kept"), rows))
     print(f"kept: documents after curation, read from the caches in {cache_dir}")
     print("(--build builds the missing ones); each recipe's description: conf/data/<recipe>.yaml")
+    for line in notes:
+        print(textwrap.shorten(line, 100, placeholder=" ..."))
 
 
 def mixtures_main(argv: list[str]) -> None:

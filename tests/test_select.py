@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from helpers import FAST, run_cli
 from proxyscale import config as C
 from proxyscale import record
-from proxyscale.data import cache, curation, select
+from proxyscale.data import cache, curation, identity, select
 from proxyscale.data.sources import Document
 from proxyscale.job import run_cell
 
@@ -36,7 +36,7 @@ def outputs(tmp_path_factory, cache_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def scorer(outputs) -> Path:
-    (cell,) = [p for p in (outputs / "scorers").iterdir() if p.is_dir()]
+    (cell,) = [p.parent for p in (outputs / "scorers").glob("*/result.json")]  # (the sweep also holds eval_snippets/)
     return cell
 
 
@@ -82,7 +82,7 @@ def test_the_scorers_checkpoint_is_in_the_step_key_the_recipe_key_and_the_run_id
 
     def keys():
         steps = curation.doc_steps(cfg.data, "prose")
-        return cache._key({"steps": steps}), cache._key(cache._recipe_payload(cfg.data)), C.run_id(cfg)
+        return cache._key({"steps": steps}), cache._key(cache._recipe_payload(cfg.data)), identity.run_id(cfg)
 
     before = keys()
     assert curation.doc_steps(cfg.data, "prose")[-1]["inputs"]["scorer_run_id"] == scorer.name
@@ -95,7 +95,7 @@ def test_the_scorers_checkpoint_is_in_the_step_key_the_recipe_key_and_the_run_id
     after = keys()
     assert all(a != b for a, b in zip(before, after))
     # recipes without the step keep their keys and run ids: no step_inputs in their environment
-    assert "step_inputs" not in C.environment(C.plain(_cfg(tmp_path, cache_dir, "data=balanced")))
+    assert "step_inputs" not in identity.environment(C.plain(_cfg(tmp_path, cache_dir, "data=balanced")))
 
 
 @pytest.mark.parametrize("case", ["missing", "not_kept", "bad_band"])

@@ -19,19 +19,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from proxyscale.tracking.conventions import tracker_metrics, tracker_step
+
 KINDS = ("none", "csv", "tensorboard", "wandb")
 TENSORBOARD_PIN = "tensorboardX==2.6.5"
-
-
-def tracker_step(lightning_step: int | None) -> int | None:
-    """The tracker step for the step Lightning passes to `Logger.log_metrics` (the finished batch's
-    index): optimizer steps done, as in the record's curves and on the console."""
-    return None if lightning_step is None else lightning_step + 1
-
-
-def tracker_metrics(values: dict) -> dict:
-    """What a tracker logs of Lightning's metrics: all but the constant `epoch` Lightning adds."""
-    return {k: v for k, v in values.items() if k != "epoch"}
 
 
 def check(cfg: DictConfig) -> str | None:

@@ -128,11 +128,11 @@ def logger(cfg: DictConfig, out: Path):
             # Lightning passes the step index before the optimizer step is counted; tracking.step makes
             # trainer/global_step the number of optimizer steps done, as in the record's curves (and in
             # TensorBoard and csv). Lightning's constant `epoch` is dropped.
-            from proxyscale import tracking
+            from proxyscale.tracking.conventions import tracker_metrics, tracker_step
 
-            step = tracking.tracker_step(step)
+            step = tracker_step(step)
             now = time.perf_counter()
-            metrics = tracking.tracker_metrics(metrics)
+            metrics = tracker_metrics(metrics)
             if step is not None and "train/loss" in metrics:
                 if self._mark is not None and step > self._mark[0]:
                     metrics["perf/tokens_per_second"] = (step - self._mark[0]) * self._tps / max(now - self._mark[1], 1e-9)
