@@ -186,8 +186,13 @@ def bootstrap_da(pred, actual, n_boot: int = 1000, seed: int = 0, other=None) ->
 
 
 def _ci(boot: np.ndarray) -> list[float] | None:
+    """95% percentile interval; None when it has no width (every resample agrees: too few recipes to tell,
+    and a zero-width interval is never shown as evidence)."""
     b = boot[np.isfinite(boot)]
-    return [float(np.percentile(b, 2.5)), float(np.percentile(b, 97.5))] if len(b) else None
+    if not len(b):
+        return None
+    lo, hi = float(np.percentile(b, 2.5)), float(np.percentile(b, 97.5))
+    return [lo, hi] if hi > lo else None
 
 
 def scores(pred, actual, higher: bool) -> dict[str, Any]:

@@ -863,8 +863,10 @@ def prediction_lines(rep: dict) -> list[str]:
         ci, best = e.get("da_diff_ci"), e.get("best_single_size")
         if e.get("decision_accuracy") is None:
             s = f"{head}: not scored ({e.get('reason') or 'the target was not run'})"
-        elif ci is None or best is None:
+        elif best is None:
             s = f"{head}: decision accuracy {_f(e['decision_accuracy'], 3)}"
+        elif ci is None:  # the recipe resamples never disagree: no interval, so no claim either way
+            s = f"{head}: DA difference {e['da_diff']:+.3f} against {best} alone, with no interval (too few recipes to tell)"
         elif ci[0] > 0:
             s = f"{head} ranks better than {best} alone: DA difference {e['da_diff']:+.3f} {_ci(ci)} excludes 0"
         elif ci[1] < 0:
