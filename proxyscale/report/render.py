@@ -64,15 +64,23 @@ def _style():
         yield plt
 
 
-def _png(fig) -> bytes:
+def _freeze(fig):
+    """Settle the constrained layout once, then fix it and the tight bounding box, so that the PNG and the SVG
+    save draw once each (with bbox_inches="tight" every save drew twice, re-running the layout each time)."""
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    return fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.08)
+
+
+def _png(fig, bbox) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.08)
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches=bbox)
     return buf.getvalue()
 
 
-def _svg(fig) -> bytes:
+def _svg(fig, bbox) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.08)
+    fig.savefig(buf, format="svg", bbox_inches=bbox)
     return buf.getvalue()
 
 
@@ -1157,8 +1165,9 @@ def write(rep: dict, folder: Path) -> list[Path]:
                     old.unlink()
             continue
         try:
-            pngs[key] = _png(fig)
-            svg_path.write_bytes(_svg(fig))
+            bbox = _freeze(fig)
+            pngs[key] = _png(fig, bbox)
+            svg_path.write_bytes(_svg(fig, bbox))
         finally:
             _plt().close(fig)
         png_path.write_bytes(pngs[key])
