@@ -19,7 +19,7 @@ from typing import Callable
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from proxyscale import budget, record, tracking
 from proxyscale import config as C
@@ -211,11 +211,12 @@ class Composer:
     def __call__(self, overrides: list[str]) -> DictConfig:
         return self.cell(overrides)[0]
 
-    def cell(self, overrides: list[str]) -> tuple[DictConfig, Callable[[], DictConfig]]:
-        """(the cell's config without Hydra's node, a function that returns it with the node)."""
+    def cell(self, overrides: list[str]) -> tuple[DictConfig, Callable[[], DictConfig], dict | None]:
+        """(the cell's config without Hydra's node, a function that returns it with the node, its plain
+        resolved values when they could be had without resolving the whole config, else None)."""
         if self.repo is None:
             cfg = self.compose(list(overrides))
-            return cfg, lambda cfg=cfg: cfg
+            return cfg, lambda cfg=cfg: cfg, None
         for line in overrides:  # each distinct override is parsed once (Hydra's grammar: ~0.5 ms a parse)
             if line not in self.parsed:
                 self.parsed[line] = self.parser.parse_overrides([line])[0]
@@ -224,7 +225,7 @@ class Composer:
         for o in parsed:
             if o.is_add() or o.is_delete() or o.is_force_add() or o.is_hydra_override() or o.package is not None:
                 cfg = self.compose(list(overrides))
-                return cfg, lambda cfg=cfg: cfg
+                return cfg, lambda cfg=cfg: cfg, None
             is_group = self.repo.group_exists(o.key_or_group) and not isinstance(o.value(), dict)
             (groups if is_group else values).append(o)
         key = tuple(o.input_line for o in groups)
@@ -237,9 +238,34 @@ class Composer:
             app = copy.deepcopy(full)  # Hydra's node is most of a config's nodes: cells are planned without it
             with open_dict(app):
                 app.pop("hydra", None)
-            self.templates[key] = (pickle.dumps(full), pickle.dumps(app))  # a pickled copy loads 4x faster than a deepcopy
-        full, app = self.templates[key]
-        return self._apply(app, parsed, values), lambda: self._apply(full, parsed, values)
+            plain = C.plain(app)
+            literal = plain == {k: OmegaConf.to_container(app[k], resolve=False) if OmegaConf.is_config(app[k]) else app[k] for k in app}
+            # a pickled copy loads 4x faster than a deepcopy; the plain template serves cells only when no value interpolates
+            self.templates[key] = (pickle.dumps(full), pickle.dumps(app), pickle.dumps(plain) if literal else None)
+        full, app, plain = self.templates[key]
+        cfg = self._apply(app, parsed, values)
+        return cfg, lambda: self._apply(full, parsed, values), self._plain(plain, cfg, values)
+
+    @staticmethod
+    def _plain(template: bytes | None, cfg: DictConfig, values: list) -> dict | None:
+        """C.plain(cfg) without walking the whole config (the slowest step of planning a cell): the template's
+        resolved values with the overridden keys read back from cfg (as the schema converted them). None when
+        the template has interpolations, whose values an override could change."""
+        if template is None:
+            return None
+        plain = pickle.loads(template)
+        for o in values:
+            path = o.key_or_group.split(".")
+            node = plain
+            for part in path[:-1]:
+                node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+            value = OmegaConf.select(cfg, o.key_or_group)
+            value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+            if isinstance(node, list):
+                node[int(path[-1])] = value
+            else:
+                node[path[-1]] = value
+        return plain
 
     @staticmethod
     def _apply(template: bytes, parsed: list, values: list) -> DictConfig:
@@ -273,11 +299,11 @@ def plan(arguments: list[str], params: dict | None, compose: Callable[[list[str]
         if progress and i % 1000 == 0:
             log.info(f"planned {i} of {len(grid)} cells ({time.perf_counter() - t0:.0f} s)")
         try:
-            cfg, full = composer.cell(overrides)
+            cfg, full, config = composer.cell(overrides)
         except Exception as exc:  # Hydra/OmegaConf: unknown group option, unconvertible value, ...
             raise GridError(explain(exc, compose)) from None
         try:
-            config = C.plain(cfg)
+            config = config if config is not None else C.plain(cfg)
             view = C.attrs(config)
             check_cell(cfg, view, memo)
         except C.ConfigError as exc:

@@ -140,6 +140,8 @@ def test_the_planners_composer_builds_the_config_hydra_would():
         ["model=debug", "optim.lr=1"],
         ["experiment=duplication_flip", "seed=1"],
         ["debug=fast", "optim.lr=5e-3"],
+        ["model=debug", "data.steps=[{op: exact_dedup}, {op: corrupt, frac: 0.5}]"],
+        ["experiment=mup_transfer", "model=w32", "model.parametrization=mup"],
         ["+extra=1"],
     ]  # (+key composes the cell in full)
     with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
@@ -147,11 +149,14 @@ def test_the_planners_composer_builds_the_config_hydra_would():
         full = lambda o: compose("config", overrides=list(o), return_hydra_config=True)  # noqa: E731
         fast = grid.Composer(full, loader)
         for o in cases:
-            cfg, make = fast.cell(o)
+            cfg, make, plain = fast.cell(o)
             want = OmegaConf.to_container(full(o), resolve=False)
             got = OmegaConf.to_container(make(), resolve=False)
             for d in (want, got):
                 d["hydra"]["runtime"].pop("cwd")
             assert got == want, o
             assert C.plain(cfg) == C.plain(full(o)) and identity.run_id(cfg) == identity.run_id(full(o)), o
-        assert len(fast.templates) == 4  # model=debug composed once for its three cells; +extra=1 in full
+            if plain is not None:  # the planner's plain values without a full resolve: the same values, so the same run id
+                assert plain == C.plain(full(o)), o
+        assert len(fast.templates) == 5  # model=debug composed once for its four cells; +extra=1 in full
+        assert sum(t[2] is not None for t in fast.templates.values()) >= 3  # the plain shortcut serves most templates
