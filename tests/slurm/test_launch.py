@@ -174,7 +174,7 @@ def test_failed_cell_reported_others_complete(slurm_cluster, cache_dir, tmp_path
     assert sorted(v["state"] for v in rows.values()) == ["completed", "failed"], rows
     failed = by_state["failed"]
     assert "result.json" in failed["error"] and "_log.out" in failed["log"] and "_log.err" in failed["log"], failed
-    err_path = Path(failed["error"].split(" ")[0])
+    err_path = Path(failed["error"].rsplit(" (", 1)[1].rstrip(")"))  # "<cause> (<record path>)"
     assert "Traceback" in json.loads(err_path.read_text())["error"]
     table = cli("status", str(sweep)).stdout
     assert "1 completed" in table and "1 failed" in table and str(err_path) in table, table
