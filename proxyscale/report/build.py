@@ -299,24 +299,22 @@ def _sweep_table(results: "pd.DataFrame", curves: "pd.DataFrame | None") -> "pd.
             final["tokens" if c == "tokens" else "step"] = ok[c].astype(float).to_numpy()
     if curves is None or curves.empty or "step" not in final.columns or not final["step"].notna().all():
         return final.drop(columns=["step"], errors="ignore")
-    cv = curves[curves["run_id"].isin(set(ok["run_id"]))]
-    early = pd.DataFrame(
-        {
-            "recipe": cv["recipe"].astype(str),
-            "size": cv["size"].astype(str),
-            "metric": cv["eval_set"].astype(str),
-            "value": cv["loss"].astype(float),
-            "lr": cv["lr"].astype(float),
-            "seed": cv["seed"].astype(float),
-            "params": cv["params"].astype(float),
-            "tokens": cv["tokens"].astype(float),
-            "step": cv["step"].astype(float),
-            "run_id": cv["run_id"],
-        }
-    )
+    early = _long_curves(curves, set(ok["run_id"]), extra=("params", "tokens", "run_id"))
     last = dict(zip(ok["run_id"], ok["steps"].astype(float)))
     early = early[early["step"] < early["run_id"].map(last)].drop(columns="run_id")  # the final loss stands for the last step
     return pd.concat([final, early], ignore_index=True)
+
+
+def _long_curves(curves: "pd.DataFrame", run_ids: set, extra: tuple[str, ...] = ()) -> "pd.DataFrame":
+    """curves.parquet rows of these cells as the analysis' long table (metric = eval set, value = loss, step),
+    with the `extra` columns (params, tokens, run_id) kept as they are."""
+    import pandas as pd
+
+    cv = curves[curves["run_id"].isin(run_ids)]
+    cols = {"recipe": cv["recipe"].astype(str), "size": cv["size"].astype(str), "metric": cv["eval_set"].astype(str), "value": cv["loss"].astype(float)}
+    cols.update({c: cv[c].astype(float) for c in ("lr", "seed", "params", "tokens", "step") if c in ("lr", "seed", "step") or c in extra})
+    cols.update({c: cv[c] for c in extra if c not in cols})
+    return pd.DataFrame(cols)
 
 
 def _add_predictions(rep: dict, table: "pd.DataFrame", sizes: list[str], *, n_boot: int, decision_level: float) -> None:
@@ -334,7 +332,6 @@ def build_sweep(
 ) -> dict:
     """A sweep's report. Its metrics are the lm eval sets' losses (lower is better) and the task sets' acc,
     prob_correct and ll_norm (`<set>/<metric>`, higher is better)."""
-    import pandas as pd
 
     from proxyscale import analysis
 
@@ -352,19 +349,7 @@ def build_sweep(
     reason = None if base else "results.parquet has no unigram/bigram columns (collected before the count-model baselines): re-collect the sweep"
     long_curves = None
     if curves is not None and not curves.empty:
-        done = set(results.loc[results["status"] == "completed", "run_id"])
-        cv = curves[curves["run_id"].isin(done)]
-        long_curves = pd.DataFrame(
-            {
-                "recipe": cv["recipe"].astype(str),
-                "size": cv["size"].astype(str),
-                "metric": cv["eval_set"].astype(str),
-                "value": cv["loss"].astype(float),
-                "lr": cv["lr"].astype(float),
-                "seed": cv["seed"].astype(float),
-                "step": cv["step"].astype(float),
-            }
-        )
+        long_curves = _long_curves(curves, set(results.loc[results["status"] == "completed", "run_id"]))
     from proxyscale.analysis.protocol import sweep_directions
 
     directions = {m: h for m, h in sweep_directions(results).items() if m in set(df["metric"])}
