@@ -132,6 +132,22 @@ def _chance(ax, y: float = 0.5, text: str = "chance (0.5)") -> None:
     )
 
 
+def _baseline_line(ax, y: float, text: str, right: bool = True) -> None:
+    """A free count model's level: a dotted line labelled at the right (or left) edge of the axes."""
+    ax.axhline(y, color="#8c564b", lw=1.0, ls=":")
+    ax.annotate(
+        text,
+        (0.99 if right else 0.01, y),
+        xycoords=("axes fraction", "data"),
+        xytext=(0 if right else 2, 2),
+        textcoords="offset points",
+        fontsize=FONT,
+        ha="right" if right else "left",
+        va="bottom",
+        color="#8c564b",
+    )
+
+
 def _bigram_da(rep: dict, metric: str, target: str) -> float | None:
     """The bigram count model's decision accuracy against `target` on `metric`, where the report has it."""
     for c in (rep.get("baselines") or {}).get("comparisons") or []:
@@ -453,18 +469,7 @@ def fig_reduced_lr(rep: dict):
                     _chance(ax)
                     bg = [v for v in (_bigram_da(rep, metric, e["target"]) for e in es) if v is not None]
                     if bg:
-                        ax.axhline(bg[0], color="#8c564b", lw=1.0, ls=":")
-                        ax.annotate(
-                            f"bigram baseline ({bg[0]:.2f})",
-                            (0.99, bg[0]),
-                            xycoords=("axes fraction", "data"),
-                            xytext=(0, 2),
-                            textcoords="offset points",
-                            fontsize=FONT,
-                            ha="right",
-                            va="bottom",
-                            color="#8c564b",
-                        )
+                        _baseline_line(ax, bg[0], f"bigram baseline ({bg[0]:.2f})")
                 if std:
                     ax.axvline(std, color="#444444", lw=1.2, ls=":")
                     ax.annotate(
@@ -528,18 +533,7 @@ def fig_early(rep: dict):
                     _chance(ax)
                     bg = _bigram_da(rep, metric, es["target"])
                     if bg is not None:
-                        ax.axhline(bg, color="#8c564b", lw=1.0, ls=":")
-                        ax.annotate(
-                            f"bigram baseline ({bg:.2f})",
-                            (0.99, bg),
-                            xycoords=("axes fraction", "data"),
-                            xytext=(0, 2),
-                            textcoords="offset points",
-                            fontsize=FONT,
-                            ha="right",
-                            va="bottom",
-                            color="#8c564b",
-                        )
+                        _baseline_line(ax, bg, f"bigram baseline ({bg:.2f})")
             _layout(fig)
             for k, ax in enumerate(row):
                 _end_labels(ax, labels.get(k, []))
@@ -594,17 +588,7 @@ def fig_scaling(rep: dict):
                 ends.append((xs[-1], ys[-1], _short(r, 24), st["color"]))
             if metric in bigram:
                 b = sum(bigram[metric]) / len(bigram[metric])
-                ax.axhline(b, color="#8c564b", lw=1.0, ls=":")
-                ax.annotate(
-                    f"bigram baseline (mean over recipes, {b:.2f})",
-                    (0.01, b),
-                    xycoords=("axes fraction", "data"),
-                    xytext=(2, 2),
-                    textcoords="offset points",
-                    fontsize=FONT,
-                    color="#8c564b",
-                    va="bottom",
-                )
+                _baseline_line(ax, b, f"bigram baseline (mean over recipes, {b:.2f})", right=False)
             ax.set_xscale("log")
             from matplotlib.ticker import FixedLocator, NullLocator
 
