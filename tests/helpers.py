@@ -43,3 +43,13 @@ def preempt_at(monkeypatch, step: int):
 
     monkeypatch.setattr(Monitor, "on_train_batch_end", hook)
     return lambda: monkeypatch.setattr(Monitor, "on_train_batch_end", original)
+
+
+def stub_record(**values):
+    """A Record for tests that write records by hand: empty measurements for every field they do not set."""
+    from proxyscale import record
+
+    base = dict(run_id="r", sweep="s", status="completed", size="debug", params=1, recipe="balanced", lr=1e-3, seed=0, tokens=0, steps=0,
+                final_loss={}, eval_curve=[], train_curve=[], wall_seconds=0.0, train_seconds=0.0, tokens_per_second=0.0,
+                flops_per_token=0.0, tokenizer="byte", config={}, versions={})  # fmt: skip
+    return record.Record(**{**base, **values})

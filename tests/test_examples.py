@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import FAST, run_cli
+from helpers import FAST, run_cli, stub_record
 from proxyscale import collect, record
 from proxyscale.analysis import examples as X
 from proxyscale.job import run as job_run
@@ -159,40 +158,8 @@ def test_csv_without_an_example_column_says_so(tmp_path):
 
 
 def _fake_record(root: Path, rid: str, size: str, recipe: str, seed: int, keys: dict) -> record.Record:
-    values = {f.name: None for f in fields(record.Record)}
-    values.update(
-        run_id=rid,
-        sweep="demo",
-        status="completed",
-        size=size,
-        params=1,
-        recipe=recipe,
-        lr=3e-3,
-        seed=seed,
-        tokens=0,
-        steps=0,
-        final_loss={},
-        eval_curve=[],
-        train_curve=[],
-        wall_seconds=0.0,
-        train_seconds=0.0,
-        tokens_per_second=0.0,
-        flops_per_token=0.0,
-        tokenizer="byte",
-        config={"trainer": {"seq_len": 128}},
-        versions={},
-        error=None,
-        requeues=0,
-        eval_seconds=0.0,
-        eval_sets=list(keys),
-        cache_keys={"eval": keys},
-        baselines={},
-        tracking={},
-        schema_version=record.SCHEMA_VERSION,
-        extra={},
-        examples_file=record.EXAMPLES,
-    )
-    return record.Record(**values)
+    return stub_record(run_id=rid, sweep="demo", size=size, recipe=recipe, lr=3e-3, seed=seed, config={"trainer": {"seq_len": 128}},
+                       eval_sets=list(keys), cache_keys={"eval": keys}, examples_file=record.EXAMPLES)  # fmt: skip
 
 
 def test_examples_files_stay_small(tmp_path):

@@ -11,36 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FAST, ROOT, run_cli, snapshot
+from helpers import FAST, ROOT, run_cli, snapshot, stub_record
 from proxyscale import grid, record
 from proxyscale.launch import LaunchError, manifest
 from proxyscale.launch.status import cell_states, counts, status_table
 
 
 def _record(sweep: Path, rid: str, status: str, error: str | None = None) -> None:
-    rec = record.Record(
-        run_id=rid,
-        sweep=sweep.name,
-        status=status,
-        size="debug",
-        params=1,
-        recipe="balanced",
-        lr=1e-3,
-        seed=0,
-        tokens=0,
-        steps=0,
-        final_loss={},
-        eval_curve=[],
-        train_curve=[],
-        wall_seconds=0.0,
-        train_seconds=0.0,
-        tokens_per_second=0.0,
-        flops_per_token=0.0,
-        tokenizer="byte",
-        config={},
-        versions={},
-        error=error,
-    )
+    rec = stub_record(run_id=rid, sweep=sweep.name, status=status, error=error)
     record.write(sweep / rid, rec)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import stub_record
 from proxyscale import mixfit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,27 +154,11 @@ def test_cli_reads_a_sweep_folder(tmp_path):
 
     weights, losses = synthetic(n=8)
     sweep = tmp_path / "sweep"
-    fields = dict(
-        sweep="sweep",
-        status="completed",
-        size="debug",
-        params=1000,
-        lr=1e-3,
-        tokens=1,
-        steps=1,
-        eval_curve=[],
-        train_curve=[],
-        wall_seconds=0.0,
-        train_seconds=0.0,
-        tokens_per_second=0.0,
-        flops_per_token=0.0,
-        tokenizer="t",
-        versions={},
-    )
+    fields = dict(sweep="sweep", size="debug", params=1000, tokens=1, steps=1, tokenizer="t")
     for seed in (0, 1):
         for (name, w), y in zip(weights.iterrows(), losses["value"]):
             sources = [{"name": d, "path": d, "weight": float(w[d]) * 2} for d in DOMAINS]  # unnormalised: read_sweep normalises
-            rec = record.Record(
+            rec = stub_record(
                 run_id=f"{name}-{seed}",
                 recipe=name,
                 seed=seed,
