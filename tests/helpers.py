@@ -53,3 +53,14 @@ def stub_record(**values):
                 final_loss={}, eval_curve=[], train_curve=[], wall_seconds=0.0, train_seconds=0.0, tokens_per_second=0.0,
                 flops_per_token=0.0, tokenizer="byte", config={}, versions={})  # fmt: skip
     return record.Record(**{**base, **values})
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def screenshot(page: Path, shot: Path, profile: Path, window: str, *extra: str) -> subprocess.CompletedProcess:
+    """A headless Chromium screenshot of a local page (no network, a throwaway profile)."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", *extra]  # fmt: skip
+    cmd = [CHROMIUM, *flags, f"--user-data-dir={profile}", f"--screenshot={shot}", f"--window-size={window}", page.as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from test_report import CHROMIUM, synthetic_sweep
+from test_report import synthetic_sweep
 
+from helpers import CHROMIUM, screenshot
 from proxyscale.report import build, render
 
 
@@ -178,27 +178,7 @@ def test_report_html_in_headless_chromium_shows_every_figure(syn, tmp_path):
         assert (root / name).is_file() and (root / name).stat().st_size > 0, name
     assert text.count("data:image/png;base64,") == len(render.ALL_FIGURES)
     shot = tmp_path / "shot.png"
-    proc = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--force-device-scale-factor=1",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            "--window-size=1280,4000",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = screenshot(page, shot, tmp_path / "profile", "1280,4000", "--force-device-scale-factor=1")
     assert shot.exists(), proc.stderr[-2000:]
     import matplotlib.image as mpimg
 

@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 import scipy.stats as st
 
+from helpers import CHROMIUM, screenshot
 from proxyscale import record
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = str(REPO / ".venv" / "bin" / "proxyscale") if (REPO / ".venv" / "bin" / "proxyscale").exists() else shutil.which("proxyscale")
 REALDATA = REPO.parent / "shared" / "realdata"
-CHROMIUM = "/usr/bin/chromium"
 
 
 def cli(*args, cwd=REPO, timeout=600):
@@ -350,26 +350,7 @@ def test_html_renders_in_headless_chromium(tmp_path):
     refs += re.findall(r"\]\(([^)]+)\)", (root / "report.md").read_text())
     assert len(refs) >= 8 and all((root / r).is_file() and (root / r).stat().st_size > 0 for r in refs), refs
     shot = tmp_path / "shot.png"
-    proc = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            "--window-size=1200,3000",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = screenshot(page, shot, tmp_path / "profile", "1200,3000")
     assert shot.exists(), proc.stderr[-2000:]
     import matplotlib.image as mpimg
 
