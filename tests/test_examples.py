@@ -109,8 +109,9 @@ def test_tiny_sweep_writes_examples_and_the_report_section(tmp_path, cache_dir):
         assert -1 <= e["mean"] <= 1 and e["mean_ci"][0] <= e["mean"] <= e["mean_ci"][1]
         assert all(isinstance(f["snippet"], str) and f["snippet"] for f in e["flips"])
     assert (root / "fig_per_example.png").read_bytes()[:4] == b"\x89PNG"
+    assert b"<svg" in (root / "fig_per_example.svg").read_bytes()[:2000]
     md, page = (root / "report.md").read_text(), (root / "report.html").read_text()
-    assert "## Per-example view (predictive correlation across scale)" in md and "fig_per_example.png" in md
+    assert "## Per-example view (predictive correlation across scale)" in md and "fig_per_example.png" in md and "fig_per_example.svg" in md
     assert "Per-example view" in page and page.rstrip().endswith("</html>")
 
 

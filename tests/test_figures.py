@@ -72,7 +72,8 @@ def test_every_figure_is_a_file_linked_from_report_md(syn):
     root, rep = syn
     md = (root / "report.md").read_text()
     links = md_links(md)
-    expected = {f"fig_{k}.{ext}" for k, _, _ in render.ALL_FIGURES for ext in ("png", "svg")}
+    # the synthetic sweep stores no per-example losses (test_examples covers that figure)
+    expected = {f"fig_{k}.{ext}" for k, _, _ in render.ALL_FIGURES if k != "per_example" for ext in ("png", "svg")}
     assert set(links) == expected, set(links) ^ expected
     for name in links:
         data = (root / name).read_bytes()
@@ -109,8 +110,18 @@ def drawn_texts(fig, monkeypatch) -> list:
     return seen
 
 
+def per_example_report() -> dict:
+    """The per-example section of a 3-size report (the synthetic sweep stores no per-example losses)."""
+    entries = [
+        {"metric": m, "proxy": p, "target": "mini", "mean": mean, "mean_ci": [mean - 0.1, mean + 0.08], "proxy_params": n}
+        for m in ("code", "prose", "readme")
+        for p, n, mean in (("debug", 4e4, 0.55), ("tiny", 3e5, 0.72))
+    ]
+    return {"sizes": ["debug", "tiny", "mini"], "per_example": {"available": True, "target": "mini", "entries": entries}}
+
+
 def test_figures_are_legible_text_9pt_or_more_and_nothing_clipped(syn_figures, monkeypatch):
-    figs = syn_figures
+    figs = {**syn_figures, "per_example": render.fig_per_example(per_example_report())}
     drawn = {k: f for k, f in figs.items() if not isinstance(f, str)}
     assert set(drawn) == {k for k, _, _ in render.ALL_FIGURES}, {k: f for k, f in figs.items() if isinstance(f, str)}
     assert render.DPI >= 100
@@ -176,7 +187,7 @@ def test_report_html_in_headless_chromium_shows_every_figure(syn, tmp_path):
     text = page.read_text()
     for name in html_links(text) + md_links((root / "report.md").read_text()):
         assert (root / name).is_file() and (root / name).stat().st_size > 0, name
-    assert text.count("data:image/png;base64,") == len(render.ALL_FIGURES)
+    assert text.count("data:image/png;base64,") == len(render.ALL_FIGURES) - 1  # all but the per-example figure (no such losses here)
     shot = tmp_path / "shot.png"
     proc = screenshot(page, shot, tmp_path / "profile", "1280,4000", "--force-device-scale-factor=1")
     assert shot.exists(), proc.stderr[-2000:]

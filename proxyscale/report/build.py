@@ -522,29 +522,30 @@ def run(
     if bool(sweep_dir) == bool(csv):
         raise ReportError("give either a sweep folder or --from-csv PATH")
     decision_level = check_decision_level(decision_level)
-    if csv:
-        if not out:
-            raise ReportError("--from-csv needs --out DIR")
-        report = build_csv(
-            csv, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr, allow_short_runs=allow_short_runs, decision_level=decision_level
-        )
-    else:
+    if csv and not out:
+        raise ReportError("--from-csv needs --out DIR")
+    if not csv:
         if higher_is_better:
             raise ReportError("a sweep's metrics are eval losses (lower is better); --higher-is-better is for --from-csv results")
         if allow_short_runs:
             raise ReportError("--allow-short-runs is for --from-csv results; a sweep's records say where each cell stopped")
         if not Path(sweep_dir).is_dir():
             raise ReportError(f"no sweep folder at {sweep_dir}")
-    folder = Path(out or sweep_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ReportError(f"cannot create output folder {folder}: {exc.strerror}") from None
-    if not csv:
-        report = build_sweep(sweep_dir, n_boot=n_boot, standard_lr=standard_lr, decision_level=decision_level, out=str(folder))
-    report = _clean(report)
-    paths = [write_json(report, folder / "report.json")]
     from proxyscale.report import render
 
-    paths += render.write(report, folder)
+    with render.painters() as pool:  # forked now: the workers import matplotlib while the analysis runs
+        if csv:
+            report = build_csv(
+                csv, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr, allow_short_runs=allow_short_runs, decision_level=decision_level
+            )
+        folder = Path(out or sweep_dir)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ReportError(f"cannot create output folder {folder}: {exc.strerror}") from None
+        if not csv:
+            report = build_sweep(sweep_dir, n_boot=n_boot, standard_lr=standard_lr, decision_level=decision_level, out=str(folder))
+        report = _clean(report)
+        paths = [write_json(report, folder / "report.json")]
+        paths += render.write(report, folder, pool)
     return paths, report

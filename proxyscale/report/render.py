@@ -65,9 +65,9 @@ def _style():
 
 
 def _freeze(fig):
-    """Settle the constrained layout once, then fix it and the tight bounding box, so that the PNG and the SVG
-    save draw once each (with bbox_inches="tight" every save drew twice, re-running the layout each time)."""
-    fig.canvas.draw()
+    """Settle the layout (unless a builder already fixed it), then fix it and the tight bounding box, so the PNG
+    and the SVG save draw once each (bbox_inches="tight" draws twice per save and re-runs the layout each time)."""
+    _layout(fig)
     fig.set_layout_engine("none")
     return fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.08)
 
@@ -156,10 +156,14 @@ def _bigram_da(rep: dict, metric: str, target: str) -> float | None:
     return None
 
 
-def _layout(fig) -> None:
-    """Settle constrained layout once per figure (a full draw: the costly part of labelling), so label
-    placement sees the final axes; the label helpers below expect it done."""
-    fig.canvas.draw()
+def _layout(fig, final: bool = False) -> None:
+    """Run the constrained layout (text extents only, no drawing), so label placement sees the final axes; the
+    label helpers below expect it done. `final`: nothing will be added outside the axes, so keep this layout."""
+    eng = fig.get_layout_engine()
+    if eng is not None:
+        eng.execute(fig)
+        if final:
+            fig.set_layout_engine("none")
 
 
 def _end_labels(ax, items: list[tuple[float, float, str, str]], min_gap_pt: float = FONT * 1.35) -> None:
@@ -247,7 +251,7 @@ def fig_scatter(rep: dict):
             recs = c["recipes"]
             x = [c["proxy_values"][r] for r in recs]
             y = [c["target_values"][r] for r in recs]
-            ax.scatter(x, y, s=26, color=PALETTE[0], label="recipe (seed mean, best LR)" if c.get("proxy_lr") == "tuned" else "recipe", zorder=3)
+            ax.scatter(x, y, s=26, color=PALETTE[0], zorder=3)
             if c.get("fit"):
                 lo, hi = min(x), max(x)
                 ax.plot(
@@ -255,19 +259,28 @@ def fig_scatter(rep: dict):
                     [c["fit"]["intercept"] + c["fit"]["slope"] * v for v in (lo, hi)],
                     color=PALETTE[5],
                     lw=1.4,
-                    label=f"linear fit (R² {_f(c['r2'])})",
                 )
             ax.set_title(
                 _wrap(f"{c['metric']}: {c['proxy']} vs {c['target']}", 4.6)
                 + f"\nSpearman {_f(c['spearman'])} {_ci(c.get('spearman_ci'))}".rstrip()
                 + f"\nDA {_f(c['decision_accuracy'])} {_ci(c.get('decision_accuracy_ci'))}".rstrip()
+                + (f", linear fit R² {_f(c['r2'])}" if c.get("fit") else "")
             )
             ax.set_xlabel(f"proxy {c['proxy']} ({units})")
             ax.set_ylabel(f"target {c['target']} ({units})")
-            ax.legend(loc="best", framealpha=0.85)
             ax.grid(alpha=0.3)
             ax.margins(0.12)
-        _layout(fig)
+        point = "recipe (seed mean, best LR)" if any(c.get("proxy_lr") == "tuned" for c in comps) else "recipe"
+        fig.legend(
+            handles=[
+                plt.Line2D([], [], ls="", marker="o", ms=5, color=PALETTE[0], label=point),
+                plt.Line2D([], [], color=PALETTE[5], lw=1.4, label="least-squares line (R² in each title)"),
+            ],
+            loc="outside lower center",
+            ncols=2,
+            frameon=False,
+        )
+        _layout(fig, final=True)  # the point labels below stay inside their axes
         for ax, c in zip(axes, comps):
             recs = c["recipes"]
             x = [c["proxy_values"][r] for r in recs]
@@ -309,11 +322,13 @@ def fig_bump(rep: dict):
     n_rec = max(len(set.intersection(*[set(vals[m][s]) for s in vals[m]])) for m in metrics)
     if n_rec < 3:
         return f"{n_rec} recipe(s) in common across sizes: their ranks are the comparison table's flips"
-    h = max(4.0, min(MAX_LABELS, n_rec) * 0.21 + 1.6)  # a rank step at least one label high
+    h = n_rec * 0.21 + 1.6 if n_rec <= MAX_LABELS else 4.4  # labelled: a rank step at least one label high
+    h = max(4.0, h)
     from matplotlib.ticker import MaxNLocator
 
     with _style() as plt:
         fig, axes = _grid(plt, len(metrics), ncols=2, w=6.4, h=h)
+        labelled = False
         for ax, metric in zip(axes, metrics):
             per = vals[metric]
             higher = (rep.get("directions") or {}).get(metric, rep["direction"]) == "higher"
@@ -336,7 +351,7 @@ def fig_bump(rep: dict):
                         [list(zip(range(len(sizes)), ranks[r])) for r in recipes],
                         lw=0.6,
                         alpha=0.5,
-                        colors=[PALETTE[j % len(PALETTE)] for j in range(len(recipes))],
+                        colors=PALETTE[0],  # unlabelled: a colour per line would identify nothing
                     )
                 )
             ax.set_xlim(-0.15, len(sizes) - 0.85)
@@ -350,7 +365,8 @@ def fig_bump(rep: dict):
                 _wrap(f"{metric}: rank of each recipe across sizes ({len(recipes)} recipes" + (", unlabelled" if len(recipes) > MAX_LABELS else "") + ")", 6.0)
             )
             ax.grid(alpha=0.3)
-        _layout(fig)
+            labelled = labelled or len(recipes) <= MAX_LABELS
+        _layout(fig, final=not labelled)  # unlabelled lines: nothing is added outside the axes
         for ax, metric in zip(axes, metrics):
             per = vals[metric]
             higher = (rep.get("directions") or {}).get(metric, rep["direction"]) == "higher"
@@ -572,7 +588,7 @@ def fig_scaling(rep: dict):
                         [[(params[s], per[s][r]) for s in sizes if r in per.get(s, {})] for r in recipes],
                         lw=0.6,
                         alpha=0.5,
-                        colors=[PALETTE[j % len(PALETTE)] for j in range(len(recipes))],
+                        colors=PALETTE[0],  # unlabelled: a colour per line would identify nothing
                     )
                 )
                 ax.autoscale_view()
@@ -601,10 +617,9 @@ def fig_scaling(rep: dict):
             note = "; error bars: pooled seed SD" if any(sd.get((metric, s)) for s in sizes) else ""
             ax.set_title(_wrap(f"{metric}: best-LR seed-mean value vs model size{note}", 6.0))
             ax.grid(alpha=0.3)
-        _layout(fig)
+        _layout(fig, final=not any(panel_ends.values()))  # unlabelled lines: nothing is added outside the axes
         for ax, metric in zip(axes, metrics):
-            ends = panel_ends.get(metric, [])
-            _end_labels(ax, ends if len(ends) <= MAX_LINE_LABELS else [])
+            _end_labels(ax, panel_ends.get(metric, []))
     return fig
 
 
@@ -635,6 +650,47 @@ def fig_frontier(rep: dict):
     return fig
 
 
+def fig_per_example(rep: dict):
+    """Mean predictive correlation against the largest size vs proxy size (parameters, log x), per eval set, with intervals."""
+    pe = rep.get("per_example") or {}
+    pts = [e for e in (pe.get("entries") or []) if e.get("mean") is not None and e["target"] == pe.get("target")]
+    if not pts:
+        return f"per-example view not available ({pe.get('reason') or 'no per-example losses'})"
+    sizes = rep.get("sizes") or []
+    use_params = all(e.get("proxy_params") for e in pts)
+    metrics = sorted({e["metric"] for e in pts})
+    with _style() as plt:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+        for k, m in enumerate(metrics):
+            es = sorted((e for e in pts if e["metric"] == m), key=lambda e: e.get("proxy_params") or sizes.index(e["proxy"]))
+            shift = k - (len(metrics) - 1) / 2  # side by side, so the intervals do not hide each other
+            x = [float(e["proxy_params"]) * (1 + 0.04 * shift) if use_params else sizes.index(e["proxy"]) + 0.05 * shift for e in es]
+            y = [e["mean"] for e in es]
+            ci = [e.get("mean_ci") or [e["mean"]] * 2 for e in es]
+            err = [[v - c[0] for v, c in zip(y, ci)], [c[1] - v for v, c in zip(y, ci)]]
+            ax.errorbar(x, y, yerr=err, marker=MARKERS[k % len(MARKERS)], capsize=3, label=m, **_style_of(k))
+        if use_params:
+            from matplotlib.ticker import FixedLocator, NullLocator
+
+            at = {e["proxy"]: float(e["proxy_params"]) for e in pts}
+            ax.set_xscale("log")
+            ax.set_xlim(min(at.values()) / 2, max(at.values()) * 2)
+            ax.xaxis.set_major_locator(FixedLocator(list(at.values())))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticklabels([f"{k}\n{_count(v)}" for k, v in at.items()])
+            ax.set_xlabel("proxy size (parameters, log scale)")
+        else:
+            ax.set_xticks(range(len(sizes)), sizes)
+            ax.set_xlabel("proxy size")
+        _chance(ax, 0.0, "no correlation (0)")
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_ylabel(f"mean predictive correlation vs {pe.get('target')}")
+        ax.set_title(_wrap("Per-example recipe effects: proxy vs target (95% CI over examples)", 6.0))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", title="eval set")
+    return fig
+
+
 FIGURES = [
     ("scatter", f"Proxy vs target (at most {MAX_PANELS} eval sets, lowest decision accuracy first)", fig_scatter),
     ("bump", f"Recipe ranks across sizes (at most {MAX_PANELS} eval sets, lowest decision accuracy first)", fig_bump),
@@ -643,7 +699,8 @@ FIGURES = [
     ("reduced_lr", "Reduced-LR protocol: agreement vs proxy learning rate", fig_reduced_lr),
     ("early", "Early signal: agreement during training", fig_early),
 ]
-ALL_FIGURES = FIGURES + [("frontier", "Compute-decision frontier", fig_frontier)]
+# the frontier and the per-example figure sit in their own sections, not under "Figures"
+ALL_FIGURES = FIGURES + [("frontier", "Compute-decision frontier", fig_frontier), ("per_example", "Per-example view", fig_per_example)]
 
 
 def figures(rep: dict) -> dict:
@@ -656,6 +713,51 @@ def figures(rep: dict) -> dict:
         for key, _, fn in ALL_FIGURES:
             out[key] = fn(rep)
     return out
+
+
+DRAW_ORDER = ["scatter", "bump", "scaling", "reduced_lr", "early", "frontier", "heatmap", "per_example"]  # costliest first
+
+
+def _draw_one(job: tuple[str, dict]) -> tuple[str, str | tuple[bytes, bytes]]:
+    """One figure as (PNG bytes, SVG bytes), or the reason it was not drawn."""
+    import warnings
+
+    key, rep = job
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig = dict((k, fn) for k, _, fn in ALL_FIGURES)[key](rep)
+    if isinstance(fig, str) or fig is None:
+        return key, fig or "nothing to draw"
+    try:
+        bbox = _freeze(fig)
+        return key, (_png(fig, bbox), _svg(fig, bbox))
+    finally:
+        _plt().close(fig)
+
+
+@contextmanager
+def painters():
+    """Worker processes for draw_all, one per usable core, forked at once so they import matplotlib while the caller
+    builds the report: importing and drawing are most of a --from-csv report's time (seconds per figure with hundreds
+    of recipes). None (draw in this process) on one core, without fork, or while other Python threads run."""
+    import multiprocessing
+    import os
+    import threading
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cores < 2 or "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        yield None
+        return
+    with multiprocessing.get_context("fork").Pool(min(cores, len(DRAW_ORDER)), initializer=_plt) as pool:
+        yield pool
+
+
+def draw_all(rep: dict, pool=None) -> dict[str, str | tuple[bytes, bytes]]:
+    """key -> (PNG, SVG) bytes, or the reason the figure was skipped, for every figure; on `pool` (painters()) if given."""
+    jobs = [(key, rep) for key in DRAW_ORDER]
+    if pool is None:
+        return dict(map(_draw_one, jobs))
+    return dict(pool.imap_unordered(_draw_one, jobs))
 
 
 def fig_file(key: str) -> str:
@@ -1132,34 +1234,32 @@ def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | No
     return "\n".join(parts)
 
 
-def write(rep: dict, folder: Path) -> list[Path]:
-    """report.md, report.html and every figure as fig_<name>.png and fig_<name>.svg beside them; a figure not
-    drawn this time loses its files from an earlier report (they would be linked from nothing and mislead)."""
-    figs = figures(rep)
+def write(rep: dict, folder: Path, pool=None) -> list[Path]:
+    """report.md, report.html and every figure as fig_<name>.png and fig_<name>.svg beside them (drawn on `pool`, from
+    painters(), if given); a figure not drawn this time loses its files from an earlier report (they would be linked
+    from nothing and mislead)."""
     pngs: dict[str, bytes] = {}
     skipped: dict[str, str] = {}
     written: list[Path] = []
-    for key, fig in figs.items():
+    for key, drawn in sorted(draw_all(rep, pool).items(), key=lambda kv: [k for k, _, _ in ALL_FIGURES].index(kv[0])):
         png_path = folder / fig_file(key)
         svg_path = png_path.with_suffix(".svg")
-        if isinstance(fig, str) or fig is None:
-            skipped[key] = fig or "nothing to draw"
+        if isinstance(drawn, str):
+            skipped[key] = drawn
             for old in (png_path, svg_path):
                 if old.exists():
                     old.unlink()
             continue
-        try:
-            bbox = _freeze(fig)
-            pngs[key] = _png(fig, bbox)
-            svg_path.write_bytes(_svg(fig, bbox))
-        finally:
-            _plt().close(fig)
-        png_path.write_bytes(pngs[key])
+        pngs[key] = drawn[0]
+        png_path.write_bytes(drawn[0])
+        svg_path.write_bytes(drawn[1])
         written += [png_path, svg_path]
+    own = ("frontier", "per_example")  # drawn in their own sections
     md = folder / "report.md"
-    md.write_text(markdown(rep, FRONTIER_PNG if "frontier" in pngs else None, {k: fig_file(k) for k in pngs if k != "frontier"}, skipped))
+    md.write_text(markdown(rep, FRONTIER_PNG if "frontier" in pngs else None, {k: fig_file(k) for k in pngs if k not in own}, skipped))
     page = folder / "report.html"
     page.write_text(html_page(rep, pngs, skipped))
-    from proxyscale.report import examples as per_example  # issue 16: appends its own section and figure
+    from proxyscale.report import examples as per_example  # issue 16: appends its own section
 
-    return [md, page] + written + per_example.write(rep, folder, md, page)
+    per_example.write(rep, md, page, fig_file("per_example") if "per_example" in pngs else None, pngs.get("per_example"))
+    return [md, page] + written
