@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
         collect_s = []
         for _ in range(3):  # best of 3: the first one also competes with the writeback of 10k new files
             t0 = time.perf_counter()
-            collected, _ = tables.collect(root)
+            collected = tables.collect(root)
             tables.write(collected, root)
             collect_s.append(time.perf_counter() - t0)
         t = time.perf_counter()  # the floor of any JSON-record collector: decode every record, one process
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     imp, imp_wall, torch = time_import()
     nums = {
         "records": cells,
-        "rows": int(len(collected)),
+        "rows": int(len(collected.results)),
         "recipes": a.recipes,
         "sizes": a.sizes,
         "lrs": a.lrs,

@@ -249,9 +249,9 @@ def collect_main(argv: list[str]) -> None:
     p.add_argument("--out", help="write the tables here instead of into the sweep folder (e.g. for a read-only sweep)")
     p.add_argument("--all-records", action="store_true", help="also use records whose run id is not in the sweep's current grid.json")
     a = p.parse_args(argv)
-    df, summary = collect.collect(a.sweep_dir, all_records=a.all_records)
-    path = collect.write(df, a.sweep_dir, a.out)
-    print(f"{summary}\nwrote {path} ({len(df)} rows)")
+    collected = collect.collect(a.sweep_dir, all_records=a.all_records)
+    path = collect.write(collected, a.sweep_dir, a.out)
+    print(f"{collected.summary}\nwrote {path} ({len(collected.results)} rows)")
 
 
 def report_main(argv: list[str]) -> None:

@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,18 @@ class CollectError(UserError):
     """No sweep, or nothing readable in it; the one line the CLI prints."""
 
 
-def collect(sweep_dir: str | Path, workers: int | None = None, all_records: bool = False) -> tuple[pd.DataFrame, str]:
-    """Read every record under a sweep folder. Returns (results table, one-paragraph summary).
+@dataclass
+class Collected:
+    """What `collect` read: the two tables `write` saves, the manifest `is_stale` compares against, and the summary."""
+
+    results: pd.DataFrame
+    curves: pd.DataFrame
+    manifest: dict
+    summary: str
+
+
+def collect(sweep_dir: str | Path, workers: int | None = None, all_records: bool = False) -> Collected:
+    """Read every record under a sweep folder into a Collected (results, curves, manifest, one-paragraph summary).
 
     Only records whose run id is in the sweep's current grid.json are used (`all_records`: every
     consistent record); the others are listed by path with a note, never averaged in. A record whose
@@ -97,9 +108,7 @@ def collect(sweep_dir: str | Path, workers: int | None = None, all_records: bool
         what = [f"{len(bad)} unreadable" if bad else "", f"{len(rejected)} rejected" if rejected else "", f"{len(outside)} not in grid.json" if outside else ""]
         detail = ", ".join(w for w in what if w)
         raise CollectError(f"no readable records under {root}" + (f" ({detail})" if detail else ""))
-    df.attrs["curves"] = curves
-    df.attrs["manifest"] = manifest
-    return df, _summary(root, df, bad, rejected, outside, grid_cells, all_records)
+    return Collected(df, curves, manifest, _summary(root, df, bad, rejected, outside, grid_cells, all_records))
 
 
 PER_WORKER = 2000  # records below which another process costs more than it saves
@@ -283,16 +292,14 @@ def is_stale(root: str | Path, out: str | Path | None = None) -> bool:
     return manifest != _scan(root)
 
 
-def write(df: pd.DataFrame, sweep_dir: str | Path, out: str | Path | None = None) -> Path:
+def write(collected: Collected, sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write both tables (and the manifest `is_stale` reads) atomically, next to the records or in
     `out` (a read-only sweep can be collected elsewhere). Temp names are unique per writer, so
     concurrent collects never share one."""
     where = Path(out or sweep_dir)
     where.mkdir(parents=True, exist_ok=True)
-    for name, frame in ((RESULTS, df), (CURVES, df.attrs.get("curves", pd.DataFrame()))):
+    for name, frame in ((RESULTS, collected.results), (CURVES, collected.curves)):
         tmp = record.temp_name(where / name)
-        frame = frame.copy()
-        frame.attrs = {}
         try:
             frame.to_parquet(tmp, index=False)
             os.chmod(tmp, 0o666 & ~record.umask())
@@ -300,9 +307,8 @@ def write(df: pd.DataFrame, sweep_dir: str | Path, out: str | Path | None = None
         finally:
             if tmp.exists():
                 tmp.unlink()
-    gather_examples(Path(sweep_dir), df, where)
-    if "manifest" in df.attrs:
-        record.atomic_write_text(where / MANIFEST, json.dumps(df.attrs["manifest"]))
+    gather_examples(Path(sweep_dir), collected.results, where)
+    record.atomic_write_text(where / MANIFEST, json.dumps(collected.manifest))
     return where / RESULTS
 
 

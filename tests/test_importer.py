@@ -37,7 +37,7 @@ def long_csv(recipes, sizes=("1M", "60M"), metric="loss") -> str:
 
 def test_recipe_names_are_kept_as_written(tmp_path):
     path = write(tmp_path, long_csv(["001", "1", "1.0", "None", "NA", "null"]))
-    df, sizes, directions, notes = prepare_csv(path)
+    df, sizes, directions, notes, _ = prepare_csv(path)
     assert sorted(df["recipe"].unique()) == sorted(["001", "1", "1.0", "None", "NA", "null"])
     assert len(df) == 12 and sizes == ["1M", "60M"] and directions == {"loss": False}
 
@@ -56,7 +56,7 @@ def test_sizes_order_by_value(small, large):
 
 
 def test_dot_sizes_in_a_csv(tmp_path):
-    _, sizes, _, _ = prepare_csv(write(tmp_path, long_csv(["a", "b"], sizes=("7B", ".5B", "1.5B"))))
+    sizes = prepare_csv(write(tmp_path, long_csv(["a", "b"], sizes=("7B", ".5B", "1.5B")))).sizes
     assert sizes == [".5B", "1.5B", "7B"]
     assert refused(write(tmp_path, long_csv(["a", "b"], sizes=(".5B", "0.5B")), "same.csv")).endswith("they have the same parameter count")
 
@@ -88,7 +88,7 @@ def steps_csv(tmp_path, short_last: int) -> str:
 
 
 def test_full_table_with_steps_and_per_size_final_step(tmp_path):
-    df, sizes, _, notes = prepare_csv(steps_csv(tmp_path, 100))
+    df, sizes, _, notes, _ = prepare_csv(steps_csv(tmp_path, 100))
     assert len(df) == 3 * 4 + 3 * 2  # every step is kept: the caller derives final values and early signal
     assert df.groupby(["recipe", "size"])["step"].max().to_dict() == {
         (r, s): (200 if s == "1M" else 100) for r in ("mix001", "mix002", "mix003") for s in sizes
@@ -102,7 +102,7 @@ def test_short_run_is_refused_naming_it(tmp_path):
 
 
 def test_short_run_excluded_and_warned_when_allowed(tmp_path):
-    df, _, _, notes = prepare_csv(steps_csv(tmp_path, 50), allow_short_runs=True)
+    df, _, _, notes, _ = prepare_csv(steps_csv(tmp_path, 50), allow_short_runs=True)
     assert df[(df["recipe"] == "mix001") & (df["size"] == "60M")].empty  # every step of it, not just the last
     assert len(df[(df["recipe"] == "mix001") & (df["size"] == "1M")]) == 4
     assert any(n.startswith("excluded 1 run(s)") and "mix001 (Pile-CC) at 50" in n for n in notes)
@@ -137,7 +137,7 @@ def test_direction_per_metric_by_column(tmp_path):
     text = DIR_CSV.replace("value\n", "value,direction\n", 1).replace(",Core,1\n", ",Core,1,HIGHER\n").replace(",Core,2\n", ",Core,2,\n")
     text = text.replace(",loss,1\n", ",loss,1,lower\n").replace(",loss,2\n", ",loss,2,Lower\n")
     path = write(tmp_path, text)
-    df, _, directions, _ = prepare_csv(path)
+    df, _, directions, _, _ = prepare_csv(path)
     assert directions == {"Core": True, "loss": False} and "direction" not in df.columns
     assert prepare_csv(path, higher_is_better=["Core"])[2] == directions  # agreeing is fine
     assert refused(path, higher_is_better=["loss"]) == f"{path}: --higher-is-better names 'loss' but the direction column says lower"
@@ -185,20 +185,20 @@ def test_accuracy_like_metric_analysed_lower_is_warned(tmp_path):
 
 @needs_realdata
 def test_dclm_imports_with_accuracy_warnings():
-    df, sizes, directions, notes = prepare_csv(str(REALDATA / "dclm_scales.csv"))
+    df, sizes, directions, notes, _ = prepare_csv(str(REALDATA / "dclm_scales.csv"))
     assert len(df) == 99 and df["recipe"].nunique() == 11 and sizes == ["400M-1x", "1B-1x", "7B-1x"]
     assert directions == {"Core": False, "Extended": False, "MMLU": False}
     assert ("metric 'MMLU' reads like an accuracy but is analysed as lower-is-better; pass --higher-is-better MMLU or a direction column") in notes
-    _, _, directions, notes = prepare_csv(str(REALDATA / "dclm_scales.csv"), higher_is_better=["Core", "Extended", "MMLU"])
+    _, _, directions, notes, _ = prepare_csv(str(REALDATA / "dclm_scales.csv"), higher_is_better=["Core", "Extended", "MMLU"])
     assert all(directions.values()) and not any("reads like" in n for n in notes)
 
 
 @needs_realdata
 def test_regmix_imports_without_warnings():
-    df, sizes, directions, notes = prepare_csv(str(REALDATA / "regmix_1m_60m.csv"))
+    df, sizes, directions, notes, _ = prepare_csv(str(REALDATA / "regmix_1m_60m.csv"))
     assert len(df) == 6656 and df["recipe"].nunique() == 256 and sizes == ["1M", "60M"] and len(directions) == 13
     assert not any(directions.values()) and notes == []
-    df, sizes, _, notes = prepare_csv(str(REALDATA / "regmix_more.csv"))
+    df, sizes, _, notes, _ = prepare_csv(str(REALDATA / "regmix_more.csv"))
     assert len(df) == (512 + 64) * 13 and sizes == ["1M", "1B"]
     assert not any("reads like" in n for n in notes)
     assert "no recipe has values at two sizes, so no proxy-target comparison can be made." in notes

@@ -110,7 +110,8 @@ def test_collect_tidy_table_counts_missing_and_skips_bad(tmp_path):
     (tmp_path / "c9").mkdir()
     (tmp_path / "c9" / record.RESULT).write_text("{not json")
     (tmp_path / "grid.json").write_text(json.dumps({"sweep": "s", "cells": {**dict.fromkeys(ids, []), "c3": []}}))
-    df, summary = table.collect(tmp_path)
+    got = table.collect(tmp_path)
+    df, summary = got.results, got.summary
     assert len(df) == 6  # 3 cells x 2 eval sets
     assert df.set_index(["run_id", "eval_set"]).loc[(ids[2], "code"), ["unigram", "bigram"]].tolist() == [6.0, 4.0]  # baselines from the record
     assert set(df.columns) >= {"run_id", "size", "recipe", "lr", "seed", "status", "eval_set", "loss", "params"}
@@ -118,7 +119,7 @@ def test_collect_tidy_table_counts_missing_and_skips_bad(tmp_path):
     assert df[(df.run_id == ids[0]) & (df.eval_set == "code")]["loss"].item() == 1.5
     assert "2 completed" in summary and "1 diverged" in summary
     assert "1 of 4 grid cells missing" in summary and "1 unreadable" in summary
-    path = table.write(df, tmp_path)
+    path = table.write(got, tmp_path)
     assert pd.read_parquet(path).shape == df.shape
     assert len(pd.read_parquet(tmp_path / table.CURVES)) == 6
 
@@ -131,12 +132,11 @@ def test_collect_in_worker_processes_matches_one_process(tmp_path):
     (tmp_path / "c90").mkdir()
     (tmp_path / "c90" / record.RESULT).write_text('{"schema_version": 0}')
     (tmp_path / "running").mkdir()
-    one, s1 = table.collect(tmp_path, workers=1)
-    two, s2 = table.collect(tmp_path, workers=3)
-    pd.testing.assert_frame_equal(one, two)
-    pd.testing.assert_frame_equal(one.attrs["curves"], two.attrs["curves"])
-    assert s1 == s2 and "24 records" in s1 and "1 unreadable" in s1
-    assert one["run_id"].is_monotonic_increasing
+    one, two = table.collect(tmp_path, workers=1), table.collect(tmp_path, workers=3)
+    pd.testing.assert_frame_equal(one.results, two.results)
+    pd.testing.assert_frame_equal(one.curves, two.curves)
+    assert one.summary == two.summary and "24 records" in one.summary and "1 unreadable" in one.summary
+    assert one.results["run_id"].is_monotonic_increasing and one.manifest == two.manifest
 
 
 def test_collect_on_empty_folder_is_an_error(tmp_path):
@@ -195,7 +195,8 @@ def test_an_inconsistent_record_is_rejected_with_its_path(tmp_path, caplog, edit
     edit(raw)
     path.write_text(json.dumps(raw))
     with caplog.at_level("WARNING", logger="proxyscale"):
-        df, summary = table.collect(root)
+        got = table.collect(root)
+    df, summary = got.results, got.summary
     assert set(df["run_id"]) == {ids[0], ids[2]}
     assert "1 inconsistent record(s) rejected" in summary
     assert any(r.getMessage().startswith(f"skipping {path}: ") and why in r.getMessage() for r in caplog.records), caplog.text
@@ -205,12 +206,13 @@ def test_records_outside_the_current_grid_are_listed_not_averaged(tmp_path, capl
     root, ids = _sweep(tmp_path)
     stale = put(root, make_record(recipe="a", seed=0, run_id="old-yaml"))  # the same cell before its recipe changed
     with caplog.at_level("WARNING", logger="proxyscale"):
-        df, summary = table.collect(root)
+        got = table.collect(root)
+    df, summary = got.results, got.summary
     assert stale not in set(df["run_id"]) and "all 3 grid cells present" in summary
     assert "1 record(s) not in the current grid.json left out" in summary
     assert any(str(root / stale / record.RESULT) in r.getMessage() for r in caplog.records)
-    df, summary = table.collect(root, all_records=True)
-    assert stale in set(df["run_id"]) and "included (--all-records)" in summary
+    got = table.collect(root, all_records=True)
+    assert stale in set(got.results["run_id"]) and "included (--all-records)" in got.summary
 
 
 def test_the_run_id_covers_corpora_step_versions_and_the_recipes_content(monkeypatch):
@@ -257,15 +259,14 @@ def test_a_changed_cell_supersedes_its_old_run_id_in_grid_json(tmp_path):
 def test_is_stale_follows_record_content_not_mtime_and_rebuilds_a_corrupt_table(tmp_path):
     root, ids = _sweep(tmp_path)
     assert table.is_stale(root)
-    df, _ = table.collect(root)
-    table.write(df, root)
+    table.write(table.collect(root), root)
     assert not table.is_stale(root)
     path = root / ids[0] / record.RESULT
     st = path.stat()
     record.write(path.parent, make_record(recipe="a", seed=0, losses={"prose": 9.0, "code": 9.0}))  # same size, new content
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with the old mtime
     assert table.is_stale(root)
-    table.write(table.collect(root)[0], root)
+    table.write(table.collect(root), root)
     assert not table.is_stale(root)
     (root / table.RESULTS).write_bytes(b"PAR1 torn")
     assert table.is_stale(root)
@@ -277,7 +278,7 @@ def test_records_get_the_umask_permissions_and_collect_temp_names_are_per_writer
         root, _ = _sweep(tmp_path)
         assert oct(next(root.glob("*/result.json")).stat().st_mode & 0o777) == oct(0o644)
         (root / f".{table.RESULTS}.tmp").mkdir()  # the fixed temp name of an older or concurrent writer
-        table.write(table.collect(root)[0], root)
+        table.write(table.collect(root), root)
         assert oct((root / table.RESULTS).stat().st_mode & 0o777) == oct(0o644)
         assert not [p for p in root.iterdir() if p.name.endswith(".tmp") and p.is_file()]
     finally:
@@ -303,9 +304,9 @@ def test_collect_and_report_say_which_parametrization_each_size_used(tmp_path):
     for size, params, model in (("tiny", 1000, None), ("mini", 4000, {"parametrization": "mup", "mup_base_width": 64})):
         for recipe, shift in (("a", 0.0), ("b", 0.1), ("c", 0.2)):
             put(tmp_path, make_record(size=size, params=params, recipe=recipe, model=model, losses={"prose": 2.0 + shift, "code": 1.5 + shift}))
-    df, _ = table.collect(tmp_path)
-    assert dict(df.groupby("size")["parametrization"].first()) == {"mini": "mup", "tiny": "standard"}
-    table.write(df, tmp_path)
+    got = table.collect(tmp_path)
+    assert dict(got.results.groupby("size")["parametrization"].first()) == {"mini": "mup", "tiny": "standard"}
+    table.write(got, tmp_path)
     rep = build.build_sweep(str(tmp_path), n_boot=0)
     assert rep["size_parametrization"] == {"tiny": "standard", "mini": "mup"}
     assert "parametrization per size: tiny standard, mini mup." in rep["notes"]

@@ -40,6 +40,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -285,8 +286,19 @@ def _directions(path: str, raw: pd.DataFrame, metrics: list[str], higher_is_bett
     return {m: (m in named) or column.get(m, False) for m in metrics}
 
 
-def prepare_csv(path: str, higher_is_better=None, *, allow_short_runs: bool = False) -> tuple[pd.DataFrame, list[str], dict[str, bool], list[str]]:
-    """Read an external long CSV -> (long table, sizes smallest first, {metric: higher_is_better}, notes).
+class Imported(NamedTuple):
+    """What prepare_csv read. `examples`: the per-example rows when the CSV has an example column (kept out of
+    the table's attrs, which pandas deep-copies on every operation)."""
+
+    table: pd.DataFrame
+    sizes: list[str]
+    directions: dict[str, bool]
+    notes: list[str]
+    examples: pd.DataFrame | None = None
+
+
+def prepare_csv(path: str, higher_is_better=None, *, allow_short_runs: bool = False) -> Imported:
+    """Read an external long CSV -> (long table, sizes smallest first, {metric: higher_is_better}, notes, examples).
 
     higher_is_better: None/False (lower for every metric unless the direction column says higher),
     True (every metric), or a collection of metric names that are higher-is-better.
@@ -372,10 +384,7 @@ def prepare_csv(path: str, higher_is_better=None, *, allow_short_runs: bool = Fa
             )
         elif directions[m] and reads_like_loss(m):
             notes.append(f"metric {m!r} reads like a loss but is analysed as higher-is-better; check --higher-is-better and the direction column")
-    df = df.reset_index(drop=True)
-    if examples is not None:
-        df.attrs["examples"] = examples
-    return df, sizes, directions, notes
+    return Imported(df.reset_index(drop=True), sizes, directions, notes, examples)
 
 
 def _examples(path: str, raw: pd.DataFrame, df: pd.DataFrame, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -117,10 +117,10 @@ def _load_sweep(root: Path, out: Path) -> "tuple[pd.DataFrame, pd.DataFrame | No
         raise ReportError(f"no sweep folder at {root}")
     if collect.is_stale(root, out):
         try:
-            df, _ = collect.collect(root)
+            collected = collect.collect(root)
         except collect.CollectError as exc:
             raise ReportError(str(exc)) from None
-        collect.write(df, root, out)
+        collect.write(collected, root, out)
     results = pd.read_parquet(out / collect.RESULTS)
     curves_path = out / collect.CURVES
     curves = pd.read_parquet(curves_path) if curves_path.exists() else None
@@ -395,11 +395,10 @@ def build_csv(
     from proxyscale import analysis
 
     try:
-        df, sizes, directions, notes = analysis.prepare_csv(path, higher_is_better=higher_is_better, allow_short_runs=allow_short_runs)
+        df, sizes, directions, notes, examples = analysis.prepare_csv(path, higher_is_better=higher_is_better, allow_short_runs=allow_short_runs)
     except analysis.AnalysisError as exc:
         raise ReportError(str(exc)) from None
     notes = list(notes)
-    examples = df.attrs.get("examples")
     curves = None
     if "step" in df.columns:
         keys = [k for k in ("recipe", "size", "metric", "lr", "seed") if k in df.columns]
