@@ -220,6 +220,10 @@ def _draw(ax, front: dict, metric: str, pts: list[dict], fs: int = 9) -> None:
         )
     ax.axhline(front["decision_level"], color="#D55E00", ls="--", lw=1.2, label=f"decision level {front['decision_level']:.2f}")
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # plain text: 0.001, not mathtext (slow to lay out)
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"compute / training every recipe at {front['target']} (log)", fontsize=fs + 1)
     ax.set_ylabel("decision accuracy vs target (95% CI)", fontsize=fs + 1)
     ax.set_title(f"{metric}: compute-decision frontier", fontsize=fs + 2)
