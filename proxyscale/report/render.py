@@ -322,6 +322,12 @@ def fig_bump(rep: dict):
     n_rec = max(len(set.intersection(*[set(vals[m][s]) for s in vals[m]])) for m in metrics)
     if n_rec < 3:
         return f"{n_rec} recipe(s) in common across sizes: their ranks are the comparison table's flips"
+    n_sizes = max(len(vals[m]) for m in metrics)
+    if n_sizes == 2 and min(len(set.intersection(*[set(vals[m][s]) for s in vals[m]])) for m in metrics) > MAX_LABELS:
+        return (
+            f"2 sizes and more than {MAX_LABELS} recipes per eval set: one unlabelled line per recipe between two ranks would show "
+            "only what the proxy-vs-target scatter and its Spearman rho show; the flips table names the recipes that swap"
+        )
     h = n_rec * 0.21 + 1.6 if n_rec <= MAX_LABELS else 4.4  # labelled: a rank step at least one label high
     h = max(4.0, h)
     from matplotlib.ticker import MaxNLocator
