@@ -147,7 +147,7 @@ def _read_rows(paths: list[str], sweep: str | None = None) -> tuple[pd.DataFrame
     """(results rows, curve rows, unreadable-record messages, rejected-record messages) of these
     result.json paths; a cell folder without a record yet is skipped silently. Built column-wise (a
     cell's columns repeated over its eval sets and curve points): a row-wise build cost as much as the JSON."""
-    cells, n_final, finals, n_curve, curve, bad, rejected, parametrization = [], [], [], [], [], [], [], []
+    cells, n_final, finals, n_curve, curve, bad, rejected, extra = [], [], [], [], [], [], [], []
     for path in paths:
         try:
             with open(path, "rb") as f:
@@ -167,10 +167,17 @@ def _read_rows(paths: list[str], sweep: str | None = None) -> tuple[pd.DataFrame
             rejected.append(problem)
             continue
         cells.append(tuple(getattr(rec, c) for c in CELL_COLUMNS))
-        parametrization.append((rec.config.get("model") or {}).get("parametrization") or "standard")
+        extra.append(
+            (
+                (rec.config.get("model") or {}).get("parametrization") or "standard",
+                rec.examples_file or "",
+                int((rec.config.get("trainer") or {}).get("seq_len") or 0),
+            )
+        )
         sets = rec.final_loss or ({} if rec.final_metrics else dict.fromkeys([s for s in rec.eval_sets] or ["(none)"]))
-        rows = [(name, "loss", loss, False, rec.baselines.get(name, {})) for name, loss in sets.items()]
-        rows += [(name, m, v, True, {}) for name, ms in (rec.final_metrics or {}).items() for m, v in ms.items()]
+        keys = (rec.cache_keys or {}).get("eval") or {}
+        rows = [(name, "loss", loss, False, rec.baselines.get(name, {}), keys.get(name)) for name, loss in sets.items()]
+        rows += [(name, m, v, True, {}, keys.get(name)) for name, ms in (rec.final_metrics or {}).items() for m, v in ms.items()]
         finals.extend(rows)
         n_final.append(len(rows))
         n = len(curve)
@@ -179,17 +186,21 @@ def _read_rows(paths: list[str], sweep: str | None = None) -> tuple[pd.DataFrame
             curve.extend((name, step, tokens, loss) for name, loss in point["loss"].items())
         n_curve.append(len(curve) - n)
     cell = pd.DataFrame.from_records(cells, columns=CELL_COLUMNS)
-    cell["parametrization"] = parametrization  # standard | mup (model.parametrization): the report says which each size used
+    # parametrization: standard | mup (the report says which each size used); examples_file and seq_len (with each
+    # row's eval_cache_key) let gather_examples find and match the per-example files without reading records again
+    for i, name in enumerate(("parametrization", "examples_file", "seq_len")):
+        cell[name] = [e[i] for e in extra]
     results = cell.loc[cell.index.repeat(n_final)].reset_index(drop=True)
-    results["eval_set"] = [name for name, _, _, _, _ in finals]
-    values = np.array([v for _, _, v, _, _ in finals], dtype=float)  # None (no final value) -> NaN
-    is_loss = np.array([m == "loss" for _, m, _, _, _ in finals], dtype=bool)
+    results["eval_set"] = [r[0] for r in finals]
+    values = np.array([r[2] for r in finals], dtype=float)  # None (no final value) -> NaN
+    is_loss = np.array([r[1] == "loss" for r in finals], dtype=bool)
     results["loss"] = np.where(is_loss, values, np.nan)
     for kind in ("unigram", "bigram"):  # the recipe pool's count models on this eval set (NaN: not in the record)
-        results[kind] = np.array([b.get(kind) for _, _, _, _, b in finals], dtype=float)
-    results["metric"] = [m for _, m, _, _, _ in finals]
+        results[kind] = np.array([r[4].get(kind) for r in finals], dtype=float)
+    results["metric"] = [r[1] for r in finals]
     results["value"] = values
-    results["higher_is_better"] = np.array([h for _, _, _, h, _ in finals], dtype=bool)
+    results["higher_is_better"] = np.array([r[3] for r in finals], dtype=bool)
+    results["eval_cache_key"] = [r[5] for r in finals]
     curves = cell.loc[cell.index.repeat(n_curve), CURVE_COLUMNS[:6]].reset_index(drop=True)
     names, steps, tokens, losses = zip(*curve) if curve else ((), (), (), ())
     curves["eval_set"], curves["step"] = list(names), np.array(steps, dtype=np.int64)
@@ -351,8 +362,12 @@ def _examples_schema():
     )
 
 
+EXAMPLE_COLUMNS_OF_RESULTS = ("examples_file", "seq_len", "eval_cache_key")  # what gather_examples reads of results.parquet
+
+
 def gather_examples(root: Path, df: pd.DataFrame, where: Path) -> Path | None:
-    """The completed cells' per-example files (named by their records' examples_file) -> `where/examples.parquet`,
+    """The completed cells' per-example files (the examples_file column of `df`, the results table, which also
+    gives each cell's seq_len and each eval set's cache key) -> `where/examples.parquet`,
     appended a cell at a time through one ParquetWriter (row groups of ROW_GROUP rows), written to a temp
     file and renamed. Example i of an eval set is the same text only for cells with the same eval cache key
     and seq_len: the first cell (in run-id order) fixes them per eval set; a cell that disagrees is left out of
@@ -361,8 +376,13 @@ def gather_examples(root: Path, df: pd.DataFrame, where: Path) -> Path | None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    done = sorted(set(df.loc[df["status"] == "completed", "run_id"])) if not df.empty else []
     out, note_path = where / EXAMPLES, where / EXAMPLES_NOTE
+    lacking = [c for c in EXAMPLE_COLUMNS_OF_RESULTS if c not in df.columns]
+    if lacking:
+        log.warning(f"per-example losses: results.parquet lacks {', '.join(lacking)} (an older proxyscale collected it); run `proxyscale collect` again")
+        return None
+    with_files = df[(df["status"] == "completed") & (df["examples_file"] != "")] if not df.empty else df
+    cells = {rid: rows for rid, rows in with_files.groupby("run_id", sort=True)}
     sets: dict[str, dict] = {}
     left_out: list[str] = []
     tmp = record.temp_name(out)
@@ -371,15 +391,10 @@ def gather_examples(root: Path, df: pd.DataFrame, where: Path) -> Path | None:
     n_buf = n_rows = n_cells = 0
     schema = _examples_schema()
     try:
-        for rid in done:
-            try:
-                rec = record.read(root / rid)
-            except record.RecordError as exc:
-                left_out.append(str(exc))
-                continue
-            if not rec.examples_file:
-                continue
-            path = root / rid / rec.examples_file
+        for rid, rows in cells.items():
+            first = rows.iloc[0]
+            keys = dict(zip(rows["eval_set"], rows["eval_cache_key"]))
+            path = root / rid / first["examples_file"]
             try:
                 t = pq.read_table(path)
                 t = t.select([c for c in ("eval_set", "example", "loss", "metric", "value") if c in t.column_names])
@@ -391,9 +406,9 @@ def gather_examples(root: Path, df: pd.DataFrame, where: Path) -> Path | None:
             names = np.asarray(t.column("eval_set").cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
             examples = t.column("example").to_numpy()
             keep = np.ones(len(names), dtype=bool)
-            seq_len = int((rec.config.get("trainer") or {}).get("seq_len", 0))
+            seq_len = int(first["seq_len"])
             for name in dict.fromkeys(names):
-                ident = {"eval_cache_key": (rec.cache_keys.get("eval") or {}).get(name), "seq_len": seq_len}
+                ident = {"eval_cache_key": keys.get(name), "seq_len": seq_len}
                 rows = names == name
                 n_ex = int(np.unique(examples[rows]).size)
                 ref = sets.setdefault(name, {**ident, "n_examples": n_ex, "cells": 0})
@@ -412,10 +427,10 @@ def gather_examples(root: Path, df: pd.DataFrame, where: Path) -> Path | None:
             part = pa.table(
                 {
                     "run_id": pa.array([rid] * n, pa.string()),
-                    "size": pa.array([rec.size] * n, pa.string()),
-                    "recipe": pa.array([rec.recipe] * n, pa.string()),
-                    "lr": np.full(n, float(rec.lr)),
-                    "seed": np.full(n, int(rec.seed), dtype=np.int64),
+                    "size": pa.array([first["size"]] * n, pa.string()),
+                    "recipe": pa.array([first["recipe"]] * n, pa.string()),
+                    "lr": np.full(n, float(first["lr"])),
+                    "seed": np.full(n, int(first["seed"]), dtype=np.int64),
                     "eval_set": pa.array(names[keep].tolist(), pa.string()),
                     "example": t.column("example").to_numpy().astype(np.int32)[keep],
                     "loss": t.column("loss").to_numpy(zero_copy_only=False).astype(np.float32)[keep],

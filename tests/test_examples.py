@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import FAST, run_cli, stub_record
+from helpers import FAST, run_cli
 from proxyscale import collect, record
 from proxyscale.analysis import examples as X
 from proxyscale.job import run as job_run
@@ -158,11 +158,6 @@ def test_csv_without_an_example_column_says_so(tmp_path):
 # (d) the bytes: the demo's 45 cells x 3 eval sets x 127 examples
 
 
-def _fake_record(root: Path, rid: str, size: str, recipe: str, seed: int, keys: dict) -> record.Record:
-    return stub_record(run_id=rid, sweep="demo", size=size, recipe=recipe, lr=3e-3, seed=seed, config={"trainer": {"seq_len": 128}},
-                       eval_sets=list(keys), cache_keys={"eval": keys}, examples_file=record.EXAMPLES)  # fmt: skip
-
-
 def test_examples_files_stay_small(tmp_path):
     rng = np.random.default_rng(0)
     keys = {"prose": "k1", "code": "k2", "readme": "k3"}
@@ -174,9 +169,9 @@ def test_examples_files_stay_small(tmp_path):
         (tmp_path / rid).mkdir()
         losses = {k: (4 + rng.normal(size=n_win)).astype(np.float32) for k in keys}  # noisy floats: incompressible, the worst case
         assert job_run.write_examples(tmp_path / rid, losses) == record.EXAMPLES
-        record.write(tmp_path / rid, _fake_record(tmp_path, rid, size, recipe, seed, keys))
-        rows.append({"run_id": rid, "status": "completed"})
-    assert len(rows) == 45
+        cell = {"run_id": rid, "status": "completed", "size": size, "recipe": recipe, "lr": 3e-3, "seed": seed, "examples_file": record.EXAMPLES}
+        rows += [{**cell, "seq_len": 128, "eval_set": name, "eval_cache_key": key} for name, key in keys.items()]
+    assert len(rows) == 45 * 3
     per_cell = max(p.stat().st_size for p in tmp_path.glob("*/examples.parquet"))
     path = collect.gather_examples(tmp_path, pd.DataFrame(rows), tmp_path)
     total = path.stat().st_size

@@ -463,14 +463,13 @@ def _per_example_sweep(root: Path, out: Path, results: "pd.DataFrame", df: "pd.D
         collect.gather_examples(root, results, out)
     params = {s: int(p) for s, p in df.groupby("size")["params"].first().items()}
     if not path.exists():
-        return _per_example(
-            None,
-            df,
-            sizes,
-            rep,
-            params,
-            "no per-example losses: no completed cell names an examples file (trained before per-example losses were recorded, or a multi-process eval)",
+        old = not set(collect.EXAMPLE_COLUMNS_OF_RESULTS) <= set(results.columns)
+        why = (
+            "results.parquet predates the per-example columns: run `proxyscale collect` on the sweep again"
+            if old
+            else "no per-example losses: no completed cell names an examples file (trained before per-example losses were recorded, or a multi-process eval)"
         )
+        return _per_example(None, df, sizes, rep, params, why)
     ex = pd.read_parquet(path)
     done = set(results.loc[results["status"] == "completed", "run_id"])
     ex = ex[ex["run_id"].isin(done)]
