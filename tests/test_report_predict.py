@@ -91,7 +91,8 @@ def test_two_sizes_prediction_unavailable_frontier_present(tmp_path):
     bl = rep["summary"]["bottom_line"]  # winner, one proxy, planner, LR, warning
     assert len(bl) == 5 and bl[2] == "Planner: " + front["plans"][0]["sentence"]
     md = (tmp_path / "out" / "report.md").read_text()
-    assert f"Not available: {pred['reason']}." in md and "(fig_frontier.png)" in md
+    assert f"Not available: {pred['reason']}." in md and "(fig_frontier.png)" not in md  # one point: the table, not a figure
+    assert "_Figure not drawn: one point per eval set" in md and not (tmp_path / "out" / "fig_frontier.png").exists()
 
 
 def test_sizes_without_parameter_counts_say_why_in_one_line():

@@ -648,6 +648,8 @@ def fig_frontier(rep: dict):
     panels = [(m, q) for m, q in panels if q]
     if not panels:
         return "no frontier point has a decision accuracy"
+    if all(len(q) == 1 for _, q in panels):
+        return "one point per eval set (a single proxy size, final values only): the table below lists it with its interval"
     with _style() as plt:
         fig, axes = _grid(plt, len(panels), ncols=2 if len(panels) > 1 else 1, w=6.4, h=4.6)
         for ax, (m, q) in zip(axes, panels):
@@ -1050,7 +1052,7 @@ def _intervals(rep: dict) -> str:
     )
 
 
-def markdown_predictions(rep: dict, figure_file: str | None = None) -> list[str]:
+def markdown_predictions(rep: dict, figure_file: str | None = None, not_drawn: str | None = None) -> list[str]:
     out = ["## Predictions\n"]
     out += [f"- {s}" for s in prediction_lines(rep)] + [""]
     run = prediction_run_line(rep)
@@ -1070,6 +1072,8 @@ def markdown_predictions(rep: dict, figure_file: str | None = None) -> list[str]
         if figure_file:
             out.append(f"![Compute-decision frontier: {', '.join(frontier_metrics(rep))}]({figure_file})\n")
             out.append(f"[SVG]({Path(figure_file).with_suffix('.svg').name})\n")
+        elif not_drawn:
+            out.append(f"_Figure not drawn: {not_drawn}._\n")
     out += [f"- {s}" for s in frontier_lines(rep)] + [""]
     if front.get("available"):
         out.append(
@@ -1132,7 +1136,7 @@ def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | 
         if es.get("available")
         else f"Not available: {es.get('reason')}.\n"
     )
-    out += markdown_predictions(rep, figure_file)
+    out += markdown_predictions(rep, figure_file, (skipped or {}).get("frontier"))
     out.append("## Flipped pairs\n")
     out.append(md_table(FLIP_HEAD, flip_rows(rep)))
     if rep.get("status_counts"):
@@ -1150,7 +1154,7 @@ img{max-width:100%;border:1px solid #eee}.holds{color:#1a7f37;font-weight:bold}.
 .fails{color:#cf222e;font-weight:bold}.note{color:#555;font-size:.92em}.bottom{background:#f6f8fa;border:1px solid #ccc;padding:6px 20px}"""
 
 
-def html_predictions(rep: dict, png: bytes | None) -> list[str]:
+def html_predictions(rep: dict, png: bytes | None, not_drawn: str | None = None) -> list[str]:
     e = html.escape
     parts = ["<h2>Predictions</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in prediction_lines(rep)) + "</ul>"]
     run = prediction_run_line(rep)
@@ -1170,6 +1174,8 @@ def html_predictions(rep: dict, png: bytes | None) -> list[str]:
             parts.append(f"<img alt='{e(title)}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>")
             svg = Path(FRONTIER_PNG).with_suffix(".svg").name
             parts.append(f"<p class=note>Files: <a href='{FRONTIER_PNG}'>{FRONTIER_PNG}</a>, <a href='{svg}'>{svg}</a></p>")
+        elif not_drawn:
+            parts.append(f"<p class=note>Figure not drawn: {e(not_drawn)}.</p>")
     parts.append("<ul>" + "".join(f"<li>{e(s)}</li>" for s in frontier_lines(rep)) + "</ul>")
     if front.get("available"):
         parts.append(html_table(FRONTIER_HEAD, frontier_rows(rep)))
@@ -1231,7 +1237,7 @@ def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | No
     es = rep.get("early_signal") or {}
     if not es.get("available"):
         parts.append(f"<h2>Early signal</h2><p>Not available: {e(str(es.get('reason')))}.</p>")
-    parts += html_predictions(rep, figures.get("frontier"))
+    parts += html_predictions(rep, figures.get("frontier"), skipped.get("frontier"))
     parts.append("<h2>Flipped pairs</h2>" + html_table(FLIP_HEAD, flip_rows(rep)))
     if rep.get("status_counts"):
         parts.append("<h2>Cell status</h2>" + html_table(["size", "completed", "diverged", "failed"], status_rows(rep)))
