@@ -141,7 +141,12 @@ def test_memory_is_linear_in_recipes(tmp_path):
 
 @pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
 def test_regmix_end_to_end_fast(tmp_path):
-    """256 recipes x 13 metrics, HTML and every figure included: under 5 s on the idle dev machine (bench_report);
-    10 s allowed for a loaded CI box."""
-    secs, _ = run_peak(REALDATA / "regmix_1m_60m.csv", tmp_path)
-    assert secs < 10, secs
+    """256 recipes x 13 metrics, HTML and every figure included, in under 5 s (issue 12): best of up to 3 fresh
+    processes, as bench_report measures it, since one run on a shared 2-core machine can be slowed by others."""
+    times = []
+    for i in range(3):
+        secs, _ = run_peak(REALDATA / "regmix_1m_60m.csv", tmp_path / str(i))
+        times.append(round(secs, 2))
+        if secs < 5:
+            break
+    assert min(times) < 5, times
