@@ -148,7 +148,7 @@ def time_import(repeats: int = 5) -> tuple[float, float, bool]:
 
 PEAK = (
     "import os, resource, sys, time; t = time.perf_counter(); from proxyscale.report import build, render; "
-    "build.run(csv=sys.argv[1], out=sys.argv[2]); workers = min(len(os.sched_getaffinity(0)), len(render.DRAW_ORDER)); "
+    "build.run(csv=sys.argv[1], out=sys.argv[2]); workers = min(len(os.sched_getaffinity(0)), len(render.BUILDERS)); "
     "own, child = (resource.getrusage(w).ru_maxrss / 1024 for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)); "
     "print(time.perf_counter() - t, own + workers * child)"
 )

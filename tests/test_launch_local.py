@@ -127,17 +127,9 @@ def test_hydra_submitit_local_launcher_runs_the_grid(tmp_path, cache_dir):
     """`proxyscale -m hydra/launcher=submitit_local ...`: our sweeper, submitit's local executor,
     one process per cell (2 at a time), blocking until both records are written."""
     out = tmp_path / "outputs"
-    r = run_cli(
-        "-m",
-        "hydra/launcher=submitit_local",
-        "model=debug",
-        "data=balanced,noisy",
-        *FAST,
-        f"paths.output_dir={out}",
-        f"paths.cache_dir={cache_dir}",
-        "sweep=sl",
-        timeout=400,
-    )
+    args = ("-m", "hydra/launcher=submitit_local", "model=debug", "data=balanced,noisy", *FAST)
+    args += (f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "sweep=sl")
+    r = run_cli(*args, timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     sweep = out / "sl"
     recs = [record.read(p.parent) for p in sweep.glob("*/result.json")]
@@ -147,17 +139,7 @@ def test_hydra_submitit_local_launcher_runs_the_grid(tmp_path, cache_dir):
     rows, _ = cell_states(sweep)
     assert counts(rows)["completed"] == 2
     # a second run skips both final cells (the sweeper's skip) and launches nothing
-    again = run_cli(
-        "-m",
-        "hydra/launcher=submitit_local",
-        "model=debug",
-        "data=balanced,noisy",
-        *FAST,
-        f"paths.output_dir={out}",
-        f"paths.cache_dir={cache_dir}",
-        "sweep=sl",
-        timeout=200,
-    )
+    again = run_cli(*args, timeout=200)
     assert again.returncode == 0 and "2 already final, 0 to run" in again.stdout + again.stderr
 
 

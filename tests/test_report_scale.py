@@ -118,7 +118,7 @@ PEAK = textwrap.dedent("""
     t = time.perf_counter()
     from proxyscale.report import build, render
     build.run(csv=sys.argv[1], out=sys.argv[2])
-    workers = min(len(os.sched_getaffinity(0)), len(render.DRAW_ORDER))
+    workers = min(len(os.sched_getaffinity(0)), len(render.BUILDERS))
     own, child = (resource.getrusage(who).ru_maxrss / 1024 for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     print(time.perf_counter() - t, own + workers * child)
 """)

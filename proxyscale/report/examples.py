@@ -23,13 +23,13 @@ def _ci(ci) -> str:
     return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
 
 
-def _entries(rep: dict) -> list[dict]:
+def entries(rep: dict) -> list[dict]:
     return [e for e in (rep.get("per_example") or {}).get("entries", []) if e.get("mean") is not None]
 
 
 def rows(rep: dict) -> list[list[str]]:
     out = []
-    for e in _entries(rep):
+    for e in entries(rep):
         q = e.get("quantiles") or {}
         n = str(e["n_examples"]) + (f" (+{e['n_undefined']} undefined)" if e.get("n_undefined") else "")
         out.append(
@@ -51,7 +51,7 @@ def rows(rep: dict) -> list[list[str]]:
 def flip_rows(rep: dict) -> list[list[str]]:
     target = (rep.get("per_example") or {}).get("target")
     out = []
-    for e in _entries(rep):
+    for e in entries(rep):
         if e["target"] != target:
             continue
         for f in e.get("flips", [])[:MAX_FLIP_ROWS]:
@@ -82,7 +82,7 @@ def lines(rep: dict) -> list[str]:
         "effect (an addition, not the paper's definition).",
     ]
     target = pe.get("target")
-    for e in _entries(rep):
+    for e in entries(rep):
         if e["target"] == target:
             out.append(
                 f"{e['metric']}, {e['proxy']} → {e['target']}: mean predictive correlation {_f(e['mean'])} {_ci(e.get('mean_ci'))} over "

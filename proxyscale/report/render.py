@@ -319,11 +319,12 @@ def fig_bump(rep: dict):
     if not vals:
         return "no comparisons between sizes"
     metrics = _panel_metrics(rep, vals)
-    n_rec = max(len(set.intersection(*[set(vals[m][s]) for s in vals[m]])) for m in metrics)
+    common = [len(set.intersection(*[set(vals[m][s]) for s in vals[m]])) for m in metrics]  # recipes ranked at every size
+    n_rec = max(common)
     if n_rec < 3:
         return f"{n_rec} recipe(s) in common across sizes: their ranks are the comparison table's flips"
-    n_sizes = max(len(vals[m]) for m in metrics)
-    if n_sizes == 2 and min(len(set.intersection(*[set(vals[m][s]) for s in vals[m]])) for m in metrics) > MAX_LABELS:
+    labelled = min(common) <= MAX_LABELS  # some panel names its lines at their right end (outside the axes)
+    if max(len(vals[m]) for m in metrics) == 2 and not labelled:
         return (
             f"2 sizes and more than {MAX_LABELS} recipes per eval set: one unlabelled line per recipe between two ranks would show "
             "only what the proxy-vs-target scatter and its Spearman rho show; the flips table names the recipes that swap"
@@ -334,7 +335,6 @@ def fig_bump(rep: dict):
 
     with _style() as plt:
         fig, axes = _grid(plt, len(metrics), ncols=2, w=6.4, h=h)
-        labelled = False
         for ax, metric in zip(axes, metrics):
             per = vals[metric]
             higher = (rep.get("directions") or {}).get(metric, rep["direction"]) == "higher"
@@ -371,7 +371,6 @@ def fig_bump(rep: dict):
                 _wrap(f"{metric}: rank of each recipe across sizes ({len(recipes)} recipes" + (", unlabelled" if len(recipes) > MAX_LABELS else "") + ")", 6.0)
             )
             ax.grid(alpha=0.3)
-            labelled = labelled or len(recipes) <= MAX_LABELS
         _layout(fig, final=not labelled)  # unlabelled lines: nothing is added outside the axes
         for ax, metric in zip(axes, metrics):
             per = vals[metric]
@@ -434,6 +433,19 @@ def fig_heatmap(rep: dict):
     return fig
 
 
+def _agreement_axis(ax, key: str, bigram: float | None) -> None:
+    """The y axis of an agreement curve: Spearman rho with its zero line, or decision accuracy with chance and,
+    where known, the bigram count model's level."""
+    if key == "spearman":
+        ax.set_ylim(-1.08, 1.08)
+        _chance(ax, 0.0, "no correlation (0)")
+        return
+    ax.set_ylim(-0.03, 1.05)
+    _chance(ax)
+    if bigram is not None:
+        _baseline_line(ax, bigram, f"bigram baseline ({bigram:.2f})")
+
+
 def _lr_ticks(ax, lrs: list[float], standard: float | None) -> None:
     """Ticks at the grid's learning rates; limits a little beyond them and the standard LR, so its line is inside."""
     from matplotlib.ticker import FixedLocator, NullLocator
@@ -483,15 +495,8 @@ def fig_reduced_lr(rep: dict):
                         labels.setdefault(k, []).append((xs[-1], ys[-1], f"{e['proxy']}→{e['target']} ({mode})", color))
             for ax, key, name in zip(row, ("spearman", "decision_accuracy"), ("Spearman rho", "decision accuracy")):
                 _lr_ticks(ax, lrs, std)
-                if key == "spearman":
-                    ax.set_ylim(-1.08, 1.08)
-                    _chance(ax, 0.0, "no correlation (0)")
-                else:
-                    ax.set_ylim(-0.03, 1.05)
-                    _chance(ax)
-                    bg = [v for v in (_bigram_da(rep, metric, e["target"]) for e in es) if v is not None]
-                    if bg:
-                        _baseline_line(ax, bg[0], f"bigram baseline ({bg[0]:.2f})")
+                bg = [v for v in (_bigram_da(rep, metric, e["target"]) for e in es) if v is not None]
+                _agreement_axis(ax, key, bg[0] if bg else None)
                 if std:
                     ax.axvline(std, color="#444444", lw=1.2, ls=":")
                     ax.annotate(
@@ -547,15 +552,7 @@ def fig_early(rep: dict):
                 ax.set_title(_wrap(f"{metric}: {name} with the final {es['target']} ranking", 5.6))
                 ax.set_xlim(0, 1.03)
                 ax.grid(alpha=0.3)
-                if key == "spearman":
-                    ax.set_ylim(-1.08, 1.08)
-                    _chance(ax, 0.0, "no correlation (0)")
-                else:
-                    ax.set_ylim(-0.03, 1.05)
-                    _chance(ax)
-                    bg = _bigram_da(rep, metric, es["target"])
-                    if bg is not None:
-                        _baseline_line(ax, bg, f"bigram baseline ({bg:.2f})")
+                _agreement_axis(ax, key, _bigram_da(rep, metric, es["target"]))
             _layout(fig)
             for k, ax in enumerate(row):
                 _end_labels(ax, labels.get(k, []))
@@ -660,8 +657,10 @@ def fig_frontier(rep: dict):
 
 def fig_per_example(rep: dict):
     """Mean predictive correlation against the largest size vs proxy size (parameters, log x), per eval set, with intervals."""
+    from proxyscale.report.examples import entries
+
     pe = rep.get("per_example") or {}
-    pts = [e for e in (pe.get("entries") or []) if e.get("mean") is not None and e["target"] == pe.get("target")]
+    pts = [e for e in entries(rep) if e["target"] == pe.get("target")]
     if not pts:
         return f"per-example view not available ({pe.get('reason') or 'no per-example losses'})"
     sizes = rep.get("sizes") or []
@@ -711,29 +710,28 @@ FIGURES = [
 ALL_FIGURES = FIGURES + [("frontier", "Compute-decision frontier", fig_frontier), ("per_example", "Per-example view", fig_per_example)]
 
 
-def figures(rep: dict) -> dict:
-    """key -> matplotlib Figure, or the one-line reason it was skipped; for every figure of the report."""
+BUILDERS = {key: fn for key, _, fn in ALL_FIGURES}
+COSTLIEST = ("scatter", "bump", "scaling", "reduced_lr", "early", "frontier")  # drawn first, so the workers finish together
+
+
+def _build(key: str, rep: dict):
+    """Figure `key` of `rep`: a matplotlib Figure, or the one-line reason it was skipped."""
     import warnings
 
-    out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constrained layout's "not applied" and friends: the figure is still drawn
-        for key, _, fn in ALL_FIGURES:
-            out[key] = fn(rep)
-    return out
+        return BUILDERS[key](rep)
 
 
-DRAW_ORDER = ["scatter", "bump", "scaling", "reduced_lr", "early", "frontier", "heatmap", "per_example"]  # costliest first
+def figures(rep: dict) -> dict:
+    """key -> matplotlib Figure, or the one-line reason it was skipped; for every figure of the report."""
+    return {key: _build(key, rep) for key in BUILDERS}
 
 
 def _draw_one(job: tuple[str, dict]) -> tuple[str, str | tuple[bytes, bytes]]:
     """One figure as (PNG bytes, SVG bytes), or the reason it was not drawn."""
-    import warnings
-
     key, rep = job
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fig = dict((k, fn) for k, _, fn in ALL_FIGURES)[key](rep)
+    fig = _build(key, rep)
     if isinstance(fig, str) or fig is None:
         return key, fig or "nothing to draw"
     try:
@@ -756,13 +754,14 @@ def painters():
     if cores < 2 or "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
         yield None
         return
-    with multiprocessing.get_context("fork").Pool(min(cores, len(DRAW_ORDER)), initializer=_plt) as pool:
+    with multiprocessing.get_context("fork").Pool(min(cores, len(BUILDERS)), initializer=_plt) as pool:
         yield pool
 
 
 def draw_all(rep: dict, pool=None) -> dict[str, str | tuple[bytes, bytes]]:
     """key -> (PNG, SVG) bytes, or the reason the figure was skipped, for every figure; on `pool` (painters()) if given."""
-    jobs = [(key, rep) for key in DRAW_ORDER]
+    order = sorted(BUILDERS, key=lambda k: COSTLIEST.index(k) if k in COSTLIEST else len(COSTLIEST))
+    jobs = [(key, rep) for key in order]
     if pool is None:
         return dict(map(_draw_one, jobs))
     return dict(pool.imap_unordered(_draw_one, jobs))
@@ -1253,7 +1252,9 @@ def write(rep: dict, folder: Path, pool=None) -> list[Path]:
     pngs: dict[str, bytes] = {}
     skipped: dict[str, str] = {}
     written: list[Path] = []
-    for key, drawn in sorted(draw_all(rep, pool).items(), key=lambda kv: [k for k, _, _ in ALL_FIGURES].index(kv[0])):
+    drawn_all = draw_all(rep, pool)
+    for key in BUILDERS:  # the report's order, whatever order the workers finished in
+        drawn = drawn_all[key]
         png_path = folder / fig_file(key)
         svg_path = png_path.with_suffix(".svg")
         if isinstance(drawn, str):
