@@ -107,6 +107,7 @@ def train_main(argv: list[str]) -> None:
             fail(f"hydra.launcher.n_jobs must be >= 1, got {n_jobs}")
         if base.dry_run:
             cells = cells or grid.compose_grid(argv, progress=True)[0]
+            grid.check_grid(cells, base)  # what the sweep would refuse, refused here too (nothing is written)
             final = {c.run_id for c in cells} - {c.run_id for c in grid.pending(cells)}
             print(grid.cost_table(cells, int(base.hydra.launcher.get("n_jobs", 1) or 1), final))
             return
