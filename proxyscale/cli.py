@@ -107,6 +107,7 @@ def train_main(argv: list[str]) -> None:
             fail(f"hydra.launcher.n_jobs must be >= 1, got {n_jobs}")
         if base.dry_run:
             cells = cells or grid.compose_grid(argv, progress=True)[0]
+            grid.check_grid(cells, base)  # what the sweep would refuse, refused here too (nothing is written)
             final = {c.run_id for c in cells} - {c.run_id for c in grid.pending(cells)}
             print(grid.cost_table(cells, int(base.hydra.launcher.get("n_jobs", 1) or 1), final))
             return
@@ -182,7 +183,7 @@ def _curation_key(payload: dict) -> str:
     import json
 
     recipe = {k: v for k, v in payload["recipe"].items() if k != "pool_tokens"}
-    return json.dumps([recipe, payload.get("corpora"), payload.get("step_versions")], sort_keys=True, default=str)
+    return json.dumps([recipe, payload.get("corpora"), payload.get("step_versions"), payload.get("files")], sort_keys=True, default=str)
 
 
 def recipes_main(argv: list[str]) -> None:
@@ -207,7 +208,7 @@ def recipes_main(argv: list[str]) -> None:
             try:  # a recipe whose inputs are missing (select_by_proxy before its scorer is trained) is listed, not fatal
                 meta = cached_recipe_meta(d, cache_dir)
                 if meta is None and not hub:
-                    meta = built_recipes(cache_dir).get(_curation_key(_recipe_payload(d)))
+                    meta = built_recipes(cache_dir).get(_curation_key(_recipe_payload(d, cache_dir)))
                 if meta is None and a.build and not hub:
                     meta = recipe_tokens(d, cache_dir)[1]
                 waiting = None

@@ -208,12 +208,11 @@ def _read_rows(paths: list[str], sweep: str | None = None) -> tuple[pd.DataFrame
     return results, curves, bad, rejected
 
 
-def read_grid(root: Path) -> tuple[set[str] | None, str | None]:
-    """(run ids of the sweep's current grid, its sweep name) from grid.json; (None, None) without
-    one, or with a corrupt one (a warning: the next sweep run rebuilds it)."""
+def read_grid_doc(root: Path) -> dict | None:
+    """The sweep's grid.json as a dict; None without one, or with a corrupt one (a warning: the next sweep run rebuilds it)."""
     path = root / record.GRID
     if not path.exists():
-        return None, None
+        return None
     try:
         doc = json.loads(path.read_text())
         cells = doc["cells"]
@@ -221,8 +220,14 @@ def read_grid(root: Path) -> tuple[set[str] | None, str | None]:
             raise TypeError(f"cells is a {type(cells).__name__}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:120]}); every record is used (rerun the sweep to rebuild it)")
-        return None, None
-    return set(cells), str(doc.get("sweep") or root.name)
+        return None
+    return doc
+
+
+def read_grid(root: Path) -> tuple[set[str] | None, str | None]:
+    """(run ids of the sweep's current grid, its sweep name) from grid.json; (None, None) without a readable one."""
+    doc = read_grid_doc(root)
+    return (None, None) if doc is None else (set(doc["cells"]), str(doc.get("sweep") or root.name))
 
 
 def expected_cells(root: Path) -> set[str]:

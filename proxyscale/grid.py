@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import pickle
 import time
 from dataclasses import dataclass
@@ -390,33 +391,100 @@ def standard_lr(base: DictConfig) -> tuple[float, str]:
     return float(base.optim.lr), "optim.lr of the sweep's base config (set standard_lr=... to state another)"
 
 
-def write_grid(cells: list[Cell], base: DictConfig) -> None:
-    """Add the grid's cells to <sweep>/grid.json (the list `collect` checks for missing cells), with
-    the sweep's standard LR, which the report reads instead of guessing it."""
-    path = sweep_dir(cells[0].cfg) / record.GRID
-    known = read_grid_cells(path)
-    # A cell asked for by the same overrides under another run id (its recipe's YAML, the built-in
-    # corpora or a step version changed) is superseded: its old record is no longer in the grid.
-    asked = {json.dumps(list(c.overrides)) for c in cells}
-    known = {rid: o for rid, o in known.items() if json.dumps(list(o)) not in asked}
-    known.update({c.run_id: list(c.overrides) for c in cells})
-    lr, source = standard_lr(base)
-    doc = {"updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "sweep": str(cells[0].cfg.sweep), "cells": known, "standard_lr": lr, "standard_lr_source": source}
-    record.atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
+# Keys a sweep states once (grid.json "fixed"): its budgets, eval sets, optimizer and trainer settings. The size's and the
+# recipe's own definitions are left out: an edited model or recipe YAML supersedes its cells one by one (see write_grid).
+_DEFINITIONS = ("model.", "data.name", "data.sources", "data.steps")
 
 
-def read_grid_cells(path: Path) -> dict:
-    """{run_id: overrides} of a grid.json; a corrupt one is rebuilt from this plan with a warning."""
+def grid_settings(cells: list[Cell]) -> tuple[dict, list[str]]:
+    """(fixed, swept): the stated identity keys with one value across the cells, and those that vary."""
+    flat = [C.flatten(C.identity_of(c.view if c.view is not None else C.plain(c.cfg))) for c in cells]
+    values: dict[str, set] = {}
+    for f in flat:
+        for k, v in f.items():
+            if not k.startswith(_DEFINITIONS):
+                values.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+    fixed = {k: json.loads(next(iter(v))) for k, v in values.items() if len(v) == 1 and all(k in f for f in flat)}
+    return fixed, sorted(set(values) - set(fixed))
+
+
+def cell_key(c: Cell) -> list:
+    """What the analysis tells cells apart by (size, recipe, lr, seed): a cell with another run id under the same key
+    replaces the old one in grid.json (its YAML or data changed), whatever the order or spelling of its overrides."""
+    v = c.view if c.view is not None else c.cfg
+    return [str(v.model.name), str(v.data.name), float(v.optim.lr), int(v.seed)]
+
+
+def read_grid(path: Path) -> dict:
+    """A sweep's grid.json as a dict ({} when absent); a corrupt one is rebuilt from this plan with a warning."""
     if not path.exists():
         return {}
     try:
-        cells = json.loads(path.read_text())["cells"]
-        if not isinstance(cells, dict):
-            raise TypeError(f"cells is a {type(cells).__name__}")
-        return cells
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict) or not isinstance(doc.get("cells"), dict):
+            raise TypeError("not an object with a cells object")
+        return doc
+    except (OSError, ValueError, TypeError) as exc:
         log.warning(f"{path}: unreadable ({type(exc).__name__}: {str(exc)[:120]}); rebuilding it from this grid")
         return {}
+
+
+def check_grid(cells: list[Cell], base: DictConfig) -> dict:
+    """grid.json as this command would leave it; GridError (one line) when the command would change what the sweep
+    stated before: a fixed setting (trainer.max_tokens, eval sets, ...) to another value, or the standard LR
+    stated as another value. Sweeping a key that was fixed, or adding values to an axis, is allowed. The standard LR
+    taken implicitly from the base config's optim.lr (a rerun of one cell at another LR) never replaces a stated one."""
+    path = sweep_dir(cells[0].cfg) / record.GRID
+    doc = read_grid(path)
+    name = str(cells[0].cfg.sweep)
+    fixed, swept = grid_settings(cells)
+    old_fixed, old_swept = doc.get("fixed") or {}, doc.get("swept") or []
+    for k in sorted(set(old_fixed) & set(fixed)):
+        if k not in swept and k not in old_swept and json.dumps(old_fixed[k], sort_keys=True) != json.dumps(fixed[k], sort_keys=True):
+            raise GridError(
+                f"sweep {name}: {k} is {old_fixed[k]!r} in {path}, this command makes it {fixed[k]!r}; a sweep's settings are "
+                f"stated once (results of both would be averaged): use another sweep=NAME"
+            )
+    lr, source = standard_lr(base)
+    old_lr = doc.get("standard_lr")
+    if isinstance(old_lr, (int, float)) and not math.isclose(lr, old_lr, rel_tol=1e-9):
+        if base.get("standard_lr") is not None:
+            raise GridError(
+                f"sweep {name}: standard_lr={lr:g} but {path} states {old_lr:g} ({doc.get('standard_lr_source')}); the standard LR is stated "
+                f"once per sweep: use another sweep=NAME, or compare against {lr:g} with proxyscale report --standard-lr {lr:g}"
+            )
+        log.info(f"sweep {name}: the standard LR stays {old_lr:g} as {path} states it (this command's optim.lr={lr:g} is a cell's LR)")
+        lr, source = float(old_lr), doc.get("standard_lr_source") or source
+    known, keys = dict(doc.get("cells") or {}), dict(doc.get("keys") or {})
+    new_keys = {c.run_id: cell_key(c) for c in cells}
+    asked_keys = {json.dumps(k) for k in new_keys.values()}
+    asked = {json.dumps(sorted(c.overrides)) for c in cells}  # grid.json files from before the keys: by overrides, in any order
+    for rid in list(known):
+        same = json.dumps(keys[rid]) in asked_keys if rid in keys else json.dumps(sorted(known[rid])) in asked
+        if same and rid not in new_keys:
+            known.pop(rid)
+            keys.pop(rid, None)
+    known.update({c.run_id: list(c.overrides) for c in cells})
+    keys.update(new_keys)
+    merged_fixed = {k: v for k, v in old_fixed.items() if k not in swept} | {k: v for k, v in fixed.items() if k not in old_swept}
+    return {
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "sweep": name,
+        "cells": known,
+        "keys": keys,
+        "fixed": merged_fixed,
+        "swept": sorted(set(swept) | set(old_swept)),
+        "standard_lr": lr,
+        "standard_lr_source": source,
+    }
+
+
+def write_grid(cells: list[Cell], base: DictConfig) -> None:
+    """Add the grid's cells to <sweep>/grid.json (the list `collect` checks for missing cells, with each cell's
+    size, recipe, lr and seed), the sweep's fixed settings and its standard LR, which the report reads instead of
+    guessing it. Raises GridError when the command would change what the sweep stated (check_grid)."""
+    doc = check_grid(cells, base)
+    record.atomic_write_text(sweep_dir(cells[0].cfg) / record.GRID, json.dumps(doc, indent=1, sort_keys=True))
 
 
 def cost_table(cells: list[Cell], workers: int = 1, final: set[str] | frozenset = frozenset()) -> str:

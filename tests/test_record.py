@@ -245,7 +245,7 @@ def test_a_changed_cell_supersedes_its_old_run_id_in_grid_json(tmp_path):
     with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
         old, new, other = (
             compose("config", overrides=[f"paths.output_dir={tmp_path}", *o])
-            for o in (["data=noisy"], ["data=noisy", "data.pool_tokens=1000"], ["data=balanced"])
+            for o in (["data=noisy"], ["data=noisy", "data.sources.0.weight=0.9"], ["data=balanced"])
         )
     grid.write_grid([grid.Cell(["data=noisy"], old, identity.run_id(old)), grid.Cell(["data=balanced"], other, identity.run_id(other))], old)
     grid.write_grid([grid.Cell(["data=noisy"], new, identity.run_id(new))], new)  # same overrides, another run id

@@ -8,9 +8,10 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
-from helpers import FAST, PROXYSCALE, ROOT, run_cli
+from helpers import FAST, PROXYSCALE, ROOT, run_cli, snapshot
 
 GRID = ["-m", "model=debug", "data=balanced,noisy", "optim.lr=3e-3,1e-2", "sweep=rel", *FAST]
 
@@ -164,3 +165,142 @@ def test_killing_only_the_parent_of_a_two_worker_sweep_stops_its_workers(out_dir
     while time.time() < deadline and any(_alive(p) for p in workers):
         time.sleep(0.2)
     assert not [p for p in workers if _alive(p)], "workers outlived their parent"
+
+
+# ---- issue 24.1: a sweep has one identity ----------------------------------------------------
+
+TWO_LRS = ["model=debug", "data=balanced,noisy", "optim.lr=3e-3,1e-2", "sweep=ident", *FAST]
+
+
+def _plan_into(out_dir, *overrides, write=True):
+    """Plan a grid in this process (no training) and record it in grid.json, as the sweeper does before launching."""
+    from proxyscale import grid
+
+    cells, base = grid.compose_grid(["-m", *overrides, f"paths.output_dir={out_dir}"])
+    if write:
+        grid.write_grid(cells, base)
+    return cells, base
+
+
+def _grid_doc(out_dir, sweep="ident"):
+    return json.loads((out_dir / sweep / "grid.json").read_text())
+
+
+def test_a_rerun_of_one_cell_at_another_lr_keeps_the_stated_standard_lr(out_dir):
+    _plan_into(out_dir, *TWO_LRS)
+    assert _grid_doc(out_dir)["standard_lr"] == pytest.approx(3e-3)
+    _plan_into(out_dir, "model=debug", "data=balanced", "optim.lr=1e-2", "sweep=ident", *FAST)  # one cell again, at the other LR
+    doc = _grid_doc(out_dir)
+    assert doc["standard_lr"] == pytest.approx(3e-3), "a cell's LR replaced the sweep's standard LR"
+    assert len(doc["cells"]) == 4
+
+
+def test_a_changed_standard_lr_or_budget_into_the_same_sweep_is_one_line_exit_2(out_dir):
+    _plan_into(out_dir, *TWO_LRS)
+    before = snapshot(out_dir)
+    for extra, line in (
+        (["standard_lr=1e-2"], "sweep ident: standard_lr=0.01 but {grid} states 0.003 (optim.lr of the sweep's base config"),
+        (["trainer.max_tokens=98304"], "sweep ident: trainer.max_tokens is 49152 in {grid}, this command makes it 98304;"),
+    ):
+        for dry in ([], ["dry_run=true"]):
+            r = run_cli("-m", *TWO_LRS, *extra, *dry, f"paths.output_dir={out_dir}")
+            assert r.returncode == 2, r.stderr[-2000:]
+            err = r.stderr.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith("proxyscale: error: " + line.format(grid=out_dir / "ident" / "grid.json")), err
+    assert snapshot(out_dir) == before, "a refused command changed the sweep"
+    assert run_cli("-m", *TWO_LRS, "optim.lr=3e-3,1e-2,3e-2", "dry_run=true", f"paths.output_dir={out_dir}").returncode == 0  # a wider axis is fine
+
+
+def test_an_edited_recipe_supersedes_its_cells_whatever_the_override_order(out_dir):
+    first, _ = _plan_into(out_dir, "model=debug", "data=noisy", "optim.lr=3e-3", "sweep=ident", *FAST)
+    edited = ["optim.lr=3e-3", "data.sources.0.weight=0.9", "sweep=ident", "data=noisy", "model=debug", *reversed(FAST)]  # as a YAML edit would
+    again, _ = _plan_into(out_dir, *edited)
+    assert first[0].run_id != again[0].run_id
+    assert set(_grid_doc(out_dir)["cells"]) == {again[0].run_id}, "both definitions of one cell stay in the grid (and are averaged)"
+    same, _ = _plan_into(out_dir, *reversed(["model=debug", "data=noisy", "optim.lr=3e-3", "sweep=ident", *FAST]), write=False)
+    assert same[0].run_id == first[0].run_id  # the run id never depends on the order
+
+
+def test_the_report_lists_missing_grid_cells_and_what_they_change(tmp_path):
+    from test_report import synthetic_sweep
+
+    root = tmp_path / "syn"
+    df = synthetic_sweep(root)
+    cells = {r.run_id: [] for r in df.drop_duplicates("run_id").itertuples()}
+    keys = {r.run_id: [r.size, r.recipe, r.lr, r.seed] for r in df.drop_duplicates("run_id").itertuples()}
+    for seed in (0, 1):  # the target's third LR for rec1: asked for, never run
+        cells[f"lost-{seed}"], keys[f"lost-{seed}"] = [], ["small", "rec1", 1e-2, seed]
+    cells["gone"], keys["gone"] = [], ["small", "rec2", 1e-3, 2]  # a third seed, deleted
+    (root / "grid.json").write_text(json.dumps({"cells": cells, "keys": keys, "standard_lr": 3e-3, "standard_lr_source": "test"}))
+    r = run_cli("report", str(root))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((root / "report.json").read_text())
+    miss = rep["missing_cells"]
+    assert miss["n"] == 3 and miss["n_grid"] == len(cells) and {c["run_id"] for c in miss["cells"]} == {"lost-0", "lost-1", "gone"}
+    assert "small: recipe rec1 tuned over 2 of 3 LRs (without 0.01), so its best LR may differ" in miss["effects"]
+    assert "small: recipe rec2 at lr 0.001 averaged over 2 of 3 seeds" in miss["effects"]
+    assert "every cell completed." not in rep["notes"]
+    md = (root / "report.md").read_text()
+    assert f"3 of {len(cells)} grid cells have no final record" in md and "tuned over 2 of 3 LRs" in md
+    assert any(f"3 of {len(cells)} grid cells have no final record" in line for line in r.stdout.splitlines()), r.stdout  # the bottom line says it
+
+
+# ---- issue 24.2: local data files enter run ids and cache keys by content --------------------
+
+
+def _edit_in_place(path, old: str, new: str):
+    """Same size, same mtime: only the bytes differ."""
+    st = path.stat()
+    text = path.read_text()
+    assert len(old) == len(new) and old in text
+    path.write_text(text.replace(old, new))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_local_data_file_edited_in_place_is_another_run_id_and_cache(tmp_path, out_dir):
+    from omegaconf import OmegaConf
+
+    from proxyscale import grid
+    from proxyscale.config import SourceConfig
+    from proxyscale.data import cache
+
+    text = "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. " * 40
+    ev, tr = tmp_path / "eval.jsonl", tmp_path / "train.jsonl"
+    ev.write_text("\n".join(json.dumps({"text": f"held out {i}: {text}"}) for i in range(20)))
+    tr.write_text("\n".join(json.dumps({"text": f"{text} train {i}"}) for i in range(20)))
+    args = [
+        "-m",
+        "model=debug",
+        f"eval.sets=[{{name: e, kind: files, path: '{ev}'}}]",
+        f"data.sources.0={{name: prose, kind: files, path: '{tr}', weight: 1.0}}",
+        f"paths.output_dir={out_dir}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    ids = lambda: grid.compose_grid(args)[0][0].run_id  # noqa: E731
+    src = OmegaConf.structured(SourceConfig(name="e", kind="files", path=str(ev)))
+    first, first_eval = ids(), cache.eval_tokens(src, "byte", 2048, str(tmp_path / "cache"))[1]["key"]
+    _edit_in_place(ev, "held out 3:", "HELD OUT 3:")
+    second = ids()
+    tokens, meta = cache.eval_tokens(src, "byte", 2048, str(tmp_path / "cache"))
+    assert second != first, "an edited eval file kept its run id"
+    assert meta["key"] != first_eval and b"HELD OUT" in np.asarray(tokens).astype(np.uint8).tobytes(), "the stale eval cache was served"
+    _edit_in_place(tr, "train 5", "TRAIN 5")
+    assert ids() not in (first, second), "an edited training file kept its run id"
+    assert ids() == ids()  # stable while the files stay
+
+
+def test_a_files_fingerprint_is_hashed_once_per_content(tmp_path, monkeypatch):
+    from proxyscale.data import sources
+
+    path = tmp_path / "a.txt"
+    path.write_text("some text " * 100)
+    src = {"kind": "files", "path": str(path), "name": "a"}
+    hashed = []
+    real = sources._hash_file
+    monkeypatch.setattr(sources, "_hash_file", lambda *a: hashed.append(a) or real(*a))
+    fp = sources.files_fingerprint(src, str(tmp_path / "c"))
+    assert sources.files_fingerprint(src, str(tmp_path / "c")) == fp and len(hashed) == 1
+    monkeypatch.setattr(sources, "_DIGESTS", {})  # a new process: the memo in the cache folder serves it
+    assert sources.files_fingerprint(src, str(tmp_path / "c")) == fp and len(hashed) == 1
+    path.write_text("other text " * 100)
+    assert sources.files_fingerprint(src, str(tmp_path / "c")) != fp and len(hashed) == 2

@@ -52,11 +52,11 @@ class ProxyscaleSweeper(Sweeper):
             cells = grid.plan(arguments, self.params, lambda o: loader.load_sweep_config(self.config, list(o)), loader, progress=True)
             if "Slurm" not in str(self.config.hydra.launcher.get("_target_", "")):  # cells that run on this machine
                 grid.check_devices(cells)
+            todo = grid.pending(cells)
+            grid.write_grid(cells, self.config)  # refuses a command that would change the sweep's stated settings
         except grid.GridError as exc:  # SystemExit passes Hydra's multi-line error report
             print(f"proxyscale: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-        todo = grid.pending(cells)
-        grid.write_grid(cells, self.config)
         where = grid.sweep_dir(cells[0].cfg)
         name = cells[0].cfg.sweep
         launcher = self.config.hydra.launcher

@@ -20,12 +20,22 @@ def environment(config: dict) -> dict:
     """What besides the config changes a cell's result: the text of the built-in corpora (they come
     from the installed Python and packages: a `pip install` changes them) and the versions of the
     curation steps the recipe uses, plus the inputs of steps that have some (the scoring model of
-    select_by_proxy). Part of the run id; records store it (extra.identity_env)."""
+    select_by_proxy), and the content of every local data file (`kind: files` sources and eval sets, task files).
+    Part of the run id; records store it (extra.identity_env)."""
     steps = (config.get("data") or {}).get("steps") or []
     env = {
         "corpora": sources.builtin_fingerprint(),
         "step_versions": {st["op"]: curation.STEPS[st["op"]].version for st in steps if st.get("op") in curation.STEPS},
     }
+    cache_dir = (config.get("paths") or {}).get("cache_dir")
+    files = {}
+    for side, srcs in (("data", (config.get("data") or {}).get("sources")), ("eval", (config.get("eval") or {}).get("sets"))):
+        for s in srcs or []:
+            fp = sources.files_fingerprint(s, cache_dir) if isinstance(s, dict) else None
+            if fp:
+                files[f"{side}/{s.get('name')}"] = fp
+    if files:  # local data files by content (absent for cells without: their ids stay)
+        env["files"] = files
     inputs = curation.step_inputs(steps)  # select_by_proxy: the scorer's run id and checkpoint hash (absent for other recipes: their ids stay)
     if inputs:
         env["step_inputs"] = inputs

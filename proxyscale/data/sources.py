@@ -224,13 +224,72 @@ def _file_format(src: SourceConfig) -> str:
 def _local_files(src: SourceConfig) -> list[str]:
     """The files a local path or glob names; a relative one that matches nothing from the working directory is
     looked up under proxyscale's conf/ (the shipped task sets: eval/data/tasks_mc.jsonl)."""
-    path = os.path.expanduser(src.path)
+    path = os.path.expanduser(src.get("path"))
     found = sorted(glob.glob(path))
     if not found and not os.path.isabs(path):
         from proxyscale.config import CONF_DIR
 
         found = sorted(glob.glob(os.path.join(CONF_DIR, path)))
     return found
+
+
+_DIGESTS: dict[tuple, str] = {}  # (real path, size, mtime_ns, ctime_ns, inode) -> sha256 of the bytes, in this process
+
+
+def file_digest(path: str, cache_dir: str | None = None) -> str:
+    """sha256 of a local data file's bytes, hashed once per content: memoised by (path, size, mtime, ctime, inode) in this
+    process and, with cache_dir, in <cache_dir>/fingerprints/ for the next process. An edit in place changes the size or
+    the mtime, and always the ctime (which no tool sets back), so a stale digest is never served."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except OSError as exc:
+        raise ConfigError(f"local data file {path}: unreadable ({exc.strerror})") from None
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    key = (real, *stamp)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    memo = Path(cache_dir, "fingerprints", hashlib.sha256(real.encode()).hexdigest()[:24] + ".json") if cache_dir else None
+    digest = None
+    if memo is not None:
+        try:
+            doc = json.loads(memo.read_text())
+            digest = doc["sha256"] if doc.get("path") == real and doc.get("stamp") == stamp else None
+        except (OSError, ValueError, KeyError, TypeError):
+            digest = None
+    if digest is None:
+        digest = _hash_file(real, path)
+        if memo is not None:
+            from proxyscale.record import atomic_write_text
+
+            try:
+                atomic_write_text(memo, json.dumps({"path": real, "stamp": stamp, "sha256": digest}))
+            except OSError:  # a read-only cache folder: hashed again by the next process, nothing worse
+                pass
+    _DIGESTS[key] = digest
+    return digest
+
+
+def _hash_file(real: str, shown: str) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(real, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as exc:
+        raise ConfigError(f"local data file {shown}: unreadable ({exc.strerror})") from None
+    return h.hexdigest()
+
+
+def files_fingerprint(src, cache_dir: str | None = None) -> str | None:
+    """What a `kind: files` source reads, by content: a hash of each matched file's name and bytes (None for other
+    kinds). Run ids and cache keys carry it, so a file edited in place is another cell and another cache."""
+    if src.get("kind") != "files" or not src.get("path"):
+        return None
+    h = hashlib.sha256()
+    for f in _local_files(src):
+        h.update(f"{os.path.basename(f)}\0{file_digest(f, cache_dir)}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def check_source(src: SourceConfig) -> None:

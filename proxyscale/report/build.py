@@ -9,6 +9,8 @@ reason string next to it):
   metrics, sizes (smallest first), recipes: lists of names; size_params: {size: params} (when known)
   size_parametrization: {size: standard | mup} (sweeps: model.parametrization of the completed cells; also a note)
   status_counts: {size: {completed|diverged|failed: n}}   (sweeps; only completed cells are analysed)
+  missing_cells: {n, n_grid, line, cells: [{run_id, size, recipe, lr, seed, state}], effects: [str]}   (sweeps: grid.json
+      cells without a final record, and what that changes: fewer LRs tuned over, fewer seeds, a recipe left out)
   n_boot, n_boot_lr, bootstrap_seed      seed-noise replicates widening the intervals (size pairs / per-LR
                                          entries) and recipe resamples of the baseline differences
   directions: {metric: "lower" | "higher"}; direction: the common one or "mixed"
@@ -365,7 +367,16 @@ def build_sweep(
         standard_lr_source=source,
     )
     n_bad = sum(n for c in counts.values() for s, n in c.items() if s != "completed")
-    notes = [f"{n_bad} diverged/failed cell(s) excluded from every figure." if n_bad else "every cell completed."]
+    missing = missing_cells(root, results)
+    done = "every cell with a record completed." if missing["n"] else "every cell completed."
+    notes = [f"{n_bad} diverged/failed cell(s) excluded from every figure." if n_bad else done]
+    if missing["n"]:
+        rep["warnings"] = [missing["line"], *rep.get("warnings", [])]
+        notes += [missing["line"], *missing["effects"]]
+        shown = missing["cells"][:MAX_MISSING_LISTED]
+        notes += [f"missing: {c['size']} {c['recipe']} lr {c['lr']:g} seed {c['seed']} ({c['state']}; {c['run_id']})" for c in shown]
+        if missing["n"] > MAX_MISSING_LISTED:
+            notes.append(f"... and {missing['n'] - MAX_MISSING_LISTED} more missing cell(s): proxyscale status {root}")
     parametrization = _parametrization(results, sizes)
     if parametrization:
         notes.append("parametrization per size: " + ", ".join(f"{s} {p}" for s, p in parametrization.items()) + ".")
@@ -377,9 +388,58 @@ def build_sweep(
         "size_params": {s: int(p) for s, p in df.groupby("size")["params"].first().items()},
         "size_parametrization": parametrization,
         "status_counts": counts,
+        "missing_cells": missing,
         "notes": notes,
         **rep,
     }
+
+
+MAX_MISSING_LISTED = 20  # missing cells named one by one in the notes (all of them in report.json)
+
+
+def missing_cells(root: Path, results: "pd.DataFrame") -> dict:
+    """The cells of the sweep's grid.json without a final record (never run, interrupted, failed, deleted), and what
+    their absence changes: a (size, recipe) tuned over fewer LRs, averaged over fewer seeds, or left out entirely.
+    {n, n_grid, line, cells: [{run_id, size, recipe, lr, seed, state}], effects: [str]}."""
+    from proxyscale import collect
+
+    doc = collect.read_grid_doc(root) or {}
+    cells, keys = doc.get("cells") or {}, doc.get("keys") or {}
+    status = dict(zip(results["run_id"], results["status"]))
+    final = {rid for rid, st in status.items() if st in ("completed", "diverged")}
+    out: dict[str, Any] = {"n": 0, "n_grid": len(cells), "line": None, "cells": [], "effects": []}
+    lost = [rid for rid in sorted(cells) if rid not in final]
+    if not lost:
+        return out
+    for rid in lost:
+        size, recipe, lr, seed = keys.get(rid) or [None, None, float("nan"), None]
+        out["cells"].append({"run_id": rid, "size": size, "recipe": recipe, "lr": lr, "seed": seed, "state": "failed" if rid in status else "no record"})
+    out["n"] = len(lost)
+    out["line"] = f"{len(lost)} of {len(cells)} grid cells have no final record (never run, interrupted, failed or deleted): the figures use the others"
+    if len(keys) < len(cells):
+        out["effects"].append("grid.json predates per-cell keys: what the missing cells change is not known (rerun the sweep command to record them)")
+        return out
+    asked: dict[tuple, dict[float, set]] = {}
+    for rid in cells:
+        size, recipe, lr, seed = keys[rid]
+        asked.setdefault((size, recipe), {}).setdefault(lr, set()).add(seed)
+    have: dict[tuple, dict[float, set]] = {}
+    for rid in cells:
+        if rid in final:
+            size, recipe, lr, seed = keys[rid]
+            have.setdefault((size, recipe), {}).setdefault(lr, set()).add(seed)
+    for (size, recipe), lrs in sorted(asked.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
+        got = have.get((size, recipe), {})
+        if not got:
+            out["effects"].append(f"{size}: recipe {recipe} has no final cell, so it is left out of every comparison with {size}")
+            continue
+        if len(got) < len(lrs):
+            without = ", ".join(f"{lr:g}" for lr in sorted(set(lrs) - set(got)))
+            out["effects"].append(f"{size}: recipe {recipe} tuned over {len(got)} of {len(lrs)} LRs (without {without}), so its best LR may differ")
+        fewer = [lr for lr in sorted(got) if len(got[lr]) < len(lrs[lr])]
+        for lr in fewer:
+            out["effects"].append(f"{size}: recipe {recipe} at lr {lr:g} averaged over {len(got[lr])} of {len(lrs[lr])} seeds")
+    return out
 
 
 def build_csv(
