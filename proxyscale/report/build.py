@@ -264,7 +264,7 @@ def _da_intervals(pred: dict, table: "pd.DataFrame", sizes: list[str], proxies: 
     import numpy as np
 
     from proxyscale.analysis import scaling
-    from proxyscale.analysis.compare import da_interval
+    from proxyscale.analysis.stats import da_interval
 
     tables = scaling.final_tables(table, sizes, directions)
     for e in pred["methods"] + pred["single_scale"]:
