@@ -212,14 +212,23 @@ def kendall_sd(tau, n: float) -> np.ndarray:
     return np.sqrt(np.maximum(2.0 / (n * (n - 1)) * (1 - tau**2 + 2 * (n - 2) * z1), 0.0))
 
 
+def tau_intervals(t, n: float, extra_var: float = 0.0, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised `tau_interval` over estimates t (same n): (lo, hi) arrays."""
+    t = np.atleast_1d(np.asarray(t, float))
+    v = 2.0 / (n * (n - 1)) * (1 - _TAU**2 + 2 * (n - 2) * _Z1)
+    sd = np.sqrt(np.maximum(v, 0.0) + max(extra_var, 0.0))
+    ok = np.abs(t[:, None] - _TAU[None, :]) - CONTINUITY * 2.0 / (n * (n - 1)) <= z * sd[None, :] + 1e-12
+    ok[np.arange(len(t)), np.abs(t[:, None] - _TAU[None, :]).argmin(axis=1)] = True  # the grid point at the estimate
+    lo = np.where(ok, _TAU[None, :], np.inf).min(axis=1)
+    hi = np.where(ok, _TAU[None, :], -np.inf).max(axis=1)
+    return np.minimum(lo, t), np.maximum(hi, t)
+
+
 def tau_interval(t: float, n: float, extra_var: float = 0.0, z: float = Z95) -> list[float]:
     """[lo, hi] of Kendall's tau: every tau the test |t - tau| <= z sd(tau; n) (+ seed variance) does not
     reject, with the continuity correction; contains t, has width unless n is huge and t = +-1."""
-    v = 2.0 / (n * (n - 1)) * (1 - _TAU**2 + 2 * (n - 2) * _Z1)
-    sd = np.sqrt(np.maximum(v, 0.0) + max(extra_var, 0.0))
-    ok = np.abs(t - _TAU) - CONTINUITY * 2.0 / (n * (n - 1)) <= z * sd + 1e-12
-    ok[np.argmin(np.abs(t - _TAU))] = True  # the grid point at the estimate
-    return [float(min(_TAU[ok].min(), t)), float(max(_TAU[ok].max(), t))]
+    lo, hi = tau_intervals(t, n, extra_var, z)
+    return [float(lo[0]), float(hi[0])]
 
 
 def n_from_pairs(pairs: int) -> float:
