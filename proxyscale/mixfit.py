@@ -44,8 +44,9 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import optimize
 
+from proxyscale.analysis import stats as S
 from proxyscale.errors import UserError
 
 MODELS = ("linear", "dml", "lightgbm")
@@ -187,17 +188,8 @@ def read_sweep(sweep_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _tuned_values(losses: pd.DataFrame, higher: bool) -> pd.DataFrame:
-    """Seed means, then each recipe's best LR at each (size, metric) -> rows recipe, size, metric, value."""
-    d = losses.copy()
-    if "step" in d.columns and d["step"].notna().any():
-        run = [c for c in ("recipe", "size", "metric", "lr", "seed") if c in d.columns]
-        d = d[d["step"] == d.groupby(run, dropna=False)["step"].transform("max")]
-    if "lr" not in d.columns:
-        d["lr"] = -1.0
-    d["lr"] = d["lr"].fillna(-1.0)
-    m = d.groupby(["recipe", "size", "metric", "lr"])["value"].mean().reset_index()
-    m["s"] = -m["value"] if higher else m["value"]
-    return m.loc[m.groupby(["recipe", "size", "metric"])["s"].idxmin(), ["recipe", "size", "metric", "value"]].reset_index(drop=True)
+    """Seed means, then each recipe's best LR at each (size, metric) -> rows recipe, size, metric, value (`stats.tuned`)."""
+    return S.tuned(losses, higher, keys=("recipe", "size", "metric"))[["recipe", "size", "metric", "value"]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,23 +241,12 @@ def _fit_dml(X: np.ndarray, y: np.ndarray) -> Callable:
 # validation
 
 
-def _da(pred, actual) -> float | None:
-    p, a = np.asarray(pred, float), np.asarray(actual, float)
-    iu = np.triu_indices(len(p), 1)
-    sp, sa = np.sign(p[:, None] - p[None, :])[iu], np.sign(a[:, None] - a[None, :])[iu]
-    ok = (sp != 0) & (sa != 0)
-    return float((sp[ok] == sa[ok]).mean()) if ok.any() else None
-
-
 def agreement(pred, actual) -> dict[str, Any]:
     """Spearman and decision accuracy, or "no fit" when the predictions are constant."""
     p, a = np.asarray(pred, float), np.asarray(actual, float)
     if len(p) < 2 or np.ptp(p) < 1e-12 or not np.all(np.isfinite(p)):
         return {"n": int(len(p)), "spearman": None, "decision_accuracy": None, "degenerate": True, "reason": "no fit: constant predictions"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rho = float(stats.spearmanr(p, a)[0]) if np.ptp(a) > 0 else None
-    return {"n": int(len(p)), "spearman": rho, "decision_accuracy": _da(p, a), "degenerate": False}
+    return {"n": int(len(p)), "spearman": S.spearman(p, a), "decision_accuracy": S.decision_accuracy(p, a), "degenerate": False}
 
 
 def out_of_fold(name: str, X: np.ndarray, y: np.ndarray, seed: int = 0, **kw) -> np.ndarray:

@@ -103,14 +103,6 @@ def test_float_ties_within_tolerance():
     assert r["top1_picks"] == ["a", "b"] and r["top1"] == pytest.approx(1.0) and r["top1_mean"] == pytest.approx(0.5)
 
 
-def test_rankdata_matches_scipy():
-    rng = np.random.default_rng(0)
-    for n in (1, 2, 5, 40):
-        a = rng.integers(0, 4, (30, n)).astype(float)
-        assert np.array_equal(C.rankdata(a, axis=1), st.rankdata(a, axis=1))
-        assert np.array_equal(C.rankdata(a[0]), st.rankdata(a[0]))
-
-
 def test_undefined_comparisons_have_reasons():
     few = cmp(["a", "b"], [1.0, 2.0], [1.0, 2.0])
     assert few["decision_accuracy"] is None and "only 2 recipe" in few["reason"]

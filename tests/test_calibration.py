@@ -62,7 +62,8 @@ def test_target_below_its_seed_noise_rarely_holds():
 
 
 def test_shared_strong_effects_usually_hold():
-    rate = holds_rate(10, 3, shared_strong, seed=11, reps=200)
+    """holds needs the interval's lower end at the 0.8 bar: a DA-0.95 proxy gets there from ~15 recipes (10: ~40%)."""
+    rate = holds_rate(15, 3, shared_strong, seed=11, reps=200)
     assert rate >= 0.8, rate
 
 

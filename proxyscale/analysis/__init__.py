@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 
 from proxyscale.analysis import baselines as B
-from proxyscale.analysis.compare import MAX_FLIPS, TIE_RULE
+from proxyscale.analysis.compare import MAX_FLIPS
 from proxyscale.analysis.compare import compare as compare_one
 from proxyscale.analysis.early import early_signal
 from proxyscale.analysis.importer import AnalysisError, order_sizes, parse_size, prepare_csv
 from proxyscale.analysis.protocol import NO_STANDARD_LR, Cube, pick_best, prepare_sweep, seed_noise, standard_lr_index
+from proxyscale.analysis.stats import TIE_RULE
 from proxyscale.analysis.verdict import bottom_line, summarize
 
 __all__ = ["AnalysisError", "analyze", "compare_one", "order_sizes", "parse_size", "prepare_csv", "prepare_sweep"]

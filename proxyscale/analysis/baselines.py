@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from proxyscale.analysis.compare import PAIR_BLOCK, compare, pair_blocks
+from proxyscale.analysis.compare import compare
+from proxyscale.analysis.stats import PAIR_BLOCK, pair_blocks
 
 BIGRAM_FREE = "indistinguishable from a free bigram model"
 

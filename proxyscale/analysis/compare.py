@@ -4,116 +4,47 @@ accuracy, a rank test, flips, regret, abstentions and the target's own resolutio
 Memory is linear in the recipe count: pair counts come from sorting (a vectorised merge count, tie groups
 via np.unique) and every per-pair pass (flips, noise) walks the pairs in blocks of PAIR_BLOCK.
 
-Ties: two values tie when they differ by at most TIE_REL x the largest |value| of the comparison
-(float seed means such as 2.0999999999999996 and 2.1 are the same number to any reader).
-
-Intervals (95%): Fisher z for Pearson (se 1/sqrt(n-3)), Spearman (Bonett-Wright se) and Kendall /
-decision accuracy (Fieller-Hartley-Pearson se; DA = (1 + gamma) / 2 with gamma = (C-D)/(C+D)). With
-seed replicates the z-scale variance of each statistic under the seed noise of both sizes (seed means
-redrawn as mean + N(0, pooled sd^2 / k), n_boot replicates) is added to the recipe-sampling variance:
-a two-level (recipes, then seeds) model instead of a bootstrap that cannot vary a perfect ranking.
+Ties, decision accuracy and the intervals are those of `proxyscale.analysis.stats` (one home for all of
+them). Intervals (95%): Fisher z for Pearson; Kendall, decision accuracy and Spearman by inverting
+Kendall's test under a Gaussian copula (never zero-width, always containing the estimate). With seed
+replicates the variance of each statistic under the seed noise of both sizes (seed means redrawn as
+mean + N(0, pooled sd^2 / k), n_boot replicates) is added to the recipe-sampling variance: a two-level
+(recipes, then seeds) model. Seed noise also pulls every agreement figure toward chance (attenuation):
+`attenuation` gives each size's reliability and the DA of noise-free means under the copula.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from proxyscale.analysis.stats import (
+    PAIR_BLOCK,
+    TIE_RULE,
+    da_interval_counts,
+    disattenuated_da,
+    kendall,
+    kendall_sd,
+    n_from_pairs,
+    pair_blocks,
+    pair_counts,
+    reliability,
+    snap,
+    spearman,
+    spearman_interval,
+    tau_interval,
+    tie_tolerance,
+    z_interval,
+)
 from proxyscale.analysis.types import STATISTICS, Comparison
 
-TIE_REL = 1e-9
-TIE_RULE = f"values within {TIE_REL:g} x the largest |value| of the comparison are tied"
-PAIR_BLOCK = 1 << 20  # pairs handled at once by the per-pair passes
 MAX_FLIPS = 100
-Z95 = 1.959963984540054
 FIGS = ("pearson", "r2", "spearman", "kendall", "decision_accuracy")
-
-
-def rankdata(a, axis: int = -1) -> np.ndarray:
-    """Average ranks (1-based, ties share their mean rank) along the last axis; scipy.stats.rankdata
-    semantics without importing scipy for the common case."""
-    a = np.asarray(a, dtype=float)
-    shape = a.shape
-    a2 = a.reshape(-1, shape[-1]) if a.ndim > 1 else a[None, :]
-    rows, n = a2.shape
-    row = np.repeat(np.arange(rows), n)
-    order = np.lexsort((a2.ravel(), row))
-    v, r = a2.ravel()[order], row[order]
-    new = np.ones(len(v), dtype=bool)
-    new[1:] = (v[1:] != v[:-1]) | (r[1:] != r[:-1])
-    group = np.cumsum(new) - 1
-    first = (np.arange(len(v)) - r * n)[new]
-    last = np.empty_like(first)
-    last[:-1] = np.where(r[new][1:] == r[new][:-1], first[1:] - 1, n - 1)
-    last[-1:] = n - 1
-    out = np.empty(len(v))
-    out[order] = ((first + last) / 2.0 + 1.0)[group]
-    return out.reshape(shape)
-
-
-def tie_tolerance(*arrays) -> float:
-    vals = np.concatenate([np.abs(np.asarray(a, dtype=float)).ravel() for a in arrays])
-    vals = vals[np.isfinite(vals)]
-    return TIE_REL * float(vals.max()) if len(vals) else 0.0
-
-
-def snap(v: np.ndarray, tol: float) -> np.ndarray:
-    """Values within tol of their sorted neighbour replaced by the smallest of their run: exact ties."""
-    v = np.asarray(v, dtype=float)
-    order = np.argsort(v, kind="stable")
-    s = v[order]
-    new = np.r_[True, np.diff(s) > tol]
-    out = np.empty_like(v)
-    out[order] = s[new][np.cumsum(new) - 1]
-    return out
-
-
-def pair_blocks(n: int, block: int = PAIR_BLOCK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(i, j) index arrays of the pairs i < j, a block of about `block` pairs at a time."""
-    rows = max(1, block // max(n, 1))
-    for start in range(0, n - 1, rows):
-        a = np.arange(start, min(n - 1, start + rows))
-        lens = n - 1 - a
-        i = np.repeat(a, lens)
-        j = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(a + 1, lens)
-        yield i, j
-
-
-def _tied_pairs(*cols: np.ndarray) -> int:
-    _, cnt = np.unique(np.stack(cols, axis=1), axis=0, return_counts=True)
-    return int((cnt * (cnt - 1) // 2).sum())
-
-
-def discordant(xs: np.ndarray, ys: np.ndarray) -> int:
-    """Pairs ordered oppositely (strictly at both sizes): inversions of y in (x, y) order, counted by a
-    bottom-up merge sort whose levels are vectorised with np.searchsorted; O(n log^2 n), linear memory."""
-    n = len(xs)
-    a = np.unique(ys, return_inverse=True)[1][np.lexsort((ys, xs))].astype(np.int64)
-    pos = np.arange(n)
-    inv, w = 0, 1
-    while w < n:
-        blk = pos // (2 * w)
-        key = a + blk * (n + 1)  # blocks stay apart after one global sort
-        right = (pos % (2 * w)) >= w
-        left = key[~right]
-        end = np.searchsorted(left, (blk[right] + 1) * (n + 1), side="left")
-        inv += int((end - np.searchsorted(left, key[right], side="right")).sum())
-        a = np.sort(key) - blk * (n + 1)
-        w *= 2
-    return inv
-
-
-def pair_counts(xs: np.ndarray, ys: np.ndarray) -> dict[str, int]:
-    """Concordant/discordant/tied pair counts of tie-snapped values in O(n log^2 n) time, linear memory."""
-    n = len(xs)
-    n0 = n * (n - 1) // 2
-    n1, n2, n3 = _tied_pairs(xs), _tied_pairs(ys), _tied_pairs(xs, ys)
-    untied = n0 - n1 - n2 + n3
-    d = discordant(xs, ys) if untied else 0
-    return {"n0": n0, "tx": n1, "ty": n2, "txy": n3, "untied": untied, "C": untied - d, "D": d, "S": untied - 2 * d}
+MC_PERMUTATIONS = 5000
+MC_FLOOR = 1.0 / (1 + MC_PERMUTATIONS)  # the smallest p the Monte Carlo permutation test can give
 
 
 def _kendall_normal_p(xs: np.ndarray, ys: np.ndarray, s: int) -> float:
@@ -147,8 +78,8 @@ def rank_test(xs: np.ndarray, ys: np.ndarray, s: int, seed: int = 0) -> tuple[fl
             perms = np.array(list(itertools.permutations(range(n))))
             how = "all permutations"
         else:
-            perms = np.argsort(np.random.default_rng(seed).random((5000, n)), axis=1)
-            how = "5,000 random permutations"
+            perms = np.argsort(np.random.default_rng(seed).random((MC_PERMUTATIONS, n)), axis=1)
+            how = f"{MC_PERMUTATIONS:,} random permutations"
         yp = ys[perms]
         sp = np.sign(yp[:, iu[0]] - yp[:, iu[1]]) @ sx
         if n <= 8:
@@ -182,7 +113,8 @@ def _rows_kendall(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def seed_variance(x, y, sdx, kx, sdy, ky, reps: int, seed: int) -> dict[str, float]:
-    """z-scale variance of each statistic when the seed means of both sizes are redrawn within their noise."""
+    """Variance of each statistic when the seed means of both sizes are redrawn within their noise:
+    Pearson on the Fisher-z scale, Kendall's tau-b and gamma on their own scale (the rank intervals add it there)."""
     n = len(x)
     rng = np.random.default_rng(seed + 7919)
     if n > 400:
@@ -191,47 +123,39 @@ def seed_variance(x, y, sdx, kx, sdy, ky, reps: int, seed: int) -> dict[str, flo
     Y = y + (rng.normal(size=(reps, n)) * (sdy / np.sqrt(ky)) if sdy else 0.0)
     X, Y = np.broadcast_to(X, (reps, n)), np.broadcast_to(Y, (reps, n))
     tau, gamma = _rows_kendall(X, Y)
-    stats = {"pearson": _rows_pearson(X, Y), "spearman": _rows_pearson(rankdata(X), rankdata(Y)), "kendall": tau, "gamma": gamma}
-    out = {}
     shrink = (n * (n - 1) / 2) / (n * (n - 1) / 2 + 1)  # a perfect replicate sits at P/(P+1), like a perfect estimate
+    stats = {"pearson": np.arctanh(shrink * _rows_pearson(X, Y)), "kendall": tau, "gamma": gamma}
+    out = {}
     for k, v in stats.items():
-        z = np.arctanh(shrink * v[np.isfinite(v)])
-        out[k] = float(z.var(ddof=1)) if len(z) > 1 else 0.0
+        v = v[np.isfinite(v)]
+        out[k] = float(v.var(ddof=1)) if len(v) > 1 else 0.0
     return out
 
 
-def z_interval(est: float, se: float) -> list[float]:
-    c = math.atanh(min(max(est, -1 + 1e-12), 1 - 1e-12))
-    return [math.tanh(c - Z95 * se), math.tanh(c + Z95 * se)]
+def _seed_share(cnt: dict, var_gamma: float) -> float | None:
+    """Share of gamma's variance due to seed noise (the rest: which recipes were sampled) at the estimate."""
+    if not cnt["C"] + cnt["D"]:
+        return None
+    g = (cnt["C"] - cnt["D"]) / (cnt["C"] + cnt["D"])
+    rec = float(kendall_sd(min(abs(g), 1 - 1e-6), n_from_pairs(cnt["C"] + cnt["D"])) ** 2)
+    rec = max(rec, 1.0 / (cnt["C"] + cnt["D"]) ** 2)  # a perfect ranking still varies by a pair
+    return var_gamma / (var_gamma + rec)
 
 
 def intervals(n: int, r: float | None, rho: float | None, tau: float | None, counts: dict, var: dict) -> dict[str, list | None]:
-    """95% intervals of every figure (see the module doc); a perfect gamma is centred at (C-D)/(C+D+1)."""
+    """95% intervals of every figure (see stats): Fisher z for Pearson, the rank intervals for the rest."""
     out: dict[str, list | None] = {k + "_ci": None for k in FIGS}
     if r is not None and n >= 4:
         out["pearson_ci"] = z_interval(r, math.sqrt(1 / (n - 3) + var.get("pearson", 0.0)))
         lo, hi = out["pearson_ci"]
         out["r2_ci"] = [0.0 if lo < 0 < hi else min(lo * lo, hi * hi), max(lo * lo, hi * hi)]
-    if rho is not None and n >= 4:
-        out["spearman_ci"] = z_interval(rho, math.sqrt((1 + rho * rho / 2) / (n - 3) + var.get("spearman", 0.0)))
-    fhp = 0.437 / max(n - 4, 1)
-    if tau is not None and n >= 4:
-        out["kendall_ci"] = z_interval(tau, math.sqrt(fhp + var.get("kendall", 0.0)))
-    cd = counts["C"] + counts["D"]
-    if cd and n >= 4:
-        g = (counts["C"] - counts["D"]) / (cd + (1 if counts["C"] == 0 or counts["D"] == 0 else 0))
-        lo, hi = z_interval(g, math.sqrt(fhp + var.get("gamma", 0.0)))
-        out["decision_accuracy_ci"] = [(1 + lo) / 2, (1 + hi) / 2]
+    if tau is not None and n >= 3:
+        out["kendall_ci"] = tau_interval(tau, n, var.get("kendall", 0.0))
+        if rho is not None:
+            out["spearman_ci"] = spearman_interval(rho, out["kendall_ci"])
+    if counts["C"] + counts["D"] and n >= 3:
+        out["decision_accuracy_ci"] = da_interval_counts(counts["C"], counts["D"], var.get("gamma", 0.0))
     return out
-
-
-def da_interval(x, y) -> list[float] | None:
-    """The decision-accuracy interval `compare` reports (Fieller-Hartley-Pearson on gamma; a perfect ranking
-    is centred at (C-D)/(C+D+1), so never zero-width), for callers holding only two value vectors (frontier
-    points, predictions): recipe sampling only, no seed noise."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    tol = tie_tolerance(x, y)
-    return intervals(len(x), None, None, None, pair_counts(snap(x, tol), snap(y, tol)), {})["decision_accuracy_ci"]
 
 
 def _flips(recipes, x, y, xs, ys, higher_is_better: bool, max_flips: int) -> list[dict]:
@@ -360,8 +284,7 @@ def compare(
         r = float(np.clip((xc @ yc) / math.sqrt((xc @ xc) * (yc @ yc)), -1, 1))
         slope = float((xc @ yc) / (xc @ xc))
         c.pearson, c.r2, c.fit = r, r * r, {"slope": slope, "intercept": float(y.mean() - slope * x.mean())}
-        c.spearman = float(np.clip(_rows_pearson(rankdata(xs)[None], rankdata(ys)[None])[0], -1, 1))
-        c.kendall = cnt["S"] / math.sqrt((cnt["n0"] - cnt["tx"]) * (cnt["n0"] - cnt["ty"]))
+        c.spearman, c.kendall = spearman(xs, ys), kendall(xs, ys)
     if cnt["untied"] == 0:
         undefined["decision_accuracy"] = f"all {cnt['n0']} recipe pairs are tied at the proxy or the target"
     else:
@@ -375,9 +298,26 @@ def compare(
     if not (const_x or const_y):
         for k, v in intervals(n, c.pearson, c.spearman, c.kendall, cnt, var).items():
             setattr(c, k, v)
-    c.ci_method = {"sources": sources if var else ["recipes"], "seed_replicates": n_boot if var else 0, "tie_rule": TIE_RULE, "tie_tolerance": tol}
+    c.ci_method = {
+        "sources": sources if var else ["recipes"],
+        "seed_replicates": n_boot if var else 0,
+        "tie_rule": TIE_RULE,
+        "tie_tolerance": tol,
+        "seed_var_gamma": var.get("gamma", 0.0),
+        "seed_share": _seed_share(cnt, var.get("gamma", 0.0)),
+    }
+    if psd is not None or tsd is not None:
+        rx, ry = reliability(x, psd, pk), reliability(y, tsd, tk)
+        c.attenuation = {
+            "reliability_proxy": rx,
+            "reliability_target": ry,
+            "decision_accuracy_noise_free": disattenuated_da(c.decision_accuracy, rx, ry),
+            "rule": "reliability = 1 - mean(seed sd^2 / k) / variance of the seed means across recipes; noise-free DA: "
+            "the copula correlation divided by sqrt(reliability_proxy x reliability_target)",
+        }
     if with_test and cnt["untied"]:
         c.p_value, c.test = rank_test(xs, ys, cnt["S"], seed)
+        c.p_floor = MC_FLOOR if c.test and "random permutations" in c.test else None
     if c.n_flips:
         c.flips = _flips(recipes, x, y, xs, ys, higher_is_better, max_flips)
         c.flips_truncated = c.n_flips > len(c.flips)

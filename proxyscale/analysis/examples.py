@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from proxyscale.analysis.protocol import Cube
+from proxyscale.analysis.stats import bootstrap_mean
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 MAX_FLIPS = 5  # examples listed per (eval set, proxy, target)
@@ -87,19 +88,7 @@ def _rho(xp: np.ndarray, xt: np.ndarray) -> np.ndarray:
         return np.where(den > 1e-12 * scale**2, (cp * ct).sum(axis=1) / den, np.nan)
 
 
-def bootstrap_mean(x: np.ndarray, n_boot: int, rng: np.random.Generator, chunk: int = 200) -> list[float] | None:
-    """95% percentile interval of the mean of x, resampling its entries (examples) with replacement."""
-    if len(x) < 2 or not n_boot:
-        return None
-    means = []
-    for k in range(0, n_boot, chunk):
-        idx = rng.integers(0, len(x), (min(chunk, n_boot - k), len(x)))
-        means.append(x[idx].mean(axis=1))
-    lo, hi = np.percentile(np.concatenate(means), [2.5, 97.5])
-    return [float(lo), float(hi)]
-
-
-def stats(rho: np.ndarray, n_boot: int, rng: np.random.Generator) -> dict[str, Any]:
+def summarise(rho: np.ndarray, n_boot: int, rng: np.random.Generator) -> dict[str, Any]:
     ok = rho[np.isfinite(rho)]
     if not len(ok):
         return {"n_examples": 0, "mean": None, "mean_ci": None, "quantiles": None, "frac_positive": None}
@@ -116,10 +105,10 @@ def pair(lp: pd.DataFrame, lt: pd.DataFrame, *, higher: bool, n_boot: int, rng: 
     """One (proxy, target) of one eval set; lp, lt: recipes x examples (seed-mean tuned values), same labels."""
     xp, xt = lp.to_numpy(float).T, lt.to_numpy(float).T  # examples x recipes
     rho = _rho(xp, xt)
-    out = stats(rho, n_boot, rng)
+    out = summarise(rho, n_boot, rng)
     out["n_undefined"] = int((~np.isfinite(rho)).sum())
     res = _rho(xp - (xp - xp.mean(axis=1, keepdims=True)).mean(axis=0), xt - (xt - xt.mean(axis=1, keepdims=True)).mean(axis=0))
-    r = stats(res, n_boot, rng)
+    r = summarise(res, n_boot, rng)
     out["residual_mean"], out["residual_ci"] = r["mean"], r["mean_ci"]
     recipes, examples = list(lp.index), list(lp.columns)
     sgn = -1.0 if higher else 1.0

@@ -23,22 +23,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from proxyscale.analysis import scaling
-from proxyscale.analysis.compare import da_interval
+from proxyscale.analysis import scaling, stats
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 
 
 def _point(metric, pred, y, *, flops, target_flops, **label) -> dict:
-    da = scaling.decision_accuracy(pred, y)
+    da = stats.decision_accuracy(pred, y)
     return {
         "metric": metric,
         **label,
         "flops": float(flops),
         "compute_fraction": float(flops / target_flops),
         "decision_accuracy": da,
-        "decision_accuracy_ci": da_interval(pred, y) if da is not None else None,
+        "decision_accuracy_ci": stats.da_interval(pred, y) if da is not None else None,
         "n_recipes": int(len(y)),
     }
 
@@ -180,7 +179,7 @@ def frontier(
         "target": target,
         "points": points_all,
         "plans": plans,
-        "interval": "Fieller-Hartley-Pearson on gamma over recipes (as every comparison), no seed noise",
+        "interval": "the rank interval of every comparison (stats.da_interval: Kendall test inversion, Gaussian copula), recipe sampling only",
         "notes": list(dict.fromkeys(notes)),
     }
 

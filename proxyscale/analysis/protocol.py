@@ -141,7 +141,7 @@ def seed_noise(cube: Cube) -> list[dict]:
     out = []
     if len(cube.seeds) < 2:
         return out
-    from proxyscale.analysis.compare import pair_blocks
+    from proxyscale.analysis.stats import pair_blocks
 
     M, S, L, K, R = cube.shape
     ka, kb = np.triu_indices(K, 1)

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from proxyscale.analysis import stats
 from proxyscale.analysis.importer import parse_size
 from proxyscale.errors import UserError
 
@@ -70,24 +71,8 @@ def _directions(metrics, higher_is_better) -> dict[str, bool]:
 
 
 def _tuned(df: pd.DataFrame, higher: dict[str, bool], step_keep: str = "final") -> pd.DataFrame:
-    """Seed means, then each recipe's best LR -> rows (metric, size, recipe[, step]) with value."""
-    d = df.copy()
-    if "lr" not in d.columns:
-        d["lr"] = -1.0
-    d["lr"] = d["lr"].astype(float).fillna(-1.0)
-    keys = ["metric", "size", "recipe", "lr"]
-    if "step" in d.columns and d["step"].notna().any():
-        d["step"] = d["step"].astype(float)
-        if step_keep == "final":  # each run's last step is its final value
-            run = keys + (["seed"] if "seed" in d.columns else [])
-            d = d[d["step"] == d.groupby(run, dropna=False)["step"].transform("max")]
-        else:
-            keys = keys + ["step"]
-    mean = d.groupby(keys, dropna=False)["value"].mean().reset_index()
-    mean["score"] = np.where(mean["metric"].map(higher).astype(bool), -mean["value"], mean["value"])
-    by = [k for k in keys if k != "lr"]
-    best = mean.loc[mean.groupby(by, dropna=False)["score"].idxmin()]
-    return best.drop(columns=["score"]).reset_index(drop=True)
+    """Seed means, then each recipe's best LR -> rows (metric, size, recipe[, step]) with value (`stats.tuned`)."""
+    return stats.tuned(df, higher, step_keep=step_keep)
 
 
 def final_tables(df: pd.DataFrame, sizes: list[str], higher_is_better=False) -> dict[str, pd.DataFrame]:
@@ -144,72 +129,37 @@ def size_compute(df: pd.DataFrame, sizes: list[str], params: dict[str, float], t
 # scores
 
 
-def _pair_signs(v: np.ndarray) -> np.ndarray:
-    return np.sign(v[:, None] - v[None, :])
-
-
-def decision_accuracy(pred, actual) -> float | None:
-    """Fraction of recipe pairs that `pred` orders as `actual` does; pairs tied in either are left out."""
-    p, a = np.asarray(pred, float), np.asarray(actual, float)
-    iu = np.triu_indices(len(p), 1)
-    sp, sa = _pair_signs(p)[iu], _pair_signs(a)[iu]
-    ok = (sp != 0) & (sa != 0)
-    return float((sp[ok] == sa[ok]).mean()) if ok.any() else None
-
-
-def _agree_matrices(pred: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    sp, sa = _pair_signs(pred), _pair_signs(actual)
-    valid = ((sp != 0) & (sa != 0)).astype(float)
-    np.fill_diagonal(valid, 0.0)
-    return (valid * (sp == sa)), valid
-
-
 def bootstrap_da(pred, actual, n_boot: int = 1000, seed: int = 0, other=None) -> np.ndarray:
     """Seeded bootstrap over recipes of DA (or of DA(pred) - DA(other), paired) -> array of n_boot values.
 
-    A resampled recipe drawn c times weighs its pairs by c_i c_j; a recipe paired with its own copy is a tie."""
-    p, a = np.asarray(pred, float), np.asarray(actual, float)
-    n = len(p)
-    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    A resampled recipe drawn c times weighs its pairs by c_i c_j; a recipe paired with its own copy is a tie.
+    Pairs tied by the tie rule (`stats.snapped`) are left out, as in every other DA."""
+    counts = stats.resample_counts(len(pred), n_boot, seed)
 
     def da(x):
-        agree, valid = _agree_matrices(x, a)
+        p, a = stats.snapped(x, actual)
+        sp, sa = np.sign(p[:, None] - p[None, :]), np.sign(a[:, None] - a[None, :])
+        valid = ((sp != 0) & (sa != 0)).astype(float)
+        agree = valid * (sp == sa)
         num = ((counts @ agree) * counts).sum(axis=1)  # sum_ij c_i agree_ij c_j per replicate, by BLAS (einsum: 10x slower)
         den = ((counts @ valid) * counts).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(den > 0, num / np.maximum(den, 1e-300), np.nan)
 
-    out = da(p)
+    out = da(np.asarray(pred, float))
     if other is not None:
         out = out - da(np.asarray(other, float))
     return out
 
 
-def _ci(boot: np.ndarray) -> list[float] | None:
-    """95% percentile interval; None when it has no width (every resample agrees: too few recipes to tell,
-    and a zero-width interval is never shown as evidence)."""
-    b = boot[np.isfinite(boot)]
-    if not len(b):
-        return None
-    lo, hi = float(np.percentile(b, 2.5)), float(np.percentile(b, 97.5))
-    return [lo, hi] if hi > lo else None
-
-
 def scores(pred, actual, higher: bool) -> dict[str, Any]:
     p, a = np.asarray(pred, float), np.asarray(actual, float)
-    rho = None
-    if np.ptp(p) > 1e-12 and np.ptp(a) > 1e-12:
-        from scipy import stats
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            rho = float(stats.spearmanr(p, a)[0])
     pick = int(np.argmax(p) if higher else np.argmin(p))
     best = float(a.max() if higher else a.min())
     regret = best - float(a[pick]) if higher else float(a[pick]) - best
     return {
-        "decision_accuracy": decision_accuracy(p, a),
-        "spearman": rho,
+        "decision_accuracy": stats.decision_accuracy(p, a),
+        "spearman": stats.spearman(p, a),
         "mean_abs_error": float(np.mean(np.abs(p - a))),
         "bias": float(np.mean(p - a)),
         "top1_regret": regret,
@@ -527,7 +477,7 @@ def predict(
                     e["da_diff"], e["da_diff_ci"] = None, None
                     continue
                 e["da_diff"] = e["decision_accuracy"] - best["decision_accuracy"]
-                e["da_diff_ci"] = ci = _ci(bootstrap_da(pred, y, n_boot, seed + k, other=singles[best["size"]]))
+                e["da_diff_ci"] = ci = stats.percentile_interval(bootstrap_da(pred, y, n_boot, seed + k, other=singles[best["size"]]))
                 if ci is None or ci[0] <= 0:
                     behind.append(f"{e['method']} {e['da_diff']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""))
                 if e["method"] == entries[0]["method"] and e["mean_abs_error"] is not None and e["mean_abs_error"] * 1.5 < best["mean_abs_error"]:

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from proxyscale.analysis.stats import format_p
+
 
 def _num(v, nd: int = 2) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
@@ -66,19 +68,23 @@ class Comparison:
     r2: float | None = col("R^2 = r^2", "R²", lambda c: _num(c.get("r2")), wandb=True)
     r2_ci: list | None = col("the Pearson CI squared (0 when it spans 0)")
     spearman: float | None = col("Spearman rho (ties within the tolerance share ranks)", "Spearman ρ", _with_ci("spearman"), wandb=True)
-    spearman_ci: list | None = col("[lo, hi]: Fisher z with the Bonett-Wright se sqrt((1+rho^2/2)/(n-3)), widened by seed noise")
+    spearman_ci: list | None = col("[lo, hi]: Kendall's interval mapped through the Gaussian copula, widened to contain the estimate")
     kendall: float | None = col("Kendall tau-b", "Kendall τ-b", _with_ci("kendall"), wandb=True)
-    kendall_ci: list | None = col("[lo, hi]: Fisher z with the Fieller-Hartley-Pearson se sqrt(0.437/(n-4)), widened by seed noise")
+    kendall_ci: list | None = col(
+        "[lo, hi]: every tau not rejected by |t - tau| <= 1.96 sd(tau; n) (Gaussian-copula variance of Kendall's statistic + seed noise); "
+        "never zero-width, contains the estimate"
+    )
     decision_accuracy: float | None = col(
         "fraction of untied recipe pairs ordered alike at both sizes", "decision acc.", _with_ci("decision_accuracy"), wandb=True
     )
-    decision_accuracy_ci: list | None = col("[lo, hi]: (1 + the Kendall-type interval of gamma = 2 DA - 1) / 2; never zero-width")
+    decision_accuracy_ci: list | None = col("[lo, hi]: (1 + the Kendall-type interval of gamma = 2 DA - 1, over untied pairs) / 2; never zero-width")
     p_value: float | None = col(
         "one-sided p of 'the proxy orders recipes like the target' (Kendall S)",
         "p (rank test)",
-        lambda c: "n/a" if c.get("p_value") is None else f"{c['p_value']:.2g}",
+        lambda c: "n/a" if c.get("p_value") is None else format_p(c["p_value"], c.get("p_floor"))[2:],
         wandb=True,
     )
+    p_floor: float | None = col("the smallest p the test can give (Monte Carlo: 1/(1+permutations)); p at the floor prints as 'p < floor'")
     test: str | None = col("how p_value was computed: exact, exhaustive permutation, Monte Carlo permutation or asymptotic")
     ci_method: dict | None = col("{noise sources in the intervals, seed replicates, tie rule}")
     fit: dict | None = col("{slope, intercept} of target ~ proxy")
@@ -100,6 +106,9 @@ class Comparison:
     )
     target_noise: dict | None = col(
         "pairs the target itself resolves: {target_seed_sd, n_resolvable, frac_resolvable, median_gap, rule} | null without target seeds"
+    )
+    attenuation: dict | None = col(
+        "seed noise pulls agreement toward chance: {reliability_proxy, reliability_target, decision_accuracy_noise_free, rule} | null without seeds"
     )
     undertrained: list | None = col("per-LR entries: proxy cells worse than the bigram [{recipe, seed, loss, bigram}]")
     stats: dict = col("registered extra statistics {name: value} (also flattened to top-level keys)", factory=dict)

@@ -266,7 +266,7 @@ def _da_intervals(pred: dict, table: "pd.DataFrame", sizes: list[str], proxies: 
     import numpy as np
 
     from proxyscale.analysis import scaling
-    from proxyscale.analysis.compare import da_interval
+    from proxyscale.analysis.stats import da_interval
 
     tables = scaling.final_tables(table, sizes, directions)
     for e in pred["methods"] + pred["single_scale"]:
@@ -480,6 +480,7 @@ def build_csv(
         standard_lr_source=source,
         baseline_reason="external results: no count-model baselines",
     )
+    rep["warnings"] = [n for n in notes if "but is analysed as" in n] + list(rep["warnings"])  # direction doubts reach the terminal
     _add_predictions(rep, curves if curves is not None else df, sizes, n_boot=n_boot, decision_level=decision_level)
     size_params = df.groupby("size")["params"].first().to_dict() if "params" in df.columns else {s: analysis.parse_size(s) for s in sizes}
     rep["per_example"] = _per_example(examples, df, sizes, rep, size_params, None if examples is not None else "the CSV has no example column")
