@@ -335,6 +335,11 @@ def report_main(argv: list[str]) -> None:
         help="the planner's decision level in (0.5, 1]: the cheapest proxy choice whose decision accuracy reaches it at the 95%% lower bound (default 0.8)",
     )
     a = p.parse_args(argv)
+    if a.wandb:
+        from proxyscale.extras import missing
+
+        if missing("wandb"):
+            fail(missing("wandb"))
     try:
         build.check_decision_level(a.decision_level)
     except build.ReportError as exc:
@@ -420,7 +425,11 @@ def status_main(argv: list[str]) -> None:
 
 
 def wandb_sync_main(argv: list[str]) -> None:
+    from proxyscale.extras import missing
     from proxyscale.tracking import wandb
+
+    if missing("wandb") and not any(x in ("-h", "--help") for x in argv):
+        fail(missing("wandb"))
 
     p = argparse.ArgumentParser(
         prog="proxyscale wandb-sync", description="Upload a sweep's offline W&B runs (logger=wandb) with `wandb sync`; needs WANDB_API_KEY."
@@ -454,7 +463,7 @@ def mixfit_main(argv: list[str]) -> None:
     p.add_argument("--metric", action="append", default=[], help="metric(s) to fit (default: all)")
     p.add_argument("--target-metric", help="metric the proposal minimises (default: the first --metric)")
     p.add_argument("--size", help="size the models are fitted at (default: the smallest with training mixtures)")
-    p.add_argument("--models", default=",".join(mixfit.MODELS), help="comma-separated: linear,dml,lightgbm")
+    p.add_argument("--models", default=None, help="comma-separated: linear,dml,lightgbm (default: all three; lightgbm where installed)")
     p.add_argument("--samples", type=int, default=100_000, help="Dirichlet samples searched (default 100000)")
     p.add_argument("--top-k", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
@@ -462,6 +471,14 @@ def mixfit_main(argv: list[str]) -> None:
     p.add_argument("--write-recipe", metavar="NAME", help="write the proposal as conf/data/mix/NAME.yaml (domains must be the base's sources)")
     p.add_argument("--base", default="balanced", help="recipe whose sources the written recipe copies")
     a = p.parse_args(argv)
+    from proxyscale.extras import missing
+
+    models = [m.strip() for m in (a.models or ",".join(mixfit.MODELS)).split(",") if m.strip()]
+    if "lightgbm" in models and missing("lightgbm"):
+        if a.models:
+            fail(missing("lightgbm"))
+        models.remove("lightgbm")
+        print(f"note: {missing('lightgbm')}; fitting {', '.join(models)}")
     if a.sweep_dir and (a.from_csv or a.mixtures):
         fail("give a sweep folder or --from-csv/--mixtures, not both")
     if a.sweep_dir:
@@ -479,7 +496,7 @@ def mixfit_main(argv: list[str]) -> None:
         metrics=a.metric or None,
         size=a.size,
         holdout_splits=a.holdout_split,
-        models=[m.strip() for m in a.models.split(",") if m.strip()],
+        models=models,
         target_metric=a.target_metric,
         n_samples=a.samples,
         top_k=a.top_k,

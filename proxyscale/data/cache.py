@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from proxyscale.config import ConfigError, DataConfig, SourceConfig, source_identity
 from proxyscale.data.curation import doc_steps, pool_factor, pool_steps, run_step, step_inputs, step_versions
-from proxyscale.data.sources import Document, builtin_fingerprint, load_documents
+from proxyscale.data.sources import Document, builtin_fingerprint, load_documents, local_files_identity
 from proxyscale.data.tokenizer import Tokenizer
 from proxyscale.record import atomic_write_bytes, atomic_write_text
 
@@ -187,6 +187,9 @@ def _recipe_payload(data: DataConfig) -> dict:
     inputs = step_inputs(data.steps)  # a scoring model's identity (select_by_proxy); absent for other recipes
     if inputs:
         payload["step_inputs"] = inputs
+    local = local_files_identity(data.sources)  # the content of local data files; absent for built-in and hub recipes
+    if local:
+        payload["local_files"] = local
     return payload
 
 

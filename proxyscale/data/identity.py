@@ -1,6 +1,6 @@
 """A cell's run id: its config's identity (config.identity_of) plus what besides the config changes its
 result - the built-in corpora's text, the versions of the curation steps it uses and their inputs
-(`environment`). It lives above the data package because that environment is the data's; the pure
+and the content of local data files (`environment`). It lives above the data package because that environment is the data's; the pure
 hash (config.run_id_of) stays in config, so the collector can check records without importing data.
 
 Importing this module registers the `proxyscale_run_id` resolver that names every cell's folder
@@ -29,6 +29,9 @@ def environment(config: dict) -> dict:
     inputs = curation.step_inputs(steps)  # select_by_proxy: the scorer's run id and checkpoint hash (absent for other recipes: their ids stay)
     if inputs:
         env["step_inputs"] = inputs
+    local = sources.local_files_identity((config.get("data") or {}).get("sources"))  # the content of local files (absent otherwise)
+    if local:
+        env["local_files"] = local
     return env
 
 
