@@ -58,8 +58,6 @@ PASSTHROUGH_FLAGS = {
     "-cp",
     "--config-name",
     "-cn",
-    "--config-dir",
-    "-cd",
     "--experimental-rerun",
 }
 
@@ -87,6 +85,36 @@ def check_subcommand(argv: list[str]) -> None:
     close = difflib.get_close_matches(first, (*SUBCOMMANDS, "help"), n=1, cutoff=0.5)
     hint = f"did you mean {close[0]}?" if close else f"subcommands: {', '.join(SUBCOMMANDS)}"
     fail(f"unknown subcommand {first!r} ({hint}); overrides are key=value, see proxyscale --help")
+
+
+def fold_config_dirs(argv: list[str]) -> list[str]:
+    """`--config-dir DIR` (`-cd DIR`, `--config-dir=DIR`) as a `hydra.searchpath` entry, merged with any
+    `hydra.searchpath=[...]` given: one form the planner, the sweeper and `recipes` all read, so a
+    sweep with --config-dir is planned and checked (and `dry_run=true` honoured) like any other."""
+    dirs, paths, out, i = [], [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--config-dir", "-cd"):
+            if i + 1 >= len(argv):
+                fail(f"{a} needs a folder")
+            dirs.append(argv[i + 1])
+            i += 2
+            continue
+        if a.startswith("--config-dir="):
+            dirs.append(a.split("=", 1)[1])
+        elif a.startswith("hydra.searchpath="):
+            value = a.split("=", 1)[1].strip()
+            if not (value.startswith("[") and value.endswith("]")):
+                fail(f"hydra.searchpath must be a list such as hydra.searchpath=[file:///abs/folder], got {value!r}")
+            paths += [x.strip().strip("'\"") for x in value[1:-1].split(",") if x.strip()]
+        else:
+            out.append(a)
+        i += 1
+    for d in dirs:
+        if not os.path.isdir(d):
+            fail(f"--config-dir {d}: no such folder")
+        paths.append("file://" + os.path.abspath(d))
+    return out + ([f"hydra.searchpath=[{','.join(paths)}]"] if paths else [])
 
 
 def fail(msg: str, code: int = 2) -> "NoReturn":  # noqa: F821
@@ -186,6 +214,20 @@ def _curation_key(payload: dict) -> str:
     return json.dumps([recipe, payload.get("corpora"), payload.get("step_versions"), payload.get("files")], sort_keys=True, default=str)
 
 
+def _recipe_home(name: str, searchpath: list[str]) -> str:
+    """Where a recipe's YAML comes from: `proxyscale` (conf/data/, which wins on a name clash, as in Hydra's
+    search order) or the user's config folder that holds it."""
+    from proxyscale.config import CONF_DIR
+
+    if os.path.exists(os.path.join(CONF_DIR, "data", f"{name}.yaml")):
+        return "proxyscale"
+    for entry in (x for o in searchpath for x in o.split("=", 1)[1].strip("[]").split(",")):
+        folder = entry.strip().removeprefix("file://")
+        if os.path.exists(os.path.join(folder, "data", f"{name}.yaml")):
+            return folder
+    return "search path"
+
+
 def recipes_main(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
 
@@ -194,17 +236,27 @@ def recipes_main(argv: list[str]) -> None:
     from proxyscale.errors import UserError
     from proxyscale.grid import _si, text_table
 
-    p = argparse.ArgumentParser(prog="proxyscale recipes", description="The recipe catalogue (conf/data/) with pool sizes and what curation kept.")
-    p.add_argument("--build", action="store_true", help="build missing built-in recipe caches to show their kept counts")
+    p = argparse.ArgumentParser(
+        prog="proxyscale recipes",
+        description="The recipe catalogue (conf/data/ and the data/ folder of every --config-dir DIR or hydra.searchpath=[file:///DIR]) "
+        "with pool sizes and what curation kept.",
+    )
+    p.add_argument("--build", action="store_true", help="build missing recipe caches (built-in and local-file sources) to show their kept counts")
     p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every recipe, e.g. paths.cache_dir=...")
     a = p.parse_args(argv)
-    names = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(CONF_DIR, "data")) if f.endswith(".yaml"))
+    searchpath = [o for o in a.overrides if o.startswith("hydra.searchpath=")]
     rows, notes, cache_dir = [], [], None
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        from hydra.core.global_hydra import GlobalHydra
+
+        try:  # the data group over the whole search path: conf/data/ plus every --config-dir / hydra.searchpath folder
+            names = sorted(GlobalHydra.instance().config_loader().get_group_options("data", config_name="config", overrides=searchpath))
+        except Exception as exc:
+            raise UserError(f"cannot read the recipe catalogue: {(str(exc).splitlines() or [''])[0]}") from None
         for name in names:
             cfg = compose("config", overrides=[f"data={name}", *a.overrides])
             d, cache_dir = cfg.data, cfg.paths.cache_dir
-            hub = any(s.kind != "builtin" for s in d.sources)
+            hub = any(s.kind == "hf" for s in d.sources)
             try:  # a recipe whose inputs are missing (select_by_proxy before its scorer is trained) is listed, not fatal
                 meta = cached_recipe_meta(d, cache_dir)
                 if meta is None and not hub:
@@ -219,10 +271,10 @@ def recipes_main(argv: list[str]) -> None:
             mix = " ".join(f"{s.name}{100 * s.weight / total:.0f}" for s in d.sources)
             steps = "+".join(STEP_ABBREV.get(st["op"], st["op"]) for st in d.steps) or "-"
             kept = f"{sum(s['docs'] for s in meta['sources'])} docs" if meta else (waiting or ("streamed" if hub else "not built"))
-            rows.append((name, _si(d.pool_tokens), mix, steps, kept))
-    print(text_table(("recipe", "pool", "mixture (%)", "curation steps", "kept"), rows))
+            rows.append((name, _si(d.pool_tokens), mix, steps, kept, _recipe_home(name, searchpath)))
+    print(text_table(("recipe", "pool", "mixture (%)", "curation steps", "kept", "from"), rows))
     print(f"kept: documents after curation, read from the caches in {cache_dir}")
-    print("(--build builds the missing ones); each recipe's description: conf/data/<recipe>.yaml")
+    print("(--build builds the missing ones); each recipe's description: <from>/data/<recipe>.yaml (proxyscale: its conf/)")
     for line in notes:
         print(textwrap.shorten(line, 100, placeholder=" ..."))
 
@@ -284,6 +336,11 @@ def report_main(argv: list[str]) -> None:
         help="the planner's decision level in (0.5, 1]: the cheapest proxy choice whose decision accuracy reaches it at the 95%% lower bound (default 0.8)",
     )
     a = p.parse_args(argv)
+    if a.wandb:
+        from proxyscale.extras import missing
+
+        if missing("wandb"):
+            fail(missing("wandb"))
     try:
         build.check_decision_level(a.decision_level)
     except build.ReportError as exc:
@@ -369,7 +426,11 @@ def status_main(argv: list[str]) -> None:
 
 
 def wandb_sync_main(argv: list[str]) -> None:
+    from proxyscale.extras import missing
     from proxyscale.tracking import wandb
+
+    if missing("wandb") and not any(x in ("-h", "--help") for x in argv):
+        fail(missing("wandb"))
 
     p = argparse.ArgumentParser(
         prog="proxyscale wandb-sync", description="Upload a sweep's offline W&B runs (logger=wandb) with `wandb sync`; needs WANDB_API_KEY."
@@ -403,7 +464,7 @@ def mixfit_main(argv: list[str]) -> None:
     p.add_argument("--metric", action="append", default=[], help="metric(s) to fit (default: all)")
     p.add_argument("--target-metric", help="metric the proposal minimises (default: the first --metric)")
     p.add_argument("--size", help="size the models are fitted at (default: the smallest with training mixtures)")
-    p.add_argument("--models", default=",".join(mixfit.MODELS), help="comma-separated: linear,dml,lightgbm")
+    p.add_argument("--models", default=None, help="comma-separated: linear,dml,lightgbm (default: all three; lightgbm where installed)")
     p.add_argument("--samples", type=int, default=100_000, help="Dirichlet samples searched (default 100000)")
     p.add_argument("--top-k", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
@@ -411,6 +472,14 @@ def mixfit_main(argv: list[str]) -> None:
     p.add_argument("--write-recipe", metavar="NAME", help="write the proposal as conf/data/mix/NAME.yaml (domains must be the base's sources)")
     p.add_argument("--base", default="balanced", help="recipe whose sources the written recipe copies")
     a = p.parse_args(argv)
+    from proxyscale.extras import missing
+
+    models = [m.strip() for m in (a.models or ",".join(mixfit.MODELS)).split(",") if m.strip()]
+    if "lightgbm" in models and missing("lightgbm"):
+        if a.models:
+            fail(missing("lightgbm"))
+        models.remove("lightgbm")
+        print(f"note: {missing('lightgbm')}; fitting {', '.join(models)}")
     if a.sweep_dir and (a.from_csv or a.mixtures):
         fail("give a sweep folder or --from-csv/--mixtures, not both")
     if a.sweep_dir:
@@ -428,7 +497,7 @@ def mixfit_main(argv: list[str]) -> None:
         metrics=a.metric or None,
         size=a.size,
         holdout_splits=a.holdout_split,
-        models=[m.strip() for m in a.models.split(",") if m.strip()],
+        models=models,
         target_metric=a.target_metric,
         n_samples=a.samples,
         top_k=a.top_k,
@@ -467,6 +536,10 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get(VERBOSE_ENV) != "1":
         quiet_third_parties()
     try:
+        if not argv or argv[0] not in SUBCOMMANDS:
+            argv = fold_config_dirs(argv)
+        elif argv[0] in ("submit", "recipes", "ladder"):
+            argv = argv[:1] + fold_config_dirs(argv[1:])
         if argv and argv[0] in SUBCOMMANDS:
             {
                 "ladder": ladder_main,

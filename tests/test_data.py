@@ -201,3 +201,42 @@ def test_sparse_bigram_counts_match_dense_ones_and_are_cached(tmp_path):
     cached = tmp_path / "baselines" / "pool1-ev1.json"
     assert json.loads(cached.read_text())["bigram"] == got["set"]["bigram"]
     assert ngram.baselines(train[:10], "pool1", {"set": ev}, {"set": "ev1"}, vocab, tmp_path) == got  # the cache answers
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "text"])
+def test_local_files_read_directly_give_the_documents_datasets_gives(tmp_path, fmt):
+    """Your own files need no `datasets`: the direct reader yields the same documents, ids and order as
+    datasets' json/parquet/text builders did, across a glob of two files and with max_docs."""
+    datasets = pytest.importorskip("datasets")
+    for k in range(2):
+        rows = [{"text": f"{PROSE} file {k} doc {i}" if i != 2 else ""} for i in range(4)]
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"c{k}.parquet")
+        else:
+            body = [json.dumps(r) for r in rows] if fmt == "jsonl" else [r["text"] for r in rows]
+            (tmp_path / f"c{k}.{'jsonl' if fmt == 'jsonl' else 'txt'}").write_text("\n".join(body) + "\n")
+    path = str(tmp_path / ("c*.parquet" if fmt == "parquet" else "c*.jsonl" if fmt == "jsonl" else "c*.txt"))
+    src = OmegaConf.structured(SourceConfig(name="local", kind="files", path=path, max_docs=7))
+    got = [(d.id, d.text) for d in sources.load_documents(src, "train")]
+    files = sorted(str(p) for p in tmp_path.glob(path.rsplit("/", 1)[1]))
+    ds = datasets.load_dataset({"jsonl": "json"}.get(fmt, fmt), data_files={"train": files}, split="train", streaming=True)
+    want = [(f"local:{i}", r["text"]) for i, r in enumerate(ds) if i < 7 and r["text"].strip()]
+    assert got == want and len(got) == 5  # rows 0-6 of 8, less the two empty ones
+
+
+def test_a_local_files_recipe_is_identified_by_its_files_content(tmp_path):
+    """Editing a local file changes the recipe's cache key and its cells' run ids; built-in recipes carry no such key."""
+    from proxyscale.data import identity
+
+    f = tmp_path / "notes.jsonl"
+    f.write_text(json.dumps({"text": PROSE}) + "\n")
+    recipe = DataConfig(name="mine", pool_tokens=2000, sources=[SourceConfig(name="notes", kind="files", path=str(f))])
+    config = {"data": OmegaConf.to_container(OmegaConf.structured(recipe))}
+    key1, env1 = cache._recipe_payload(OmegaConf.structured(recipe)), identity.environment(config)
+    f.write_text(json.dumps({"text": PROSE + " edited"}) + "\n")
+    key2, env2 = cache._recipe_payload(OmegaConf.structured(recipe)), identity.environment(config)
+    assert key1["files"] != key2["files"] and env1["files"] != env2["files"]
+    assert "files" not in cache._recipe_payload(_recipe()) and "files" not in identity.environment({"data": {"sources": [{"name": "p"}]}})

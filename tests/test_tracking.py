@@ -248,7 +248,7 @@ print("STATUS", rec.status, "WANDB", "wandb" in sys.modules)
 @pytest.mark.parametrize("kind", ["csv", "tensorboard"])
 def test_csv_and_tensorboard_loggers_keep_working(tmp_path, cache_dir, kind):
     if kind == "tensorboard" and not (importlib.util.find_spec("tensorboardX") or importlib.util.find_spec("tensorboard")):
-        pytest.skip(f"logger=tensorboard needs {tracking.TENSORBOARD_PIN} (not installed)")
+        pytest.skip("logger=tensorboard needs tensorboardX or tensorboard (not installed)")
     from proxyscale.job import run_cell, run_dir
 
     cfg = _cfg(tmp_path, cache_dir, f"logger={kind}", "trainer.log_every_n_steps=2")

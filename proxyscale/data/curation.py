@@ -19,6 +19,7 @@ import numpy as np
 from proxyscale.config import ConfigError, DataConfig
 from proxyscale.data import select
 from proxyscale.data.sources import Document, text_hash
+from proxyscale.extras import missing
 
 _WORD = re.compile(r"[A-Za-z]+")
 
@@ -223,6 +224,8 @@ def check_steps(data: DataConfig) -> None:
         op = step.get("op")
         if op not in STEPS:
             raise ConfigError(f"recipe {data.name}: step {i} has unknown op {op!r} (choose from: {', '.join(STEPS)})")
+        if op == "near_dedup" and missing("datasketch"):
+            raise ConfigError(f"recipe {data.name}: step {i}: {missing('datasketch')}")
         allowed = set(inspect.signature(STEPS[op].fn).parameters) - {"docs", "rng", "inputs"}
         unknown = set(_params(step)) - allowed | ({"inputs"} & set(step))
         if unknown:
@@ -247,9 +250,9 @@ def check_steps(data: DataConfig) -> None:
             )
         if op == "duplicate" and int(step.get("factor", 8)) < 1:
             raise ConfigError(f"recipe {data.name}: duplicate factor must be >= 1")
-        missing = set(step.get("sources") or []) - names
-        if missing:
-            raise ConfigError(f"recipe {data.name}: step {op} names missing source(s) {sorted(missing)}")
+        absent = set(step.get("sources") or []) - names
+        if absent:
+            raise ConfigError(f"recipe {data.name}: step {op} names missing source(s) {sorted(absent)}")
 
 
 def doc_steps(data: DataConfig, source: str) -> list[dict]:

@@ -1,6 +1,6 @@
 """A cell's run id: its config's identity (config.identity_of) plus what besides the config changes its
 result - the built-in corpora's text, the versions of the curation steps it uses and their inputs
-(`environment`). It lives above the data package because that environment is the data's; the pure
+and the content of local data files (`environment`). It lives above the data package because that environment is the data's; the pure
 hash (config.run_id_of) stays in config, so the collector can check records without importing data.
 
 Importing this module registers the `proxyscale_run_id` resolver that names every cell's folder

@@ -322,6 +322,10 @@ def check_source(src: SourceConfig) -> None:
     elif src.kind == "hf":
         if not src.path:
             raise ConfigError(f"source {src.name!r}: kind=hf needs a hub dataset id in path")
+        from proxyscale.extras import missing
+
+        if missing("datasets"):
+            raise ConfigError(f"source {src.name!r}: {missing('datasets')}")
     else:
         raise ConfigError(f"source {src.name!r}: kind must be builtin, hf or files, got {src.kind!r}")
     if task != "lm" and src.kind == "files":
@@ -331,39 +335,47 @@ def check_source(src: SourceConfig) -> None:
 # ---- benchmark task items (proxyscale/data/tasks.py) -----------------------------------------
 
 
-def _local_rows(src: SourceConfig) -> Iterator[tuple[str, int, dict]]:
-    """(file, 1-based row number, row) of local json/jsonl/parquet files, read directly (no `datasets`: task
-    files are small, and the planner reads them to check every item)."""
+def _local_rows(src: SourceConfig, what: str = "eval set") -> Iterator[tuple[str, int, dict]]:
+    """(file, 1-based row number, row) of local json/jsonl/parquet/text files, read directly and streamed (no
+    `datasets`: your own files need no extra; a text file's rows are its lines, as {"text": line})."""
+    fmt = _file_format(src)
     for path in _local_files(src):
-        fmt = _file_format(src)
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
             try:
-                rows = pq.read_table(path).to_pylist()
-            except Exception as exc:
-                raise ConfigError(f"eval set {src.name!r}: {path} is not a readable parquet file ({type(exc).__name__})") from None
-            yield from ((path, i + 1, r) for i, r in enumerate(rows))
+                n = 0
+                for batch in pq.ParquetFile(path).iter_batches():
+                    for r in batch.to_pylist():
+                        n += 1
+                        yield path, n, r
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"{what} {src.name!r}: {path} is not a readable parquet file ({type(exc).__name__})") from None
             continue
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as f:
+                if fmt == "text":
+                    yield from ((path, i + 1, {"text": line.rstrip("\r\n")}) for i, line in enumerate(f))
+                    continue
+                head = f.read(4096)
+                f.seek(0)
+                if head.lstrip().startswith("["):
+                    try:
+                        rows = json.load(f)
+                    except ValueError as exc:
+                        raise ConfigError(f"{what} {src.name!r}: {path} is not valid JSON ({str(exc)[:80]})") from None
+                    yield from ((path, i + 1, r) for i, r in enumerate(rows))
+                    continue
+                for i, line in enumerate(f):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        raise ConfigError(f"{what} {src.name!r}: {path} line {i + 1} is not a JSON object") from None
+                    yield path, i + 1, row
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"eval set {src.name!r}: {path} is unreadable ({type(exc).__name__})") from None
-        stripped = text.lstrip()
-        if stripped.startswith("["):
-            try:
-                rows = json.loads(text)
-            except ValueError as exc:
-                raise ConfigError(f"eval set {src.name!r}: {path} is not valid JSON ({str(exc)[:80]})") from None
-            yield from ((path, i + 1, r) for i, r in enumerate(rows))
-            continue
-        for i, line in enumerate(text.splitlines()):
-            if not line.strip():
-                continue
-            try:
-                yield path, i + 1, json.loads(line)
-            except ValueError:
-                raise ConfigError(f"eval set {src.name!r}: {path} line {i + 1} is not a JSON object") from None
+            raise ConfigError(f"{what} {src.name!r}: {path} is unreadable ({type(exc).__name__})") from None
 
 
 def load_items(src: SourceConfig) -> list:
@@ -380,8 +392,9 @@ def load_items(src: SourceConfig) -> list:
                 items.append(item_from_row(row, src, f"eval set {src.name!r}: {path} item {len(items) + 1} (line {line})"))
             where = src.path
         else:
-            import datasets
+            from proxyscale.extras import need
 
+            datasets = need("datasets")
             where = f"hub dataset {src.path}" + (f"/{src.config_name}" if src.config_name else "")
             try:
                 ds = datasets.load_dataset(src.path, src.config_name, split=src.split, streaming=True)
@@ -400,27 +413,29 @@ def load_items(src: SourceConfig) -> list:
     return items
 
 
-def _from_datasets(src: SourceConfig) -> Iterator[Document]:
-    """Hub and local files through `datasets`, streamed so a large corpus is never fully loaded."""
-    import datasets
-
+def _documents(src: SourceConfig) -> Iterator[Document]:
+    """Local files (read directly) and hub datasets (streamed through `datasets`, so a large corpus is never fully
+    loaded): a document per row's text_field (per line of a text file)."""
     if src.kind == "files":
-        files = _local_files(src)
-        fmt = _file_format(src)
-        ds = datasets.load_dataset(fmt, data_files={src.split: files}, split=src.split, streaming=True)
         where = src.path
+        rows = (row for _, _, row in _local_rows(src, "source"))
+        field = "text" if _file_format(src) == "text" else src.text_field
     else:
+        from proxyscale.extras import need
+
+        datasets = need("datasets")
         where = f"hub dataset {src.path}" + (f"/{src.config_name}" if src.config_name else "")
         try:
-            ds = datasets.load_dataset(src.path, src.config_name, split=src.split, streaming=True)
+            rows = datasets.load_dataset(src.path, src.config_name, split=src.split, streaming=True)
         except Exception as exc:  # network, auth or a missing dataset: say what is missing, in one line
             raise ConfigError(f"source {src.name!r}: cannot load {where} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    for i, row in enumerate(ds):
+        field = src.text_field
+    for i, row in enumerate(rows):
         if src.max_docs is not None and i >= src.max_docs:
             break
-        if src.text_field not in row:
-            raise ConfigError(f"source {src.name!r}: {where} has no field {src.text_field!r} (fields: {', '.join(row)})")
-        text = row[src.text_field]
+        if field not in row:
+            raise ConfigError(f"source {src.name!r}: {where} has no field {field!r} (fields: {', '.join(row)})")
+        text = row[field]
         if isinstance(text, str) and text.strip():
             yield Document(f"{src.name}:{i}", text)
 
@@ -433,4 +448,4 @@ def load_documents(src: SourceConfig, side: str, cache_dir: str | None = None) -
         if side == "train":  # a text that also occurs on the held-out side of any corpus stays out
             docs = [d for d in docs if norm_hash(d.text) not in heldout_hashes(cache_dir)]
         return docs[: src.max_docs] if src.max_docs else docs
-    return list(_from_datasets(src))
+    return list(_documents(src))

@@ -19,10 +19,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from proxyscale.extras import missing
 from proxyscale.tracking.conventions import tracker_metrics, tracker_step
 
 KINDS = ("none", "csv", "tensorboard", "wandb")
-TENSORBOARD_PIN = "tensorboardX==2.6.5"
 
 
 def check(cfg: DictConfig) -> str | None:
@@ -33,10 +33,13 @@ def check(cfg: DictConfig) -> str | None:
     if lg.kind == "tensorboard":
         import importlib.util
 
-        if not (importlib.util.find_spec("tensorboardX") or importlib.util.find_spec("tensorboard")):
-            return f"logger=tensorboard needs tensorboardX or tensorboard installed (pip install {TENSORBOARD_PIN})"
+        if not importlib.util.find_spec("tensorboard"):  # Lightning writes events with either
+            return missing("tensorboardX")
     if lg.kind == "wandb":
         from proxyscale.tracking import wandb
+
+        if missing("wandb"):
+            return missing("wandb")
 
         return wandb.check(cfg)
     return None
