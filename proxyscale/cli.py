@@ -15,6 +15,7 @@ subcommands:
   recipes [--build]          the recipe catalogue: pool sizes and what curation kept
   mixtures --base R --n 16   Dirichlet-sampled mixtures of recipe R as new recipes
   mixfit outputs/SWEEP       mixture regression on a sweep's losses + a proposed mixture
+  datamodels outputs/SWEEP   datamodels of a subset sweep: LDS across sizes, DsDm selection (or --from-csv F)
   wandb-sync outputs/SWEEP   upload a sweep's offline W&B runs
   help                       this text (`proxyscale SUBCOMMAND --help`: a subcommand's options)
 
@@ -39,7 +40,7 @@ import os
 import sys
 import textwrap
 
-SUBCOMMANDS = ("ladder", "recipes", "mixtures", "collect", "report", "submit", "status", "wandb-sync", "mixfit")
+SUBCOMMANDS = ("ladder", "recipes", "mixtures", "collect", "report", "submit", "status", "wandb-sync", "mixfit", "datamodels")
 PASSTHROUGH_FLAGS = {
     "--help",
     "-h",
@@ -509,6 +510,61 @@ def mixfit_main(argv: list[str]) -> None:
         print(f"wrote {path}")
 
 
+def datamodels_main(argv: list[str]) -> None:
+    from pathlib import Path
+
+    from proxyscale.analysis import datamodels as dm
+    from proxyscale.report import attribution
+
+    p = argparse.ArgumentParser(
+        prog="proxyscale datamodels",
+        description="Datamodels of a subset sweep (data.subset=...): per example and size a ridge model of the loss on group indicators, "
+        "the LDS of every (fit size -> eval size) pair by K-fold cross-fitting over subsets, weight agreement across sizes, DsDm selection.",
+    )
+    p.add_argument("sweep_dir", nargs="?", help="a sweep folder with subset cells (collected first if needed)")
+    p.add_argument("--from-csv", metavar="LOSSES", help="CSV subset,size,example,value[,metric,seed] (lower is better unless --higher-is-better)")
+    p.add_argument("--subsets", help="with --from-csv: CSV subset,group, one row per group a subset includes")
+    p.add_argument("--out", help="output folder (default: the sweep folder)")
+    p.add_argument("--higher-is-better", nargs="*", metavar="METRIC", help="with --from-csv: these metrics are higher-is-better (no names: all)")
+    p.add_argument("--folds", type=int, default=dm.FOLDS, help=f"K of the cross-fitting over subsets (default {dm.FOLDS})")
+    p.add_argument("--n-boot", type=int, default=dm.N_BOOT, help=f"bootstrap resamples over examples (default {dm.N_BOOT})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap")
+    p.add_argument("--select", metavar="METRIC", help="DsDm: select the groups whose weights most improve this metric")
+    p.add_argument("--k", type=int, help="with --select: how many groups")
+    p.add_argument("--fit-size", help="with --select: the size whose datamodels select (default: the smallest)")
+    p.add_argument("--write-recipe", metavar="NAME", help="with --select on a sweep: write conf/data/selected/NAME.yaml, the recipe training on the selection")
+    a = p.parse_args(argv)
+    if bool(a.sweep_dir) == bool(a.from_csv):
+        fail("give either a sweep folder or --from-csv LOSSES --subsets SUBSETS --out DIR")
+    if a.from_csv and not (a.subsets and a.out):
+        fail("--from-csv needs --subsets SUBSETS and --out DIR")
+    if a.select and a.k is None:
+        fail("--select needs --k K")
+    if (a.k is not None or a.fit_size or a.write_recipe) and not a.select:
+        fail("--k, --fit-size and --write-recipe go with --select METRIC")
+    if a.write_recipe and a.from_csv:
+        fail("--write-recipe needs a sweep (a CSV's groups are not proxyscale's document groups)")
+    if a.from_csv:
+        data = dm.read_csv(a.from_csv, a.subsets, (a.higher_is_better or True) if a.higher_is_better is not None else None)
+    else:
+        if a.higher_is_better is not None:
+            fail("--higher-is-better is for --from-csv input (a sweep's task metrics know their direction)")
+        data = attribution.sweep_subsets(a.sweep_dir, a.out)
+    result = dm.fit(data, folds=a.folds, n_boot=a.n_boot, seed=a.seed)
+    recipe = None
+    if a.select:
+        result["selection"] = dm.select(data, a.select, a.k, a.fit_size or data.sizes[0])
+        if a.write_recipe:
+            recipe = attribution.write_selection_recipe(data, a.write_recipe, result["selection"])
+    out = Path(a.out or a.sweep_dir)
+    for line in attribution.AttributionSection.from_result(result).headline():
+        print(line)
+    for path in attribution.write(result, out):
+        print(f"wrote {path}")
+    if recipe:
+        print(f"wrote {recipe}; train on it with data=selected/{a.write_recipe}")
+
+
 def quiet_third_parties() -> None:
     """Off unless PROXYSCALE_VERBOSE=1: W&B's per-run lines (WANDB_SILENT, read by wandb in this
     process and inherited by workers) and hydra-submitit-launcher's schema-matching UserWarning,
@@ -531,7 +587,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"proxyscale {version()}")
         return
     check_subcommand(argv)
-    if argv[:1] in (["report"], ["mixfit"], ["collect"]):  # before numpy loads: these run many small fits and matrix products,
+    if argv[:1] in (["report"], ["mixfit"], ["collect"], ["datamodels"]):  # before numpy loads: these run many small fits and matrix products,
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # where OpenBLAS worker threads only contend (~4x slower on 2 busy cores)
     if os.environ.get(VERBOSE_ENV) != "1":
         quiet_third_parties()
@@ -551,6 +607,7 @@ def main(argv: list[str] | None = None) -> None:
                 "status": status_main,
                 "wandb-sync": wandb_sync_main,
                 "mixfit": mixfit_main,
+                "datamodels": datamodels_main,
             }[argv[0]](argv[1:])
         else:
             train_main(argv)

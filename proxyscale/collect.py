@@ -143,6 +143,19 @@ def check_record(rec: record.Record, path: str | Path, sweep: str | None) -> str
     return None
 
 
+SUBSET_COLUMNS = ("subset", "subset_groups", "subset_members")
+
+
+def _subset_columns(data: dict) -> tuple[int, int, str]:
+    """(subset index or -1, number of groups or 0, the kept groups space-separated or "") of a record's recipe."""
+    from proxyscale.config import subset_members
+
+    members = subset_members(data)
+    if members is None:
+        return -1, 0, ""
+    return int(data["subset"]) if data.get("subset") is not None else -1, int(data.get("subset_groups") or 64), " ".join(map(str, members))
+
+
 def _read_rows(paths: list[str], sweep: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
     """(results rows, curve rows, unreadable-record messages, rejected-record messages) of these
     result.json paths; a cell folder without a record yet is skipped silently. Built column-wise (a
@@ -172,6 +185,7 @@ def _read_rows(paths: list[str], sweep: str | None = None) -> tuple[pd.DataFrame
                 (rec.config.get("model") or {}).get("parametrization") or "standard",
                 rec.examples_file or "",
                 int((rec.config.get("trainer") or {}).get("seq_len") or 0),
+                *_subset_columns(rec.config.get("data") or {}),
             )
         )
         sets = rec.final_loss or ({} if rec.final_metrics else dict.fromkeys([s for s in rec.eval_sets] or ["(none)"]))
@@ -188,8 +202,12 @@ def _read_rows(paths: list[str], sweep: str | None = None) -> tuple[pd.DataFrame
     cell = pd.DataFrame.from_records(cells, columns=CELL_COLUMNS)
     # parametrization: standard | mup (the report says which each size used); examples_file and seq_len (with each
     # row's eval_cache_key) let gather_examples find and match the per-example files without reading records again
-    for i, name in enumerate(("parametrization", "examples_file", "seq_len")):
+    # subset, subset_groups, subset_members: a subset sweep's cell (datamodels: proxyscale/analysis/datamodels.py)
+    for i, name in enumerate(("parametrization", "examples_file", "seq_len", *SUBSET_COLUMNS)):
         cell[name] = [e[i] for e in extra]
+    if len(cell) and (cell["subset"] >= 0).any():  # each subset is its own training set: the report ranks them as recipes
+        sub = cell["subset"] >= 0
+        cell.loc[sub, "recipe"] = cell.loc[sub, "recipe"] + "-sub" + cell.loc[sub, "subset"].astype(str)
     results = cell.loc[cell.index.repeat(n_final)].reset_index(drop=True)
     results["eval_set"] = [r[0] for r in finals]
     values = np.array([r[2] for r in finals], dtype=float)  # None (no final value) -> NaN

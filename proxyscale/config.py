@@ -78,6 +78,14 @@ class DataConfig:
     seed: int = 0  # seed of document shuffling and stochastic curation steps
     sources: List[SourceConfig] = field(default_factory=list)
     steps: List[Dict[str, Any]] = field(default_factory=list)  # [{op: exact_dedup}, {op: ..., k: v}]
+    # Subset sweeps (datamodels, proxyscale/analysis/datamodels.py): the curated documents fall into
+    # subset_groups groups by a hash of (source name, document id); subset=i keeps each group with
+    # probability subset_frac, seeded by i alone, so every size of a sweep trains on the same subsets.
+    # keep_groups: an explicit list of groups instead (a selection's recipe). Both None: the whole pool.
+    subset: Optional[int] = None
+    subset_groups: int = 64
+    subset_frac: float = 0.5
+    keep_groups: Optional[List[int]] = None
 
 
 @dataclass
@@ -186,6 +194,30 @@ TASK_DEFAULTS = {
 }
 
 
+SUBSET_KEYS = ("subset", "subset_groups", "subset_frac", "keep_groups")
+
+
+def data_identity(data: dict) -> dict:
+    """A plain recipe without its subset keys when it uses no subset: they enter run ids and cache keys only
+    for subset cells, so the ids of every cell from before subset sweeps stay what they were."""
+    if data.get("subset") is None and data.get("keep_groups") is None:
+        return {k: v for k, v in data.items() if k not in SUBSET_KEYS}
+    return dict(data)
+
+
+def subset_members(data: dict) -> list[int] | None:
+    """The groups a recipe's subset keeps (sorted), None when it keeps the whole pool. Subset i keeps each of
+    the subset_groups groups with probability subset_frac, drawn by numpy's PCG64 seeded by i only."""
+    if data.get("keep_groups") is not None:
+        return sorted({int(g) for g in data["keep_groups"]})
+    if data.get("subset") is None:
+        return None
+    import numpy as np
+
+    draw = np.random.default_rng(int(data["subset"])).random(int(data.get("subset_groups") or 64))
+    return [int(g) for g in np.flatnonzero(draw < float(data.get("subset_frac", 0.5)))]
+
+
 def source_identity(src: dict) -> dict:
     """A plain source without its task keys at their defaults: the task keys enter run ids and cache keys only
     when a source sets one, so the ids of every cell from before benchmark tasks stay what they were."""
@@ -201,7 +233,7 @@ def identity_of(config: dict) -> dict:
     """`identity` of a plain (resolved) config, such as a record's `config`."""
     out = {k: v for k, v in config.items() if k not in _NOT_IDENTITY and k != "hydra"}
     out["trainer"] = {k: v for k, v in (out.get("trainer") or {}).items() if k not in _NOT_IDENTITY_TRAINER}
-    out["data"] = {k: v for k, v in (out.get("data") or {}).items() if k != "description"}
+    out["data"] = data_identity({k: v for k, v in (out.get("data") or {}).items() if k != "description"})
     if "sources" in out["data"]:
         out["data"]["sources"] = [source_identity(s) for s in out["data"]["sources"] or []]
     if isinstance(out.get("eval"), dict) and "sets" in out["eval"]:
@@ -248,7 +280,9 @@ def run_id_of(config: dict, env: dict | None) -> str:
     if env is not None:
         ident = {**ident, "environment": env}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{config['model']['name']}-{config['data']['name']}-lr{config['optim']['lr']:g}-s{config['seed']}-{digest}"
+    subset = config["data"].get("subset")
+    recipe = config["data"]["name"] + (f"-sub{subset}" if subset is not None else "")
+    return f"{config['model']['name']}-{recipe}-lr{config['optim']['lr']:g}-s{config['seed']}-{digest}"
 
 
 MAX_NAME = 100  # a run id (size-recipe-lr-seed-digest) stays well below the 255-byte file name limit
@@ -331,6 +365,14 @@ def validate(cfg: DictConfig) -> None:
         (t.pg_timeout_s > 0, f"trainer.pg_timeout_s must be > 0, got {t.pg_timeout_s}"),
         (len(d.sources) > 0, f"recipe {d.name}: no sources"),
         (d.pool_tokens > 0, f"recipe {d.name}: pool_tokens must be > 0"),
+        (d.subset is None or d.subset >= 0, f"data.subset must be >= 0, got {d.subset}"),
+        (d.subset_groups >= 2, f"data.subset_groups must be >= 2, got {d.subset_groups}"),
+        (0 < d.subset_frac < 1, f"data.subset_frac must be in (0, 1), got {d.subset_frac}"),
+        (d.subset is None or d.keep_groups is None, "data.subset and data.keep_groups exclude each other (a subset index or an explicit group list)"),
+        (
+            d.keep_groups is None or (len(d.keep_groups) > 0 and all(0 <= int(g) < d.subset_groups for g in d.keep_groups)),
+            f"data.keep_groups must be a non-empty list of groups in [0, {d.subset_groups})",
+        ),
         (len(e.sets) > 0, "eval.sets is empty: at least one eval set is needed"),
         (e.tokens_per_set >= t.seq_len + 1, f"eval.tokens_per_set must hold one sequence ({t.seq_len + 1} tokens)"),
         (e.every_n_steps > 0, "eval.every_n_steps must be > 0"),

@@ -21,9 +21,9 @@ import numpy as np
 from filelock import FileLock
 from omegaconf import OmegaConf
 
-from proxyscale.config import ConfigError, DataConfig, SourceConfig, source_identity
+from proxyscale.config import ConfigError, DataConfig, SourceConfig, data_identity, source_identity, subset_members
 from proxyscale.data.curation import doc_steps, pool_factor, pool_steps, run_step, step_inputs, step_versions
-from proxyscale.data.sources import Document, builtin_fingerprint, files_fingerprint, load_documents
+from proxyscale.data.sources import Document, builtin_fingerprint, files_fingerprint, load_documents, text_hash
 from proxyscale.data.tokenizer import Tokenizer
 from proxyscale.record import atomic_write_bytes
 
@@ -207,7 +207,7 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def _recipe_payload(data: DataConfig, cache_dir: str | None = None) -> dict:
-    recipe = {k: v for k, v in _plain(data).items() if k not in ("name", "description")}
+    recipe = data_identity({k: v for k, v in _plain(data).items() if k not in ("name", "description")})
     recipe["sources"] = [source_identity(s) for s in recipe.get("sources") or []]  # (task keys at defaults: the keys of before)
     payload = {"recipe": recipe, "corpora": builtin_fingerprint(), "step_versions": step_versions(data)}
     files = {s.name: fp for s in data.sources if (fp := files_fingerprint(s, cache_dir))}
@@ -217,6 +217,24 @@ def _recipe_payload(data: DataConfig, cache_dir: str | None = None) -> dict:
     if inputs:
         payload["step_inputs"] = inputs
     return payload
+
+
+def document_group(source: str, doc_id: str, groups: int) -> int:
+    """A document's group for subset sweeps: blake2b of "<source name>:<document id>" mod `groups` (the id after
+    the document steps, so a step that renames a document, such as corrupt, moves it to another group)."""
+    return text_hash(f"{source}:{doc_id}") % groups
+
+
+def in_subset(docs: list[Document], source: str, data: DataConfig) -> list[Document]:
+    """The documents of `source` whose group the recipe's subset keeps (all of them without a subset)."""
+    members = subset_members(_plain(data))
+    if members is None:
+        return docs
+    keep = set(members)
+    out = [d for d in docs if document_group(source, d.id, int(data.subset_groups)) in keep]
+    if not out:
+        raise ConfigError(f"recipe {data.name}: subset {data.subset} keeps none of the {len(docs)} documents of source {source!r}")
+    return out
 
 
 def cached_recipe_meta(data: DataConfig, cache_dir: str) -> dict | None:
@@ -243,6 +261,10 @@ def recipe_tokens(data: DataConfig, cache_dir: str, verify: bool = False) -> tup
             want = int(round(data.pool_tokens * src.weight / total_w))
             docs, stats = curated_documents(src, data, cache_dir)
             steps += stats
+            before = len(docs)
+            docs = in_subset(docs, src.name, data)
+            if len(docs) != before:
+                steps.append({"source": src.name, "op": "subset", "docs_in": before, "docs_out": len(docs)})
             random.Random(f"{data.seed}:{src.name}:order").shuffle(docs)
             factor = pool_factor(data, src.name)
             if factor > 1:  # pick 1/factor of the tokens, then the pool steps repeat the picked documents

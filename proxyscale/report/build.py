@@ -607,4 +607,10 @@ def run(
         report = _clean(report)
         paths = [write_json(report, folder / "report.json")]
         paths += render.write(report, folder, pool)
+        if not csv:  # issue 23: datamodels and their section when the sweep trained subsets (report/attribution.py)
+            from proxyscale.report import attribution
+
+            paths += attribution.append_to_report(sweep_dir, folder, folder / "report.md", folder / "report.html", report)
+            if "attribution" in report:
+                write_json(report, folder / "report.json")
     return paths, report

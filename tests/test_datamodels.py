@@ -1,0 +1,106 @@
+"""Datamodels on planted data with a known answer (own seeded generator), CSV refusals, DsDm selection."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from proxyscale.analysis import datamodels as dm
+from proxyscale.cli import main
+
+G, M, E = 24, 120, 40  # groups, subsets, examples
+HELPFUL = [3, 7, 11, 19]  # the groups planted to lower every example's loss most
+
+
+def planted(tmp_path, noise=0.3, rho=0.5, seed=0):
+    """Two sizes. Size `small`: y = 3 + x.w + noise; size `large`: weights rho*w + sqrt(1-rho^2)*w' (w' independent),
+    so the small size's datamodels predict the large one's losses less well than its own. Returns paths and the
+    oracle LDS (Spearman of the planted signal against the observed values, mean over examples) of each pair."""
+    rng = np.random.default_rng(seed)
+    x = (rng.random((M, G)) < 0.5).astype(float)
+    w_small = rng.normal(0, 0.3, (E, G))
+    w_small[:, HELPFUL] -= 1.5
+    w_large = rho * w_small + np.sqrt(1 - rho**2) * rng.normal(0, 0.3, (E, G))
+    w_large[:, HELPFUL] = w_small[:, HELPFUL]
+    rows, oracle = [], {}
+    obs = {}
+    for size, w in (("10M", w_small), ("100M", w_large)):
+        y = 3 + x @ w.T + rng.normal(0, noise, (M, E))
+        obs[size] = y
+        rows += [(f"s{j}", size, f"e{e}", y[j, e]) for j in range(M) for e in range(E)]
+    for f, wf in (("10M", w_small), ("100M", w_large)):
+        for t in ("10M", "100M"):
+            oracle[(f, t)] = float(np.nanmean(dm.spearman_columns(x @ wf.T, obs[t])))
+    losses = tmp_path / "losses.csv"
+    pd.DataFrame(rows, columns=["subset", "size", "example", "value"]).to_csv(losses, index=False)
+    subsets = tmp_path / "subsets.csv"
+    pd.DataFrame([(f"s{j}", f"{g}") for j in range(M) for g in range(G) if x[j, g]], columns=["subset", "group"]).to_csv(subsets, index=False)
+    return losses, subsets, oracle
+
+
+def test_planted_datamodels_recover_the_oracle_lds_across_sizes_and_the_selection(tmp_path):
+    losses, subsets, oracle = planted(tmp_path)
+    data = dm.read_csv(str(losses), str(subsets))
+    assert data.sizes == ["10M", "100M"] and len(data.groups) == G
+    result = dm.fit(data, n_boot=300)
+    got = {(e["fit_size"], e["eval_size"]): e for e in result["entries"]}
+    assert set(got) == {("10M", "10M"), ("10M", "100M"), ("100M", "100M")}
+    for pair, e in got.items():
+        # the fitted models are estimates: they can approach the oracle but not beat it by more than noise
+        assert oracle[pair] - 0.1 < e["lds"] < oracle[pair] + 0.03, (pair, e["lds"], oracle[pair])
+        assert e["lds_ci"][0] < e["lds"] < e["lds_ci"][1]
+        assert e["n_examples"] == E and e["n_subsets"] == M
+    assert got[("10M", "100M")]["lds"] < got[("100M", "100M")]["lds"] - 0.05  # the planted drift across scale shows
+    (agree,) = result["weight_agreement"]
+    assert 0.5 < agree["weight_spearman"] < 0.95
+    sel = dm.select(data, "loss", 4, "10M")
+    assert sorted(int(g) for g in sel["groups"]) == HELPFUL and all(w < 0 for w in sel["weights"])
+
+
+def test_pure_noise_has_an_lds_near_zero(tmp_path):
+    rng = np.random.default_rng(5)
+    rows = [(f"s{j}", "a", f"e{e}", rng.normal()) for j in range(60) for e in range(30)]
+    pd.DataFrame(rows, columns=["subset", "size", "example", "value"]).to_csv(tmp_path / "l.csv", index=False)
+    x = rng.random((60, 10)) < 0.5
+    pd.DataFrame([(f"s{j}", g) for j in range(60) for g in range(10) if x[j, g]], columns=["subset", "group"]).to_csv(tmp_path / "s.csv", index=False)
+    (e,) = dm.fit(dm.read_csv(str(tmp_path / "l.csv"), str(tmp_path / "s.csv")), n_boot=300)["entries"]
+    assert e["lds_ci"][0] < 0.05 and abs(e["lds"]) < 0.1
+
+
+def test_the_cli_writes_json_md_html_figure_and_refuses_a_recipe_from_a_csv(tmp_path, capsys):
+    losses, subsets, _ = planted(tmp_path, noise=0.5)
+    out = tmp_path / "out"
+    main(["datamodels", "--from-csv", str(losses), "--subsets", str(subsets), "--out", str(out), "--n-boot", "100", "--select", "loss", "--k", "4"])
+    doc = json.loads((out / "datamodels.json").read_text())
+    assert {"metric", "fit_size", "eval_size", "lds", "lds_ci", "n_examples", "n_subsets"} <= set(doc["entries"][0])
+    assert doc["selection"]["fit_size"] == "10M" and sorted(map(int, doc["selection"]["groups"])) == HELPFUL
+    for f in ("datamodels.md", "datamodels.html", "datamodels_lds.png", "datamodels_top_groups.csv"):
+        assert (out / f).stat().st_size > 0
+    assert "LDS" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["datamodels", "--from-csv", str(losses), "--subsets", str(subsets), "--out", str(out), "--select", "loss", "--k", "2", "--write-recipe", "x"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "losses,subsets,message",
+    [
+        ("subset,size,example\ns0,a,e0\n", "subset,group\ns0,1\n", "missing column(s) value"),
+        ("subset,size,example,value\ns0,a,e0,1\ns1,a,e0,2\n", "subset,group\ns0,1\n", "losses.csv line 3: subset 's1' has losses but no rows"),
+        ("subset,size,example,value\ns0,a,e0,1\n", "subset,group\ns0,1\ns9,2\n", "subsets.csv line 3: subset 's9' has groups but no losses"),
+        ("subset,size,example,value\ns0,a,e0,1\ns0,a,e0,1\ns0,a,e0,2\n", "subset,group\ns0,1\n", "losses.csv line 4: duplicates line 2"),
+        ("subset,size,example,value\ns0,a,e0,x\n", "subset,group\ns0,1\n", "losses.csv line 2: value 'x'"),
+    ],
+)
+def test_bad_csvs_are_refused_in_one_line_naming_the_row(tmp_path, capsys, losses, subsets, message):
+    (tmp_path / "losses.csv").write_text(losses)
+    (tmp_path / "subsets.csv").write_text(subsets)
+    with pytest.raises(SystemExit) as exc:
+        main(["datamodels", "--from-csv", str(tmp_path / "losses.csv"), "--subsets", str(tmp_path / "subsets.csv"), "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
