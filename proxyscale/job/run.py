@@ -67,6 +67,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*but have no logger configured.*")
     warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
     warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*torch.distributed.nn.functional.all_gather is deprecated.*")  # (Lightning's all_gather)
     warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system but is not used.*")  # local cells on a SLURM host
 
 
