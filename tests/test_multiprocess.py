@@ -183,7 +183,10 @@ def _watch(proc: subprocess.Popen, needle: str) -> str:
 def test_a_signal_stops_every_rank_and_the_rerun_resumes_to_the_uninterrupted_record(reference, out_dir, cache_dir, sig, code):
     args = ["model=debug", *FAST, *POINTS, *TWO, "sweep=sig", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
     proc = _start(args)
-    _watch(proc, "step 4/12")  # (the first checkpoint follows that eval)
+    _watch(proc, "step 4/12")
+    ckpt = next((out_dir / "sig").glob("*/config.yaml")).parent / "checkpoints" / "last.ckpt"
+    while not ckpt.exists() and proc.poll() is None:  # (written right after that eval)
+        time.sleep(0.02)
     procs = _descendants(proc.pid)
     assert _ranks(proc.pid), "rank 1 is not running"
     proc.send_signal(sig)
@@ -200,7 +203,7 @@ def test_a_signal_stops_every_rank_and_the_rerun_resumes_to_the_uninterrupted_re
     r = run_cli(*args, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rec = _records(out_dir / "sig")[2]
-    assert rec["requeues"] == 1 and "resuming from step" in r.stderr
+    assert rec["requeues"] == 1 and "resuming from step" in r.stdout + r.stderr
     assert_same_record(reference, rec)
 
 
