@@ -67,6 +67,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*but have no logger configured.*")
     warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
     warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*torch.distributed.nn.functional.all_gather is deprecated.*")  # (Lightning's all_gather)
     warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system but is not used.*")  # local cells on a SLURM host
 
 
@@ -213,10 +214,31 @@ def _strategy(cfg: DictConfig):
     return (FSDPStrategy if t.strategy == "fsdp" else DDPStrategy)(timeout=timedelta(seconds=float(t.pg_timeout_s)))
 
 
+def _keep_signal_handlers():
+    """A callback that puts back this process's SIGTERM handler once Lightning has put its own in: Lightning's
+    broadcasts from inside the handler, a collective the other ranks never join, which stalls a multi-process
+    cell until the process-group timeout instead of stopping it."""
+    import signal
+
+    import lightning as L
+
+    mine = signal.getsignal(signal.SIGTERM)
+
+    class KeepSignalHandlers(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            signal.signal(signal.SIGTERM, mine)
+
+        on_validation_start = on_train_start
+
+    return KeepSignalHandlers()
+
+
 def _trainer(cfg: DictConfig, out: Path, steps: int, monitor, loggers: list, res: Resources, local_ranks: bool = False):
     import lightning as L
 
     callbacks = [monitor]
+    if world_size(cfg) > 1:
+        callbacks.append(_keep_signal_handlers())
     if cfg.trainer.checkpoint:
         callbacks.append(_checkpoint_callback(out))
     plugins = []
