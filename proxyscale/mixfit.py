@@ -36,6 +36,7 @@ import base64
 import html
 import io
 import json
+import logging
 import math
 import re
 import warnings
@@ -63,6 +64,7 @@ LGB_ROUNDS = 1000
 WEIGHT_TOL = 1e-3
 MIN_MIXTURES = 5
 LOO_BELOW = 50
+log = logging.getLogger("proxyscale")
 
 
 class MixfitError(UserError):
@@ -591,16 +593,33 @@ def _safe(name: str) -> str:
 
 
 def write(result: dict, out_dir) -> list[Path]:
-    """mixfit.json, mixfit.md, mixfit.html and mixfit_<metric>.png in out_dir."""
+    """mixfit.json, mixfit.md, mixfit.html and mixfit_<metric>.png in out_dir, published as one set (record.publish_set):
+    a failed or interrupted write leaves the previous set whole; figures of the previous set not drawn now go with it."""
+    import shutil
+
+    from proxyscale import record
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    for line in record.recover_sets(out, "mixfit"):
+        log.warning(line)
     figs = figures(result)
-    paths = [out / "mixfit.json", out / "mixfit.md", out / "mixfit.html"]
-    paths[0].write_text(json.dumps(result, indent=1, allow_nan=False, default=float))
-    paths[1].write_text(markdown(result))
-    paths[2].write_text(html_page(result, figs))
-    for metric, png in figs.items():
-        p = out / f"mixfit_{_safe(metric)}.png"
-        p.write_bytes(png)
-        paths.append(p)
-    return paths
+    try:
+        stage = record.stage_dir(out, "mixfit")
+    except record.SetWriteError as exc:
+        raise MixfitError(f"mixfit pages not written: {exc.strerror}; the previous ones in {out}, if any, are intact") from None
+    try:
+        (stage / "mixfit.json").write_text(json.dumps(result, indent=1, allow_nan=False, default=float))
+        (stage / "mixfit.md").write_text(markdown(result))
+        (stage / "mixfit.html").write_text(html_page(result, figs))
+        for metric, png in figs.items():
+            (stage / f"mixfit_{_safe(metric)}.png").write_bytes(png)
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise MixfitError(f"mixfit pages not written: {exc.strerror or exc}; the previous ones in {out}, if any, are intact") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    stale = [p.name for p in out.glob("mixfit_*.png")]
+    paths = record.publish_set(out, stage, "mixfit", ["mixfit.md", "mixfit.html", "mixfit.json"], remove=stale)
+    first = ["mixfit.json", "mixfit.md", "mixfit.html"]
+    return sorted(paths, key=lambda p: first.index(p.name) if p.name in first else len(first))

@@ -304,3 +304,115 @@ def test_a_files_fingerprint_is_hashed_once_per_content(tmp_path, monkeypatch):
     assert sources.files_fingerprint(src, str(tmp_path / "c")) == fp and len(hashed) == 1
     path.write_text("other text " * 100)
     assert sources.files_fingerprint(src, str(tmp_path / "c")) != fp and len(hashed) == 2
+
+
+# ---- issue 24.3: report files, collect's tables and mixfit's pages are replaced as a set -------
+
+
+def _report_set(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and (p.name.startswith(("report.", "fig_")))}
+
+
+def _standard_lr_of_set(folder) -> set:
+    """The standard LR each file of the report set shows: one value when the set is whole."""
+    lr = json.loads((folder / "report.json").read_text())["reduced_lr"]["standard_lr"]
+    shown = {lr}
+    for name in ("report.md", "report.html"):
+        text = (folder / name).read_text()
+        shown |= {v for v in (1e-3, 3e-3) if f"standard LR {v:g}" in text}
+    return shown
+
+
+def test_a_report_on_a_full_disk_leaves_the_old_report_whole_and_says_so(tmp_path):
+    from faults import fill, small_disk
+    from test_report import synthetic_sweep
+
+    with small_disk(tmp_path / "disk") as disk:
+        root = disk / "syn"
+        synthetic_sweep(root)
+        assert run_cli("report", str(root), "--standard-lr", "1e-3").returncode == 0
+        old = _report_set(root)
+        fill(disk)
+        r = run_cli("report", str(root), "--standard-lr", "3e-3")
+        assert r.returncode == 2, r.stderr[-2000:]
+        line = r.stderr.strip().splitlines()[-1]
+        assert line.startswith("proxyscale: error: report not written: No space left on device")
+        assert line.endswith(f"the previous report in {root}, if any, is intact")
+        assert _report_set(root) == old and not list(root.glob(".report.tmp-*"))
+        (disk / "filler").unlink()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_report_leaves_one_whole_set(tmp_path):
+    from test_report import synthetic_sweep
+
+    root = tmp_path / "syn"
+    synthetic_sweep(root)
+    assert run_cli("report", str(root), "--standard-lr", "1e-3").returncode == 0
+    assert _standard_lr_of_set(root) == {1e-3}
+    for delay in (1.0, 2.5, 4.0):
+        proc = subprocess.Popen([PROXYSCALE, "report", str(root), "--standard-lr", "3e-3"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        assert len(_standard_lr_of_set(root)) == 1, f"a mixed report set after SIGTERM at {delay} s"
+    r = run_cli("report", str(root), "--standard-lr", "1e-3")
+    assert r.returncode == 0 and _standard_lr_of_set(root) == {1e-3} and not list(root.glob(".report.tmp-*"))
+
+
+def test_an_interrupted_publish_is_finished_and_an_unfinished_stage_discarded(tmp_path):
+    from proxyscale import record
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for name in ("a.md", "a.json", "fig_old.png"):
+        (folder / name).write_text("old")
+    stage = record.stage_dir(folder, "report")
+    for name in ("a.md", "a.json"):
+        (stage / name).write_text("new")
+    record.atomic_write_text(stage / record.COMMIT, json.dumps({"files": ["a.md", "a.json"], "remove": ["fig_old.png"]}))
+    os.replace(stage / "a.md", folder / "a.md")  # the writer died after its first rename
+    lines = record.recover_sets(folder, "report")
+    assert lines and "finished publishing" in lines[0]
+    assert {p.name: p.read_text() for p in folder.iterdir() if not p.name.startswith(".")} == {"a.md": "new", "a.json": "new"}
+    dead = folder / ".report.tmp-999999999-abcd"  # no COMMIT, its writer gone: the old set was never touched
+    dead.mkdir()
+    (dead / "a.md").write_text("half")
+    assert "discarded" in record.recover_sets(folder, "report")[0] and not dead.exists()
+    assert (folder / "a.md").read_text() == "new"
+
+
+def test_a_sweep_copied_without_hidden_files_still_knows_its_tables_are_stale(tmp_path):
+    from test_record import _sweep, make_record, put
+
+    from proxyscale import collect
+
+    root, ids = _sweep(tmp_path)
+    collect.write(collect.collect(root), root)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    subprocess.run(f"cp -rp {root}/* {copy}/", shell=True, check=True)  # hidden files stay behind
+    assert not list(copy.glob(".*"))
+    path = copy / ids[0] / "result.json"
+    st = path.stat()
+    put(copy, make_record(recipe="a", seed=0, losses={"prose": 9.0, "code": 9.0}))  # same size, new content, old mtime
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert collect.is_stale(copy), "the copied tables were taken as fresh"
+
+
+def test_a_failed_collect_leaves_the_previous_tables_whole(tmp_path, monkeypatch):
+    from test_record import _sweep
+
+    from proxyscale import collect
+
+    root, _ = _sweep(tmp_path)
+    collect.write(collect.collect(root), root)
+    before = {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()}
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(collect, "gather_examples", full)
+    with pytest.raises(collect.CollectError, match=f"tables not written: No space left on device; the previous tables in {root}, if any, are intact"):
+        collect.write(collect.collect(root), root)
+    assert {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()} == before and not list(root.glob(".results.tmp-*"))
