@@ -350,12 +350,15 @@ def test_sigterm_mid_report_leaves_one_whole_set(tmp_path):
     synthetic_sweep(root)
     assert run_cli("report", str(root), "--standard-lr", "1e-3").returncode == 0
     assert _standard_lr_of_set(root) == {1e-3}
-    for delay in (1.0, 2.5, 4.0):
+    for delay in (0.0, 0.3, 1.0):  # after the report starts writing (its first file or its staging folder appears)
+        stamp = (root / "report.json").stat().st_mtime_ns
         proc = subprocess.Popen([PROXYSCALE, "report", str(root), "--standard-lr", "3e-3"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and (root / "report.json").stat().st_mtime_ns == stamp and not list(root.glob(".report.tmp-*")):
+            time.sleep(0.005)
         time.sleep(delay)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
-        assert len(_standard_lr_of_set(root)) == 1, f"a mixed report set after SIGTERM at {delay} s"
+        assert len(_standard_lr_of_set(root)) == 1, f"a mixed report set after SIGTERM {delay} s into the write"
     r = run_cli("report", str(root), "--standard-lr", "1e-3")
     assert r.returncode == 0 and _standard_lr_of_set(root) == {1e-3} and not list(root.glob(".report.tmp-*"))
 
