@@ -472,6 +472,7 @@ def mixfit_main(argv: list[str]) -> None:
     p.add_argument("--out", help="output folder (default: the sweep folder, else .)")
     p.add_argument("--write-recipe", metavar="NAME", help="write the proposal as conf/data/mix/NAME.yaml (domains must be the base's sources)")
     p.add_argument("--base", default="balanced", help="recipe whose sources the written recipe copies")
+    p.add_argument("--force", action="store_true", help="--write-recipe may overwrite an existing conf/data/mix/NAME.yaml (never another recipe's name)")
     a = p.parse_args(argv)
     from proxyscale.extras import missing
 
@@ -505,9 +506,11 @@ def mixfit_main(argv: list[str]) -> None:
         seed=a.seed,
     )
     if a.write_recipe:
-        print(f"wrote {mixfit.write_recipe(result, a.write_recipe, a.base)}")
+        print(f"wrote {mixfit.write_recipe(result, a.write_recipe, a.base, force=a.force)}")
     for path in mixfit.write(result, a.out or a.sweep_dir or "."):
         print(f"wrote {path}")
+    for w in result["proposal"].get("warnings") or []:  # also in mixfit.md/.html
+        print(f"proxyscale: warning: {w}", file=sys.stderr)
 
 
 def datamodels_main(argv: list[str]) -> None:

@@ -271,7 +271,8 @@ def _summary(root: Path, df: pd.DataFrame, bad: list[str], rejected: list[str], 
     return "; ".join(parts)
 
 
-MANIFEST = ".results.manifest.json"  # what results.parquet was collected from: record paths, sizes, mtimes
+MANIFEST_KEY = b"proxyscale.manifest"  # results.parquet's metadata: the record paths, sizes, mtimes it was collected from
+OLD_MANIFEST = ".results.manifest.json"  # where an older proxyscale kept it (a hidden file a copy of sweep/* loses): removed
 
 
 def _stat(path: str) -> list[int] | None:
@@ -307,9 +308,14 @@ def _parquet_ok(path: Path) -> bool:
 def is_stale(root: str | Path, out: str | Path | None = None) -> bool:
     """Whether results.parquet (in `out`, default the sweep folder) must be collected again: it is
     missing or unreadable (a warning), or a record or grid.json was added, removed or changed since
-    it was collected (by the manifest written beside it: paths, sizes, mtimes in ns, inodes). Without
-    a manifest (tables from elsewhere, or an older proxyscale): any record newer than the table."""
+    it was collected (by the manifest inside the table's metadata: paths, sizes, mtimes in ns, inodes; it travels
+    with the table, so a copied sweep is collected again once). A table without one (from elsewhere, or an older
+    proxyscale): any record newer than the table."""
+    import pyarrow.parquet as pq
+
     root, where = Path(root), Path(out or root)
+    for line in record.recover_sets(where, "results"):
+        log.warning(line)
     results = where / RESULTS
     if not results.exists():
         return True
@@ -317,8 +323,8 @@ def is_stale(root: str | Path, out: str | Path | None = None) -> bool:
         log.warning(f"{results}: unreadable; collecting again")
         return True
     try:
-        manifest = json.loads((where / MANIFEST).read_text())
-    except FileNotFoundError:
+        manifest = json.loads((pq.read_schema(results).metadata or {})[MANIFEST_KEY])
+    except KeyError:
         newest = max((p.stat().st_mtime_ns for p in root.glob(f"*/{record.RESULT}")), default=0)
         return newest > results.stat().st_mtime_ns
     except (OSError, ValueError):
@@ -326,23 +332,41 @@ def is_stale(root: str | Path, out: str | Path | None = None) -> bool:
     return manifest != _scan(root)
 
 
+def _write_parquet(frame: pd.DataFrame, path: Path, manifest: dict | None = None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if manifest is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), MANIFEST_KEY: json.dumps(manifest).encode()})
+    pq.write_table(table, path)
+
+
 def write(collected: Collected, sweep_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write both tables (and the manifest `is_stale` reads) atomically, next to the records or in
-    `out` (a read-only sweep can be collected elsewhere). Temp names are unique per writer, so
-    concurrent collects never share one."""
+    """Write the tables (results.parquet with its manifest inside, curves.parquet, examples.parquet and examples.json)
+    next to the records or in `out` (a read-only sweep can be collected elsewhere), as one set: staged beside them and
+    published together (record.publish_set), so a failed or interrupted collect leaves the previous tables whole."""
+    import shutil
+
     where = Path(out or sweep_dir)
-    where.mkdir(parents=True, exist_ok=True)
-    for name, frame in ((RESULTS, collected.results), (CURVES, collected.curves)):
-        tmp = record.temp_name(where / name)
-        try:
-            frame.to_parquet(tmp, index=False)
-            os.chmod(tmp, 0o666 & ~record.umask())
-            os.replace(tmp, where / name)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-    gather_examples(Path(sweep_dir), collected.results, where)
-    record.atomic_write_text(where / MANIFEST, json.dumps(collected.manifest))
+    for line in record.recover_sets(where, "results"):
+        log.warning(line)
+    try:
+        stage = record.stage_dir(where, "results")
+    except record.SetWriteError as exc:
+        raise CollectError(f"tables not written: {exc.strerror}; the previous tables in {where}, if any, are intact") from None
+    try:
+        _write_parquet(collected.curves, stage / CURVES)
+        _write_parquet(collected.results, stage / RESULTS, collected.manifest)
+        gather_examples(Path(sweep_dir), collected.results, stage)
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise CollectError(f"tables not written: {exc.strerror or exc}; the previous tables in {where}, if any, are intact") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    stale = [n for n in (EXAMPLES, EXAMPLES_NOTE) if not (stage / n).exists()] + [OLD_MANIFEST]
+    record.publish_set(where, stage, "results", [EXAMPLES_NOTE, EXAMPLES, CURVES, RESULTS], remove=stale)
     return where / RESULTS
 
 

@@ -33,9 +33,11 @@ shown next to the best observed mixture.
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
+import logging
 import math
 import re
 import warnings
@@ -44,7 +46,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
+from scipy import optimize, stats
 
 from proxyscale.analysis import stats as S
 from proxyscale.errors import UserError
@@ -64,6 +66,7 @@ LGB_ROUNDS = 1000
 WEIGHT_TOL = 1e-3
 MIN_MIXTURES = 5
 LOO_BELOW = 50
+log = logging.getLogger("proxyscale")
 
 
 class MixfitError(UserError):
@@ -81,6 +84,11 @@ def _csv(path) -> pd.DataFrame:
         raise MixfitError(f"{path}: no such file") from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise MixfitError(f"{path}: not a readable CSV ({str(exc).splitlines()[0] if str(exc) else 'empty'})") from None
+    with open(path, newline="", encoding="utf-8-sig") as f:  # pandas renames a repeated column (code -> code.1): a domain that is not one
+        header = [h.strip() for h in next(csv.reader(f), [])]
+    dups = sorted({h for h in header if header.count(h) > 1})
+    if dups:
+        raise MixfitError(f"{path}: column {dups[0]!r} appears {header.count(dups[0])} times in the header; name each column once")
     df.columns = [str(c).strip() for c in df.columns]
     return df
 
@@ -392,6 +400,17 @@ def fit_mixtures(
     return result
 
 
+CHANCE_P = 0.05  # a proposal's model must rank the out-of-fold mixtures better than chance at this one-sided level
+
+
+def _rank_p_value(oof: dict | None) -> float | None:
+    """One-sided p-value of the out-of-fold Spearman correlation (predicted vs observed) being > 0; None without one."""
+    if not oof or len(oof["observed"]) < 3 or np.ptp(oof["predicted"]) < 1e-12:
+        return None
+    res = stats.spearmanr(oof["predicted"], oof["observed"], alternative="greater")
+    return float(res.pvalue) if np.isfinite(res.pvalue) else None
+
+
 def _propose(result, fitted, W, domains, metric, higher, n_samples, top_k, seed) -> dict:
     cands = [m for m in result["models"] if m["metric"] == metric and not m["degenerate"]]
     if not cands:
@@ -408,8 +427,26 @@ def _propose(result, fitted, W, domains, metric, higher, n_samples, top_k, seed)
     prop = S[top].mean(axis=0)
     b = int(np.argmax(y) if higher else np.argmin(y))
     oof = best.get("oof")
+    predicted = float(predictor(prop[None, :])[0])
+    warnings_ = []
+    p_rank = _rank_p_value(oof)
+    if p_rank is None or p_rank >= CHANCE_P:
+        rho = "n/a" if best["oof_spearman"] is None else f"{best['oof_spearman']:.3f}"
+        warnings_.append(
+            f"not better than chance: {best['model']} ranks the out-of-fold mixtures with Spearman {rho} (one-sided p "
+            f"{'n/a' if p_rank is None else f'{p_rank:.2f}'}, needs < {CHANCE_P:g}), so the proposal is a guess; --write-recipe refuses it"
+        )
+    if (predicted < y[b]) if higher else (predicted > y[b]):
+        warnings_.append(
+            f"the proposal's predicted {metric} {predicted:.4f} is worse than the best observed mixture {recipes[b]} ({y[b]:.4f}): "
+            f"{recipes[b]} is the better pick on this evidence"
+        )
     return {
         "available": True,
+        "better_than_chance": p_rank is not None and p_rank < CHANCE_P,
+        "rank_p_value": p_rank,
+        "worse_than_observed": bool((predicted < y[b]) if higher else (predicted > y[b])),
+        "warnings": warnings_,
         "model": best["model"],
         "metric": metric,
         "n_samples": int(n_samples),
@@ -417,7 +454,7 @@ def _propose(result, fitted, W, domains, metric, higher, n_samples, top_k, seed)
         "top_k": int(top_k),
         "prior": "mean training weights x s, s log-uniform in [0.1, 10]",
         "weights": dict(zip(domains, prop.tolist())),
-        "predicted": float(predictor(prop[None, :])[0]),
+        "predicted": predicted,
         "predicted_top_k_mean": float(p[top].mean()),
         "best_observed": {
             "recipe": recipes[b],
@@ -433,9 +470,11 @@ def _propose(result, fitted, W, domains, metric, higher, n_samples, top_k, seed)
 # recipe file, pages
 
 
-def write_recipe(result: dict, name: str, base: str, out_dir: Path | None = None) -> Path:
-    """The proposal as conf/data/mix/NAME.yaml: the base recipe's sources with the proposed weights."""
-    from proxyscale.config import ConfigError
+def write_recipe(result: dict, name: str, base: str, out_dir: Path | None = None, force: bool = False) -> Path:
+    """The proposal as conf/data/mix/NAME.yaml: the base recipe's sources with the proposed weights. Refused when the
+    proposal's model ranks mixtures no better than chance, when NAME is another recipe's (a built-in would have a twin
+    of its name), and when the file exists (a hand edit would be lost) unless `force`."""
+    from proxyscale.config import CONF_DIR, ConfigError
     from proxyscale.data.mixtures import load_base
     from proxyscale.data.mixtures import write_recipe as write_one
 
@@ -444,6 +483,14 @@ def write_recipe(result: dict, name: str, base: str, out_dir: Path | None = None
         raise MixfitError(f"no proposal to write: {prop.get('reason')}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise MixfitError(f"--write-recipe {name!r}: use letters, digits, '_', '-', '.'")
+    if prop.get("better_than_chance") is False:
+        raise MixfitError(f"--write-recipe {name!r}: no recipe written, the proposal is {prop['warnings'][0]}".replace("; --write-recipe refuses it", ""))
+    target = Path(out_dir or Path(CONF_DIR) / "data" / "mix") / f"{name}.yaml"
+    taken = [p for p in Path(CONF_DIR, "data").rglob(f"{name}.yaml") if p.resolve() != target.resolve()]
+    if taken:
+        raise MixfitError(f"--write-recipe {name!r}: recipe {name} exists ({taken[0]}); two recipes of one name would be confused: choose another name")
+    if target.exists() and not force:
+        raise MixfitError(f"--write-recipe {name!r}: {target} exists (a hand edit would be lost); choose another name, or --force to overwrite it")
     try:
         _, names = load_base(base)
     except ConfigError as exc:
@@ -530,6 +577,7 @@ def _proposal_lines(result: dict) -> list[str]:
         f"predicted {p['predicted']:.4f}.",
         "Weights: " + ", ".join(f"{k} {v:.3f}" for k, v in top),
         f"Best observed mixture {b['recipe']}: observed {b['observed']:.4f}, predicted {b['predicted']:.4f}.",
+        *[f"Warning: {w}." for w in p.get("warnings") or []],
     ]
 
 
@@ -572,16 +620,33 @@ def _safe(name: str) -> str:
 
 
 def write(result: dict, out_dir) -> list[Path]:
-    """mixfit.json, mixfit.md, mixfit.html and mixfit_<metric>.png in out_dir."""
+    """mixfit.json, mixfit.md, mixfit.html and mixfit_<metric>.png in out_dir, published as one set (record.publish_set):
+    a failed or interrupted write leaves the previous set whole; figures of the previous set not drawn now go with it."""
+    import shutil
+
+    from proxyscale import record
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    for line in record.recover_sets(out, "mixfit"):
+        log.warning(line)
     figs = figures(result)
-    paths = [out / "mixfit.json", out / "mixfit.md", out / "mixfit.html"]
-    paths[0].write_text(json.dumps(result, indent=1, allow_nan=False, default=float))
-    paths[1].write_text(markdown(result))
-    paths[2].write_text(html_page(result, figs))
-    for metric, png in figs.items():
-        p = out / f"mixfit_{_safe(metric)}.png"
-        p.write_bytes(png)
-        paths.append(p)
-    return paths
+    try:
+        stage = record.stage_dir(out, "mixfit")
+    except record.SetWriteError as exc:
+        raise MixfitError(f"mixfit pages not written: {exc.strerror}; the previous ones in {out}, if any, are intact") from None
+    try:
+        (stage / "mixfit.json").write_text(json.dumps(result, indent=1, allow_nan=False, default=float))
+        (stage / "mixfit.md").write_text(markdown(result))
+        (stage / "mixfit.html").write_text(html_page(result, figs))
+        for metric, png in figs.items():
+            (stage / f"mixfit_{_safe(metric)}.png").write_bytes(png)
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise MixfitError(f"mixfit pages not written: {exc.strerror or exc}; the previous ones in {out}, if any, are intact") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    stale = [p.name for p in out.glob("mixfit_*.png")]
+    paths = record.publish_set(out, stage, "mixfit", ["mixfit.md", "mixfit.html", "mixfit.json"], remove=stale)
+    first = ["mixfit.json", "mixfit.md", "mixfit.html"]
+    return sorted(paths, key=lambda p: first.index(p.name) if p.name in first else len(first))

@@ -7,6 +7,7 @@ rename), so a reader sees either the previous complete record or the new one, ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -153,3 +154,119 @@ def is_completed(run_dir: Path) -> bool:
         return read(run_dir).status in ("completed", "diverged")
     except RecordError:
         return False
+
+
+# ---- a set of files replaced as one (report, collect's tables, mixfit's pages) -----------------
+
+COMMIT = "COMMIT"  # in a staging folder: the decision to publish it (names to move in, in order, and names to remove)
+
+
+class SetWriteError(OSError):
+    """A set of output files that could not be staged: the previous set in the folder is untouched."""
+
+
+def _stage_dirs(folder: Path, tag: str) -> list[Path]:
+    return sorted(folder.glob(f".{tag}.tmp-*")) if folder.is_dir() else []
+
+
+def recover_sets(folder: Path, tag: str) -> list[str]:
+    """Finish or discard what an interrupted writer of `tag` files left in `folder`: a staging folder with its COMMIT is
+    published (the writer had decided; it died between renames), one without is removed when its writer is gone (the
+    previous set was never touched). Returns one line per folder handled, for the caller to log."""
+    import shutil
+
+    lines: list[str] = []
+    if not _stage_dirs(Path(folder), tag):
+        return lines
+    with _set_lock(Path(folder), tag):
+        for stage in _stage_dirs(Path(folder), tag):
+            try:
+                plan = json.loads((stage / COMMIT).read_text())
+            except (OSError, ValueError):
+                plan = None
+            if plan is not None:
+                _move_in(Path(folder), stage, plan)
+                lines.append(f"{folder}: finished publishing the {tag} files that an interrupted writer had committed")
+                continue
+            try:
+                pid = int(stage.name.split("-")[-2])
+            except (IndexError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                continue  # another writer is staging now
+            shutil.rmtree(stage, ignore_errors=True)
+            lines.append(f"{folder}: an interrupted {tag} write was discarded; the previous {tag} files there are intact")
+    return lines
+
+
+@contextlib.contextmanager
+def _set_lock(folder: Path, tag: str):
+    """One publisher of `tag` files in `folder` at a time (concurrent reports each leave a whole set; the last one wins)."""
+    import fcntl
+
+    with open(folder / f".{tag}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stage_dir(folder: Path, tag: str) -> Path:
+    """A new staging folder beside the files it will replace (same filesystem: publishing is renames)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        stage = folder / f".{tag}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        stage.mkdir()
+    except OSError as exc:
+        raise SetWriteError(exc.errno, f"cannot write in {folder} ({exc.strerror})") from None
+    return stage
+
+
+def publish_set(folder: Path, stage: Path, tag: str, order: list[str], remove: list[str] = ()) -> list[Path]:
+    """Replace files in `folder` by the ones staged in `stage` as one step: every staged file is fsynced, a COMMIT naming
+    them (in `order`: the file readers open first goes last) and the old files to `remove` is written, then, with
+    SIGINT/SIGTERM/SIGHUP held back, the files are renamed in and the stale ones removed. A writer killed before COMMIT
+    leaves the old set whole; one killed after it is finished by recover_sets on the next run. Returns the new paths."""
+    import signal
+
+    folder, stage = Path(folder), Path(stage)
+    names = [n for n in order if (stage / n).exists()]
+    names = [p.name for p in sorted(stage.iterdir()) if p.name not in names and p.name != COMMIT] + names
+    for n in names:
+        with open(stage / n, "rb") as f:
+            os.fsync(f.fileno())
+    plan = {"files": names, "remove": sorted(set(remove) - set(names))}
+    atomic_write_text(stage / COMMIT, json.dumps(plan))
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    with _set_lock(folder, tag):
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            _move_in(folder, stage, plan)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return [folder / n for n in names]
+
+
+def _move_in(folder: Path, stage: Path, plan: dict) -> None:
+    import shutil
+
+    for n in plan["files"]:
+        if (stage / n).exists():  # a resumed publish: some were moved already
+            os.replace(stage / n, folder / n)
+    for n in plan["remove"]:
+        with contextlib.suppress(FileNotFoundError):
+            (folder / n).unlink()
+    fsync_dir(folder)
+    shutil.rmtree(stage, ignore_errors=True)

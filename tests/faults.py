@@ -16,6 +16,30 @@ def _mount(*args: str) -> bool:
 
 
 @contextlib.contextmanager
+def small_disk(folder: Path, size: str = "16m"):
+    """`folder` on a small tmpfs (empty): fill it with fill() to make the next write fail with ENOSPC."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)):
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill(folder: Path) -> None:
+    """Write a filler file in `folder` until its filesystem is full."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def full_disk(folder: Path, size: str = "64k"):
     """`folder` on a tiny tmpfs, filled up: every write in it fails with ENOSPC."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -304,3 +304,192 @@ def test_a_files_fingerprint_is_hashed_once_per_content(tmp_path, monkeypatch):
     assert sources.files_fingerprint(src, str(tmp_path / "c")) == fp and len(hashed) == 1
     path.write_text("other text " * 100)
     assert sources.files_fingerprint(src, str(tmp_path / "c")) != fp and len(hashed) == 2
+
+
+# ---- issue 24.3: report files, collect's tables and mixfit's pages are replaced as a set -------
+
+
+def _report_set(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and (p.name.startswith(("report.", "fig_")))}
+
+
+def _standard_lr_of_set(folder) -> set:
+    """The standard LR each file of the report set shows: one value when the set is whole."""
+    lr = json.loads((folder / "report.json").read_text())["reduced_lr"]["standard_lr"]
+    shown = {lr}
+    for name in ("report.md", "report.html"):
+        text = (folder / name).read_text()
+        shown |= {v for v in (1e-3, 3e-3) if f"standard LR {v:g}" in text}
+    return shown
+
+
+def test_a_report_on_a_full_disk_leaves_the_old_report_whole_and_says_so(tmp_path):
+    from faults import fill, small_disk
+    from test_report import synthetic_sweep
+
+    with small_disk(tmp_path / "disk") as disk:
+        root = disk / "syn"
+        synthetic_sweep(root)
+        assert run_cli("report", str(root), "--standard-lr", "1e-3").returncode == 0
+        old = _report_set(root)
+        fill(disk)
+        r = run_cli("report", str(root), "--standard-lr", "3e-3")
+        assert r.returncode == 2, r.stderr[-2000:]
+        line = r.stderr.strip().splitlines()[-1]
+        assert line.startswith("proxyscale: error: report not written: No space left on device")
+        assert line.endswith(f"the previous report in {root}, if any, is intact")
+        assert _report_set(root) == old and not list(root.glob(".report.tmp-*"))
+        (disk / "filler").unlink()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_report_leaves_one_whole_set(tmp_path):
+    from test_report import synthetic_sweep
+
+    root = tmp_path / "syn"
+    synthetic_sweep(root)
+    assert run_cli("report", str(root), "--standard-lr", "1e-3").returncode == 0
+    assert _standard_lr_of_set(root) == {1e-3}
+    for delay in (0.0, 0.3, 1.0):  # after the report starts writing (its first file or its staging folder appears)
+        stamp = (root / "report.json").stat().st_mtime_ns
+        proc = subprocess.Popen([PROXYSCALE, "report", str(root), "--standard-lr", "3e-3"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and (root / "report.json").stat().st_mtime_ns == stamp and not list(root.glob(".report.tmp-*")):
+            time.sleep(0.005)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        assert len(_standard_lr_of_set(root)) == 1, f"a mixed report set after SIGTERM {delay} s into the write"
+    r = run_cli("report", str(root), "--standard-lr", "1e-3")
+    assert r.returncode == 0 and _standard_lr_of_set(root) == {1e-3} and not list(root.glob(".report.tmp-*"))
+
+
+def test_an_interrupted_publish_is_finished_and_an_unfinished_stage_discarded(tmp_path):
+    from proxyscale import record
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for name in ("a.md", "a.json", "fig_old.png"):
+        (folder / name).write_text("old")
+    stage = record.stage_dir(folder, "report")
+    for name in ("a.md", "a.json"):
+        (stage / name).write_text("new")
+    record.atomic_write_text(stage / record.COMMIT, json.dumps({"files": ["a.md", "a.json"], "remove": ["fig_old.png"]}))
+    os.replace(stage / "a.md", folder / "a.md")  # the writer died after its first rename
+    lines = record.recover_sets(folder, "report")
+    assert lines and "finished publishing" in lines[0]
+    assert {p.name: p.read_text() for p in folder.iterdir() if not p.name.startswith(".")} == {"a.md": "new", "a.json": "new"}
+    dead = folder / ".report.tmp-999999999-abcd"  # no COMMIT, its writer gone: the old set was never touched
+    dead.mkdir()
+    (dead / "a.md").write_text("half")
+    assert "discarded" in record.recover_sets(folder, "report")[0] and not dead.exists()
+    assert (folder / "a.md").read_text() == "new"
+
+
+def test_a_sweep_copied_without_hidden_files_still_knows_its_tables_are_stale(tmp_path):
+    from test_record import _sweep, make_record, put
+
+    from proxyscale import collect
+
+    root, ids = _sweep(tmp_path)
+    collect.write(collect.collect(root), root)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    subprocess.run(f"cp -rp {root}/* {copy}/", shell=True, check=True)  # hidden files stay behind
+    assert not list(copy.glob(".*"))
+    path = copy / ids[0] / "result.json"
+    st = path.stat()
+    put(copy, make_record(recipe="a", seed=0, losses={"prose": 9.0, "code": 9.0}))  # same size, new content, old mtime
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert collect.is_stale(copy), "the copied tables were taken as fresh"
+
+
+def test_a_failed_collect_leaves_the_previous_tables_whole(tmp_path, monkeypatch):
+    from test_record import _sweep
+
+    from proxyscale import collect
+
+    root, _ = _sweep(tmp_path)
+    collect.write(collect.collect(root), root)
+    before = {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()}
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(collect, "gather_examples", full)
+    with pytest.raises(collect.CollectError, match=f"tables not written: No space left on device; the previous tables in {root}, if any, are intact"):
+        collect.write(collect.collect(root), root)
+    assert {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()} == before and not list(root.glob(".results.tmp-*"))
+
+
+# ---- issue 24.4: mixfit never overwrites, never shadows, never proposes from chance ------------
+
+
+def _mixfit_result(seed=0, noise=False, n=20):
+    from test_mixfit import synthetic
+
+    from proxyscale import mixfit
+
+    weights, losses = synthetic(n=n, seed=seed)
+    if noise:  # losses that do not depend on the weights at all
+        losses["value"] = 3.0 + np.random.default_rng(1000 + seed).normal(0, 0.05, len(losses))
+    return mixfit.fit_mixtures(losses, weights, models=("linear",), n_samples=500, top_k=8, seed=seed), weights, losses
+
+
+def test_mixfit_write_recipe_never_overwrites_or_shadows_a_recipe(tmp_path):
+    from proxyscale import mixfit
+
+    res, _, _ = _mixfit_result()
+    assert res["proposal"]["better_than_chance"]
+    path = mixfit.write_recipe(res, "mine", "balanced", out_dir=tmp_path)
+    path.write_text(path.read_text() + "# my hand edit\n")
+    with pytest.raises(mixfit.MixfitError, match=r"mine.yaml exists \(a hand edit would be lost\); choose another name, or --force"):
+        mixfit.write_recipe(res, "mine", "balanced", out_dir=tmp_path)
+    assert "# my hand edit" in path.read_text()
+    mixfit.write_recipe(res, "mine", "balanced", out_dir=tmp_path, force=True)
+    assert "# my hand edit" not in path.read_text()
+    for builtin in ("balanced", "noisy"):
+        with pytest.raises(mixfit.MixfitError, match=f"recipe {builtin} exists .*conf/data/{builtin}.yaml"):
+            mixfit.write_recipe(res, builtin, "balanced", out_dir=tmp_path, force=True)
+        assert not (tmp_path / f"{builtin}.yaml").exists()
+
+
+def test_mixfit_refuses_a_csv_with_a_repeated_column(tmp_path):
+    from test_mixfit import _cli, _files, synthetic
+
+    weights, losses = synthetic(n=12)
+    w, lo = _files(tmp_path, weights, losses)
+    w.write_text(w.read_text().replace("recipe,prose,code,readme", "recipe,prose,code,code", 1))
+    r = _cli("--from-csv", lo, "--mixtures", w, "--models", "linear", "--samples", "500", "--top-k", "8", "--out", tmp_path / "o")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"proxyscale: error: {w}: column 'code' appears 2 times in the header; name each column once"
+    ]
+
+
+def test_mixfit_marks_a_proposal_from_a_model_no_better_than_chance():
+    """Calibration: losses independent of the weights (known answer: no signal) are marked in about CHANCE_P of seeds at
+    most; a real linear law is never marked."""
+    from proxyscale import mixfit
+
+    trusted = [_mixfit_result(seed=s, noise=True)[0]["proposal"]["better_than_chance"] for s in range(40)]
+    assert sum(trusted) <= 6, f"{sum(trusted)} of 40 pure-noise fits trusted"  # binomial(40, 0.05): P(> 6) < 1%
+    assert all(_mixfit_result(seed=s)[0]["proposal"]["better_than_chance"] for s in range(5))
+    res = next(r for r, _, _ in (_mixfit_result(seed=s, noise=True) for s in range(40)) if not r["proposal"]["better_than_chance"])
+    assert res["proposal"]["warnings"][0].startswith("not better than chance: linear ranks the out-of-fold mixtures with Spearman")
+    with pytest.raises(mixfit.MixfitError, match="no recipe written, the proposal is not better than chance"):
+        mixfit.write_recipe(res, "never_written", "balanced")
+
+
+def test_mixfit_says_when_its_proposal_is_predicted_worse_than_the_best_observed_mixture():
+    from test_mixfit import synthetic
+
+    from proxyscale import mixfit
+
+    weights, losses = synthetic(n=20)
+    best = losses["value"].idxmax()  # the worst mixture by the law, observed far better than any: the law cannot reach it
+    losses.loc[best, "value"] = losses["value"].min() - 1.0
+    prop = mixfit.fit_mixtures(losses, weights, models=("linear",), n_samples=500, top_k=8)["proposal"]
+    assert prop["worse_than_observed"]
+    assert any(
+        w.startswith("the proposal's predicted prose_val") and f"worse than the best observed mixture {losses.loc[best, 'recipe']}" in w
+        for w in prop["warnings"]
+    )

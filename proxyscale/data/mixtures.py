@@ -12,6 +12,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from proxyscale.config import CONF_DIR, ConfigError
+from proxyscale.record import atomic_write_text
 
 
 def dirichlet(n: int, k: int, alpha: float = 1.0, seed: int = 0, min_weight: float = 0.0) -> np.ndarray:
@@ -49,7 +50,7 @@ def write_recipe(
         "sources": [{**OmegaConf.to_container(s), "weight": round(float(w), 4)} for s, w in zip(recipe.sources, weights)],
     }
     path = out_dir / f"{name}.yaml"
-    path.write_text(header + OmegaConf.to_yaml(OmegaConf.create(body)))
+    atomic_write_text(path, header + OmegaConf.to_yaml(OmegaConf.create(body)))
     return path
 
 

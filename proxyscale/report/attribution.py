@@ -244,9 +244,10 @@ def has_subsets(results) -> bool:
     return "subset" in results.columns and bool((results["subset"] >= 0).any())
 
 
-def append_to_report(sweep_dir: str | Path, folder: Path, md: Path, page: Path, report: dict) -> list[Path]:
-    """The report hook: when the sweep has subset cells, fit the datamodels, write their files into the report's
-    folder and append the section to report.md and report.html; a problem becomes a note in the section."""
+def append_to_report(sweep_dir: str | Path, folder: Path, stage: Path, report: dict) -> list[Path]:
+    """The report hook: when the sweep has subset cells (results.parquet in the report's `folder`), fit the datamodels,
+    write their files into the report's staging folder and append the section to its report.md and report.html; a
+    problem becomes a note in the section."""
     import pandas as pd
 
     from proxyscale import collect
@@ -254,6 +255,7 @@ def append_to_report(sweep_dir: str | Path, folder: Path, md: Path, page: Path, 
     results = pd.read_parquet(folder / collect.RESULTS)
     if not has_subsets(results):
         return []
+    md, page = stage / "report.md", stage / "report.html"
     try:
         result = dm.fit(sweep_subsets(sweep_dir, folder))
     except dm.DatamodelError as exc:
@@ -261,9 +263,9 @@ def append_to_report(sweep_dir: str | Path, folder: Path, md: Path, page: Path, 
         md.write_text(md.read_text() + "\n" + text)
         _append_html(page, f"<section id=attribution><h2>{TITLE}</h2><p class=note>no datamodels: {html.escape(str(exc))}</p></section>")
         return []
-    paths = write(result, folder)
+    paths = write(result, stage)
     section = AttributionSection.from_result(result)
-    png = (folder / FIGURE).read_bytes() if (folder / FIGURE).exists() else None
+    png = (stage / FIGURE).read_bytes() if (stage / FIGURE).exists() else None
     md.write_text(md.read_text() + "\n" + section.markdown(FIGURE if png else None))
     _append_html(page, section.html(png))
     report["attribution"] = _clean({k: v for k, v in asdict(section).items() if k != "notes"} | {"notes": section.notes})

@@ -62,6 +62,7 @@ reason string next to it):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -605,12 +606,48 @@ def run(
         if not csv:
             report = build_sweep(sweep_dir, n_boot=n_boot, standard_lr=standard_lr, decision_level=decision_level, out=str(folder))
         report = _clean(report)
-        paths = [write_json(report, folder / "report.json")]
-        paths += render.write(report, folder, pool)
+        section = None
         if not csv:  # issue 23: datamodels and their section when the sweep trained subsets (report/attribution.py)
             from proxyscale.report import attribution
 
-            paths += attribution.append_to_report(sweep_dir, folder, folder / "report.md", folder / "report.html", report)
-            if "attribution" in report:
-                write_json(report, folder / "report.json")
+            section = functools.partial(attribution.append_to_report, sweep_dir, folder)
+        paths = write_report(report, folder, pool, section)
     return paths, report
+
+
+REPORT_ORDER = ("report.md", "report.html", "report.json")  # published in this order: report.json, which readers open first, last
+
+
+def write_report(report: dict, folder: Path, pool=None, section=None) -> list[Path]:
+    """Every report file (report.json, .md, .html, the figures) written into a staging folder beside `folder`'s files and
+    published as one set (record.publish_set): a failed or interrupted write leaves the previous report whole, and says
+    so; figures of the previous report that this one does not draw are removed with it. The one place report files are
+    written. `section(stage, report)` adds an appended section's files (and its key in report) before report.json.
+    Returns [report.json, report.md, report.html, figures...]."""
+    import logging
+    import shutil
+
+    from proxyscale import record
+    from proxyscale.report import render
+
+    for line in record.recover_sets(folder, "report"):
+        logging.getLogger("proxyscale").warning(line)
+    try:
+        stage = record.stage_dir(folder, "report")
+    except record.SetWriteError as exc:
+        raise ReportError(f"report not written: {exc.strerror}; the previous report in {folder}, if any, is intact") from None
+    try:
+        render.write(report, stage, pool)
+        if section is not None:
+            section(stage, report)
+        write_json(report, stage / "report.json")
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ReportError(f"report not written: {exc.strerror or exc}{where}; the previous report in {folder}, if any, is intact") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    stale = [p.name for p in folder.glob("fig_*") if p.suffix in (".png", ".svg")]
+    paths = record.publish_set(folder, stage, "report", list(REPORT_ORDER), remove=stale)
+    return sorted(paths, key=lambda p: (p.name not in REPORT_ORDER, ["report.json", "report.md", "report.html"].index(p.name) if p.name in REPORT_ORDER else 0))
