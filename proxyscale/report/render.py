@@ -929,7 +929,7 @@ def prediction_tables(rep: dict) -> list[tuple[str, list[list[str]]]]:
                         f"{_f(e.get('decision_accuracy'), 3)} {_ci(e.get('decision_accuracy_ci'))}".strip(),
                         _f(e.get("spearman"), 3),
                         _f(e.get("mean_abs_error"), 4),
-                        f"{e['compute_fraction']:.3g}",
+                        _compute(rep, e["compute_fraction"]),
                         diff,
                     ]
                 )
@@ -941,7 +941,7 @@ def prediction_tables(rep: dict) -> list[tuple[str, list[list[str]]]]:
                         f"{_f(e.get('decision_accuracy'), 3)} {_ci(e.get('decision_accuracy_ci'))}".strip(),
                         _f(e.get("spearman"), 3),
                         _f(e.get("mean_abs_error"), 4),
-                        f"{e['compute_fraction']:.3g}",
+                        _compute(rep, e["compute_fraction"]),
                         "(baseline)",
                     ]
                 )
@@ -997,6 +997,12 @@ def prediction_run_line(rep: dict) -> str | None:
 FRONTIER_HEAD = ["metric", "choice", "compute fraction", "decision acc. [95%]", "step noise"]
 
 
+def _compute(rep: dict, fraction: float) -> str:
+    """A compute fraction, with the 20 tokens/param assumption beside it when no tokens/flops column measured it."""
+    basis = (rep.get("frontier") or {}).get("compute_basis") or ""
+    return f"{fraction:.3g}" + (" (assumes 20 tokens/param)" if basis.startswith("assumed") else "")
+
+
 def frontier_rows(rep: dict) -> list[list[str]]:
     """The Pareto points (no cheaper point matches their decision accuracy), per metric."""
     from proxyscale.analysis.frontier import _label
@@ -1008,7 +1014,7 @@ def frontier_rows(rep: dict) -> list[list[str]]:
                 [
                     p["metric"],
                     _label(p),
-                    f"{p['compute_fraction']:.3g}",
+                    _compute(rep, p["compute_fraction"]),
                     f"{_f(p['decision_accuracy'], 3)} {_ci(p.get('decision_accuracy_ci'))}".strip(),
                     "yes" if p.get("noise") else "",
                 ]
@@ -1028,8 +1034,8 @@ def _frontier_intro(rep: dict) -> str:
     return (
         f"Each point is a way to choose a recipe: a proxy size (at each eval step where every recipe was evaluated) or an "
         f"extrapolation method, at its training compute as a fraction of training every recipe at {front.get('target')}, with "
-        f"its decision accuracy against {front.get('target')} and a 95% bootstrap interval over recipes ({front.get('n_boot')} "
-        f"resamples). The planner picks the cheapest point whose lower bound reaches the decision level "
+        f"its decision accuracy against {front.get('target')} and its 95% rank interval over recipes (docs/statistics.md). "
+        f"Compute: {front.get('compute_basis', 'see notes')}. The planner picks the cheapest point whose lower bound reaches the decision level "
         f"{front.get('decision_level', 0.8):.2f} (--decision-level)."
     )
 
