@@ -1052,7 +1052,8 @@ def _directions(rep: dict) -> str:
 
 def _intervals(rep: dict) -> str:
     return (
-        f"95% intervals: Fisher z over recipes, widened by {rep['n_boot']} seed-noise replicates where seeds exist (seed {rep['bootstrap_seed']}). "
+        f"95% intervals: Pearson by Fisher z; decision accuracy, Kendall and Spearman by inverting Kendall's test (docs/statistics.md), "
+        f"widened by {rep['n_boot']} seed-noise replicates where seeds exist (seed {rep['bootstrap_seed']}); verdicts use simultaneous intervals. "
         f"Ties: {rep['tie_rule']}."
     )
 
