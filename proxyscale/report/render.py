@@ -16,6 +16,7 @@ import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 
+from proxyscale.report import sections
 from proxyscale.report.markup import html_table, md_table
 
 MAX_LABELS = 25  # recipes drawn as individual, directly labelled lines in the bump chart
@@ -1108,6 +1109,7 @@ def markdown_figures(files: dict[str, str], skipped: dict[str, str]) -> list[str
 def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | None = None, skipped: dict[str, str] | None = None) -> str:
     """report.md; `files` maps a figure's key to its PNG beside report.md, `skipped` to why it was not drawn."""
     out = [f"# {_title(rep)}\n"] + [f"- **{ln}**" if i == 0 else f"- {ln}" for i, ln in enumerate(rep["summary"]["bottom_line"])] + [""]
+    out += [sections.render("decision", rep.get("decision"), "md"), sections.render("losses", rep.get("losses"), "md")]
     out += [
         f"{_directions(rep)} Sizes (smallest first): {', '.join(rep['sizes'])}. {len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). "
         f"{_intervals(rep)}\n"
@@ -1197,6 +1199,8 @@ def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | No
         f"<!doctype html><html><head><meta charset='utf-8'><title>{e(_title(rep))}</title><style>{CSS}</style></head><body>",
         f"<h1>{e(_title(rep))}</h1>",
         "<ul class=bottom>" + "".join(f"<li>{e(ln)}</li>" for ln in rep["summary"]["bottom_line"]) + "</ul>",
+        sections.render("decision", rep.get("decision"), "html"),
+        sections.render("losses", rep.get("losses"), "html"),
         f"<p>{e(_directions(rep))} Sizes (smallest first): {e(', '.join(rep['sizes']))}. {len(rep['recipes'])} recipes, "
         f"{len(rep['metrics'])} metric(s). {e(_intervals(rep))}</p>",
     ]

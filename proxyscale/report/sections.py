@@ -1,0 +1,71 @@
+"""Report sections rendered from one Jinja2 template each, to Markdown and to HTML: a template writes its
+section once with the format's macros (`h`, `p`, `table`), and `render(name, data, fmt)` picks the macro set.
+Adding a section: a dataclass built by the analysis (report.json carries it) and a template here."""
+
+from __future__ import annotations
+
+import html
+
+import jinja2
+
+from proxyscale.report.markup import html_table, md_table
+
+MACROS = {
+    "md": {
+        "h": lambda level, text: "#" * level + " " + text + "\n",
+        "p": lambda text: text + "\n",
+        "table": lambda head, rows: md_table(head, rows),
+        "em": lambda text: f"\n_{text}_\n",
+    },
+    "html": {
+        "h": lambda level, text: f"<h{level}>{html.escape(text)}</h{level}>",
+        "p": lambda text: f"<p>{html.escape(text)}</p>",
+        "table": lambda head, rows: html_table(head, rows),
+        "em": lambda text: f"<p class=note>{html.escape(text)}</p>",
+    },
+}
+
+TEMPLATES = {
+    "decision": """\
+{{ h(2, "Decision: which recipe, how sure, what would make it surer") }}
+{{ p("Decision accuracy (DA): the share of recipe pairs (untied at both sizes) that the proxy orders as the target " ~ d.target ~
+     " does; 0.5 is chance. Verdicts judge DA against the bar " ~ d.bar ~ " on simultaneous 95% intervals over the report's " ~
+     d.family_size ~ " eval set x proxy claims, so the chance that any holds/fails here is wrong is at most 5%: holds = the interval's lower end "
+     ~ "reaches the bar, fails = its upper end is below it, inconclusive = neither. Separable: the target's top two recipes differ by more "
+     ~ "than 2 x the target's seed noise of a difference (untested with one seed).") }}
+{{ table(["eval set", "verdict (proxy)", "DA [simultaneous 95%]", "target's top recipes", "separable", "action"], rows) }}
+""",
+    "losses": """\
+{{ h(2, "Losses by recipe and size") }}
+{{ p("Each cell: the seed mean ± its seed sd at the recipe's tuned LR (the best seed mean over its LR grid), with the seed count. "
+     ~ "Rows: the target's best recipes, then each proxy's pick.") }}
+{% for t in tables %}{{ h(3, t.metric ~ " (" ~ t.direction ~ " is better)") }}
+{{ table(["recipe"] + t.sizes, t.rows) }}{% if t.n_more > 0 %}{{ em(t.n_more ~ " more recipe(s) in report.json.") }}{% endif %}
+{% endfor %}""",
+}
+
+_ENV = jinja2.Environment(autoescape=False, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+
+def _decision(d: dict) -> dict:
+    rows = []
+    for r in d["rows"]:
+        ci = r["interval"]
+        da = "n/a" if r["decision_accuracy"] is None else f"{r['decision_accuracy']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        rows.append([r["metric"], f"{r['verdict']} ({r['proxy']})", da, ", ".join(r["target_top"]), r["separable"], r["action"]])
+    return {"d": d, "rows": rows}
+
+
+def _losses(sec: dict) -> dict:
+    tables = [dict(t, rows=[[row["recipe"], *row["cells"]] for row in t["rows"]]) for t in sec["tables"]]
+    return {"tables": tables}
+
+
+SHAPE = {"decision": _decision, "losses": _losses}
+
+
+def render(name: str, data: dict | None, fmt: str) -> str:
+    """Section `name` of report.json (`data`, its dict) as Markdown ('md') or HTML ('html'); '' without data."""
+    if not data:
+        return ""
+    return _ENV.from_string(TEMPLATES[name]).render(**MACROS[fmt], **SHAPE[name](data))
