@@ -1155,13 +1155,6 @@ def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | 
     return "\n".join(out)
 
 
-CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1150px;color:#222;line-height:1.45}
-h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:1.6em}h3{margin-bottom:.3em}
-table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f0f0f0}
-img{max-width:100%;border:1px solid #eee}.holds{color:#1a7f37;font-weight:bold}.inconclusive{color:#9a6700;font-weight:bold}
-.fails{color:#cf222e;font-weight:bold}.note{color:#555;font-size:.92em}.bottom{background:#f6f8fa;border:1px solid #ccc;padding:6px 20px}"""
-
-
 def html_predictions(rep: dict, png: bytes | None, not_drawn: str | None = None) -> list[str]:
     e = html.escape
     parts = ["<h2>Predictions</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in prediction_lines(rep)) + "</ul>"]
@@ -1196,7 +1189,7 @@ def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | No
     skipped = skipped or {}
     e = html.escape
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(_title(rep))}</title><style>{CSS}</style></head><body>",
+        sections.head(_title(rep)),
         f"<h1>{e(_title(rep))}</h1>",
         "<ul class=bottom>" + "".join(f"<li>{e(ln)}</li>" for ln in rep["summary"]["bottom_line"]) + "</ul>",
         sections.render("decision", rep.get("decision"), "html"),
