@@ -54,6 +54,8 @@ def test_schema_is_generated_from_the_dataclasses(tmp_path):
     s = report_schema()
     rows = s["properties"]["decision"]["properties"]["rows"]["items"]["properties"]
     assert set(rows) >= {"metric", "verdict", "decision_accuracy", "interval", "target_top", "separable", "action"}
+    lines = s["properties"]["summary"]["properties"]["per_metric"]["items"]["properties"]["lines"]["items"]["properties"]
+    assert {"verdict", "reason", "decision_accuracy_sci"} <= set(lines)
     comp = s["properties"]["comparisons"]["items"]["properties"]
     assert comp["attenuation"]["anyOf"][1] == {"type": "null"} and "floor" in comp["p_floor"]["description"]
     rep = build.build_csv(_csv(tmp_path), n_boot=20)
@@ -61,3 +63,4 @@ def test_schema_is_generated_from_the_dataclasses(tmp_path):
     missing = {"metrics", "sizes", "recipes", "size_params", "n_boot", "n_boot_lr", "bootstrap_seed"}  # documented on one shared line
     assert set(rep) - set(s["properties"]) <= missing, set(rep) - set(s["properties"]) - missing
     assert set(rep["comparisons"][0]) <= set(comp)
+    assert set(rep["summary"]) == set(s["properties"]["summary"]["properties"])

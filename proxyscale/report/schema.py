@@ -1,5 +1,5 @@
 """`proxyscale report --schema`: the JSON Schema of report.json, generated from the dataclasses the analysis
-builds (Comparison, Decision, Losses): a field added to one of them appears here with its type and doc.
+builds (Comparison, Summary, Decision, Losses): a field added to one of them appears here with its type and doc.
 Sections not yet typed are described by their entry in the report.json docstring of `proxyscale.report.build`."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from proxyscale.analysis.decision import Decision, Losses
 from proxyscale.analysis.types import STATISTICS, Comparison
+from proxyscale.analysis.verdict import Summary
 
 PRIMITIVE = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
@@ -75,6 +76,7 @@ def report_schema() -> dict[str, Any]:
         comparisons={"type": "array", "items": comp, "description": props.get("comparisons", {}).get("description", "")},
         decision=dataclass_schema(Decision),
         losses=dataclass_schema(Losses),
+        summary=dataclass_schema(Summary),
     )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
