@@ -1045,6 +1045,17 @@ def _frontier_intro(rep: dict) -> str:
 # writers
 
 
+FLOOR_DEF = (
+    "Floor: the share of recipe pairs that two seeds of the same recipe, size and LR order differently; no proxy can "
+    "agree with the target better than its own seeds agree with each other."
+)
+TABLE_TERMS = (
+    "Terms: decision acc. = share of untied recipe pairs ordered alike at both sizes (0.5 = chance); flips/pairs = pairs ordered "
+    "oppositely / untied pairs; regret = how much worse at the target the proxy's pick is than the target's best (target units); "
+    "DA w/o abstain = decision accuracy over the pairs whose proxy gap exceeds 2 x its seed noise (abstain = the others)."
+)
+
+
 def _directions(rep: dict) -> str:
     if rep["direction"] != "mixed":
         return f"Direction: {rep['direction']} is better for every metric."
@@ -1054,7 +1065,8 @@ def _directions(rep: dict) -> str:
 def _intervals(rep: dict) -> str:
     return (
         f"95% intervals: Pearson by Fisher z; decision accuracy, Kendall and Spearman by inverting Kendall's test (docs/statistics.md), "
-        f"widened by {rep['n_boot']} seed-noise replicates where seeds exist (seed {rep['bootstrap_seed']}); verdicts use simultaneous intervals. "
+        f"widened by {rep['n_boot']} seed-noise replicates where seeds exist (random-number seed {rep['bootstrap_seed']} of the resampling, "
+        "for reproducibility); verdicts use simultaneous intervals. "
         f"Ties: {rep['tie_rule']}."
     )
 
@@ -1123,6 +1135,7 @@ def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | 
     if files or skipped:
         out += markdown_figures(files or {}, skipped or {})
     out.append("## All proxy→target comparisons (tuned LRs)\n")
+    out.append(TABLE_TERMS + "\n")
     out.append(md_table(comp_head(), comparison_rows(rep)))
     out.append("## Null baselines (unigram / bigram count models)\n")
     b = rep.get("baselines") or {}
@@ -1134,6 +1147,7 @@ def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | 
     out.append("## Reduced-LR protocol\n")
     out += [f"- {s}" for s in reduced_lines(rep)] + [""]
     out.append("## Seed-noise floor\n")
+    out.append(FLOOR_DEF + "\n")
     out.append(
         md_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep)) if rep.get("seed_noise") else "Single seed: no seed-noise estimate.\n"
     )
@@ -1221,7 +1235,7 @@ def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | No
             )
         elif skipped.get(key):
             parts.append(f"<h2>{e(title)}</h2><p class=note>Not drawn: {e(skipped[key])}.</p>")
-    parts.append("<h2>All proxy→target comparisons (tuned LRs)</h2>" + html_table(comp_head(), comparison_rows(rep)))
+    parts.append(f"<h2>All proxy→target comparisons (tuned LRs)</h2><p class=note>{e(TABLE_TERMS)}</p>" + html_table(comp_head(), comparison_rows(rep)))
     parts.append("<h2>Null baselines</h2>")
     parts.append(
         html_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep))
@@ -1231,6 +1245,7 @@ def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | No
     parts.append("<h2>Reduced-LR protocol</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in reduced_lines(rep)) + "</ul>")
     parts.append(
         "<h2>Seed-noise floor</h2>"
+        + f"<p class=note>{e(FLOOR_DEF)}</p>"
         + (
             html_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep))
             if rep.get("seed_noise")
