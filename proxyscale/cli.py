@@ -336,7 +336,15 @@ def report_main(argv: list[str]) -> None:
         default=build.DECISION_LEVEL,
         help="the planner's decision level in (0.5, 1]: the cheapest proxy choice whose decision accuracy reaches it at the 95%% lower bound (default 0.8)",
     )
+    p.add_argument("--schema", action="store_true", help="print the JSON Schema of report.json (generated from the analysis' dataclasses) and exit")
     a = p.parse_args(argv)
+    if a.schema:
+        import json
+
+        from proxyscale.report.schema import report_schema
+
+        print(json.dumps(report_schema(), indent=1))
+        return
     if a.wandb:
         from proxyscale.extras import missing
 

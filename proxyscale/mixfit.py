@@ -32,9 +32,7 @@ shown next to the best observed mixture.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import json
 import logging
@@ -581,38 +579,23 @@ def _proposal_lines(result: dict) -> list[str]:
     ]
 
 
-def markdown(result: dict) -> str:
-    lines = [
-        f"# Mixture regression at {result['size']}",
-        "",
-        f"{result['n_mixtures']} mixtures over {len(result['domains'])} domains; held-out splits: {', '.join(result['holdout_splits']) or 'none'}.",
-        "",
-    ]
-    lines += ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
-    lines += ["| " + " | ".join(r) + " |" for r in _rows(result)]
-    lines += ["", "## Proposal", ""] + [f"- {s}" for s in _proposal_lines(result)]
-    lines += ["", "Figures: mixfit_<metric>.png (out-of-fold predicted vs observed per model).", ""]
-    return "\n".join(lines)
+def _section(result: dict, figs: dict[str, bytes]) -> dict:
+    files = [{"metric": m, "file": f"mixfit_{_safe(m)}.png", "png": png} for m, png in figs.items()]
+    return {"r": result, "head_row": HEAD, "rows": _rows(result), "proposal": _proposal_lines(result), "figures": files}
+
+
+def markdown(result: dict, figs: dict[str, bytes] | None = None) -> str:
+    """mixfit.md: the mixfit section's template, in Markdown (figures linked beside it)."""
+    from proxyscale.report import sections
+
+    return sections.render("mixfit", _section(result, figs or {}), "md")
 
 
 def html_page(result: dict, figs: dict[str, bytes]) -> str:
-    e = html.escape
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>mixfit</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}</style></head><body>",
-        f"<h1>Mixture regression at {e(result['size'])}</h1>",
-        f"<p>{result['n_mixtures']} mixtures over {len(result['domains'])} domains; held-out splits: {e(', '.join(result['holdout_splits']) or 'none')}.</p>",
-        "<table><tr>"
-        + "".join(f"<th>{e(h)}</th>" for h in HEAD)
-        + "</tr>"
-        + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _rows(result))
-        + "</table>",
-        "<h2>Proposal</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in _proposal_lines(result)) + "</ul>",
-    ]
-    for metric, png in figs.items():
-        parts.append(f"<h3>{e(metric)}</h3><img alt='{e(metric)} out-of-fold' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    """mixfit.html: the same template in the report's page shell, figures embedded."""
+    from proxyscale.report import sections
+
+    return sections.page(f"mixfit at {result['size']}", sections.render("mixfit", _section(result, figs), "html"))
 
 
 def _safe(name: str) -> str:
@@ -636,7 +619,7 @@ def write(result: dict, out_dir) -> list[Path]:
         raise MixfitError(f"mixfit pages not written: {exc.strerror}; the previous ones in {out}, if any, are intact") from None
     try:
         (stage / "mixfit.json").write_text(json.dumps(result, indent=1, allow_nan=False, default=float))
-        (stage / "mixfit.md").write_text(markdown(result))
+        (stage / "mixfit.md").write_text(markdown(result, figs))
         (stage / "mixfit.html").write_text(html_page(result, figs))
         for metric, png in figs.items():
             (stage / f"mixfit_{_safe(metric)}.png").write_bytes(png)

@@ -206,3 +206,27 @@ def test_attenuation_is_corrected_toward_the_noise_free_ranking():
         fixed.append(c.attenuation["decision_accuracy_noise_free"])
     truth = (1 + tau) / 2
     assert np.mean(raw) < truth - 0.03 and abs(np.mean(fixed) - truth) < 0.02, (np.mean(raw), np.mean(fixed), truth)
+
+
+def _ladder_csv(tmp_path, tokens: bool):
+    df, _ = _ladder()
+    if tokens:
+        df["tokens"] = 1e9  # every size trained on the same tokens
+    path = tmp_path / ("tok.csv" if tokens else "plain.csv")
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_csv_tokens_column_drives_compute(tmp_path):
+    """Equal tokens at every size: 10M costs 0.1 of 100M, not the 0.01 that 20 tokens/param would give."""
+    from proxyscale.report import build, render
+
+    with_tokens = build.build_csv(str(_ladder_csv(tmp_path, True)), n_boot=20)
+    pts = {p["size"]: p for p in with_tokens["frontier"]["points"] if p.get("size")}
+    assert pts["10M"]["compute_fraction"] == pytest.approx(0.1)
+    assert with_tokens["frontier"]["compute_basis"].startswith("measured")
+    assert not any("assumes 20" in " ".join(r) for r in render.frontier_rows(with_tokens))
+    plain = build.build_csv(str(_ladder_csv(tmp_path, False)), n_boot=20)
+    pts = {p["size"]: p for p in plain["frontier"]["points"] if p.get("size")}
+    assert pts["10M"]["compute_fraction"] == pytest.approx(0.01)
+    assert all("assumes 20 tokens/param" in r[2] for r in render.frontier_rows(plain))

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from proxyscale.analysis import baselines as B
+from proxyscale.analysis import decision as D
 from proxyscale.analysis.compare import MAX_FLIPS
 from proxyscale.analysis.compare import compare as compare_one
 from proxyscale.analysis.early import early_signal
@@ -254,6 +255,8 @@ def analyze(
     out["warnings"] = _warnings(out, run)
     out["summary"] = summarize(out, primary)
     out["summary"]["bottom_line"] = bottom_line(out, primary)
+    out["decision"] = D.as_json(D.decision(out, primary))
+    out["losses"] = D.as_json(D.losses(cube))
     return out
 
 

@@ -304,7 +304,7 @@ def compare(
         "tie_rule": TIE_RULE,
         "tie_tolerance": tol,
         "seed_var_gamma": var.get("gamma", 0.0),
-        "seed_share": _seed_share(cnt, var.get("gamma", 0.0)),
+        "seed_share": _seed_share(cnt, var["gamma"]) if "gamma" in var else None,  # None: seed noise not measured
     }
     if psd is not None or tsd is not None:
         rx, ry = reliability(x, psd, pk), reliability(y, tsd, tk)

@@ -70,7 +70,7 @@ def _label(p: dict) -> str:
     return f"{p['size']}" + (f" at step {p['step']:g}" if p.get("step") is not None else "")
 
 
-def _plan(metric: str, points: list[dict], level: float, target: str) -> dict:
+def _plan(metric: str, points: list[dict], level: float, target: str, assumed: str = "") -> dict:
     ok = [p for p in points if p["decision_accuracy_ci"] is not None and p["decision_accuracy_ci"][0] >= level]
     if ok:
         p = min(ok, key=lambda p: (p["flops"], -p["decision_accuracy"]))
@@ -80,7 +80,7 @@ def _plan(metric: str, points: list[dict], level: float, target: str) -> dict:
             "choice": _label(p),
             "point": p,
             "sentence": f"{metric}: the cheapest choice whose decision accuracy clears {level:.2f} at the 95% lower bound is {_label(p)} "
-            f"(DA {p['decision_accuracy']:.3f} [{lo:.3f}, {hi:.3f}], {p['compute_fraction']:.3g} of the target's compute).",
+            f"(DA {p['decision_accuracy']:.3f} [{lo:.3f}, {hi:.3f}], {p['compute_fraction']:.3g} of the target's compute{assumed}).",
         }
     scored = [p for p in points if p["decision_accuracy"] is not None]
     if not scored:
@@ -111,6 +111,7 @@ def frontier(
     tokens = scaling.size_tokens(df, sizes, params, notes)
     compute = scaling.size_compute(df, sizes, params, tokens)
     proxies = [s for s in sizes if params[s] < params[target]]
+    measured = any(c in df.columns and df[c].notna().any() for c in ("tokens", "flops"))
     finals = scaling.final_tables(df, sizes, higher_is_better)
     higher = scaling._directions(finals, higher_is_better)
     has_step = "step" in df.columns and df["step"].notna().any()
@@ -173,7 +174,7 @@ def frontier(
             k += 1
         _mark(pts, n_pairs)
         points_all.extend(pts)
-        plans.append(_plan(metric, pts, decision_level, target))
+        plans.append(_plan(metric, pts, decision_level, target, "" if measured else f", assuming {scaling.TOKENS_PER_PARAM:g} tokens/param"))
     return {
         "decision_level": decision_level,
         "target": target,
@@ -181,6 +182,7 @@ def frontier(
         "plans": plans,
         "interval": "the rank interval of every comparison (stats.da_interval: Kendall test inversion, Gaussian copula), recipe sampling only",
         "notes": list(dict.fromkeys(notes)),
+        "compute_basis": "measured (tokens/flops column)" if measured else f"assumed: {scaling.TOKENS_PER_PARAM:g} tokens per parameter, 6 N D FLOPs",
     }
 
 

@@ -1,6 +1,8 @@
 """Import external results (a long CSV) so that the analysis sees exactly the data given.
 
-Columns: recipe, size, metric, value (required); lr, seed, step, params, direction (optional).
+Columns: recipe, size, metric, value (required); lr, seed, step, params, tokens, flops, direction (optional).
+tokens (training tokens seen by that row's step, or by the run) and flops (training FLOPs) feed the compute
+axis of the predictions, the frontier and the planner; without them compute assumes 20 tokens per parameter.
 Any other column is ignored, and a note says so. Every refusal is an `AnalysisError` whose message
 is the one line the CLI prints (exit 2); anything the importer changes or excludes is a sentence in
 the returned notes. The rules, and why:
@@ -46,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 REQUIRED = ("recipe", "size", "metric", "value")
-OPTIONAL = ("lr", "seed", "step", "params")
+OPTIONAL = ("lr", "seed", "step", "params", "tokens", "flops")
 NAMES = ("recipe", "size", "metric")
 RUN_KEYS = ("recipe", "size", "metric", "lr", "seed")
 
@@ -309,13 +311,14 @@ def prepare_csv(path: str, higher_is_better=None, *, allow_short_runs: bool = Fa
     raw = _read(path)
     missing = [c for c in REQUIRED if c not in raw.columns]
     if missing:
-        raise AnalysisError(f"{path}: missing column(s) {', '.join(missing)} (need recipe,size,metric,value[,lr,seed,step,params])")
+        raise AnalysisError(f"{path}: missing column(s) {', '.join(missing)} (need recipe,size,metric,value[,lr,seed,step,params,tokens,flops])")
     if raw.empty:
         raise AnalysisError(f"{path}: empty file (no rows)")
     notes: list[str] = []
     ignored = [c for c in raw.columns if c not in REQUIRED + OPTIONAL + ("direction", "example")]
     if ignored:
-        notes.append(f"column(s) {', '.join(map(repr, ignored))} ignored (not one of recipe,size,metric,value,lr,seed,step,params,direction,example).")
+        known = "recipe,size,metric,value,lr,seed,step,params,tokens,flops,direction,example"
+        notes.append(f"column(s) {', '.join(map(repr, ignored))} ignored (not one of {known}).")
     for c in NAMES:
         raw[c] = raw[c].str.strip()
         empty = (raw[c] == "").to_numpy()
@@ -324,6 +327,10 @@ def prepare_csv(path: str, higher_is_better=None, *, allow_short_runs: bool = Fa
     df = raw[list(NAMES)].copy()
     for c in ("value",) + tuple(c for c in OPTIONAL if c in raw.columns):
         df[c] = _numeric(path, raw, c, required=c == "value")
+        if c in ("tokens", "flops", "params"):
+            bad = (df[c] <= 0).to_numpy()
+            if bad.any():
+                raise AnalysisError(f"{path}: column {c} must be positive (row {int(bad.argmax()) + 2}: {raw[c].iloc[int(bad.argmax())]!r})")
     metrics = list(dict.fromkeys(df["metric"]))
     directions = _directions(path, raw, metrics, higher_is_better)
     examples = None

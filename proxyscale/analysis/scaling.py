@@ -427,6 +427,7 @@ def predict(
     proxies = [s for s in order if params[s] < params[target]]
     tokens = size_tokens(df, all_sizes, params, notes)
     compute = size_compute(df, all_sizes, params, tokens)
+    measured = any(c in df.columns and df[c].notna().any() for c in ("tokens", "flops"))
     tables = final_tables(df, sizes, higher_is_better)
     higher = _directions(tables, higher_is_better)
     methods_out, single_out = [], []
@@ -497,7 +498,7 @@ def predict(
         if fit and fit[0]["compute_fraction"] > 1:
             notes.append(
                 f"{metric}: fitting {len(fit[0]['fit_sizes'])} sizes costs {fit[0]['compute_fraction']:.2f}x training every recipe at "
-                f"{target}: running the target directly is cheaper."
+                f"{target}{'' if measured else f' (assuming {TOKENS_PER_PARAM:g} tokens/param)'}: running the target directly is cheaper."
             )
     if any(higher.values()):
         notes.append("power laws are forms for losses; extrapolating a higher-is-better metric with them is a rough guide.")

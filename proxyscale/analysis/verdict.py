@@ -14,6 +14,8 @@ The planner judges its points on the same bar against their (per-point) lower en
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
+
 from proxyscale.analysis.stats import da_interval_counts, format_p, z_value
 
 ALPHA = 0.05
@@ -134,32 +136,67 @@ def sentence(c: dict) -> str:
     return s + "."
 
 
+@dataclass
+class VerdictLine:
+    """One proxy size against the target on one eval set."""
+
+    proxy: str
+    target: str
+    verdict: str  # holds | fails | inconclusive
+    reason: str  # the figures, then what blocks a verdict and the remedy that can work
+    sentence: str  # the comparison in words
+    decision_accuracy: float | None
+    decision_accuracy_ci: list[float] | None  # per-comparison 95% interval
+    decision_accuracy_sci: list[float] | None  # the simultaneous 95% interval the verdict used
+    spearman: float | None
+    p_value: float | None
+
+
+@dataclass
+class MetricVerdicts:
+    metric: str
+    direction: str
+    target: str
+    lines: list[VerdictLine] = field(default_factory=list)
+
+
+@dataclass
+class Summary:
+    """Verdicts per eval set (every proxy against the largest size) and the bottom line."""
+
+    target: str
+    verdict_rule: str
+    family_size: int  # claims the simultaneous intervals cover
+    per_metric: list[MetricVerdicts] = field(default_factory=list)
+    bottom_line: list[str] = field(default_factory=list)  # 3-7 lines atop the page and on the terminal
+
+
 def summarize(report: dict, primary: list[dict]) -> dict:
-    """Per metric: every proxy against the largest size, with a verdict, its reason and a sentence."""
+    """Per metric: every proxy against the largest size, with a verdict, its reason and a sentence (a `Summary`, as a dict)."""
     target = report["sizes"][-1]
-    per = []
     m = sum(1 for c in primary if c["target"] == target)
+    out = Summary(target=target, verdict_rule=RULE, family_size=m)
     for metric in report["metrics"]:
-        lines = []
+        mv = MetricVerdicts(metric=metric, direction=report["directions"][metric], target=target)
         for c in primary:
             if c["metric"] == metric and c["target"] == target:
                 v, why = verdict(c, m)
-                lines.append(
-                    {
-                        "proxy": c["proxy"],
-                        "target": target,
-                        "verdict": v,
-                        "reason": why,
-                        "sentence": sentence(c),
-                        "decision_accuracy": c["decision_accuracy"],
-                        "decision_accuracy_ci": c["decision_accuracy_ci"],
-                        "decision_accuracy_sci": simultaneous_ci(c, m),
-                        "spearman": c["spearman"],
-                        "p_value": c.get("p_value"),
-                    }
+                mv.lines.append(
+                    VerdictLine(
+                        proxy=c["proxy"],
+                        target=target,
+                        verdict=v,
+                        reason=why,
+                        sentence=sentence(c),
+                        decision_accuracy=c["decision_accuracy"],
+                        decision_accuracy_ci=c["decision_accuracy_ci"],
+                        decision_accuracy_sci=simultaneous_ci(c, m),
+                        spearman=c["spearman"],
+                        p_value=c.get("p_value"),
+                    )
                 )
-        per.append({"metric": metric, "direction": report["directions"][metric], "target": target, "lines": lines})
-    return {"target": target, "per_metric": per, "verdict_rule": RULE, "family_size": m}
+        out.per_metric.append(mv)
+    return asdict(out)
 
 
 def _winner(report: dict, primary: list[dict]) -> str:

@@ -3,7 +3,7 @@
 report.json schema (NaN is written as null; every figure that cannot be computed is null with a
 reason string next to it):
 
-  schema_version: 1
+  schema_version: 2   (`proxyscale report --schema` prints the JSON Schema, generated from the dataclasses)
   source: {kind: "sweep" | "csv", path}
   direction: "lower" | "higher"          which way is better, for every metric
   metrics, sizes (smallest first), recipes: lists of names; size_params: {size: params} (when known)
@@ -53,10 +53,14 @@ reason string next to it):
       target_effect, target_best, target_worst, sign_flip, snippet}]}]}   (proxyscale.analysis.examples: the predictive
       correlation across scale of each eval example's recipe effects, from examples.parquet or a CSV's example column)
   warnings: [str]
-  summary: {target, verdict_rule, bottom_line: [str] (3-6 lines, also atop report.md/html and the terminal; the
+  decision: the first screen, proxyscale.analysis.decision.Decision (one row per eval set: verdict, DA with its
+      simultaneous interval, the target's top recipes, separable, action)
+  losses: proxyscale.analysis.decision.Losses (per eval set: recipe x size seed mean ± sd at the tuned LR)
+  summary: {target, verdict_rule, family_size (claims the simultaneous intervals cover), bottom_line: [str] (3-7 lines,
+      also atop report.md/html and the terminal; the
       planner's answer is one of them when it fits),
       per_metric: [{metric, direction, target, lines: [{proxy, target, verdict: holds|fails|inconclusive, reason,
-      sentence, decision_accuracy, decision_accuracy_ci, spearman, p_value}]}]}
+      sentence, decision_accuracy, decision_accuracy_ci, decision_accuracy_sci (simultaneous), spearman, p_value}]}]}
   notes: [str]
 """
 
@@ -71,7 +75,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the heavy imports wait until a report is built: `import build` stays cheap
     import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class ReportError(ValueError):

@@ -16,6 +16,7 @@ import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 
+from proxyscale.report import sections
 from proxyscale.report.markup import html_table, md_table
 
 MAX_LABELS = 25  # recipes drawn as individual, directly labelled lines in the bump chart
@@ -929,7 +930,7 @@ def prediction_tables(rep: dict) -> list[tuple[str, list[list[str]]]]:
                         f"{_f(e.get('decision_accuracy'), 3)} {_ci(e.get('decision_accuracy_ci'))}".strip(),
                         _f(e.get("spearman"), 3),
                         _f(e.get("mean_abs_error"), 4),
-                        f"{e['compute_fraction']:.3g}",
+                        _compute(rep, e["compute_fraction"]),
                         diff,
                     ]
                 )
@@ -941,7 +942,7 @@ def prediction_tables(rep: dict) -> list[tuple[str, list[list[str]]]]:
                         f"{_f(e.get('decision_accuracy'), 3)} {_ci(e.get('decision_accuracy_ci'))}".strip(),
                         _f(e.get("spearman"), 3),
                         _f(e.get("mean_abs_error"), 4),
-                        f"{e['compute_fraction']:.3g}",
+                        _compute(rep, e["compute_fraction"]),
                         "(baseline)",
                     ]
                 )
@@ -997,6 +998,12 @@ def prediction_run_line(rep: dict) -> str | None:
 FRONTIER_HEAD = ["metric", "choice", "compute fraction", "decision acc. [95%]", "step noise"]
 
 
+def _compute(rep: dict, fraction: float) -> str:
+    """A compute fraction, with the 20 tokens/param assumption beside it when no tokens/flops column measured it."""
+    basis = (rep.get("frontier") or {}).get("compute_basis") or ""
+    return f"{fraction:.3g}" + (" (assumes 20 tokens/param)" if basis.startswith("assumed") else "")
+
+
 def frontier_rows(rep: dict) -> list[list[str]]:
     """The Pareto points (no cheaper point matches their decision accuracy), per metric."""
     from proxyscale.analysis.frontier import _label
@@ -1008,7 +1015,7 @@ def frontier_rows(rep: dict) -> list[list[str]]:
                 [
                     p["metric"],
                     _label(p),
-                    f"{p['compute_fraction']:.3g}",
+                    _compute(rep, p["compute_fraction"]),
                     f"{_f(p['decision_accuracy'], 3)} {_ci(p.get('decision_accuracy_ci'))}".strip(),
                     "yes" if p.get("noise") else "",
                 ]
@@ -1028,14 +1035,25 @@ def _frontier_intro(rep: dict) -> str:
     return (
         f"Each point is a way to choose a recipe: a proxy size (at each eval step where every recipe was evaluated) or an "
         f"extrapolation method, at its training compute as a fraction of training every recipe at {front.get('target')}, with "
-        f"its decision accuracy against {front.get('target')} and a 95% bootstrap interval over recipes ({front.get('n_boot')} "
-        f"resamples). The planner picks the cheapest point whose lower bound reaches the decision level "
+        f"its decision accuracy against {front.get('target')} and its 95% rank interval over recipes (docs/statistics.md). "
+        f"Compute: {front.get('compute_basis', 'see notes')}. The planner picks the cheapest point whose lower bound reaches the decision level "
         f"{front.get('decision_level', 0.8):.2f} (--decision-level)."
     )
 
 
 # ---------------------------------------------------------------------------------------------
 # writers
+
+
+FLOOR_DEF = (
+    "Floor: the share of recipe pairs that two seeds of the same recipe, size and LR order differently; no proxy can "
+    "agree with the target better than its own seeds agree with each other."
+)
+TABLE_TERMS = (
+    "Terms: decision acc. = share of untied recipe pairs ordered alike at both sizes (0.5 = chance); flips/pairs = pairs ordered "
+    "oppositely / untied pairs; regret = how much worse at the target the proxy's pick is than the target's best (target units); "
+    "DA w/o abstain = decision accuracy over the pairs whose proxy gap exceeds 2 x its seed noise (abstain = the others)."
+)
 
 
 def _directions(rep: dict) -> str:
@@ -1046,7 +1064,9 @@ def _directions(rep: dict) -> str:
 
 def _intervals(rep: dict) -> str:
     return (
-        f"95% intervals: Fisher z over recipes, widened by {rep['n_boot']} seed-noise replicates where seeds exist (seed {rep['bootstrap_seed']}). "
+        f"95% intervals: Pearson by Fisher z; decision accuracy, Kendall and Spearman by inverting Kendall's test (docs/statistics.md), "
+        f"widened by {rep['n_boot']} seed-noise replicates where seeds exist (random-number seed {rep['bootstrap_seed']} of the resampling, "
+        "for reproducibility); verdicts use simultaneous intervals. "
         f"Ties: {rep['tie_rule']}."
     )
 
@@ -1101,6 +1121,7 @@ def markdown_figures(files: dict[str, str], skipped: dict[str, str]) -> list[str
 def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | None = None, skipped: dict[str, str] | None = None) -> str:
     """report.md; `files` maps a figure's key to its PNG beside report.md, `skipped` to why it was not drawn."""
     out = [f"# {_title(rep)}\n"] + [f"- **{ln}**" if i == 0 else f"- {ln}" for i, ln in enumerate(rep["summary"]["bottom_line"])] + [""]
+    out += [sections.render("decision", rep.get("decision"), "md"), sections.render("losses", rep.get("losses"), "md")]
     out += [
         f"{_directions(rep)} Sizes (smallest first): {', '.join(rep['sizes'])}. {len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). "
         f"{_intervals(rep)}\n"
@@ -1114,6 +1135,7 @@ def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | 
     if files or skipped:
         out += markdown_figures(files or {}, skipped or {})
     out.append("## All proxy→target comparisons (tuned LRs)\n")
+    out.append(TABLE_TERMS + "\n")
     out.append(md_table(comp_head(), comparison_rows(rep)))
     out.append("## Null baselines (unigram / bigram count models)\n")
     b = rep.get("baselines") or {}
@@ -1125,6 +1147,7 @@ def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | 
     out.append("## Reduced-LR protocol\n")
     out += [f"- {s}" for s in reduced_lines(rep)] + [""]
     out.append("## Seed-noise floor\n")
+    out.append(FLOOR_DEF + "\n")
     out.append(
         md_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep)) if rep.get("seed_noise") else "Single seed: no seed-noise estimate.\n"
     )
@@ -1144,13 +1167,6 @@ def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | 
         out.append("Diverged and failed cells are excluded from every figure.\n")
     out.append("Figures: the fig_*.png / fig_*.svg files beside this file (and embedded in report.html). Every number: report.json.\n")
     return "\n".join(out)
-
-
-CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1150px;color:#222;line-height:1.45}
-h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:1.6em}h3{margin-bottom:.3em}
-table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#f0f0f0}
-img{max-width:100%;border:1px solid #eee}.holds{color:#1a7f37;font-weight:bold}.inconclusive{color:#9a6700;font-weight:bold}
-.fails{color:#cf222e;font-weight:bold}.note{color:#555;font-size:.92em}.bottom{background:#f6f8fa;border:1px solid #ccc;padding:6px 20px}"""
 
 
 def html_predictions(rep: dict, png: bytes | None, not_drawn: str | None = None) -> list[str]:
@@ -1187,9 +1203,11 @@ def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | No
     skipped = skipped or {}
     e = html.escape
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(_title(rep))}</title><style>{CSS}</style></head><body>",
+        sections.head(_title(rep)),
         f"<h1>{e(_title(rep))}</h1>",
         "<ul class=bottom>" + "".join(f"<li>{e(ln)}</li>" for ln in rep["summary"]["bottom_line"]) + "</ul>",
+        sections.render("decision", rep.get("decision"), "html"),
+        sections.render("losses", rep.get("losses"), "html"),
         f"<p>{e(_directions(rep))} Sizes (smallest first): {e(', '.join(rep['sizes']))}. {len(rep['recipes'])} recipes, "
         f"{len(rep['metrics'])} metric(s). {e(_intervals(rep))}</p>",
     ]
@@ -1217,7 +1235,7 @@ def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | No
             )
         elif skipped.get(key):
             parts.append(f"<h2>{e(title)}</h2><p class=note>Not drawn: {e(skipped[key])}.</p>")
-    parts.append("<h2>All proxy→target comparisons (tuned LRs)</h2>" + html_table(comp_head(), comparison_rows(rep)))
+    parts.append(f"<h2>All proxy→target comparisons (tuned LRs)</h2><p class=note>{e(TABLE_TERMS)}</p>" + html_table(comp_head(), comparison_rows(rep)))
     parts.append("<h2>Null baselines</h2>")
     parts.append(
         html_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep))
@@ -1227,6 +1245,7 @@ def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | No
     parts.append("<h2>Reduced-LR protocol</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in reduced_lines(rep)) + "</ul>")
     parts.append(
         "<h2>Seed-noise floor</h2>"
+        + f"<p class=note>{e(FLOOR_DEF)}</p>"
         + (
             html_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep))
             if rep.get("seed_noise")
