@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -100,11 +101,25 @@ class ProxyscaleSweeper(Sweeper):
         if counts["failed"] or counts["error"]:
             log.info(f"failed cells: proxyscale status {where} (a rerun retries them)")
         log.info(f"next: proxyscale report {where}")
+        _wandb_lines(cells[0].cfg, where)
         problem = summarise(outcomes, str(where))
         if problem:  # read every JobReturn: a cell that failed or lost its record is a non-zero exit
             print(f"proxyscale: error: {problem}", file=sys.stderr)
             raise SystemExit(1)
         return [returns]
+
+
+def _wandb_lines(cfg: DictConfig, where) -> None:
+    """After a logger=wandb sweep: where its offline runs are and the command that uploads them."""
+    if cfg.logger.kind != "wandb":
+        return
+    from proxyscale.tracking import wandb
+
+    s = wandb.settings(cfg, "x")
+    if s["mode"] != "offline":
+        return
+    runs = wandb.offline_runs(s["dir"])
+    log.info(f"W&B: {len(runs)} offline run folder(s) in {Path(s['dir']) / 'wandb'}; upload with: proxyscale wandb-sync {s['dir']} (needs WANDB_API_KEY)")
 
 
 def _quiet_launchers() -> None:

@@ -73,6 +73,8 @@ class CausalLM(L.LightningModule):
         world = self.trainer.world_size
         loss = self._loss(batch[self.global_rank :: world] if world > 1 else batch)
         self.log("train/loss", loss, prog_bar=False, logger=True)
+        # The LR this step used (group 0 is the full-LR group, also under muP): trackers plot the schedule.
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False, logger=True)
         return loss
 
     def on_validation_epoch_start(self):
