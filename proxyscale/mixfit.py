@@ -265,7 +265,16 @@ def agreement(pred, actual) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rho = float(stats.spearmanr(p, a)[0]) if np.ptp(a) > 0 else None
-    return {"n": int(len(p)), "spearman": rho, "decision_accuracy": _da(p, a), "degenerate": False}
+    return {"n": int(len(p)), "spearman": rho, "spearman_ci": spearman_ci(rho, len(p)), "decision_accuracy": _da(p, a), "degenerate": False}
+
+
+def spearman_ci(rho: float | None, n: int, level: float = 0.95) -> list[float] | None:
+    """[lo, hi] of a Spearman rho: Fisher z with the Bonett-Wright se sqrt((1 + rho^2/2) / (n - 3)), as the report uses."""
+    if rho is None or n < 4 or not math.isfinite(rho):
+        return None
+    z, se = math.atanh(max(-0.999999, min(0.999999, rho))), math.sqrt((1 + rho * rho / 2) / (n - 3))
+    q = float(stats.norm.ppf(0.5 + level / 2))
+    return [math.tanh(z - q * se), math.tanh(z + q * se)]
 
 
 def out_of_fold(name: str, X: np.ndarray, y: np.ndarray, seed: int = 0, **kw) -> np.ndarray:
@@ -368,6 +377,7 @@ def fit_mixtures(
                 ag = agreement(p, y)
                 entry.update(
                     oof_spearman=ag["spearman"],
+                    oof_spearman_ci=ag.get("spearman_ci"),
                     oof_decision_accuracy=ag["decision_accuracy"],
                     degenerate=ag["degenerate"],
                     oof_scheme="leave-one-out" if len(y) < LOO_BELOW else "5-fold (seeded)",
@@ -550,6 +560,25 @@ def _proposal_lines(result: dict) -> list[str]:
         "Weights: " + ", ".join(f"{k} {v:.3f}" for k, v in top),
         f"Best observed mixture {b['recipe']}: observed {b['observed']:.4f}, predicted {b['predicted']:.4f}.",
     ]
+
+
+def summary(result: dict) -> list[str]:
+    """What `proxyscale mixfit` prints: per metric and model, the out-of-fold and held-out Spearman with 95%
+    intervals and n, then the proposal."""
+
+    def rho(v: dict | None, key: str = "spearman") -> str:
+        if not v or v.get(key) is None:
+            return "no fit"
+        ci = v.get(f"{key}_ci")
+        return f"{v[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    rows = []
+    for m in result["models"]:
+        held = "; ".join(f"{k} {rho(v)} (n={v['n']})" for k, v in m["heldout"].items()) or "-"
+        oof = "no fit" if m["degenerate"] else rho(m, "oof_spearman")
+        rows.append(f"  {m['metric']:<14} {m['model']:<9} out-of-fold {oof} (n={m['n_train']}); held out / larger: {held}")
+    head = f"mixfit at {result['size']}: {result['n_mixtures']} mixtures, {len(result['domains'])} domains; Spearman rho [95% CI]:"
+    return [head, *rows, *_proposal_lines(result)]
 
 
 def markdown(result: dict) -> str:

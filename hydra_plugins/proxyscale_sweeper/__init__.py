@@ -45,7 +45,7 @@ class ProxyscaleSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         from proxyscale import budget, grid, record
-        from proxyscale.launch.local import GRID_SIZE_ENV, PROGRESS_ENV, SWEEP_PID_ENV, Interrupted, Progress, duration, summarise
+        from proxyscale.launch.local import GRID_SIZE_ENV, PROGRESS_ENV, SWEEP_PID_ENV, Interrupted, Progress, duration, measured_ratio, summarise
 
         loader = self.hydra_context.config_loader
         t0 = time.time()
@@ -64,10 +64,12 @@ class ProxyscaleSweeper(Sweeper):
         workers = int(launcher.get("n_jobs", 1) or 1)  # as launch.local.resources() counts them
         parallel = int(launcher.get("n_jobs") or launcher.get("array_parallelism") or 1)
         est = sum(budget.cost(c.view if c.view is not None else c.cfg, workers)["est_seconds"] for c in todo)
+        ratio, measured = measured_ratio(str(cells[0].cfg.paths.cache_dir))
+        basis = f"the cost model x {ratio:.2f} measured on {measured} earlier cell(s) here" if measured else "the cost model; not yet measured here"
         skipped = len(cells) - len(todo)
         log.info(
             f"sweep {name}: {len(cells)} cells, {skipped} already final, {len(todo)} to run -> {where}"
-            + (f" (estimated {duration(est / parallel)} with {parallel} worker(s))" if todo else "")
+            + (f" (estimated {duration(est * ratio / parallel)} with {parallel} worker(s): {basis})" if todo else "")
         )
         if not todo:
             log.info(f"nothing to run: every cell is final; next: proxyscale report {where}")
@@ -76,7 +78,7 @@ class ProxyscaleSweeper(Sweeper):
         os.environ[GRID_SIZE_ENV] = str(len(todo))  # read by launch.local.task, in this process or a joblib worker
         os.environ[SWEEP_PID_ENV] = str(os.getpid())  # a worker elsewhere dies with this process
         progress = where / f".progress-{os.getpid()}.jsonl"
-        Progress.start(str(progress), len(todo), est, parallel)
+        Progress.start(str(progress), len(todo), est, parallel, ratio)
         os.environ[PROGRESS_ENV] = str(progress)
         if hasattr(self.launcher, "composed"):  # the same load_sweep_config call the launcher would make
             self.launcher.composed = {tuple(c.overrides): c.full_config for c in todo}  # with Hydra's node, made when the cell launches
