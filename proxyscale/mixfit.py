@@ -268,13 +268,14 @@ def agreement(pred, actual) -> dict[str, Any]:
     return {"n": int(len(p)), "spearman": rho, "spearman_ci": spearman_ci(rho, len(p)), "decision_accuracy": _da(p, a), "degenerate": False}
 
 
-def spearman_ci(rho: float | None, n: int, level: float = 0.95) -> list[float] | None:
-    """[lo, hi] of a Spearman rho: Fisher z with the Bonett-Wright se sqrt((1 + rho^2/2) / (n - 3)), as the report uses."""
+def spearman_ci(rho: float | None, n: int) -> list[float] | None:
+    """95% interval of a Spearman rho as the report computes it: Fisher z with the Bonett-Wright se
+    sqrt((1 + rho^2/2) / (n - 3))."""
+    from proxyscale.analysis.compare import z_interval
+
     if rho is None or n < 4 or not math.isfinite(rho):
         return None
-    z, se = math.atanh(max(-0.999999, min(0.999999, rho))), math.sqrt((1 + rho * rho / 2) / (n - 3))
-    q = float(stats.norm.ppf(0.5 + level / 2))
-    return [math.tanh(z - q * se), math.tanh(z + q * se)]
+    return z_interval(rho, math.sqrt((1 + rho * rho / 2) / (n - 3)))
 
 
 def out_of_fold(name: str, X: np.ndarray, y: np.ndarray, seed: int = 0, **kw) -> np.ndarray:

@@ -98,7 +98,7 @@ def test_linear_and_dml_fit_their_own_laws_and_the_proposal_follows_the_loss(tmp
 def _cli(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "proxyscale", "mixfit", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=120
+        [sys.executable, "-m", "proxyscale", "mixfit", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=600
     )
 
 
@@ -151,7 +151,7 @@ def test_cli_writes_the_page(tmp_path):
     data = json.loads((tmp_path / "o" / "mixfit.json").read_text())
     for m in data["models"]:
         lo, hi = m["oof_spearman_ci"]
-        assert lo < m["oof_spearman"] < hi
+        assert lo <= m["oof_spearman"] <= hi
         line = next(x for x in r.stdout.splitlines() if f" {m['model']} " in x and "out-of-fold" in x)
         assert f"out-of-fold {m['oof_spearman']:.3f} [{lo:.3f}, {hi:.3f}] (n=12)" in line, r.stdout
     assert "Spearman rho [95% CI]" in r.stdout and "Proposal (" in r.stdout
