@@ -91,6 +91,7 @@ def test_the_first_eta_uses_the_ratio_measured_by_earlier_cells_on_this_machine(
     assert local.Progress(path).read().eta() == pytest.approx(40.0 * 3.0 / 2)
 
 
+@pytest.mark.slow  # shells out to the CLI and trains
 def test_a_sweep_reports_progress_and_a_summary_and_a_dry_run_counts_final_cells(out_dir, cache_dir):
     common = ["-m", "model=debug", "optim.lr=3e-3,1e-2", "sweep=ux", *FAST, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
     r = run_cli(*common)
@@ -127,6 +128,7 @@ def test_ladder_and_recipes_fit_100_columns(command):
         assert " 1.5M " in r.stdout and "M " in r.stdout and "0.65536M" not in r.stdout
 
 
+@pytest.mark.slow  # shells out to the CLI and trains
 def test_recipes_finds_caches_built_at_another_pool_size(cache_dir):
     r = run_cli(
         "-m",
@@ -143,6 +145,7 @@ def test_recipes_finds_caches_built_at_another_pool_size(cache_dir):
     assert rows["noisy"].rstrip().endswith(" docs"), rows["noisy"]  # built with data.pool_tokens=200000, listed at the recipe's own 1.5M
 
 
+@pytest.mark.slow  # shells out to the CLI and trains
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(out_dir, cache_dir):
     import signal
     import subprocess
