@@ -515,6 +515,8 @@ def mixfit_main(argv: list[str]) -> None:
     )
     if a.write_recipe:
         print(f"wrote {mixfit.write_recipe(result, a.write_recipe, a.base, force=a.force)}")
+    for line in mixfit.summary(result):
+        print(line)
     for path in mixfit.write(result, a.out or a.sweep_dir or "."):
         print(f"wrote {path}")
     for w in result["proposal"].get("warnings") or []:  # also in mixfit.md/.html

@@ -252,7 +252,16 @@ def agreement(pred, actual) -> dict[str, Any]:
     p, a = np.asarray(pred, float), np.asarray(actual, float)
     if len(p) < 2 or np.ptp(p) < 1e-12 or not np.all(np.isfinite(p)):
         return {"n": int(len(p)), "spearman": None, "decision_accuracy": None, "degenerate": True, "reason": "no fit: constant predictions"}
-    return {"n": int(len(p)), "spearman": S.spearman(p, a), "decision_accuracy": S.decision_accuracy(p, a), "degenerate": False}
+    rho = S.spearman(p, a)
+    return {"n": int(len(p)), "spearman": rho, "spearman_ci": spearman_ci(p, a), "decision_accuracy": S.decision_accuracy(p, a), "degenerate": False}
+
+
+def spearman_ci(pred, actual) -> list[float] | None:
+    """95% interval of Spearman's rho as the report gives it: Kendall's interval mapped through the copula."""
+    rho, tau = S.spearman(pred, actual), S.kendall(pred, actual)
+    if rho is None or tau is None or len(pred) < 4:
+        return None
+    return S.spearman_interval(rho, S.tau_interval(tau, len(pred)))
 
 
 def out_of_fold(name: str, X: np.ndarray, y: np.ndarray, seed: int = 0, **kw) -> np.ndarray:
@@ -355,6 +364,7 @@ def fit_mixtures(
                 ag = agreement(p, y)
                 entry.update(
                     oof_spearman=ag["spearman"],
+                    oof_spearman_ci=ag.get("spearman_ci"),
                     oof_decision_accuracy=ag["decision_accuracy"],
                     degenerate=ag["degenerate"],
                     oof_scheme="leave-one-out" if len(y) < LOO_BELOW else "5-fold (seeded)",
@@ -577,6 +587,25 @@ def _proposal_lines(result: dict) -> list[str]:
         f"Best observed mixture {b['recipe']}: observed {b['observed']:.4f}, predicted {b['predicted']:.4f}.",
         *[f"Warning: {w}." for w in p.get("warnings") or []],
     ]
+
+
+def summary(result: dict) -> list[str]:
+    """What `proxyscale mixfit` prints: per metric and model, the out-of-fold and held-out Spearman with 95%
+    intervals and n, then the proposal."""
+
+    def rho(v: dict | None, key: str = "spearman") -> str:
+        if not v or v.get(key) is None:
+            return "no fit"
+        ci = v.get(f"{key}_ci")
+        return f"{v[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    rows = []
+    for m in result["models"]:
+        held = "; ".join(f"{k} {rho(v)} (n={v['n']})" for k, v in m["heldout"].items()) or "-"
+        oof = "no fit" if m["degenerate"] else rho(m, "oof_spearman")
+        rows.append(f"  {m['metric']:<14} {m['model']:<9} out-of-fold {oof} (n={m['n_train']}); held out / larger: {held}")
+    head = f"mixfit at {result['size']}: {result['n_mixtures']} mixtures, {len(result['domains'])} domains; Spearman rho [95% CI]:"
+    return [head, *rows, *_proposal_lines(result)]
 
 
 def _section(result: dict, figs: dict[str, bytes]) -> dict:

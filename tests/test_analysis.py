@@ -337,3 +337,26 @@ def test_report_from_csv_through_the_cli_loads_no_training_stack(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
     assert (tmp_path / "out" / "report.json").exists()
+
+
+def test_seed_noise_is_estimated_at_the_lr_each_comparison_uses():
+    """A target with a quiet LR (seed sd 0.01, where every recipe is best) and an unstable one (seed sd 0.3): the
+    tuned comparison's target noise is the quiet LR's, not the pool of both; a comparison at the unstable
+    standard LR gets the unstable LR's. Seeded synthetic data with a known answer."""
+    rng = np.random.default_rng(7)
+    recipes = [f"r{i}" for i in range(8)]
+    rows = []
+    for size, params in (("S", 1e6), ("L", 1e7)):
+        for i, r in enumerate(recipes):
+            for lr, base, sd in ((1e-3, 3.0, 0.01), (1e-2, 3.6, 0.3)):
+                for s in range(4):
+                    value = base + 0.1 * i + rng.normal(0, sd)
+                    rows.append({"recipe": r, "size": size, "params": params, "metric": "loss", "lr": lr, "seed": s, "value": value})
+    df = pd.DataFrame(rows)
+    rep = A.analyze(df, ["S", "L"], n_boot=0, n_boot_lr=0, standard_lr=1e-2)
+    tuned = next(c for c in rep["comparisons"] if c["proxy_lr"] == "tuned")
+    assert 0.005 < tuned["target_noise"]["target_seed_sd"] < 0.02 and 0.005 < tuned["abstain"]["proxy_seed_sd"] < 0.02
+    fixed = next(c for c in rep["comparisons"] if c["proxy_lr"] == pytest.approx(1e-2) and c["target_mode"] == "fixed")
+    assert 0.15 < fixed["target_noise"]["target_seed_sd"] < 0.5 and 0.15 < fixed["abstain"]["proxy_seed_sd"] < 0.5
+    pooled = next(n["pooled_sd"] for n in rep["seed_noise"] if n["size"] == "L")
+    assert pooled > 0.15  # the descriptive pool over both LRs is what the verdict no longer uses

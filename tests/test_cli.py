@@ -257,7 +257,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, 
 def test_dry_run_prints_the_cost_table_and_trains_nothing(out_dir):
     r = run_cli("-m", "grid=demo", "dry_run=true", f"paths.output_dir={out_dir}", timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "60 cells (0 already final, 60 to run)" in r.stdout and "mini-noisy-lr0.003" in r.stdout and "est. CPU time" in r.stdout
+    assert "28 cells (0 already final, 28 to run)" in r.stdout and "tiny-noisy-lr0.002" in r.stdout and "est. CPU time" in r.stdout
     assert not out_dir.exists()
 
 

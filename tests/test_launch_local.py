@@ -143,6 +143,7 @@ def test_hydra_submitit_local_launcher_runs_the_grid(tmp_path, cache_dir):
     assert again.returncode == 0 and "2 already final, 0 to run" in again.stdout + again.stderr
 
 
+@pytest.mark.slow  # shells out to the CLI and trains
 def test_in_process_and_worker_processes_train_the_same_cells(tmp_path, cache_dir):
     """hydra/launcher=local: n_jobs=1 runs the sweeper's composed configs in this process, n_jobs=2
     recomposes them in joblib workers; both must train every cell to the same losses. Hydra's joblib

@@ -98,7 +98,7 @@ def test_linear_and_dml_fit_their_own_laws_and_the_proposal_follows_the_loss(tmp
 def _cli(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "proxyscale", "mixfit", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=120
+        [sys.executable, "-m", "proxyscale", "mixfit", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=600
     )
 
 
@@ -147,6 +147,14 @@ def test_cli_writes_the_page(tmp_path):
     r = _cli("--from-csv", lo, "--mixtures", w, "--samples", "2000", "--top-k", "16", "--models", "linear,dml", "--out", tmp_path / "o")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "mixfit.html").exists() and (tmp_path / "o" / "mixfit_prose_val.png").exists()
+    # the terminal summary: each model's out-of-fold Spearman with its 95% interval (the json's numbers), and the proposal
+    data = json.loads((tmp_path / "o" / "mixfit.json").read_text())
+    for m in data["models"]:
+        lo, hi = m["oof_spearman_ci"]
+        assert lo - 1e-9 <= m["oof_spearman"] <= hi + 1e-9
+        line = next(x for x in r.stdout.splitlines() if f" {m['model']} " in x and "out-of-fold" in x)
+        assert f"out-of-fold {m['oof_spearman']:.3f} [{lo:.3f}, {hi:.3f}] (n=12)" in line, r.stdout
+    assert "Spearman rho [95% CI]" in r.stdout and "Proposal (" in r.stdout
 
 
 def test_cli_reads_a_sweep_folder(tmp_path):

@@ -64,6 +64,7 @@ def _run_ids(*overrides):
     return [c.run_id for c in grid.compose_grid(["-m", *overrides])[0]]
 
 
+@pytest.mark.slow  # shells out to the CLI and trains
 def test_a_record_that_cannot_be_written_is_a_non_zero_exit_with_one_line(out_dir, cache_dir):
     args = ["-m", "model=debug", "optim.lr=2e-2,3e-2", "sweep=unwritable", *FAST, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
     blocked = _run_ids(*args[1:])[0]
@@ -76,6 +77,7 @@ def test_a_record_that_cannot_be_written_is_a_non_zero_exit_with_one_line(out_di
     assert len(list((out_dir / "unwritable").glob("*/result.json"))) == 2  # the other cell's record is there (and the dir)
 
 
+@pytest.mark.slow  # shells out to the CLI and trains
 def test_a_failed_cell_is_a_non_zero_exit_unless_asked(out_dir, cache_dir):
     args = [
         "-m",
@@ -105,6 +107,7 @@ def _watch(proc, needle: str, timeout: float = 240) -> str:
     raise AssertionError(f"{needle!r} never appeared:\n{seen[-3000:]}")
 
 
+@pytest.mark.slow  # shells out to the CLI and trains
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_mid_training_exits_128_plus_signal_and_the_rerun_resumes(out_dir, cache_dir, sig, code):
     args = ["-m", "model=debug", "sweep=sig", *FAST, "trainer.max_tokens=120000", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
@@ -143,6 +146,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # shells out to the CLI and trains
 def test_killing_only_the_parent_of_a_two_worker_sweep_stops_its_workers(out_dir, cache_dir):
     args = [
         "-m",

@@ -51,6 +51,13 @@ def test_registered_statistic_reaches_json_markdown_and_wandb(tmp_path, max_gap_
     assert f"{c['max_gap']:.3f}" in paths[1].read_text()
     cols = wandb_publish.comparison_columns()
     assert "max_gap" in cols and wandb_publish.comparison_rows(saved)[0][cols.index("max_gap")] == pytest.approx(c["max_gap"])
+    # every statistic with an interval carries its bounds beside it in W&B, as in the report's tables
+    row = wandb_publish.comparison_rows(saved)[0]
+    for stat in ("pearson", "spearman", "kendall", "decision_accuracy"):
+        i = cols.index(stat)
+        assert cols[i + 1 : i + 3] == [f"{stat}_lo", f"{stat}_hi"]
+        if saved["comparisons"][0].get(f"{stat}_ci"):
+            assert row[i + 1 : i + 3] == pytest.approx(saved["comparisons"][0][f"{stat}_ci"])
     assert "max_gap" in types.schema_doc() and "max |proxy - target|" in render.comp_head()
 
 

@@ -324,6 +324,14 @@ def test_a_wandb_grid_through_the_cli_is_one_offline_run_per_cell(tmp_path, cach
                 assert [v for _, v in ev] == pytest.approx([p["loss"][name] for p in rec.eval_curve], abs=1e-5)
                 assert run["summary"][f"final/eval/{name}/loss"] == pytest.approx(rec.final_loss[name], abs=1e-5)
             assert all(v > 0 for _, v in series(run, "perf/tokens_per_second"))
+            # numbers for loss-vs-size charts, from the record; the LR each logged step used, from the schedule
+            assert (c["params"], c["tokens"]) == (rec.params, rec.tokens) and c["flops"] == pytest.approx(rec.flops_per_token * rec.tokens, rel=0.2)
+            from proxyscale.job.optim import lr_factor
+
+            o = C.attrs(cfg).optim
+            lrs = series(run, "train/lr")
+            assert [s for s, _ in lrs] == list(range(2, 13, 2))
+            assert [v for _, v in lrs] == pytest.approx([o.lr * lr_factor(s - 1, 12, o) for s, _ in lrs], rel=1e-6)
             assert run["summary"]["steps"] == 12 and run["summary"]["tokens"] == rec.tokens
             assert run["summary"]["tokens_per_second"] == pytest.approx(rec.tokens_per_second, rel=1e-6)
         else:
@@ -331,6 +339,7 @@ def test_a_wandb_grid_through_the_cli_is_one_offline_run_per_cell(tmp_path, cach
     leaks = files_containing(tmp_path, FAKE_KEY)
     assert not leaks, f"the API key was written to {leaks}"
     assert FAKE_KEY not in res.stdout + res.stderr
+    assert f"W&B: 2 offline run folder(s) in {sweep / 'wandb'}; upload with: proxyscale wandb-sync {sweep}" in res.stderr + res.stdout
 
 
 @pytest.mark.slow
@@ -525,6 +534,7 @@ def test_tensorboard_gets_the_config_as_hparams_and_the_steps_wandb_shows(tmp_pa
     assert hp["optim.lr"] == pytest.approx(float(cfg.optim.lr)) and hp["model.n_layer"] == 2 and hp["run_id"] == folder.name
     assert hp["sweep"] == "tb" and hp["data.sources.0.name"] == rec.config["data"]["sources"][0]["name"]
     assert {"train/loss", "eval/prose/loss"} <= set(hp["_metrics"])
+    assert hp["params"] == rec.params and hp["tokens"] == rec.tokens and hp["flops"] > 0 and "train/lr" in tags
     import yaml
 
     saved = yaml.safe_load((folder / "tensorboard" / "hparams.yaml").read_text())

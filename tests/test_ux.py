@@ -75,13 +75,30 @@ def test_progress_eta_uses_the_measured_ratio(tmp_path):
     assert reader.read().line().startswith("progress 3/4 cells (1 completed, 1 diverged, 1 failed)")
 
 
+def test_the_first_eta_uses_the_ratio_measured_by_earlier_cells_on_this_machine(tmp_path):
+    """Before any cell of a sweep ends, the ETA is the cost model scaled by what earlier completed cells took
+    here (cell_timings.jsonl in the cache folder, the last 50); with none yet, the cost model itself."""
+    from proxyscale.launch import local
+
+    cache = str(tmp_path / "cache")
+    assert local.measured_ratio(cache) == (1.0, 0)
+    for i in range(60):  # the first 10 (ratio 100) fall out of the window of 50
+        local._add_timing(cache, 100.0 if i < 10 else 30.0, 10.0)
+    ratio, n = local.measured_ratio(cache)
+    assert (ratio, n) == (pytest.approx(3.0), 50)
+    path = str(tmp_path / "p.jsonl")
+    local.Progress.start(path, total=4, est_seconds=40.0, workers=2, ratio=ratio)
+    assert local.Progress(path).read().eta() == pytest.approx(40.0 * 3.0 / 2)
+
+
+@pytest.mark.slow  # shells out to the CLI and trains
 def test_a_sweep_reports_progress_and_a_summary_and_a_dry_run_counts_final_cells(out_dir, cache_dir):
     common = ["-m", "model=debug", "optim.lr=3e-3,1e-2", "sweep=ux", *FAST, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
     r = run_cli(*common)
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-3000:]
     sweep = out_dir / "ux"
-    assert re.search(r"sweep ux: 2 cells, 0 already final, 2 to run -> .* \(estimated .+ with 1 worker\(s\)\)", log)
+    assert re.search(r"sweep ux: 2 cells, 0 already final, 2 to run -> .* \(estimated .+ with 1 worker\(s\): the cost model", log)
     assert re.search(r"progress 1/2 cells \(1 completed, 0 diverged, 0 failed\), elapsed [\d.]+ (s|min), ETA [\d.]+ (s|min)", log)
     assert re.search(r"progress 2/2 cells \(2 completed, 0 diverged, 0 failed\), elapsed [\d.]+ (s|min), ETA 0 s", log)
     assert re.search(rf"sweep ux done in [\d.]+ (s|min): 2 completed, 0 diverged, 0 failed \(0 already final\); records in {re.escape(str(sweep))}\n", log)
@@ -111,6 +128,7 @@ def test_ladder_and_recipes_fit_100_columns(command):
         assert " 1.5M " in r.stdout and "M " in r.stdout and "0.65536M" not in r.stdout
 
 
+@pytest.mark.slow  # shells out to the CLI and trains
 def test_recipes_finds_caches_built_at_another_pool_size(cache_dir):
     r = run_cli(
         "-m",
@@ -127,6 +145,7 @@ def test_recipes_finds_caches_built_at_another_pool_size(cache_dir):
     assert rows["noisy"].rstrip().endswith(" docs"), rows["noisy"]  # built with data.pool_tokens=200000, listed at the recipe's own 1.5M
 
 
+@pytest.mark.slow  # shells out to the CLI and trains
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(out_dir, cache_dir):
     import signal
     import subprocess

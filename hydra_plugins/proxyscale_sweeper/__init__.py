@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -44,7 +45,7 @@ class ProxyscaleSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         from proxyscale import budget, grid, record
-        from proxyscale.launch.local import GRID_SIZE_ENV, PROGRESS_ENV, SWEEP_PID_ENV, Interrupted, Progress, duration, summarise
+        from proxyscale.launch.local import GRID_SIZE_ENV, PROGRESS_ENV, SWEEP_PID_ENV, Interrupted, Progress, duration, measured_ratio, summarise
 
         loader = self.hydra_context.config_loader
         t0 = time.time()
@@ -63,10 +64,12 @@ class ProxyscaleSweeper(Sweeper):
         workers = int(launcher.get("n_jobs", 1) or 1)  # as launch.local.resources() counts them
         parallel = int(launcher.get("n_jobs") or launcher.get("array_parallelism") or 1)
         est = sum(budget.cost(c.view if c.view is not None else c.cfg, workers)["est_seconds"] for c in todo)
+        ratio, measured = measured_ratio(str(cells[0].cfg.paths.cache_dir))
+        basis = f"the cost model x {ratio:.2f} measured on {measured} earlier cell(s) here" if measured else "the cost model; not yet measured here"
         skipped = len(cells) - len(todo)
         log.info(
             f"sweep {name}: {len(cells)} cells, {skipped} already final, {len(todo)} to run -> {where}"
-            + (f" (estimated {duration(est / parallel)} with {parallel} worker(s))" if todo else "")
+            + (f" (estimated {duration(est * ratio / parallel)} with {parallel} worker(s): {basis})" if todo else "")
         )
         if not todo:
             log.info(f"nothing to run: every cell is final; next: proxyscale report {where}")
@@ -75,7 +78,7 @@ class ProxyscaleSweeper(Sweeper):
         os.environ[GRID_SIZE_ENV] = str(len(todo))  # read by launch.local.task, in this process or a joblib worker
         os.environ[SWEEP_PID_ENV] = str(os.getpid())  # a worker elsewhere dies with this process
         progress = where / f".progress-{os.getpid()}.jsonl"
-        Progress.start(str(progress), len(todo), est, parallel)
+        Progress.start(str(progress), len(todo), est, parallel, ratio)
         os.environ[PROGRESS_ENV] = str(progress)
         if hasattr(self.launcher, "composed"):  # the same load_sweep_config call the launcher would make
             self.launcher.composed = {tuple(c.overrides): c.full_config for c in todo}  # with Hydra's node, made when the cell launches
@@ -100,11 +103,25 @@ class ProxyscaleSweeper(Sweeper):
         if counts["failed"] or counts["error"]:
             log.info(f"failed cells: proxyscale status {where} (a rerun retries them)")
         log.info(f"next: proxyscale report {where}")
+        _wandb_lines(cells[0].cfg, where)
         problem = summarise(outcomes, str(where))
         if problem:  # read every JobReturn: a cell that failed or lost its record is a non-zero exit
             print(f"proxyscale: error: {problem}", file=sys.stderr)
             raise SystemExit(1)
         return [returns]
+
+
+def _wandb_lines(cfg: DictConfig, where) -> None:
+    """After a logger=wandb sweep: where its offline runs are and the command that uploads them."""
+    if cfg.logger.kind != "wandb":
+        return
+    from proxyscale.tracking import wandb
+
+    s = wandb.settings(cfg, "x")
+    if s["mode"] != "offline":
+        return
+    runs = wandb.offline_runs(s["dir"])
+    log.info(f"W&B: {len(runs)} offline run folder(s) in {Path(s['dir']) / 'wandb'}; upload with: proxyscale wandb-sync {s['dir']} (needs WANDB_API_KEY)")
 
 
 def _quiet_launchers() -> None:

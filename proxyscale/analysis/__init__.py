@@ -53,11 +53,13 @@ class _Run:
         self.has_seed = len(cube.seeds) > 1
         self.recipes = np.array(cube.recipes, dtype=object)
 
-    def one(self, mi, pi, ti, x, y, kx, ky, *, nb, proxy_lr, target_mode, max_flips=MAX_FLIPS, with_test=True) -> dict:
+    def one(self, mi, pi, ti, x, y, kx, ky, *, lx, ly, nb, proxy_lr, target_mode, max_flips=MAX_FLIPS, with_test=True) -> dict:
+        """One comparison; lx / ly: the LR index (or one per recipe) of the proxy's and the target's values, where
+        their seed noise is estimated."""
         cube = self.cube
         ok = np.isfinite(x) & np.isfinite(y)
         names = list(self.recipes[ok])
-        sdx, sdy = cube.pooled_sd[mi, pi], cube.pooled_sd[mi, ti]
+        sdx, sdy = cube.sd_at(mi, pi, lx), cube.sd_at(mi, ti, ly)
         c = compare_one(
             names,
             x[ok],
@@ -95,6 +97,8 @@ class _Run:
                                 cube.tuned[mi, ti],
                                 cube.tuned_k[mi, pi],
                                 cube.tuned_k[mi, ti],
+                                lx=cube.tuned_lr_idx[mi, pi],
+                                ly=cube.tuned_lr_idx[mi, ti],
                                 nb=self.n_boot,
                                 proxy_lr=mode,
                                 target_mode=mode,
@@ -136,6 +140,8 @@ class _Run:
                                 tt,
                                 cube.k[mi, pi, li],
                                 tk,
+                                lx=li,
+                                ly=cube.tuned_lr_idx[mi, ti] if mode == "tuned" else std_i,
                                 nb=self.n_boot_lr,
                                 proxy_lr=lr,
                                 target_mode=mode,

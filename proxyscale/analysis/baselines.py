@@ -111,7 +111,7 @@ def section(baselines: dict | None, reason: str | None, cube, primary: list[dict
             pi = cube.sizes.index(best["proxy"])
             xp = np.array([best["proxy_values"].get(r, np.nan) for r in names])
             ok = np.isfinite(xp)
-            sd_p, sd_y = cube.pooled_sd[mi, pi], cube.pooled_sd[mi, ti]
+            sd_p, sd_y = cube.sd_at(mi, pi, cube.tuned_lr_idx[mi, pi]), cube.sd_at(mi, ti, cube.tuned_lr_idx[mi, ti])  # at the tuned LRs compared
             d = paired_da_difference(
                 xp[ok],
                 xb["bigram"][ok],

@@ -120,6 +120,16 @@ class Cube:
         with np.errstate(invalid="ignore", divide="ignore"):
             self.pooled_sd = np.where(den > 0, np.sqrt(num / np.maximum(den, 1)), np.nan)  # (M, S)
 
+    def sd_at(self, mi: int, si: int, lr_idx) -> float:
+        """Seed sd of (metric, size) pooled over recipes at the LR each value was taken at: `lr_idx` is one LR
+        index (a fixed-LR comparison) or an array of one per recipe (tuned values: tuned_lr_idx). A verdict's
+        noise is that of the runs it compares, not of every LR: an unstable LR elsewhere does not inflate it."""
+        li = np.broadcast_to(np.asarray(lr_idx), (self.shape[4],))
+        r = np.arange(self.shape[4])
+        var, k = self.var[mi, si, li, r], self.k[mi, si, li, r]
+        w = np.where((k >= 2) & np.isfinite(var), k - 1, 0)
+        return float(np.sqrt((np.where(w > 0, var, 0.0) * w).sum() / w.sum())) if w.sum() else float("nan")
+
     def lrs_at(self, mi: int, si: int) -> list[int]:
         return [li for li in range(len(self.lrs)) if np.isfinite(self.mean[mi, si, li]).any()]
 

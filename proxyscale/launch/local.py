@@ -104,7 +104,8 @@ class Progress:
     lines added since it last looked, so the count is right whichever worker ends a cell.
 
     ETA = estimated seconds of the cells not yet ended x (measured / estimated so far, over the cells
-    that completed; 1 before the first) / workers."""
+    that completed; before the first, the ratio measured on this machine by earlier sweeps, see
+    `measured_ratio`) / workers."""
 
     def __init__(self, path: str):
         self.path, self.offset = path, 0
@@ -112,8 +113,8 @@ class Progress:
         self.ended: list[dict] = []
 
     @staticmethod
-    def start(path: str, total: int, est_seconds: float, workers: int) -> "Progress":
-        head = {"t0": time.time(), "total": total, "est": est_seconds, "workers": max(1, workers)}
+    def start(path: str, total: int, est_seconds: float, workers: int, ratio: float = 1.0) -> "Progress":
+        head = {"t0": time.time(), "total": total, "est": est_seconds, "workers": max(1, workers), "ratio": ratio}
         with open(path, "w") as f:
             f.write(json.dumps(head) + "\n")
         return Progress(path)
@@ -148,7 +149,7 @@ class Progress:
 
     def eta(self) -> float:
         done = [r for r in self.ended if r["outcome"] == "completed" and r["est"] > 0]
-        ratio = sum(r["s"] for r in done) / sum(r["est"] for r in done) if done else 1.0
+        ratio = sum(r["s"] for r in done) / sum(r["est"] for r in done) if done else self.head.get("ratio", 1.0)
         left = max(0.0, self.head.get("est", 0.0) - sum(r["est"] for r in self.ended))
         return left * ratio / self.head.get("workers", 1)
 
@@ -161,6 +162,31 @@ class Progress:
 
 
 _progress: dict[str, Progress] = {}
+TIMINGS = "cell_timings.jsonl"  # in paths.cache_dir: measured vs estimated seconds of completed cells on this machine
+TIMINGS_KEPT = 50  # the most recent cells the ratio is taken over
+
+
+def measured_ratio(cache_dir: str) -> tuple[float, int]:
+    """(measured / estimated seconds, cells) over the last completed cells that sweeps on this machine
+    recorded in <cache_dir>/cell_timings.jsonl; (1.0, 0) when none has yet. The cost model (budget.cost)
+    counts training and eval FLOPs; the ratio adds what it leaves out here: per-cell set-up, token
+    caches, checkpoints, and the machine's own speed and load."""
+    try:
+        with open(os.path.join(cache_dir, TIMINGS)) as f:
+            rows = [json.loads(line) for line in f.readlines()[-TIMINGS_KEPT:] if line.strip()]
+        rows = [r for r in rows if r.get("est", 0) > 0 and r.get("s", 0) > 0]
+    except (OSError, ValueError):
+        return 1.0, 0
+    return (sum(r["s"] for r in rows) / sum(r["est"] for r in rows), len(rows)) if rows else (1.0, 0)
+
+
+def _add_timing(cache_dir: str, seconds: float, est: float) -> None:
+    os.makedirs(cache_dir, exist_ok=True)
+    fd = os.open(os.path.join(cache_dir, TIMINGS), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps({"s": round(seconds, 3), "est": est, "t": int(time.time())}) + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 def report_progress(cfg: DictConfig, run_id: str, outcome: str, seconds: float, workers: int) -> None:
@@ -172,7 +198,10 @@ def report_progress(cfg: DictConfig, run_id: str, outcome: str, seconds: float, 
         from proxyscale import budget
 
         p = _progress.setdefault(path, Progress(path))
-        p.add(run_id, outcome, seconds, float(budget.cost(cfg, workers)["est_seconds"]))
+        est = float(budget.cost(cfg, workers)["est_seconds"])
+        p.add(run_id, outcome, seconds, est)
+        if outcome == "completed":
+            _add_timing(str(cfg.paths.cache_dir), seconds, est)
         log.info(p.read().line())
     except (OSError, ValueError, KeyError) as exc:  # progress is a courtesy: never fail a cell over it
         log.warning(f"progress file {path}: {type(exc).__name__}: {exc}")

@@ -63,15 +63,26 @@ def read_report(path: str | Path) -> dict:
 
 
 def comparison_columns() -> list[str]:
-    """The typed Comparison's W&B columns (analysis.types), registered statistics included."""
-    from proxyscale.analysis.types import wandb_columns
+    """The typed Comparison's W&B columns (analysis.types), registered statistics included, each statistic
+    with an interval followed by its bounds (`<stat>_lo`, `<stat>_hi`), as the report's tables show them."""
+    import dataclasses
 
-    return wandb_columns()
+    from proxyscale.analysis.types import Comparison, wandb_columns
+
+    with_ci = {f.name[: -len("_ci")] for f in dataclasses.fields(Comparison) if f.name.endswith("_ci")}
+    return [x for c in wandb_columns() for x in ([c, f"{c}_lo", f"{c}_hi"] if c in with_ci else [c])]
 
 
 def comparison_rows(rep: dict) -> list[list]:
-    comps = rep.get("comparisons")
-    return _rows(comps if isinstance(comps, list) else [], comparison_columns())
+    comps = [c for c in rep.get("comparisons") or [] if isinstance(c, dict)] if isinstance(rep.get("comparisons"), list) else []
+    bounds = []
+    for c in comps:
+        row = dict(c)
+        for key, ci in c.items():
+            if key.endswith("_ci") and isinstance(ci, list) and len(ci) == 2:
+                row[key[:-3] + "_lo"], row[key[:-3] + "_hi"] = ci
+        bounds.append(row)
+    return _rows(bounds, comparison_columns())
 
 
 def flip_rows(rep: dict) -> list[list]:

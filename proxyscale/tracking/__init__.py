@@ -79,6 +79,15 @@ def finish(active: list, rec) -> None:
             lg.finalize(rec.status if rec.status != "completed" else "success")
 
 
+def run_numbers(cfg: DictConfig) -> dict[str, float]:
+    """The cell's size and budget as numbers for a tracker's run config (params, tokens, FLOPs, from the cost
+    model the planner and the job share), so loss can be charted against size or compute across runs."""
+    from proxyscale import budget
+
+    k = budget.cost(cfg)
+    return {"params": int(k["params"]), "tokens": int(k["tokens"]), "flops": float(k["flops"])}
+
+
 def _csv_logger(out: Path):
     from lightning.pytorch.loggers import CSVLogger
 
@@ -121,6 +130,6 @@ def tensorboard_logger(cfg: DictConfig, out: Path):
 
     lg = CellTensorBoardLogger(str(out), name="tensorboard", version="", default_hp_metric=False)
     flat = C.flatten(C.plain(cfg))
-    flat.update({"run_id": out.name, "sweep": cfg.sweep})
+    flat.update({"run_id": out.name, "sweep": cfg.sweep, **run_numbers(cfg)})
     lg.log_config(flat, ["train/loss"] + [f"eval/{s.name}/loss" for s in cfg.eval.sets])
     return lg

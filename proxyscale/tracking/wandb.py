@@ -142,12 +142,13 @@ def logger(cfg: DictConfig, out: Path):
                 self._mark = (step, time.perf_counter())  # the next rate starts after the eval
 
     from proxyscale import config as C
+    from proxyscale.tracking import run_numbers
 
     finish_stale_run()
     where = settings(cfg, out.name)
     Path(where["dir"]).mkdir(parents=True, exist_ok=True)
     flat = C.flatten(C.plain(cfg))
-    flat.update({"run_id": out.name, "sweep": cfg.sweep})
+    flat.update({"run_id": out.name, "sweep": cfg.sweep, **run_numbers(cfg)})
     return CellWandbLogger(
         tokens_per_step=int(cfg.trainer.batch_size * cfg.trainer.seq_len),
         name=out.name.rsplit("-", 1)[0],
