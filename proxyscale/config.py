@@ -64,6 +64,7 @@ class SourceConfig:
     target_field: str = "target"  # cloze: the column holding the target continuation
     cloze_last_word: bool = False  # cloze: the context field's last word is the target (LAMBADA); target_field unused
     target_delimiter: str = " "  # mc/cloze: joins the (right-stripped) context and each continuation
+    preprocess: Optional[str] = None  # mc: hellaswag = the harness's HellaSwag context and cleanup (activity_label, ctx_a, ctx_b, endings)
 
 
 @dataclass
@@ -190,6 +191,7 @@ TASK_DEFAULTS = {
     "target_field": "target",
     "cloze_last_word": False,
     "target_delimiter": " ",
+    "preprocess": None,
 }
 
 

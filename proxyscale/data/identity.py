@@ -26,6 +26,11 @@ def environment(config: dict) -> dict:
         "corpora": sources.builtin_fingerprint(),
         "step_versions": {st["op"]: curation.STEPS[st["op"]].version for st in steps if st.get("op") in curation.STEPS},
     }
+    sets = (config.get("eval") or {}).get("sets") or []
+    if any((s or {}).get("task") == "mc" for s in sets):  # mc cells recorded other accuracies before: they train again
+        from proxyscale.data.tasks import METRICS_VERSION
+
+        env["mc_metrics"] = METRICS_VERSION
     inputs = curation.step_inputs(steps)  # select_by_proxy: the scorer's run id and checkpoint hash (absent for other recipes: their ids stay)
     if inputs:
         env["step_inputs"] = inputs

@@ -105,7 +105,7 @@ class CausalLM(L.LightningModule):
         return {name: self._eval_sums[i][0] / max(1, self._eval_sums[i][1]) for i, name in enumerate(self.eval_names)}
 
     def example_metrics(self) -> dict[str, dict[str, np.ndarray]]:
-        """The last eval pass's per-item metrics of every task set ({set: {acc, prob_correct, ll_norm: (items,)}},
+        """The last eval pass's per-item metrics of every task set ({set: {metric: (items,)}} over tasks.METRICS,
         NaN for an item not scored in this process)."""
         out = {}
         for j, name in enumerate(self.task_names):
@@ -115,11 +115,13 @@ class CausalLM(L.LightningModule):
             else:
                 item = choice = n_tok = np.zeros(0, dtype=np.int64)
                 ll, greedy = np.zeros(0), np.zeros(0, dtype=bool)
-            out[name] = T.score_items(tt.task, ll, n_tok, greedy, item, choice, tt.labels, tt.n_choices)
+            first = np.concatenate([[0], np.cumsum(tt.n_choices)[:-1]])  # sequences are item-major: item i's choice c is row first[i] + c
+            chars = tt.chars[first[item] + choice] if len(item) else np.zeros(0, dtype=np.int64)
+            out[name] = T.score_items(tt.task, ll, n_tok, greedy, item, choice, tt.labels, tt.n_choices, chars)
         return out
 
     def eval_metrics(self) -> dict[str, dict[str, float]]:
-        """The task sets' metrics of the last eval pass: {set: {acc, prob_correct, ll_norm}}, means over the items
+        """The task sets' metrics of the last eval pass: {set: {metric: value}} over tasks.METRICS, means over the items
         (those this process scored: a multi-process eval gives each rank a share of the items)."""
         return {name: T.aggregate(per_item) for name, per_item in self.example_metrics().items()}
 
