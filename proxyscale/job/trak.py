@@ -47,7 +47,7 @@ def checkpoint_cells(sweep_dir: str | Path, size: str, n: int) -> list[tuple[Pat
 def group_windows(config, per_group: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(windows [N, seq_len+1], group of each window, total windows of each group) from the recipe's curated
     documents: each group's documents joined by EOS in id order, cut into windows, up to per_group drawn per group."""
-    from proxyscale.data.cache import curated_documents, document_group
+    from proxyscale.data.cache import curated_documents, group_of
     from proxyscale.data.tokenizer import Tokenizer
 
     data, seq = config.data, int(config.trainer.seq_len)
@@ -59,7 +59,7 @@ def group_windows(config, per_group: int, seed: int = 0) -> tuple[np.ndarray, np
             continue
         docs, _ = curated_documents(src, data, config.paths.cache_dir)
         for d in sorted(docs, key=lambda d: d.id):
-            streams[document_group(src.name, d.id, groups)].append(np.append(tok.encode(d.text), np.uint16(tok.eos)))
+            streams[group_of(data, src.name, d.id)].append(np.append(tok.encode(d.text), np.uint16(tok.eos)))
     rng = np.random.default_rng(seed)
     windows, owner, total = [], [], np.zeros(groups)
     for g in range(groups):
