@@ -546,9 +546,16 @@ def datamodels_main(argv: list[str]) -> None:
     p.add_argument("--k", type=int, help="with --select: how many groups")
     p.add_argument("--fit-size", help="with --select: the size whose datamodels select (default: the smallest)")
     p.add_argument("--write-recipe", metavar="NAME", help="with --select on a sweep: write conf/data/selected/NAME.yaml, the recipe training on the selection")
+    p.add_argument("--trak", action="append", default=[], metavar="SIZE", help="also TRAK from kept checkpoints of this size's subset cells (repeatable)")
+    p.add_argument("--trak-checkpoints", type=int, default=1, help="checkpoints TRAK ensembles per size (default 1)")
+    p.add_argument("--trak-per-group", type=int, default=8, help="train windows TRAK samples per group (default 8)")
+    p.add_argument("--trak-proj-dim", type=int, default=256, help="TRAK's random projection dimension (default 256)")
+    p.add_argument("--select-with", choices=("datamodels", "trak"), default="datamodels", help="whose weights --select uses (trak: needs --trak FIT_SIZE)")
     a = p.parse_args(argv)
     if bool(a.sweep_dir) == bool(a.from_csv):
         fail("give either a sweep folder or --from-csv LOSSES --subsets SUBSETS --out DIR")
+    if a.trak and a.from_csv:
+        fail("--trak needs a sweep (its kept checkpoints and documents)")
     if a.from_csv and not (a.subsets and a.out):
         fail("--from-csv needs --subsets SUBSETS and --out DIR")
     if a.select and a.k is None:
@@ -564,9 +571,23 @@ def datamodels_main(argv: list[str]) -> None:
             fail("--higher-is-better is for --from-csv input (a sweep's task metrics know their direction)")
         data = attribution.sweep_subsets(a.sweep_dir, a.out)
     result = dm.fit(data, folds=a.folds, n_boot=a.n_boot, seed=a.seed)
+    trak_weights = {}
+    for size in a.trak:
+        from proxyscale.job import trak
+
+        weights, cost = trak.trak_weights(a.sweep_dir, size, a.trak_checkpoints, a.trak_per_group, a.trak_proj_dim, seed=a.seed)
+        for metric, w in weights.items():
+            trak_weights[(metric, size)] = w
+            for entry in dm.score_weights(data, metric, w, a.n_boot, a.seed):
+                result.setdefault("trak", []).append({**entry, "checkpoint_size": size, **cost})
     recipe = None
     if a.select:
-        result["selection"] = dm.select(data, a.select, a.k, a.fit_size or data.sizes[0])
+        fit_size = a.fit_size or data.sizes[0]
+        if a.select_with == "trak" and (a.select, fit_size) not in trak_weights:
+            fail(f"--select-with trak needs --trak {fit_size} (TRAK weights of {a.select} at the fit size)")
+        chosen = _trak_columns(data, trak_weights[(a.select, fit_size)]) if a.select_with == "trak" else None
+        result["selection"] = dm.select(data, a.select, a.k, fit_size, chosen)
+        result["selection"]["by"] = a.select_with
         if a.write_recipe:
             recipe = attribution.write_selection_recipe(data, a.write_recipe, result["selection"])
     out = Path(a.out or a.sweep_dir)
@@ -576,6 +597,11 @@ def datamodels_main(argv: list[str]) -> None:
         print(f"wrote {path}")
     if recipe:
         print(f"wrote {recipe}; train on it with data=selected/{a.write_recipe}")
+
+
+def _trak_columns(data, weights):
+    """TRAK weights (a column per group index) in the datamodels' group order."""
+    return weights[:, [int(g) for g in data.groups]]
 
 
 def quiet_third_parties() -> None:

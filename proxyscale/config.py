@@ -64,6 +64,7 @@ class SourceConfig:
     target_field: str = "target"  # cloze: the column holding the target continuation
     cloze_last_word: bool = False  # cloze: the context field's last word is the target (LAMBADA); target_field unused
     target_delimiter: str = " "  # mc/cloze: joins the (right-stripped) context and each continuation
+    preprocess: Optional[str] = None  # mc: hellaswag = the harness's HellaSwag context and cleanup (activity_label, ctx_a, ctx_b, endings)
 
 
 @dataclass
@@ -79,12 +80,14 @@ class DataConfig:
     sources: List[SourceConfig] = field(default_factory=list)
     steps: List[Dict[str, Any]] = field(default_factory=list)  # [{op: exact_dedup}, {op: ..., k: v}]
     # Subset sweeps (datamodels, proxyscale/analysis/datamodels.py): the curated documents fall into
-    # subset_groups groups by a hash of (source name, document id); subset=i keeps each group with
-    # probability subset_frac, seeded by i alone, so every size of a sweep trains on the same subsets.
+    # subset_groups groups by a hash of (source name, document id), or with subset_by=source one group per
+    # source (subset_groups = the number of sources); subset=i keeps each group with probability subset_frac,
+    # seeded by i alone, so every size of a sweep trains on the same subsets.
     # keep_groups: an explicit list of groups instead (a selection's recipe). Both None: the whole pool.
     subset: Optional[int] = None
     subset_groups: int = 64
     subset_frac: float = 0.5
+    subset_by: str = "document"  # document | source
     keep_groups: Optional[List[int]] = None
 
 
@@ -191,10 +194,11 @@ TASK_DEFAULTS = {
     "target_field": "target",
     "cloze_last_word": False,
     "target_delimiter": " ",
+    "preprocess": None,
 }
 
 
-SUBSET_KEYS = ("subset", "subset_groups", "subset_frac", "keep_groups")
+SUBSET_KEYS = ("subset", "subset_groups", "subset_frac", "subset_by", "keep_groups")
 
 
 def data_identity(data: dict) -> dict:
@@ -215,7 +219,8 @@ def subset_members(data: dict) -> list[int] | None:
     import numpy as np
 
     draw = np.random.default_rng(int(data["subset"])).random(int(data.get("subset_groups") or 64))
-    return [int(g) for g in np.flatnonzero(draw < float(data.get("subset_frac", 0.5)))]
+    kept = [int(g) for g in np.flatnonzero(draw < float(data.get("subset_frac", 0.5)))]
+    return kept or [int(np.argmin(draw))]  # a draw that keeps nothing keeps its lowest group: no subset is empty
 
 
 def source_identity(src: dict) -> dict:
@@ -368,6 +373,11 @@ def validate(cfg: DictConfig) -> None:
         (d.subset is None or d.subset >= 0, f"data.subset must be >= 0, got {d.subset}"),
         (d.subset_groups >= 2, f"data.subset_groups must be >= 2, got {d.subset_groups}"),
         (0 < d.subset_frac < 1, f"data.subset_frac must be in (0, 1), got {d.subset_frac}"),
+        (d.subset_by in ("document", "source"), f"data.subset_by must be document or source, got {d.subset_by!r}"),
+        (
+            d.subset_by == "document" or d.subset_groups == len(d.sources),
+            f"data.subset_by=source: data.subset_groups must be the number of sources ({len(d.sources)}), got {d.subset_groups}",
+        ),
         (d.subset is None or d.keep_groups is None, "data.subset and data.keep_groups exclude each other (a subset index or an explicit group list)"),
         (
             d.keep_groups is None or (len(d.keep_groups) > 0 and all(0 <= int(g) < d.subset_groups for g in d.keep_groups)),

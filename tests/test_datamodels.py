@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import FAST, run_cli
 from proxyscale.analysis import datamodels as dm
 from proxyscale.cli import main
+from proxyscale.config import CONF_DIR
+from proxyscale.job import trak
+from proxyscale.report import attribution
 
 G, M, E = 24, 120, 40  # groups, subsets, examples
 HELPFUL = [3, 7, 11, 19]  # the groups planted to lower every example's loss most
@@ -104,3 +109,54 @@ def test_bad_csvs_are_refused_in_one_line_naming_the_row(tmp_path, capsys, losse
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_tiny_subset_sweep_through_datamodels_trak_the_report_and_a_selection_recipe(tmp_path, cache_dir):
+    out = tmp_path / "outputs"
+    common = [*FAST, f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}"]
+    res = run_cli("-m", "model=debug,tiny", "data.subset=range(0,8)", "data.subset_groups=8", "sweep=subs", "trainer.keep_checkpoints=true", *common)
+    assert res.returncode == 0, res.stderr[-3000:]
+    root = out / "subs"
+    name = f"dsdm_test_{tmp_path.name}"[-60:]
+    recipe = Path(CONF_DIR) / "data" / "selected" / f"{name}.yaml"
+    try:
+        dm_run = run_cli("datamodels", str(root), "--trak", "debug", "--n-boot", "200", "--select", "prose", "--k", "2", "--write-recipe", name)
+        assert dm_run.returncode == 0, dm_run.stderr[-3000:]
+        doc = json.loads((root / "datamodels.json").read_text())
+        pairs = {(e["metric"], e["fit_size"], e["eval_size"]) for e in doc["entries"]}
+        assert ("prose", "debug", "tiny") in pairs and ("code", "tiny", "tiny") in pairs
+        assert all(e["n_subsets"] == 8 and -1 <= e["lds"] <= 1 for e in doc["entries"])
+        trak = {(t["metric"], t["eval_size"]): t for t in doc["trak"]}
+        assert set(trak) >= {("prose", "debug"), ("prose", "tiny")} and all(t["checkpoint_size"] == "debug" for t in doc["trak"])
+        assert doc["selection"]["k"] == 2 and len(doc["selection"]["groups"]) == 2
+        assert "keep_groups" in recipe.read_text()
+        again = run_cli("datamodels", str(root), "--n-boot", "50", "--select", "prose", "--k", "2", "--write-recipe", name)
+        assert again.returncode == 2 and "exists" in again.stderr
+        rep = run_cli("report", str(root))
+        assert rep.returncode == 0, rep.stderr[-3000:]
+        assert "## Attribution across scale" in (root / "report.md").read_text()
+        assert "attribution" in json.loads((root / "report.json").read_text())
+        trained = run_cli("model=debug", f"data=selected/{name}", "sweep=sel", *common)
+        assert trained.returncode == 0, trained.stderr[-3000:]
+    finally:
+        recipe.unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+def test_trak_on_a_debug_checkpoint_beats_random_scores(tmp_path, cache_dir):
+    """TRAK's group weights from kept debug checkpoints predict the subsets' losses at the debug size better than
+    random weights do (the mean LDS of 50 seeded random weight draws, ~0). Groups are the recipe's three sources
+    (subset_by=source), so which groups a model saw changes its losses enough for one checkpoint to tell."""
+    out = tmp_path / "outputs"
+    common = [*FAST, f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}"]
+    sweep = ["-m", "model=debug", "data.subset=range(0,16)", "data.subset_by=source", "data.subset_groups=3", "sweep=t", "trainer.keep_checkpoints=true"]
+    res = run_cli(*sweep, *common)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = attribution.sweep_subsets(out / "t")
+    weights, _ = trak.trak_weights(out / "t", "debug", checkpoints=2, per_group=16, proj_dim=256)
+    rng = np.random.default_rng(0)
+    for metric in ("prose", "code", "readme"):
+        got = dm.score_weights(data, metric, weights[metric], n_boot=100)[0]["lds"]
+        random = np.mean([dm.score_weights(data, metric, rng.normal(size=weights[metric].shape), n_boot=10)[0]["lds"] for _ in range(50)])
+        assert got > random + 0.1, (metric, got, random)

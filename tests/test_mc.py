@@ -45,6 +45,36 @@ def test_mc_and_cloze_metrics_on_a_hand_computed_case():
     assert np.isnan(part["acc"][1]) and tasks.aggregate(part)["acc"] == 1.0
 
 
+def test_acc_is_the_harness_raw_loglikelihood_acc_norm_per_character_and_the_per_token_variant_named_apart():
+    # item 0 (label 0): A ll -6 over 6 tokens / 6 chars, B ll -4 over 2 tokens / 2 chars: raw picks B, per token and per char A
+    # item 1 (label 0): A ll -6 over 2 tokens / 60 chars, B ll -4 over 2 tokens / 4 chars: raw and per token B, per char A
+    item, choice = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+    ll, n, chars = np.array([-6.0, -4.0, -6.0, -4.0]), np.array([6, 2, 2, 2]), np.array([6, 2, 60, 4])
+    out = tasks.score_items("mc", ll, n, np.zeros(4, bool), item, choice, np.array([0, 0]), np.array([2, 2]), chars)
+    assert out["acc"].tolist() == [0.0, 0.0]
+    assert out["acc_per_token"].tolist() == [1.0, 0.0]
+    assert out["acc_norm"].tolist() == [1.0, 1.0]
+    tt = tasks.tokenize([tasks.Item("ctx", ("ab", "cdef"), 1)], "mc", lambda t: np.frombuffer(t.encode(), np.uint8), 0, 16)
+    assert tt.chars.tolist() == [2, 4]  # the choice text, not the delimiter
+
+
+def test_hellaswag_items_are_built_and_cleaned_as_the_harness_does():
+    row = {
+        "activity_label": "Home [title] repair",
+        "ctx_a": "A man holds a hammer.",
+        "ctx_b": "he  [step] hits the nail",
+        "endings": ["and it goes in [title] Done.", " it bends. "],
+        "label": "1",
+    }
+    spec = SourceConfig(name="hs", kind="files", task="mc", context_field="ctx", choices_field="endings", label_field="label", preprocess="hellaswag")
+    it = tasks.item_from_row(row, spec, "hs item 1")
+    # "He  [step] hits": the tag leaves three spaces and one pass of replace("  ", " ") leaves two, as in the harness
+    assert it.context == "Home. repair: A man holds a hammer. He  hits the nail"
+    assert it.choices == ("and it goes in. Done.", "it bends.") and it.label == 1
+    with pytest.raises(ConfigError, match="preprocess must be hellaswag"):
+        sources.check_source(SourceConfig(name="x", kind="builtin", path="python_docs", preprocess="hellaswag"))
+
+
 def test_continuation_scores_of_a_fixed_model():
     # logits = log p, so log-softmax gives back log p; the continuation is targets[1:3]
     p = torch.tensor([[[0.7, 0.2, 0.1], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]]])

@@ -60,3 +60,12 @@ def test_bad_subset_settings_are_refused_in_one_line():
         grid.compose_grid(["model=debug", "debug=fast", "data.subset=0", "data.subset_frac=1.5"])
     with pytest.raises(grid.GridError, match="keep_groups"):
         grid.compose_grid(["model=debug", "debug=fast", "data.keep_groups=[99]", "data.subset_groups=8"])
+
+
+def test_source_groups_need_one_group_per_source_and_no_subset_is_empty():
+    with pytest.raises(grid.GridError, match="subset_groups must be the number of sources"):
+        grid.compose_grid(["model=debug", "debug=fast", "data.subset=0", "data.subset_by=source", "data.subset_groups=8"])
+    (cell,), _ = grid.compose_grid(["model=debug", "debug=fast", "data.subset=0", "data.subset_by=source", "data.subset_groups=3"])
+    data = cell.cfg.data
+    assert [cache.group_of(data, s.name, "any id") for s in data.sources] == [0, 1, 2]
+    assert all(subset_members({"subset": i, "subset_groups": 3, "subset_frac": 0.05}) for i in range(50))

@@ -39,7 +39,8 @@ FOLDS = 5
 N_BOOT = 1000
 TOP_GROUPS = 5
 ALPHAS = np.logspace(-3, 4, 15)  # the ridge penalties RidgeCV chooses among (per example)
-MIN_SUBSETS = 4  # fewer subsets common to two sizes: no LDS for that pair
+MIN_SUBSETS = 6  # fewer subsets common to two sizes: no LDS for that pair
+MIN_FOLD = 3  # subsets per held-out fold at least (a Spearman correlation over 1 or 2 values says nothing): fewer folds then
 INSTALL_HINT = "datamodels need scikit-learn: pip install 'proxyscale[attribution]'"
 
 
@@ -224,7 +225,12 @@ def folds_of(n: int, folds: int, seed: int) -> list[np.ndarray]:
     """The held-out subset indices of each of K seeded folds."""
     from sklearn.model_selection import KFold
 
-    return [test for _, test in KFold(n_splits=min(folds, n), shuffle=True, random_state=seed).split(np.zeros((n, 1)))]
+    return [test for _, test in KFold(n_splits=n_folds(n, folds), shuffle=True, random_state=seed).split(np.zeros((n, 1)))]
+
+
+def n_folds(n: int, folds: int) -> int:
+    """The folds used for n subsets: the asked number, fewer when a fold would hold fewer than MIN_FOLD subsets."""
+    return max(2, min(folds, n // MIN_FOLD))
 
 
 def cross_fitted_spearman(x: np.ndarray, y_fit: np.ndarray, y_eval: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -313,7 +319,7 @@ def fit(data: Subsets, folds: int = FOLDS, n_boot: int = N_BOOT, seed: int = 0, 
                 )
                 seconds += time.perf_counter() - t0
                 score = lds_of(rho, n_boot, seed)
-                entries.append({"metric": metric, "fit_size": f, "eval_size": t, **score, "n_subsets": len(subsets), "folds": min(folds, len(subsets))})
+                entries.append({"metric": metric, "fit_size": f, "eval_size": t, **score, "n_subsets": len(subsets), "folds": n_folds(len(subsets), folds)})
         weights = {}
         for s in data.sizes:
             v = data.values.get((metric, s))
@@ -385,6 +391,23 @@ def select(data: Subsets, metric: str, k: int, fit_size: str, weights: np.ndarra
     sign = 1.0 if data.higher_is_better.get(metric) else -1.0
     order = np.argsort(-sign * mean, kind="stable")[:k]
     return {"metric": metric, "fit_size": fit_size, "k": k, "groups": [data.groups[g] for g in order], "weights": [float(mean[g]) for g in order]}
+
+
+def score_weights(data: Subsets, metric: str, weights: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> list[dict]:
+    """The LDS of fixed group weights (TRAK's: examples x groups, example i = row i, group g = column g) against the
+    observed values at every size: per example the Spearman correlation across all subsets of x . w and the
+    observed value (nothing is fitted on the subsets, so no folds)."""
+    cols = [int(g) for g in data.groups]
+    out = []
+    for t in data.sizes:
+        v = data.values.get((metric, t))
+        if v is None or len(v) < MIN_SUBSETS:
+            continue
+        examples = [e for e in v.columns if str(e).isdigit() and int(e) < len(weights) and v[e].notna().all()]
+        w = weights[[int(e) for e in examples]][:, cols]
+        rho = spearman_columns(data.indicators(list(v.index)) @ w.T, v[examples].to_numpy(float))
+        out.append({"metric": metric, "eval_size": t, **lds_of(rho, n_boot, seed), "n_subsets": len(v)})
+    return out
 
 
 def write_top_groups(rows: list[dict], path: Path) -> None:

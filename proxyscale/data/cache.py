@@ -225,16 +225,21 @@ def document_group(source: str, doc_id: str, groups: int) -> int:
     return text_hash(f"{source}:{doc_id}") % groups
 
 
+def group_of(data: DataConfig, source: str, doc_id: str) -> int:
+    """A document's group: by document hash, or (subset_by=source) its source's position in the recipe."""
+    if data.get("subset_by", "document") == "source":  # records from before subset_by: by document
+        return [s.name for s in data.sources].index(source)
+    return document_group(source, doc_id, int(data.subset_groups))
+
+
 def in_subset(docs: list[Document], source: str, data: DataConfig) -> list[Document]:
-    """The documents of `source` whose group the recipe's subset keeps (all of them without a subset)."""
+    """The documents of `source` whose group the recipe's subset keeps (all of them without a subset). A source
+    can lose every document (subset_by=source drops whole sources): the pool is then made of the others."""
     members = subset_members(_plain(data))
     if members is None:
         return docs
     keep = set(members)
-    out = [d for d in docs if document_group(source, d.id, int(data.subset_groups)) in keep]
-    if not out:
-        raise ConfigError(f"recipe {data.name}: subset {data.subset} keeps none of the {len(docs)} documents of source {source!r}")
-    return out
+    return [d for d in docs if group_of(data, source, d.id) in keep]
 
 
 def cached_recipe_meta(data: DataConfig, cache_dir: str) -> dict | None:
@@ -253,18 +258,26 @@ def recipe_tokens(data: DataConfig, cache_dir: str, verify: bool = False) -> tup
 
     def build():
         tok = Tokenizer(data.tokenizer)
-        total_w = sum(s.weight for s in data.sources)
-        parts, sources, steps = [], [], []
+        parts, sources, steps, kept = [], [], [], {}
         for src in data.sources:
             if src.weight == 0:
                 continue
-            want = int(round(data.pool_tokens * src.weight / total_w))
             docs, stats = curated_documents(src, data, cache_dir)
             steps += stats
             before = len(docs)
             docs = in_subset(docs, src.name, data)
             if len(docs) != before:
                 steps.append({"source": src.name, "op": "subset", "docs_in": before, "docs_out": len(docs)})
+            if docs:
+                kept[src.name] = docs
+        if not kept:
+            raise ConfigError(f"recipe {data.name}: subset {data.subset} keeps no document of any source")
+        total_w = sum(s.weight for s in data.sources if s.name in kept)  # a subset that dropped a source: the others share its tokens
+        for src in data.sources:
+            if src.name not in kept:
+                continue
+            docs = kept[src.name]
+            want = int(round(data.pool_tokens * src.weight / total_w))
             random.Random(f"{data.seed}:{src.name}:order").shuffle(docs)
             factor = pool_factor(data, src.name)
             if factor > 1:  # pick 1/factor of the tokens, then the pool steps repeat the picked documents

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from proxyscale.config import ConfigError, DataConfig
-from proxyscale.data import select
+from proxyscale.data import classify, select
 from proxyscale.data.sources import Document, text_hash
 from proxyscale.extras import missing
 
@@ -178,6 +178,7 @@ STEPS: dict[str, Step] = {
     "corrupt": Step(corrupt),
     "shuffle_words": Step(shuffle_words),
     "select_by_proxy": Step(select.select_by_proxy, version=1, inputs=select.scorer_identity),
+    "classifier_filter": Step(classify.classifier_filter, version=1, inputs=classify.classifier_identity),
 }
 
 _RESERVED = ("op", "sources", "version", "inputs")  # step keys that are not the step function's params
@@ -248,6 +249,11 @@ def check_steps(data: DataConfig) -> None:
                 p.get("proxy_size"),
                 where=f"recipe {data.name}: step {i} select_by_proxy",
             )
+        if op == "classifier_filter":
+            p = _params(step)
+            if not 0 < float(p.get("keep_frac", 0.5)) <= 1:
+                raise ConfigError(f"recipe {data.name}: classifier_filter keep_frac must be in (0, 1]")
+            classify.classifier_identity(**p)  # the positives must be readable now, before anything runs
         if op == "duplicate" and int(step.get("factor", 8)) < 1:
             raise ConfigError(f"recipe {data.name}: duplicate factor must be >= 1")
         absent = set(step.get("sources") or []) - names

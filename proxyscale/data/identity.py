@@ -36,6 +36,11 @@ def environment(config: dict) -> dict:
                 files[f"{side}/{s.get('name')}"] = fp
     if files:  # local data files by content (absent for cells without: their ids stay)
         env["files"] = files
+    sets = (config.get("eval") or {}).get("sets") or []
+    if any((s or {}).get("task") == "mc" for s in sets):  # mc cells recorded other accuracies before: they train again
+        from proxyscale.data.tasks import METRICS_VERSION
+
+        env["mc_metrics"] = METRICS_VERSION
     inputs = curation.step_inputs(steps)  # select_by_proxy: the scorer's run id and checkpoint hash (absent for other recipes: their ids stay)
     if inputs:
         env["step_inputs"] = inputs

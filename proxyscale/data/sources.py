@@ -298,6 +298,9 @@ def check_source(src: SourceConfig) -> None:
     task = src.get("task", "lm") if hasattr(src, "get") else getattr(src, "task", "lm")
     if task not in ("lm", "mc", "cloze"):
         raise ConfigError(f"eval set {src.name!r}: task must be lm, mc or cloze, got {task!r}")
+    preprocess = src.get("preprocess") if hasattr(src, "get") else getattr(src, "preprocess", None)
+    if preprocess not in (None, "hellaswag") or (preprocess and task != "mc"):
+        raise ConfigError(f"eval set {src.name!r}: preprocess must be hellaswag (an mc set) or unset, got {preprocess!r}")
     if task != "lm":
         if src.kind not in ("files", "hf"):
             raise ConfigError(f"eval set {src.name!r}: task {task} needs kind files or hf (items with fields), got kind {src.kind!r}")

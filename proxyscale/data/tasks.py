@@ -8,8 +8,13 @@ An eval set with `task: mc` holds items {context, choices: [...], label: int} (H
   n      = the continuation's token count,
   greedy = whether greedy decoding reproduces every continuation token.
 
-Per item (all three: higher is better):
-  acc          mc: argmax over choices of ll / n (per-token length-normalised) is the label; cloze: greedy.
+Per item (all higher is better). The mc accuracies follow lm-evaluation-harness's multiple_choice output type, so a
+number here sits beside the field's: `acc` ranks the choices by raw summed log-likelihood, `acc_norm` by the summed
+log-likelihood divided by the choice's length in characters (the choice text as given, without the delimiter);
+`acc_per_token` (proxyscale's acc before issue 23) divides by the continuation's token count instead.
+  acc          mc: argmax over choices of ll is the label; cloze: greedy (all three accuracies: one continuation).
+  acc_norm     mc: argmax over choices of ll / len(choice in characters) is the label; cloze: greedy.
+  acc_per_token mc: argmax over choices of ll / n (per-token length-normalised) is the label; cloze: greedy.
   prob_correct mc: softmax over the choices of the summed ll, at the label (DataDecide's "correct prob": the
                probability mass of the correct answer among the choices); cloze: exp(ll), the probability of
                the whole target continuation.
@@ -25,14 +30,16 @@ document, as between the training documents.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 TASKS = ("lm", "mc", "cloze")
-METRICS = ("acc", "prob_correct", "ll_norm")  # task metrics, all higher-is-better
-HIGHER_IS_BETTER = {"loss": False, "acc": True, "prob_correct": True, "ll_norm": True}
+METRICS = ("acc", "acc_norm", "acc_per_token", "prob_correct", "ll_norm")  # task metrics, all higher-is-better
+HIGHER_IS_BETTER = {"loss": False, **dict.fromkeys(METRICS, True)}
+METRICS_VERSION = 2  # 2: acc is the harness's (raw ll), acc_norm and acc_per_token beside it; enters mc cells' run ids
 
 
 class TaskError(ValueError):
@@ -69,6 +76,8 @@ def item_from_row(row: dict, spec, where: str) -> Item:
             context = str(spec.context_template).format(**row)
         except (KeyError, IndexError) as exc:
             raise TaskError(f"{where}: context_template names a field the row lacks ({exc}; fields: {fields})") from None
+    elif getattr(spec, "preprocess", None) == "hellaswag":
+        context = ""  # built from activity_label, ctx_a and ctx_b by hellaswag_item
     else:
         try:
             context = _field(row, spec.context_field)
@@ -93,6 +102,8 @@ def item_from_row(row: dict, spec, where: str) -> Item:
             raise TaskError(f"{where}: label must be a 0-based choice index, got {label!r}")
         if not 0 <= int(label) < len(choices):
             raise TaskError(f"{where}: label {int(label)} is out of range for {len(choices)} choices")
+        if getattr(spec, "preprocess", None) == "hellaswag":
+            return hellaswag_item(row, choices, int(label), where)
         return Item(context.rstrip(), tuple(choices), int(label))
     if spec.task == "cloze":
         if spec.cloze_last_word:
@@ -110,6 +121,23 @@ def item_from_row(row: dict, spec, where: str) -> Item:
     raise TaskError(f"{where}: task must be lm, mc or cloze, got {spec.task!r}")
 
 
+def hellaswag_text(text: str) -> str:
+    """HellaSwag's cleanup as lm-evaluation-harness does it: strip, WikiHow's " [title]" to ". ", other bracketed
+    tags dropped, double spaces made single."""
+    text = text.strip().replace(" [title]", ". ")
+    return re.sub(r"\[.*?\]", "", text).replace("  ", " ")
+
+
+def hellaswag_item(row: dict, endings, label: int, where: str) -> Item:
+    """A HellaSwag row as the harness builds it: context = cleanup(activity_label + ": " + ctx_a + " " +
+    ctx_b.capitalize()), choices = cleanup(each ending)."""
+    try:
+        context = f"{row['activity_label']}: {row['ctx_a']} {str(row['ctx_b']).capitalize()}"
+    except KeyError as exc:
+        raise TaskError(f"{where}: preprocess hellaswag needs the fields activity_label, ctx_a and ctx_b (missing {exc})") from None
+    return Item(hellaswag_text(context), tuple(hellaswag_text(e) for e in endings), label)
+
+
 @dataclass
 class TaskTokens:
     """An eval set's items as token sequences: one per (item, continuation)."""
@@ -122,6 +150,7 @@ class TaskTokens:
     length: np.ndarray  # (N,) the continuation's token count
     labels: np.ndarray  # (items,)
     n_choices: np.ndarray  # (items,)
+    chars: np.ndarray  # (N,) the continuation's length in characters (without the delimiter): acc_norm's divisor
     contexts: list[str]  # per item, for the report's snippets
 
     @property
@@ -171,38 +200,55 @@ def tokenize(items: list[Item], task: str, encode, eos: int, seq_len: int, delim
         np.array(length, dtype=np.int64),
         np.array([it.label for it in items], dtype=np.int64),
         np.array([len(it.choices) for it in items], dtype=np.int64),
+        np.array([len(c) for it in items for c in it.choices], dtype=np.int64),
         [it.context for it in items],
     )
 
 
 def score_items(
-    task: str, ll: np.ndarray, n_tok: np.ndarray, greedy: np.ndarray, item: np.ndarray, choice: np.ndarray, labels: np.ndarray, n_choices: np.ndarray
+    task: str,
+    ll: np.ndarray,
+    n_tok: np.ndarray,
+    greedy: np.ndarray,
+    item: np.ndarray,
+    choice: np.ndarray,
+    labels: np.ndarray,
+    n_choices: np.ndarray,
+    n_chars: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per-item acc, prob_correct and ll_norm (see the module doc) from per-continuation ll (summed nats), token
-    counts and greedy flags. An item some of whose continuations were not scored gets NaN."""
+    """Per-item METRICS (see the module doc) from per-continuation ll (summed nats), token counts, greedy flags and
+    character lengths (None: acc_norm is NaN). An item some of whose continuations were not scored gets NaN."""
     n_items = len(labels)
     width = int(n_choices.max()) if n_items else 0
     LL = np.full((n_items, width), np.nan)
     N = np.ones((n_items, width))
     G = np.zeros((n_items, width), dtype=bool)
+    C = np.ones((n_items, width))
     LL[item, choice], N[item, choice], G[item, choice] = ll, np.maximum(n_tok, 1), greedy
+    if n_chars is not None:
+        C[item, choice] = np.maximum(n_chars, 1)
     valid = np.arange(width)[None, :] < n_choices[:, None]
     seen = np.where(valid, np.isfinite(LL), True).all(axis=1)
     rows = np.arange(n_items)
     ll_c, n_c = LL[rows, labels], N[rows, labels]
     ll_norm = ll_c / n_c
     if task == "cloze":
-        acc = G[rows, labels].astype(float)
+        acc = acc_norm = acc_per_token = G[rows, labels].astype(float)
         prob = np.exp(ll_c)
     else:
         ok = valid & np.isfinite(LL)
-        acc = (np.argmax(np.where(ok, LL / N, -np.inf), axis=1) == labels).astype(float)  # ties: the first choice
+
+        def pick(score):  # ties: the first choice, as numpy's argmax (the harness's too)
+            return (np.argmax(np.where(ok, score, -np.inf), axis=1) == labels).astype(float)
+
+        acc, acc_per_token = pick(LL), pick(LL / N)
+        acc_norm = pick(LL / C) if n_chars is not None else np.full(n_items, np.nan)
         z = np.where(ok, LL, -np.inf)
         zmax = z.max(axis=1, keepdims=True) if width else z
         with np.errstate(invalid="ignore", over="ignore"):
             e = np.where(ok, np.exp(z - zmax), 0.0)
             prob = e[rows, labels] / e.sum(axis=1)
-    out = {"acc": acc, "prob_correct": prob, "ll_norm": ll_norm}
+    out = {"acc": acc, "acc_norm": acc_norm, "acc_per_token": acc_per_token, "prob_correct": prob, "ll_norm": ll_norm}
     return {k: np.where(seen, v, np.nan) for k, v in out.items()}
 
 

@@ -150,17 +150,17 @@ class CausalLM(L.LightningModule):
         return out
 
     def example_metrics(self) -> dict[str, dict[str, np.ndarray]]:
-        """The last eval pass's per-item metrics of every task set ({set: {acc, prob_correct, ll_norm: (items,)}},
+        """The last eval pass's per-item metrics of every task set ({set: {metric: (items,)}} over tasks.METRICS,
         over every rank; NaN for an item not scored)."""
         out = {}
         for j, name in enumerate(self.task_names):
             tt = self.tasks[name]
             ll, greedy, seen = self._gather()["tasks"][j]
-            out[name] = T.score_items(tt.task, ll[seen], tt.length[seen], greedy[seen], tt.item[seen], tt.choice[seen], tt.labels, tt.n_choices)
+            out[name] = T.score_items(tt.task, ll[seen], tt.length[seen], greedy[seen], tt.item[seen], tt.choice[seen], tt.labels, tt.n_choices, tt.chars[seen])
         return out
 
     def eval_metrics(self) -> dict[str, dict[str, float]]:
-        """The task sets' metrics of the last eval pass: {set: {acc, prob_correct, ll_norm}}, means over the items."""
+        """The task sets' metrics of the last eval pass: {set: {metric: value}} over tasks.METRICS, means over the items."""
         return {name: T.aggregate(per_item) for name, per_item in self.example_metrics().items()}
 
     def example_losses(self) -> dict[str, np.ndarray]:

@@ -95,7 +95,8 @@ class AttributionSection:
         line = "Cost: training the subsets " + (", ".join(parts) if parts else "(not known for CSV input)")
         line += f"; fitting the datamodels {self.cost.get('fit_seconds', 0):.2f} s"
         if self.trak:
-            line += "; TRAK " + ", ".join(f"{t['checkpoint_size']}: {t['seconds']:.2f} s" for t in self.trak if t["eval_size"] == t["checkpoint_size"])
+            seconds = {t["checkpoint_size"]: t["seconds"] for t in self.trak}  # one TRAK run per checkpoint size scores every metric
+            line += "; TRAK " + ", ".join(f"{size}: {v:.2f} s" for size, v in seconds.items())
         return line + "."
 
     def html(self, png: bytes | None = None) -> str:
