@@ -122,6 +122,7 @@ class TrainerConfig:
     log_every_n_steps: int = 25  # train-loss points kept in the record
     checkpoint: bool = True  # save last.ckpt (atomically, with the run id inside) after every periodic eval, so an interrupted cell resumes
     keep_checkpoints: bool = False  # keep checkpoints/ once the cell's record is final (default: removed)
+    pg_timeout_s: float = 1800.0  # a multi-process cell: a collective waiting this long for a rank (dead, hung) fails the cell
 
 
 @dataclass
@@ -170,7 +171,7 @@ register_schema()
 
 # Keys that change how a cell runs but not what it computes: left out of the run id.
 _NOT_IDENTITY = {"sweep", "dry_run", "logger", "paths", "standard_lr"}
-_NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint", "keep_checkpoints", "accelerator", "compile"}
+_NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint", "keep_checkpoints", "accelerator", "compile", "pg_timeout_s"}
 
 
 TASK_DEFAULTS = {
@@ -323,6 +324,11 @@ def validate(cfg: DictConfig) -> None:
         ),
         (t.tokens_per_param > 0, f"trainer.tokens_per_param must be > 0, got {t.tokens_per_param}"),
         (t.strategy in ("auto", "ddp", "fsdp"), f"trainer.strategy must be auto, ddp or fsdp, got {t.strategy!r}"),
+        (
+            t.strategy != "fsdp" or t.accelerator in ("gpu", "cuda"),
+            f"trainer.strategy=fsdp needs trainer.accelerator=gpu (Lightning's FSDP runs on CUDA only), got {t.accelerator!r}; use trainer.strategy=ddp",
+        ),
+        (t.pg_timeout_s > 0, f"trainer.pg_timeout_s must be > 0, got {t.pg_timeout_s}"),
         (len(d.sources) > 0, f"recipe {d.name}: no sources"),
         (d.pool_tokens > 0, f"recipe {d.name}: pool_tokens must be > 0"),
         (len(e.sets) > 0, "eval.sets is empty: at least one eval set is needed"),

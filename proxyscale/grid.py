@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import time
 from dataclasses import dataclass
@@ -172,24 +173,30 @@ def check_lists(parsed: list, multirun: bool, repo, compose_plain: Callable[[lis
 
 
 def check_devices(cells: list["Cell"]) -> None:
-    """Cells that ask for a GPU (trainer.accelerator gpu/cuda, or mps) on a machine without one are
-    refused before anything runs; torch is imported only when such an accelerator is asked for."""
+    """Cells this machine cannot run are refused before anything runs: a GPU (trainer.accelerator gpu/cuda, or
+    mps) on a machine without one, more devices than it has (a CPU process per core), several nodes (a cluster's
+    job: proxyscale submit). torch is imported only when a GPU is asked for."""
     wanted = {}
     for c in cells:
-        acc = str((c.view if c.view is not None else c.cfg).trainer.accelerator).lower()
-        wanted.setdefault(acc, c)
-    for acc, c in wanted.items():
+        t = (c.view if c.view is not None else c.cfg).trainer
+        acc = str(t.accelerator).lower()
+        wanted.setdefault((acc, int(t.devices), int(t.num_nodes)), c)
+    for (acc, devices, nodes), c in wanted.items():
+        where = f"(cell: {' '.join(c.overrides) or 'defaults'})"
+        if nodes > 1:
+            raise GridError(f"trainer.num_nodes={nodes} needs a cluster: run it with proxyscale submit (one process per device on each node) {where}")
+        if acc == "cpu" and devices > (os.cpu_count() or 1):
+            raise GridError(f"trainer.devices={devices} CPU processes but this machine has {os.cpu_count()} cores {where}")
         if acc not in ("gpu", "cuda", "mps"):
             continue
         import torch
 
-        ok = torch.backends.mps.is_available() if acc == "mps" else torch.cuda.is_available()
-        if not ok:
-            what = "MPS device" if acc == "mps" else "CUDA GPU"
-            raise GridError(
-                f"trainer.accelerator={acc} but this machine has no {what} (use trainer=cpu here, or proxyscale submit "
-                f"to a GPU cluster) (cell: {' '.join(c.overrides) or 'defaults'})"
-            )
+        have = (1 if torch.backends.mps.is_available() else 0) if acc == "mps" else torch.cuda.device_count()
+        what = "MPS device" if acc == "mps" else "CUDA GPU"
+        if not have:
+            raise GridError(f"trainer.accelerator={acc} but this machine has no {what} (use trainer=cpu here, or proxyscale submit to a GPU cluster) {where}")
+        if devices > have:
+            raise GridError(f"trainer.devices={devices} but this machine has {have} {what}{'s' * (have != 1)} {where}")
 
 
 class Composer:

@@ -17,3 +17,6 @@ def test_gpu_bench_runs_its_four_loops_on_the_cpu(monkeypatch):
     for key in ("eager_bare", "eager_lightning", "compiled_bare", "compiled_lightning"):
         assert out[key]["tok_s"] > 0 and out[key]["mfu"] is None  # no bf16 peak is known for a CPU
     assert out["flops_per_token"] > 6 * 35_008 and 0 < out["lightning_over_bare"]["compiled"]
+    # the precision check (bf16-mixed vs fp32 cell) and the 2-size x 3-recipe smoke sweep with its report
+    assert out["precision"]["ok"] and out["precision"]["max_abs_diff"] < bench_gpu.PRECISION_TOL
+    assert out["sweep"]["cells"] == 6 and out["sweep"]["bottom_line"]

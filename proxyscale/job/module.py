@@ -6,7 +6,6 @@ exactly the batches an uninterrupted run would have seen from s on.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 
@@ -54,13 +53,13 @@ class CausalLM(L.LightningModule):
         self.cfg, self.total_steps, self.eval_names = cfg, total_steps, eval_names
         self.tasks: dict[str, T.TaskTokens] = dict(tasks or {})  # benchmark task sets: their loaders follow the lm sets'
         self.task_names = list(self.tasks)
-        self._task_rows: dict[int, list[tuple]] = {}  # per task set: each batch's (sequence rows, ll, greedy)
+        self._task_rows: dict[int, dict[int, tuple]] = {}  # per task set: batch index -> (its sequence rows, ll, greedy)
         self.net = ladder.build(cfg.model, vocab_size, cfg.trainer.seq_len)
         if cfg.trainer.compile:  # in place: parameter names, and so checkpoints, stay those of the plain model
             self.net.compile()
         self.vocab_size = vocab_size
-        self._eval_sums: dict[int, list[float]] = {}
-        self._eval_rows: dict[int, list[np.ndarray]] = {}  # per eval set: each batch's per-window summed losses, in order
+        self._eval_rows: dict[int, dict[int, tuple]] = {}  # per lm set: batch index -> (its summed loss, per-window summed losses)
+        self._gathered: dict | None = None  # the last eval pass over every rank: see _gather
 
     def _loss(self, batch: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         x, y = batch[:, :-1], batch[:, 1:]
@@ -69,73 +68,113 @@ class CausalLM(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         # Every rank draws the same global batch (a function of seed and step) and keeps its own
-        # rows: a W-process cell trains on exactly the batches of a single-process one.
+        # rows: a W-process cell trains on exactly the batches of a single-process one. The equal
+        # shares make the mean of the ranks' losses the global batch's loss (what one process logs).
         world = self.trainer.world_size
         loss = self._loss(batch[self.global_rank :: world] if world > 1 else batch)
-        self.log("train/loss", loss, prog_bar=False, logger=True)
-        return loss
+        batch_loss = self.all_gather(loss.detach()).mean() if world > 1 else loss.detach()
+        self.log("train/loss", batch_loss, prog_bar=False, logger=True)
+        return {"loss": loss, "batch_loss": batch_loss}
 
     def on_validation_epoch_start(self):
-        self._eval_sums = {i: [0.0, 0] for i in range(len(self.eval_names))}
-        self._eval_rows = {i: [] for i in range(len(self.eval_names))}
-        self._task_rows = {j: [] for j in range(len(self.task_names))}
+        self._eval_rows = {i: {} for i in range(len(self.eval_names))}
+        self._task_rows = {j: {} for j in range(len(self.task_names))}
+        self._gathered = None
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        # Batches come whole with their index (a multi-process eval shards batches, never windows or items,
+        # so every window is scored in the batch it has on one process, and padding repeats are recognised).
         if dataloader_idx >= len(self.eval_names):  # a benchmark task set: score each continuation given its context
-            tokens, meta = batch
+            k, tokens, meta = batch
             logits = self.net(input_ids=tokens[:, :-1]).logits
-            ll, greedy = continuation_scores(logits, tokens[:, 1:], meta[:, 2], meta[:, 3])
-            self._task_rows[dataloader_idx - len(self.eval_names)].append(
-                (meta[:, 0].cpu().numpy(), meta[:, 1].cpu().numpy(), meta[:, 3].cpu().numpy(), ll.double().cpu().numpy(), greedy.cpu().numpy())
-            )
+            ll, greedy = continuation_scores(logits, tokens[:, 1:], meta[:, 1], meta[:, 2])
+            self._task_rows[dataloader_idx - len(self.eval_names)][int(k)] = (meta[:, 0], ll.double(), greedy)
             return
-        per_token = self._loss(batch, reduction="none").view(batch.size(0), -1)
-        acc = self._eval_sums[dataloader_idx]
-        acc[0] += float(per_token.sum())
-        acc[1] += batch[:, 1:].numel()
-        self._eval_rows[dataloader_idx].append(per_token.sum(dim=1).detach().double().cpu().numpy())
+        k, windows = batch
+        per_token = self._loss(windows, reduction="none").view(windows.size(0), -1)
+        self._eval_rows[dataloader_idx][int(k)] = (float(per_token.sum()), per_token.sum(dim=1).detach().double())
 
     def on_validation_epoch_end(self):
         if self.logger is not None and not self.trainer.sanity_checking:
             values = {f"eval/{k}/loss": v for k, v in self.eval_losses().items()}
             values.update({f"eval/{k}/{m}": v for k, ms in self.eval_metrics().items() for m, v in ms.items() if math.isfinite(v)})
-            self.log_dict(values, add_dataloader_idx=False)
+            self.log_dict(values, add_dataloader_idx=False)  # (the same on every rank: gathered)
+
+    def _collect(self, parts: dict[int, tuple[torch.Tensor, torch.Tensor]], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every rank's values at positions 0..n-1 ({batch: (positions, values)} here), gathered with Lightning's
+        all_gather: (values, seen), each position's value taken from the first rank that scored it (a batch the
+        distributed sampler repeated as padding counts once)."""
+        vals = torch.zeros(n, dtype=torch.float64, device=self.device)
+        seen = torch.zeros(n, dtype=torch.float64, device=self.device)
+        for pos, v in parts.values():
+            vals[pos.to(self.device)] = v.to(self.device, torch.float64)
+            seen[pos.to(self.device)] = 1.0
+        if self._trainer is not None and self.trainer.world_size > 1:
+            g = self.all_gather({"vals": vals, "seen": seen})
+            first = g["seen"].argmax(dim=0)  # the first rank holding each position (0 where none does)
+            vals = g["vals"].gather(0, first[None])[0]
+            seen = g["seen"].amax(dim=0)
+        return vals.cpu().numpy(), seen.cpu().numpy() > 0
+
+    def _gather(self) -> dict:
+        """The last eval pass over every rank, in window / item order: {"lm": {i: (batch sums, window sums, seen)},
+        "tasks": {j: (ll, greedy, seen) per sequence row}}. A collective: every rank reaches it in the same hook
+        (Monitor.on_validation_epoch_end), later calls reuse it."""
+        if self._gathered is not None:
+            return self._gathered
+        lm, tasks = {}, {}
+        for i in range(len(self.eval_names)):
+            rows = self._eval_rows.get(i) or {}
+            nb, n = self._n_batches[i], self._n_windows[i]
+            bsum, bseen = self._collect({k: (torch.tensor([k]), torch.tensor([v[0]], dtype=torch.float64)) for k, v in rows.items()}, nb)
+            wsum, wseen = self._collect({k: (torch.arange(k * self._eval_batch, k * self._eval_batch + len(v[1])), v[1]) for k, v in rows.items()}, n)
+            lm[i] = (bsum, wsum, bseen.all() and wseen.all())
+        for j, name in enumerate(self.task_names):
+            rows = self._task_rows.get(j) or {}
+            n = len(self.tasks[name].seqs)
+            ll, seen = self._collect({k: (r, v) for k, (r, v, _) in rows.items()}, n)
+            greedy, _ = self._collect({k: (r, g.double()) for k, (r, _, g) in rows.items()}, n)
+            tasks[j] = (np.where(seen, ll, np.nan), greedy > 0.5, seen)
+        self._gathered = {"lm": lm, "tasks": tasks}
+        return self._gathered
 
     def eval_losses(self) -> dict[str, float]:
-        return {name: self._eval_sums[i][0] / max(1, self._eval_sums[i][1]) for i, name in enumerate(self.eval_names)}
+        """Mean loss (nats/token) of every lm set: its batches' summed losses added in batch order (as one process
+        adds them), over its windows' tokens."""
+        out = {}
+        for i, name in enumerate(self.eval_names):
+            bsum, _, _ = self._gather()["lm"][i]
+            out[name] = sum(bsum.tolist()) / max(1, self._n_windows[i] * self._seq_len)
+        return out
 
     def example_metrics(self) -> dict[str, dict[str, np.ndarray]]:
         """The last eval pass's per-item metrics of every task set ({set: {acc, prob_correct, ll_norm: (items,)}},
-        NaN for an item not scored in this process)."""
+        over every rank; NaN for an item not scored)."""
         out = {}
         for j, name in enumerate(self.task_names):
-            tt, rows = self.tasks[name], self._task_rows.get(j) or []
-            if rows:
-                item, choice, n_tok, ll, greedy = (np.concatenate(c) for c in zip(*rows))
-            else:
-                item = choice = n_tok = np.zeros(0, dtype=np.int64)
-                ll, greedy = np.zeros(0), np.zeros(0, dtype=bool)
-            out[name] = T.score_items(tt.task, ll, n_tok, greedy, item, choice, tt.labels, tt.n_choices)
+            tt = self.tasks[name]
+            ll, greedy, seen = self._gather()["tasks"][j]
+            out[name] = T.score_items(tt.task, ll[seen], tt.length[seen], greedy[seen], tt.item[seen], tt.choice[seen], tt.labels, tt.n_choices)
         return out
 
     def eval_metrics(self) -> dict[str, dict[str, float]]:
-        """The task sets' metrics of the last eval pass: {set: {acc, prob_correct, ll_norm}}, means over the items
-        (those this process scored: a multi-process eval gives each rank a share of the items)."""
+        """The task sets' metrics of the last eval pass: {set: {acc, prob_correct, ll_norm}}, means over the items."""
         return {name: T.aggregate(per_item) for name, per_item in self.example_metrics().items()}
 
     def example_losses(self) -> dict[str, np.ndarray]:
-        """The last eval pass's loss of every example (mean nats/token of window i, float32), per eval set
-        in order; an eval set whose pass did not see every window in order (a multi-process eval, where
-        each rank sees a share) is left out: its indices would not be the windows'."""
+        """The last eval pass's loss of every example (mean nats/token of window i, float32), per eval set in
+        order, gathered over every rank; an eval set some of whose windows were not scored is left out."""
         out = {}
         for i, name in enumerate(self.eval_names):
-            rows = self._eval_rows.get(i) or []
-            sums = np.concatenate(rows) if rows else np.zeros(0)
-            n_tok = self._eval_sums.get(i, [0.0, 0])[1]
-            world = self._trainer.world_size if self._trainer is not None else 1
-            if len(sums) and n_tok == len(sums) * (n_tok // len(sums)) and world == 1:
-                out[name] = (sums / (n_tok // len(sums))).astype(np.float32)
+            _, wsum, complete = self._gather()["lm"][i]
+            if complete and len(wsum):
+                out[name] = (wsum / self._seq_len).astype(np.float32)
         return out
+
+    def set_eval_shape(self, loaders: "EvalLoaders") -> None:
+        """The lm sets' window and batch counts (what a gathered pass must cover)."""
+        self._n_windows, self._n_batches = loaders.n_windows, loaders.n_batches
+        self._eval_batch, self._seq_len = loaders.batch_size, loaders.seq_len
 
     def configure_optimizers(self):
         if mup.enabled(self.cfg.model):  # per-group learning rates: hidden matrices at optim.lr / width multiplier
@@ -165,7 +204,7 @@ class Monitor(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.train_seconds += time.perf_counter() - self._t0
-        loss = float(outputs["loss"])
+        loss = float(outputs["batch_loss"])  # the global batch's loss, the same on every rank
         step = trainer.global_step
         if not math.isfinite(loss):
             self.diverged = f"non-finite train loss at step {step}"
@@ -222,36 +261,60 @@ class Monitor(L.Callback):
         self.resumes = state["resumes"] + 1
 
 
-def eval_loaders(eval_sets: dict[str, np.ndarray], seq_len: int, batch_size: int, tasks: dict | None = None, pad: int = 0) -> list[DataLoader]:
-    """The lm sets' window loaders, then one per task set (batches of whole items: a multi-process eval never
-    splits an item's choices over ranks; about batch_size sequences per batch)."""
-    out = [DataLoader(eval_windows(t, seq_len), batch_size=batch_size) for t in eval_sets.values()]
+class EvalLoaders(list):
+    """The eval sets' loaders (lm sets first, then task sets), with the lm sets' window and batch counts."""
+
+    def __init__(self, loaders, n_windows: list[int], batch_size: int, seq_len: int):
+        super().__init__(loaders)
+        self.n_windows, self.batch_size, self.seq_len = n_windows, batch_size, seq_len
+        self.n_batches = [-(-n // batch_size) for n in n_windows]
+
+
+def eval_loaders(eval_sets: dict[str, np.ndarray], seq_len: int, batch_size: int, tasks: dict | None = None, pad: int = 0) -> EvalLoaders:
+    """The lm sets' window loaders, then one per task set (batches of whole items, about batch_size sequences per
+    batch). Each dataset item is a whole batch with its index, so a multi-process eval (Lightning's
+    DistributedSampler over these items) gives each rank whole batches: the same batches, of the same shapes, that
+    one process scores, and a repeated padding batch is known by its index."""
+    windows = [eval_windows(t, seq_len) for t in eval_sets.values()]
+    out = [DataLoader(_Batches(w, batch_size), batch_size=None) for w in windows]
     for tt in (tasks or {}).values():
         per = max(1, batch_size // max(1, int(tt.n_choices.max()) if tt.n_items else 1))
-        out.append(DataLoader(_Items(tt.n_items), batch_size=per, collate_fn=functools.partial(_collate_items, tt, pad)))
-    return out
+        out.append(DataLoader(_ItemBatches(tt, per, pad), batch_size=None))
+    return EvalLoaders(out, [len(w) for w in windows], batch_size, seq_len)
 
 
-class _Items(Dataset):
-    def __init__(self, n: int):
-        self.n = n
+class _Batches(Dataset):
+    """Batch k of an lm set: (k, windows k * batch_size ... )."""
+
+    def __init__(self, windows: torch.Tensor, batch_size: int):
+        self.windows, self.batch_size = windows, batch_size
 
     def __len__(self):
-        return self.n
+        return -(-len(self.windows) // self.batch_size)
 
-    def __getitem__(self, i):
-        return i
+    def __getitem__(self, k):
+        return k, self.windows[k * self.batch_size : (k + 1) * self.batch_size]
 
 
-def _collate_items(tt: "T.TaskTokens", pad: int, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens padded on the right with `pad` to the batch's longest sequence, meta: item, choice, start, length)."""
-    rows = [r for i in idx for r in tt.item_rows(int(i))]
-    width = max(len(tt.seqs[r]) for r in rows)
-    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
-    for k, r in enumerate(rows):
-        tokens[k, : len(tt.seqs[r])] = torch.from_numpy(tt.seqs[r])
-    meta = torch.from_numpy(np.stack([tt.item[rows], tt.choice[rows], tt.start[rows], tt.length[rows]], axis=1))
-    return tokens, meta
+class _ItemBatches(Dataset):
+    """Batch k of a task set: (k, tokens padded on the right with `pad` to the batch's longest sequence, meta: sequence
+    row, start, length) for items k * per ... (k + 1) * per - 1, every continuation of an item in the same batch."""
+
+    def __init__(self, tt: "T.TaskTokens", per: int, pad: int):
+        self.tt, self.per, self.pad = tt, per, pad
+
+    def __len__(self):
+        return -(-self.tt.n_items // self.per)
+
+    def __getitem__(self, k):
+        tt = self.tt
+        rows = [r for i in range(k * self.per, min(tt.n_items, (k + 1) * self.per)) for r in tt.item_rows(i)]
+        width = max(len(tt.seqs[r]) for r in rows)
+        tokens = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        for j, r in enumerate(rows):
+            tokens[j, : len(tt.seqs[r])] = torch.from_numpy(tt.seqs[r])
+        meta = torch.from_numpy(np.stack([np.asarray(rows, dtype=np.int64), tt.start[rows], tt.length[rows]], axis=1))
+        return k, tokens, meta
 
 
 def continuation_scores(logits: torch.Tensor, targets: torch.Tensor, start: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

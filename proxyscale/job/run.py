@@ -36,7 +36,8 @@ class Resources:
 
     workers: int = 1  # cells training at once on this machine (threads are shared among them)
     threads: int = 0  # torch threads for this cell; 0 = budget.threads_per_worker(cfg, workers)
-    rank: int = 0  # this process's rank in a multi-process cell (only rank 0 writes the record)
+    rank: int = 0  # this process's global rank in a multi-process cell (only rank 0 writes the record)
+    ranks_started: bool = False  # the scheduler started every rank of a multi-process cell (srun tasks); else rank 0 starts them (job.ranks)
     scheduler_requeues: bool = False  # a scheduler (submitit on SLURM) owns requeueing: Lightning's handler stays off
     position: str = ""  # log prefix such as "[3/45] "
 
@@ -66,6 +67,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*but have no logger configured.*")
     warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
     warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*torch.distributed.nn.functional.all_gather is deprecated.*")  # (Lightning's all_gather)
     warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system but is not used.*")  # local cells on a SLURM host
 
 
@@ -195,14 +197,56 @@ def _drop_checkpoints(out: Path) -> None:
         pass
 
 
-def _trainer(cfg: DictConfig, out: Path, steps: int, monitor, loggers: list, res: Resources):
+def world_size(cfg: DictConfig) -> int:
+    return int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
+
+
+def _strategy(cfg: DictConfig):
+    """Lightning's strategy for the cell; a multi-process one with the process-group timeout
+    (trainer.pg_timeout_s), so a rank that died or hangs fails the cell instead of stalling it."""
+    t = cfg.trainer
+    if t.strategy == "auto" and world_size(cfg) == 1:
+        return "auto"
+    from datetime import timedelta
+
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+
+    return (FSDPStrategy if t.strategy == "fsdp" else DDPStrategy)(timeout=timedelta(seconds=float(t.pg_timeout_s)))
+
+
+def _keep_signal_handlers():
+    """A callback that puts back this process's SIGTERM handler once Lightning has put its own in: Lightning's
+    broadcasts from inside the handler, a collective the other ranks never join, which stalls a multi-process
+    cell until the process-group timeout instead of stopping it."""
+    import signal
+
+    import lightning as L
+
+    mine = signal.getsignal(signal.SIGTERM)
+
+    class KeepSignalHandlers(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            signal.signal(signal.SIGTERM, mine)
+
+        on_validation_start = on_train_start
+
+    return KeepSignalHandlers()
+
+
+def _trainer(cfg: DictConfig, out: Path, steps: int, monitor, loggers: list, res: Resources, local_ranks: bool = False):
     import lightning as L
 
     callbacks = [monitor]
+    if world_size(cfg) > 1:
+        callbacks.append(_keep_signal_handlers())
     if cfg.trainer.checkpoint:
         callbacks.append(_checkpoint_callback(out))
     plugins = []
-    if res.scheduler_requeues:  # submitit owns requeueing; Lightning's own handler stays off
+    if local_ranks:  # ranks started by job.ranks, whatever scheduler this process runs under
+        from lightning.pytorch.plugins.environments import LightningEnvironment
+
+        plugins.append(LightningEnvironment())
+    elif res.scheduler_requeues:  # submitit owns requeueing; Lightning's own handler stays off
         from lightning.pytorch.plugins.environments import SLURMEnvironment  # (not an attribute of L.pytorch.plugins)
 
         plugins.append(SLURMEnvironment(auto_requeue=False))
@@ -210,7 +254,7 @@ def _trainer(cfg: DictConfig, out: Path, steps: int, monitor, loggers: list, res
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
         num_nodes=cfg.trainer.num_nodes,
-        strategy=cfg.trainer.strategy,
+        strategy=_strategy(cfg),
         precision=cfg.trainer.precision,
         max_steps=steps,
         val_check_interval=min(cfg.eval.every_n_steps, steps),
@@ -228,27 +272,36 @@ def _trainer(cfg: DictConfig, out: Path, steps: int, monitor, loggers: list, res
     )
 
 
-def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list) -> tuple[record.Record, bool]:
+def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list, resume: str | None = "auto") -> tuple[record.Record, bool]:
     """Train one cell; returns (its record, status completed or diverged; whether this process is the
-    cell's global rank 0). The trackers it starts are appended to `loggers` for the caller to finish."""
+    cell's global rank 0). The trackers it starts (rank 0) are appended to `loggers` for the caller to
+    finish. `resume`: the checkpoint to continue from, or "auto" (this cell's usable last.ckpt)."""
+    import contextlib
+
     import lightning as L
     import torch
 
+    from proxyscale.job import ranks
     from proxyscale.job.module import CausalLM, Monitor, eval_loaders, train_loader
 
     quiet_lightning()
-    torch.set_num_threads(res.threads or budget.threads_per_worker(cfg, res.workers))
+    world = world_size(cfg)
+    local_ranks = world > 1 and not res.ranks_started  # this machine runs every rank: rank 0 starts the others
+    threads = cfg.trainer.threads or res.threads or budget.threads_per_worker(cfg, res.workers * (world if local_ranks else 1))
+    torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # denormals slowed high-LR CPU runs ~1.7x
     t_start = time.perf_counter()
 
     data = _load_data(cfg)
-    base = _null_baselines(cfg, data)
+    base = _null_baselines(cfg, data) if res.rank == 0 else {}  # (a cache: rank 0's to write, and only its record reads them)
     steps, per_step = budget.plan_steps(cfg, data.vocab_size)
-    last = usable_checkpoint(out) if res.rank == 0 or not checkpoint_path(out).exists() else checkpoint_path(out)
-    resume_from = str(last) if last else None
+    if resume == "auto":
+        last = usable_checkpoint(out) if res.rank == 0 or not checkpoint_path(out).exists() else checkpoint_path(out)
+        resume = str(last) if last else None
+    resume_from = resume
     if resume_from:
-        start = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
-        log.info(f"{label} resuming from step {start} ({last})")
+        start = int(torch.load(resume_from, map_location="cpu", weights_only=False)["global_step"])
+        log.info(f"{label} resuming from step {start} ({resume_from})")
     else:
         start = 0
 
@@ -266,25 +319,26 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list)
         log.info(f"{label} step {point['step']}/{steps} eval {losses}")
 
     monitor = Monitor(per_step, cfg.trainer.log_every_n_steps, cfg.trainer.diverge_delta, int(cfg.optim.warmup_frac * steps), on_eval)
-    loggers.extend(tracking.loggers(cfg, out))
-    trainer = _trainer(cfg, out, steps, monitor, loggers, res)
+    if res.rank == 0:
+        loggers.extend(tracking.loggers(cfg, out))
     from proxyscale.data.tokenizer import Tokenizer
 
     val = eval_loaders(data.evals, cfg.trainer.seq_len, cfg.eval.batch_size, data.tasks, Tokenizer(cfg.data.tokenizer).eos)
-    trainer.fit(module, train_dataloaders=train_loader(data.pool, cfg, steps, start), val_dataloaders=val, ckpt_path=resume_from)
-    if not monitor.diverged and (not monitor.eval_curve or monitor.eval_curve[-1]["step"] != trainer.global_step):
-        trainer.validate(module, dataloaders=val, verbose=False)
+    module.set_eval_shape(val)
+    with ranks.local_group(out, world, threads, resume_from) if local_ranks and res.rank == 0 else contextlib.nullcontext():
+        trainer = _trainer(cfg, out, steps, monitor, loggers, res, local_ranks)
+        trainer.fit(module, train_dataloaders=train_loader(data.pool, cfg, steps, start), val_dataloaders=list(val), ckpt_path=resume_from)
+        if not monitor.diverged and (not monitor.eval_curve or monitor.eval_curve[-1]["step"] != trainer.global_step):
+            trainer.validate(module, dataloaders=list(val), verbose=False)
 
-    examples_file = None
-    if not monitor.diverged:
-        if trainer.world_size == 1 and not _complete(
-            module.example_losses(), data, cfg, module.example_metrics()
-        ):  # resumed after its last eval: score them again
-            trainer.validate(module, dataloaders=val, verbose=False)
-        losses, metrics = module.example_losses(), module.example_metrics()
-        if res.rank == 0 and trainer.is_global_zero and trainer.world_size == 1 and _complete(losses, data, cfg, metrics):
-            examples_file = write_examples(out, losses, metrics)
-            write_snippets(out.parent, cfg, data)
+        examples_file = None
+        if not monitor.diverged:  # (every rank: the eval is gathered, so every rank decides the same)
+            if not _complete(module.example_losses(), data, cfg, module.example_metrics()):  # resumed after its last eval: score them again
+                trainer.validate(module, dataloaders=list(val), verbose=False)
+            losses, metrics = module.example_losses(), module.example_metrics()
+            if res.rank == 0 and trainer.is_global_zero and _complete(losses, data, cfg, metrics):
+                examples_file = write_examples(out, losses, metrics)
+                write_snippets(out.parent, cfg, data)
 
     done = trainer.global_step
     rec = _record(
@@ -488,7 +542,8 @@ def run_cell(cfg: DictConfig, res: Resources = Resources()) -> record.Record | N
 def _run_locked(cfg: DictConfig, out: Path, label: str, res: Resources) -> record.Record:
     if record.is_completed(out):  # finished by another process while we waited for the lock
         return record.read(out)
-    record.atomic_write_text(out / "config.yaml", yaml.safe_dump(C.plain(cfg), sort_keys=False))
+    if res.rank == 0:  # (the other ranks of a local multi-process cell read it)
+        record.atomic_write_text(out / "config.yaml", yaml.safe_dump(C.plain(cfg), sort_keys=False))
     log.info(f"{label} start")
     t0 = time.perf_counter()
     loggers: list = []

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import threading
 import time
 
 from omegaconf import DictConfig
@@ -65,24 +64,15 @@ def install_signal_handlers() -> None:
 _watching = False
 
 
-def die_with_parent(poll_s: float = 0.5) -> None:
+def die_with_parent() -> None:
     """In a worker process: SIGKILL this process once its parent is gone (the cell's flock is released
     by the OS and its last checkpoint stays, so a rerun resumes it)."""
     global _watching
-    if _watching:
-        return
-    _watching = True
-    parent = os.getppid()
+    if not _watching:
+        from proxyscale.job.ranks import die_with_parent as watch
 
-    def watch():
-        import time
-
-        while True:
-            time.sleep(poll_s)
-            if os.getppid() != parent:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="proxyscale-parent-watchdog", daemon=True).start()
+        _watching = True
+        watch()
 
 
 def summarise(outcomes: list[str], where: str) -> str | None:
@@ -200,8 +190,11 @@ def resources() -> "Resources":  # noqa: F821
         total, num = os.environ.get(GRID_SIZE_ENV), hc.job.get("num")
         if total and num is not None:
             position = f"[{num + 1}/{total}] "
-    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0)
-    return Resources(workers=workers, rank=rank, scheduler_requeues="SLURM_JOB_ID" in os.environ, position=position)
+    # A multi-process cell's ranks > 0 never come through here when this machine runs them all (job.ranks starts
+    # them); under srun (Hydra's submitit_slurm launcher with several tasks) each task is a rank.
+    rank = int(os.environ.get("SLURM_PROCID", "0") or 0)
+    ntasks = int(os.environ.get("SLURM_NTASKS", "1") or 1)
+    return Resources(workers=workers, rank=rank, ranks_started=ntasks > 1, scheduler_requeues="SLURM_JOB_ID" in os.environ, position=position)
 
 
 def task(cfg: DictConfig) -> str:

@@ -63,6 +63,7 @@ class CellTask:
         logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
         cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
         rank = int(os.environ.get("SLURM_PROCID", "0") or 0)  # a multi-process cell runs one task per rank under srun
+        ntasks = int(os.environ.get("SLURM_NTASKS", "1") or 1)  # (its ranks: started by srun, not by the job)
         statuses: dict[str, str] = {}
         for i, cell in enumerate(cells):
             rid = cell["run_id"]
@@ -72,7 +73,9 @@ class CellTask:
             cfg = OmegaConf.create(cell["config"])
             if identity.run_id(cfg) != rid:
                 raise RuntimeError(f"cell config does not give its run id {rid} (got {identity.run_id(cfg)})")
-            res = Resources(threads=cfg.trainer.threads or cpus, rank=rank, scheduler_requeues=True, position=f"[{i + 1}/{len(cells)}] ")
+            res = Resources(
+                threads=cfg.trainer.threads or cpus, rank=rank, ranks_started=ntasks > 1, scheduler_requeues=True, position=f"[{i + 1}/{len(cells)}] "
+            )
             rec = run_cell(cfg, res)
             statuses[rid] = rec.status if rec is not None else "held by another process"
             self.finished.append(rid)
