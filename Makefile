@@ -29,7 +29,7 @@ demo: install
 	@echo "report: $(CURDIR)/outputs/demo/report.html (and report.md, report.json)"
 
 # Every tier this machine can run, in one pytest run: unit + slow + slurm (the suite starts a
-# single-node cluster from Debian packages) + browser checks; gpu tests skip without CUDA.
+# 2-node cluster from Debian packages) + browser checks; gpu tests skip without CUDA.
 test: install system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -54,8 +54,10 @@ test-gpu: install
 system-deps:
 	bash tests/system-deps.sh
 
+# A SLURM cluster on this machine (root): 2 nodes, each in its own network namespace; NODES=1 for one
+# node on 127.0.0.1, NODES=3 for three. See docs/clusters.md.
 slurm-up:
-	bash launchers/slurm/cluster-up.sh
+	$(if $(NODES),PROXYSCALE_SLURM_NODES=$(NODES) )bash launchers/slurm/cluster-up.sh
 
 slurm-down:
 	bash launchers/slurm/cluster-down.sh

@@ -45,6 +45,19 @@ def test_status_of_a_local_sweep_from_records(tmp_path, capsys):
     assert r.returncode == 2 and r.stderr.count("\n") == 1
 
 
+def test_status_tells_how_a_requeued_cell_got_there():
+    """Each run of the cell's task (sacct -D: state on nodes), then how often it resumed; nothing for a cell that ran once."""
+    base = {"job": "11", "error": "", "log": "", "scheduler": "COMPLETED", "state": "completed"}
+    rows = [
+        {**base, "run_id": "lost", "requeues": 1, "attempts": [{"state": "NODE_FAIL", "nodes": "psn1"}, {"state": "COMPLETED", "nodes": "psn2"}]},
+        {**base, "run_id": "once", "requeues": 0, "attempts": [{"state": "COMPLETED", "nodes": "psn1"}]},
+        {**base, "run_id": "local", "requeues": 2, "attempts": []},  # resumed, no scheduler to ask
+    ]
+    lines = {line.split()[0]: line for line in status_table(rows).splitlines()[1:-1]}
+    assert lines["lost"].endswith("runs: NODE_FAIL on psn1 -> COMPLETED on psn2, resumed from its checkpoint 1x")
+    assert lines["once"].endswith("11") and lines["local"].endswith("resumed from its checkpoint 2x")
+
+
 def test_status_merges_manifest_without_scheduler(tmp_path):
     """Cells in a manifest but no scheduler to ask: records decide; a started cell reads running."""
     sweep = tmp_path / "s"

@@ -67,14 +67,16 @@ def check(launcher: dict, cells) -> None:
 
 
 def states(job_ids: list[str]) -> dict[str, dict] | None:
-    """job id ("123_4") -> {"state": current state, "requeued": bool}; None when sacct is unavailable."""
+    """job id ("123_4") -> {"state": current state, "requeued": bool, "attempts": [(state, nodes), ...]}
+    (attempts: every run of the task so far, oldest first, as `sacct -D` lists them); None when sacct
+    is unavailable."""
     if not job_ids:
         return {}
     if shutil.which("sacct") is None:
         return None
     arrays = sorted({j.split("_")[0] for j in job_ids})
     try:
-        r = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(arrays), "-o", "JobID,State"], timeout=30)
+        r = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(arrays), "-o", "JobID,State,NodeList"], timeout=30)
     except (subprocess.TimeoutExpired, OSError):
         return None
     if r.returncode != 0:
@@ -86,6 +88,7 @@ def states(job_ids: list[str]) -> dict[str, dict] | None:
         if len(parts) < 2:
             continue
         jid, state = parts[0], parts[1].split()[0] if parts[1].split() else ""
+        nodes = parts[2] if len(parts) > 2 and parts[2] != "None assigned" else ""
         if "[" in jid:  # a pending range "123_[2-5%2]": expand it
             base, rng = jid.split("_[", 1)
             rng = rng.rstrip("]").split("%")[0]
@@ -94,14 +97,33 @@ def states(job_ids: list[str]) -> dict[str, dict] | None:
                 a, _, b = piece.partition("-")
                 ids += range(int(a), int(b or a) + 1)
             for i in ids:
-                ranged[f"{base}_{i}"] = {"state": state, "requeued": False}
+                ranged[f"{base}_{i}"] = {"state": state, "requeued": False, "attempts": []}
             continue
         prev = out.get(jid)
         out[jid] = {
             "state": state,
             "requeued": bool(prev and (prev["requeued"] or prev["state"] in ("REQUEUED", "PREEMPTED", "TIMEOUT", "NODE_FAIL"))) or state == "REQUEUED",
+            "attempts": [*(prev["attempts"] if prev else []), (state, nodes)],
         }
+    _requeue_pending(out)
     return {**ranged, **out}
+
+
+def _requeue_pending(tasks: dict[str, dict]) -> None:
+    """A task whose node failed (or that was preempted) is requeued by slurmctld at once, but sacct shows
+    its next run only some seconds later: meanwhile the controller (squeue) is asked, so that such a task
+    reads requeued, not ended."""
+    lost = [j for j, t in tasks.items() if t["state"] in ("NODE_FAIL", "PREEMPTED")]
+    if not lost or shutil.which("squeue") is None:
+        return
+    try:
+        r = _run(["squeue", "-h", "-j", ",".join(lost), "-o", "%i|%T"])
+    except (subprocess.TimeoutExpired, OSError):
+        return
+    for line in r.stdout.splitlines() if r.returncode == 0 else []:
+        jid, _, state = line.strip().partition("|")
+        if jid in tasks and state:
+            tasks[jid].update(state=state, requeued=True)
 
 
 def shape(cfg) -> tuple[int, int, int]:

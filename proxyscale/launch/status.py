@@ -72,6 +72,8 @@ def cell_states(sweep: Path, scheduler: bool = True) -> tuple[list[dict], str | 
             row["log"] = f"{e.get('stdout', '')} {e.get('stderr', '')}".strip()
         row["state"] = state
         row["scheduler"] = state_s
+        row["requeues"] = rec.requeues if rec is not None else 0  # times the cell resumed from its checkpoint
+        row["attempts"] = [{"state": s, "nodes": n} for s, n in sched["attempts"]] if sched else []
         rows.append(row)
     return rows, note
 
@@ -96,13 +98,25 @@ def status_table(rows: list[dict], note: str | None = None) -> str:
     lines = [f"{head[0]:<{w[0]}}  {head[1]:<{w[1]}}  {head[2]:<{w[2]}}  details"]
     for r in rows:
         label = "why" if r["state"] == "diverged" else "error"
-        detail = "  ".join(x for x in (r["error"] and f"{label}: {r['error']}", r["log"] and f"log: {r['log']}") if x)
+        detail = "  ".join(x for x in (_story(r), r["error"] and f"{label}: {r['error']}", r["log"] and f"log: {r['log']}") if x)
         lines.append(f"{r['run_id']:<{w[0]}}  {r['state']:<{w[1]}}  {r['job'] or '-':<{w[2]}}  {detail}".rstrip())
     counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
     if note:
         lines.append(f"note: {note}")
     lines.append(f"{len(rows)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return "\n".join(lines)
+
+
+def _story(row: dict) -> str:
+    """How a cell that was requeued got where it is: each run of its task (state on nodes), then how
+    many times the cell resumed from its checkpoint; empty for a cell that ran once."""
+    runs = row.get("attempts") or []
+    if len(runs) < 2 and not row.get("requeues"):
+        return ""
+    parts = [" -> ".join(f"{a['state']} on {a['nodes']}" if a["nodes"] else a["state"] for a in runs)] if len(runs) > 1 else []
+    if row.get("requeues"):
+        parts.append(f"resumed from its checkpoint {row['requeues']}x")
+    return "runs: " + ", ".join(parts) if len(runs) > 1 else parts[0]
 
 
 def counts(rows: list[dict]) -> dict[str, int]:

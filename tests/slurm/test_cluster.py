@@ -1,4 +1,4 @@
-"""submitit against the real single-node SLURM cluster (launchers/slurm/cluster-up.sh).
+"""submitit against the real SLURM cluster (launchers/slurm/cluster-up.sh).
 
 What the sweep launcher relies on: a job returns its result, an array runs under a concurrency
 limit, a cancelled job ends (and submitit sees it end, via sacct), and a job that hits its time

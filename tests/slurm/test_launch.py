@@ -1,4 +1,4 @@
-"""`proxyscale submit` / `proxyscale status` against the real single-node SLURM cluster.
+"""`proxyscale submit` / `proxyscale status` against the real SLURM cluster.
 
 Every command runs the real CLI in a subprocess, writes under tmp_path and shares one tokenized
 cache per session. The requeue cell is submitted first (module fixture) and checked last, so its
