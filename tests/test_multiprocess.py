@@ -106,6 +106,15 @@ def test_task_eval_sets_are_gathered_item_by_item_in_a_sweep_over_the_process_co
     assert per_item.groupby("metric", observed=True)["example"].apply(lambda s: list(s) == list(range(len(s)))).all()  # every item once, in order
 
 
+@pytest.mark.parametrize("launcher", [["hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]], ids=["joblib", "submitit_local"])
+def test_a_worker_process_runs_a_two_process_cell_to_the_one_process_record(reference, out_dir, cache_dir, launcher):
+    """A cell in a joblib or submitit worker: its rank 0 starts rank 1 the same way (a re-run of the worker's own
+    command line would not be the cell at all)."""
+    r = run_cli("-m", "model=debug", *FAST, *POINTS, *TWO, *launcher, "sweep=w", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_record(reference, _records(out_dir / "w")[2])
+
+
 def test_fsdp_on_cpu_is_refused_in_one_line_before_anything_runs(out_dir):
     r = run_cli("model=debug", "trainer.devices=2", "trainer.strategy=fsdp", f"paths.output_dir={out_dir}", timeout=120)
     assert r.returncode == 2 and not out_dir.exists()
