@@ -65,6 +65,7 @@ def test_task_eval_sets_are_gathered_item_by_item_in_a_sweep_over_the_process_co
     assert per_item.groupby("metric", observed=True)["example"].apply(lambda s: list(s) == list(range(len(s)))).all()  # every item once, in order
 
 
+@pytest.mark.slow  # (two more 2-process cells)
 @pytest.mark.parametrize("launcher", [["hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]], ids=["joblib", "submitit_local"])
 def test_a_worker_process_runs_a_two_process_cell_to_the_one_process_record(reference, out_dir, cache_dir, launcher):
     """A cell in a joblib or submitit worker: its rank 0 starts rank 1 the same way (a re-run of the worker's own
@@ -223,6 +224,7 @@ def test_a_rank_that_raises_fails_the_cell_with_its_traceback(tmp_path, out_dir,
     assert "rank 1:\nTraceback" in rec["error"] and "RuntimeError: fault injected in rank 1" in rec["error"], rec["error"][-3000:]
 
 
+@pytest.mark.slow  # (six cells, three of them on 2 processes)
 def test_the_per_example_view_with_a_two_process_target(out_dir, cache_dir):
     """Proxies on one process, the target on two: the report's per-example view reads the target's gathered losses."""
     common = ["data=balanced,noisy,code_heavy", *FAST, "sweep=pe", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
