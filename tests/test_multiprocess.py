@@ -132,7 +132,7 @@ def _alive(pid: int) -> bool:
 
 def _ranks(pid: int) -> list[int]:
     """The rank > 0 processes under `pid`."""
-    return [p for p in _descendants(pid) if b"proxyscale.job.ranks" in Path(f"/proc/{p}/cmdline").read_bytes()] if _alive(pid) else []
+    return [p for p in _descendants(pid) if b"proxyscale.job\0" in Path(f"/proc/{p}/cmdline").read_bytes()] if _alive(pid) else []
 
 
 def _start(args: list[str], env: dict | None = None) -> subprocess.Popen:
