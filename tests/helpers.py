@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROXYSCALE = str(Path(sys.executable).with_name("proxyscale"))
 
 # A cell that trains in a few seconds: the debug size, 12 steps, small eval sets.
+RECORD_TOL = 1e-5  # a multi-process cell vs the same cell on one process: float reduction order only (docs/targets.md)
 FAST = ["trainer.max_tokens=49152", "eval.tokens_per_set=2048", "eval.every_n_steps=4", "data.pool_tokens=200000", "trainer.threads=1"]
 
 
@@ -64,3 +66,45 @@ def screenshot(page: Path, shot: Path, profile: Path, window: str, *extra: str) 
              "--disable-component-update", "--disable-sync", *extra]  # fmt: skip
     cmd = [CHROMIUM, *flags, f"--user-data-dir={profile}", f"--screenshot={shot}", f"--window-size={window}", page.as_uri()]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def records_by_devices(sweep: Path) -> dict[int, dict]:
+    """The sweep's records by process count."""
+    out = {}
+    for p in sweep.glob("*/result.json"):
+        rec = json.loads(p.read_text())
+        rec["_dir"] = p.parent
+        out[rec["config"]["trainer"]["devices"]] = rec
+    return out
+
+
+def _measured(rec: dict) -> dict[str, float]:
+    out = {f"final/{k}": v for k, v in rec["final_loss"].items()}
+    out.update({f"final/{s}/{m}": v for s, ms in (rec["final_metrics"] or {}).items() for m, v in ms.items()})
+    for p in rec["eval_curve"]:
+        out.update({f"eval@{p['step']}/{k}": v for k, v in p["loss"].items()})
+        out.update({f"eval@{p['step']}/{s}/{m}": v for s, ms in (p.get("metrics") or {}).items() for m, v in ms.items()})
+    out.update({f"train@{p['step']}": p["loss"] for p in rec["train_curve"]})
+    return out
+
+
+def assert_same_record(one: dict, two: dict) -> float:
+    """Every measured number of the two records within RECORD_TOL (the per-example file included); returns the max abs difference."""
+    import numpy as np
+    import pandas as pd
+
+    assert (one["status"], one["steps"], one["tokens"]) == (two["status"], two["steps"], two["tokens"]) == ("completed", one["steps"], one["tokens"])
+    a, b = _measured(one), _measured(two)
+    assert a.keys() == b.keys() and len(a) > 10, sorted(a.keys() ^ b.keys())
+    diff = max(abs(a[k] - b[k]) for k in a)
+    assert diff <= RECORD_TOL, {k: (a[k], b[k]) for k in a if abs(a[k] - b[k]) > RECORD_TOL}
+    assert one["examples_file"] == two["examples_file"] == "examples.parquet"
+    ea, eb = (pd.read_parquet(r["_dir"] / r["examples_file"]) for r in (one, two))
+    assert len(ea) == len(eb) and (ea["eval_set"].astype(str) == eb["eval_set"].astype(str)).all() and (ea["example"] == eb["example"]).all()
+    for col in ("loss", "value"):
+        if col in ea:
+            x, y = ea[col].to_numpy(), eb[col].to_numpy()
+            assert (np.isnan(x) == np.isnan(y)).all()
+            diff = max(diff, float(np.nanmax(np.abs(x - y))))
+    assert diff <= RECORD_TOL
+    return diff

@@ -33,3 +33,19 @@ def test_a_cell_trains_on_the_gpu_in_bf16(out_dir, cache_dir):
     curve = [p["loss"]["prose"] for p in rec.eval_curve]
     assert curve[-1] < curve[0]
     assert rec.config["trainer"]["precision"] == "bf16-mixed" and rec.config["trainer"]["compile"] is True
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_two_gpu_cell_gives_the_one_gpu_record(tmp_path, cache_dir, strategy):
+    """ddp and fsdp on 2 GPUs (NCCL) against 1 GPU, in fp32 so that only reduction order differs."""
+    from helpers import assert_same_record, records_by_devices, run_cli
+
+    out = tmp_path / "outputs"
+    common = ["-m", "model=tiny", "trainer=gpu", "trainer.precision=32-true", "trainer.compile=false", *FAST, "trainer.seq_len=128", "trainer.batch_size=32"]
+    common += ["trainer.log_every_n_steps=2", "sweep=g", f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}"]
+    for extra in (["trainer.devices=1"], ["trainer.devices=2", f"trainer.strategy={strategy}"]):
+        r = run_cli(*common, *extra, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+    recs = records_by_devices(out / "g")
+    assert_same_record(recs[1], recs[2])

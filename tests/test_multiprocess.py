@@ -4,7 +4,7 @@ The reference is the same cell on one process (same global batch and seed). The 
 reduction order only: DDP averages two half-batch gradients where one process averages one batch, and
 the train loss is the mean of two half-batch means; the eval is scored in the same batches on both, so
 its per-example losses differ only through the weights. Measured max abs difference on these cells:
-about 5e-7 nats (eval losses, per-example losses, train losses); TOL leaves a margin of 20x.
+about 5e-7 nats (eval losses, per-example losses, train losses); helpers.RECORD_TOL (1e-5) leaves a margin of 20x.
 """
 
 from __future__ import annotations
@@ -16,58 +16,17 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import FAST, PROXYSCALE, ROOT, run_cli
+from helpers import FAST, PROXYSCALE, ROOT, assert_same_record, records_by_devices, run_cli
 
-TOL = 1e-5
 TWO = ["trainer.devices=2", "trainer.strategy=ddp", "trainer.pg_timeout_s=60"]
 POINTS = ["trainer.log_every_n_steps=2"]  # a train-loss point every other step (not part of the cell's identity)
 
 
-def _records(sweep: Path) -> dict[int, dict]:
-    """The sweep's records by process count."""
-    out = {}
-    for p in sweep.glob("*/result.json"):
-        rec = json.loads(p.read_text())
-        rec["_dir"] = p.parent
-        out[rec["config"]["trainer"]["devices"]] = rec
-    return out
-
-
 def _by_recipe(sweep: Path) -> list[dict]:
     return [{**json.loads(p.read_text()), "_dir": p.parent} for p in sweep.glob("*/result.json")]
-
-
-def _flat(rec: dict) -> dict[str, float]:
-    out = {f"final/{k}": v for k, v in rec["final_loss"].items()}
-    out.update({f"final/{s}/{m}": v for s, ms in (rec["final_metrics"] or {}).items() for m, v in ms.items()})
-    for p in rec["eval_curve"]:
-        out.update({f"eval@{p['step']}/{k}": v for k, v in p["loss"].items()})
-        out.update({f"eval@{p['step']}/{s}/{m}": v for s, ms in (p.get("metrics") or {}).items() for m, v in ms.items()})
-    out.update({f"train@{p['step']}": p["loss"] for p in rec["train_curve"]})
-    return out
-
-
-def assert_same_record(one: dict, two: dict) -> float:
-    """Every measured number of the two records within TOL (the per-example file included); returns the max abs difference."""
-    assert (one["status"], one["steps"], one["tokens"]) == (two["status"], two["steps"], two["tokens"]) == ("completed", one["steps"], one["tokens"])
-    a, b = _flat(one), _flat(two)
-    assert a.keys() == b.keys() and len(a) > 10, sorted(a.keys() ^ b.keys())
-    diff = max(abs(a[k] - b[k]) for k in a)
-    assert diff <= TOL, {k: (a[k], b[k]) for k in a if abs(a[k] - b[k]) > TOL}
-    assert one["examples_file"] == two["examples_file"] == "examples.parquet"
-    ea, eb = (pd.read_parquet(r["_dir"] / r["examples_file"]) for r in (one, two))
-    assert len(ea) == len(eb) and (ea["eval_set"].astype(str) == eb["eval_set"].astype(str)).all() and (ea["example"] == eb["example"]).all()
-    for col in ("loss", "value"):
-        if col in ea:
-            x, y = ea[col].to_numpy(), eb[col].to_numpy()
-            assert (np.isnan(x) == np.isnan(y)).all()
-            diff = max(diff, float(np.nanmax(np.abs(x - y))))
-    assert diff <= TOL
-    return diff
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +35,7 @@ def reference(tmp_path_factory, cache_dir) -> dict:
     out = tmp_path_factory.mktemp("ref")
     r = run_cli("model=debug", *FAST, *POINTS, "sweep=ref", f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}")
     assert r.returncode == 0, r.stderr[-3000:]
-    return _records(out / "ref")[1]
+    return records_by_devices(out / "ref")[1]
 
 
 def test_a_two_process_ddp_cell_finishes_and_gives_the_one_process_record(reference, out_dir, cache_dir):
@@ -85,7 +44,7 @@ def test_a_two_process_ddp_cell_finishes_and_gives_the_one_process_record(refere
     assert r.returncode == 0, r.stderr[-3000:]
     said = r.stdout + r.stderr
     assert said.count(" start\n") == 1 and "running in another process" not in said and not r.stderr, said[-3000:]  # one cell log, no lock contest
-    rec = _records(out_dir / "two")[2]
+    rec = records_by_devices(out_dir / "two")[2]
     assert not list(rec["_dir"].glob(".rank-*")) and rec["extra"]["identity_env"]
     assert_same_record(reference, rec)
 
@@ -98,12 +57,22 @@ def test_task_eval_sets_are_gathered_item_by_item_in_a_sweep_over_the_process_co
         f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=400,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    recs = _records(out_dir / "tasks")
+    recs = records_by_devices(out_dir / "tasks")
     assert set(recs) == {1, 2} and set(recs[2]["final_metrics"]) == {"pyquiz", "pycloze"}
     assert_same_record(recs[1], recs[2])
     items = pd.read_parquet(recs[2]["_dir"] / "examples.parquet")
     per_item = items[items["eval_set"].astype(str) == "pyquiz"]
     assert per_item.groupby("metric", observed=True)["example"].apply(lambda s: list(s) == list(range(len(s)))).all()  # every item once, in order
+
+
+@pytest.mark.slow  # (two more 2-process cells)
+@pytest.mark.parametrize("launcher", [["hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]], ids=["joblib", "submitit_local"])
+def test_a_worker_process_runs_a_two_process_cell_to_the_one_process_record(reference, out_dir, cache_dir, launcher):
+    """A cell in a joblib or submitit worker: its rank 0 starts rank 1 the same way (a re-run of the worker's own
+    command line would not be the cell at all)."""
+    r = run_cli("-m", "model=debug", *FAST, *POINTS, *TWO, *launcher, "sweep=w", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_record(reference, records_by_devices(out_dir / "w")[2])
 
 
 def test_fsdp_on_cpu_is_refused_in_one_line_before_anything_runs(out_dir):
@@ -163,7 +132,7 @@ def _alive(pid: int) -> bool:
 
 def _ranks(pid: int) -> list[int]:
     """The rank > 0 processes under `pid`."""
-    return [p for p in _descendants(pid) if b"proxyscale.job.ranks" in Path(f"/proc/{p}/cmdline").read_bytes()] if _alive(pid) else []
+    return [p for p in _descendants(pid) if b"proxyscale.job\0" in Path(f"/proc/{p}/cmdline").read_bytes()] if _alive(pid) else []
 
 
 def _start(args: list[str], env: dict | None = None) -> subprocess.Popen:
@@ -202,13 +171,15 @@ def test_a_signal_stops_every_rank_and_the_rerun_resumes_to_the_uninterrupted_re
     assert not [p for p in procs if _alive(p)], "orphaned ranks"
     r = run_cli(*args, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    rec = _records(out_dir / "sig")[2]
+    rec = records_by_devices(out_dir / "sig")[2]
     assert rec["requeues"] == 1 and "resuming from step" in r.stdout + r.stderr
     assert_same_record(reference, rec)
 
 
 def test_a_rank_killed_fails_its_cell_in_bounded_time_the_sweep_goes_on_and_a_rerun_resumes(reference, out_dir, cache_dir):
-    args = ["-m", "model=debug", "data=balanced,noisy", *FAST, *POINTS, *TWO, "trainer.pg_timeout_s=20", "sweep=kill"]
+    # (the rank's closed connection fails rank 0's next collective at once; trainer.pg_timeout_s bounds a hung rank. It also
+    # bounds the rendezvous, so it stays at TWO's 60 s: a second rank can take 20 s to start on a loaded 2-core machine)
+    args = ["-m", "model=debug", "data=balanced,noisy", *FAST, *POINTS, *TWO, "sweep=kill"]
     args += [f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
     proc = _start(args)
     _watch(proc, "step 8/12")
@@ -250,11 +221,12 @@ def test_a_rank_that_raises_fails_the_cell_with_its_traceback(tmp_path, out_dir,
     r = run_cli("model=debug", *FAST, *TWO, "sweep=raise", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", env=env, timeout=300)
     assert r.returncode == 1, r.stderr[-3000:]
     assert r.stderr.strip().splitlines()[-1] == "proxyscale: error: 1 of 1 cells failed", r.stderr[-2000:]
-    (rec,) = _records(out_dir / "raise").values()
+    (rec,) = records_by_devices(out_dir / "raise").values()
     assert rec["status"] == "failed"
     assert "rank 1:\nTraceback" in rec["error"] and "RuntimeError: fault injected in rank 1" in rec["error"], rec["error"][-3000:]
 
 
+@pytest.mark.slow  # (six cells, three of them on 2 processes)
 def test_the_per_example_view_with_a_two_process_target(out_dir, cache_dir):
     """Proxies on one process, the target on two: the report's per-example view reads the target's gathered losses."""
     common = ["data=balanced,noisy,code_heavy", *FAST, "sweep=pe", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]

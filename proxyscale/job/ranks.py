@@ -1,7 +1,7 @@
 """The processes of a multi-process cell on one machine.
 
 Rank 0 is the process that holds the cell (its lock, its record); it starts ranks 1..W-1 itself as
-`python -m proxyscale.job.ranks RUN_DIR RANK ...`, each reading the config rank 0 wrote to the run
+`python -m proxyscale.job RUN_DIR RANK ...` (run.rank_main), each reading the config rank 0 wrote to the run
 folder, and sets the variables of a process group started from outside (MASTER_ADDR/PORT,
 WORLD_SIZE, NODE_RANK, LOCAL_RANK) in its own environment for the cell's duration. Lightning then
 treats every rank as launched externally (LightningEnvironment) and wires them into one process
@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 
 GROUP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
@@ -73,7 +72,7 @@ def local_group(out: Path, world: int, threads: int, resume: str | None):
     procs = []
     try:
         for rank in range(1, world):
-            cmd = [sys.executable, "-m", "proxyscale.job.ranks", str(out), str(rank), str(threads), resume or ""]
+            cmd = [sys.executable, "-m", "proxyscale.job", str(out), str(rank), str(threads), resume or ""]
             procs.append(subprocess.Popen(cmd, env={**os.environ, "LOCAL_RANK": str(rank)}, stdin=subprocess.DEVNULL))
         try:
             yield procs
@@ -117,35 +116,3 @@ def _end(procs: list[subprocess.Popen], grace: float) -> None:
         if all(p.poll() is not None for p in procs):
             return
         deadline = time.monotonic() + 5.0
-
-
-def main(argv: list[str]) -> int:
-    """A rank > 0 of a cell rank 0 started: train it from RUN_DIR/config.yaml; no lock, record or tracker."""
-    import logging
-
-    import yaml
-    from omegaconf import OmegaConf
-
-    from proxyscale import record
-    from proxyscale.job import run
-
-    out, rank, threads, resume = Path(argv[0]), int(argv[1]), int(argv[2]), argv[3] or None
-    die_with_parent()
-
-    def stop(signum, frame):
-        os._exit(128 + signum)  # the cell is rank 0's: nothing of this rank's is worth keeping
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # rank 0 logs the cell
-    try:
-        cfg = OmegaConf.create(yaml.safe_load((out / "config.yaml").read_text()))
-        run.train(cfg, out, f"{out.name} rank {rank}", run.Resources(threads=threads, rank=rank), [], resume=resume)
-    except Exception:
-        record.atomic_write_text(out / ERROR_FILE.format(rank=rank), traceback.format_exc())
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -287,7 +287,7 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list,
     quiet_lightning()
     world = world_size(cfg)
     local_ranks = world > 1 and not res.ranks_started  # this machine runs every rank: rank 0 starts the others
-    threads = cfg.trainer.threads or res.threads or budget.threads_per_worker(cfg, res.workers * (world if local_ranks else 1))
+    threads = res.threads or budget.threads_per_worker(cfg, res.workers * (world if local_ranks else 1))  # (this machine's ranks share its cores)
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # denormals slowed high-LR CPU runs ~1.7x
     t_start = time.perf_counter()
@@ -295,10 +295,10 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list,
     data = _load_data(cfg)
     base = _null_baselines(cfg, data) if res.rank == 0 else {}  # (a cache: rank 0's to write, and only its record reads them)
     steps, per_step = budget.plan_steps(cfg, data.vocab_size)
+    resume_from = resume
     if resume == "auto":
         last = usable_checkpoint(out) if res.rank == 0 or not checkpoint_path(out).exists() else checkpoint_path(out)
-        resume = str(last) if last else None
-    resume_from = resume
+        resume_from = str(last) if last else None
     if resume_from:
         start = int(torch.load(resume_from, map_location="cpu", weights_only=False)["global_step"])
         log.info(f"{label} resuming from step {start} ({resume_from})")
@@ -570,3 +570,29 @@ def _run_locked(cfg: DictConfig, out: Path, label: str, res: Resources) -> recor
     elif rec.status == "diverged":
         log.warning(f"{label} DIVERGED: {rec.error}")
     return rec
+
+
+def rank_main(argv: list[str]) -> int:
+    """A rank > 0 of a cell rank 0 started: train it from RUN_DIR/config.yaml; no lock, record or tracker."""
+    import signal
+
+    from omegaconf import OmegaConf
+
+    from proxyscale.job import ranks
+
+    out, rank, threads, resume = Path(argv[0]), int(argv[1]), int(argv[2]), argv[3] or None
+    ranks.die_with_parent()
+
+    def stop(signum, frame):
+        os._exit(128 + signum)  # the cell is rank 0's: nothing of this rank's is worth keeping
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # rank 0 logs the cell
+    try:
+        cfg = OmegaConf.create(yaml.safe_load((out / "config.yaml").read_text()))
+        train(cfg, out, f"{out.name} rank {rank}", Resources(threads=threads, rank=rank), [], resume=resume)
+    except Exception:
+        record.atomic_write_text(out / ranks.ERROR_FILE.format(rank=rank), traceback.format_exc())
+        return 1
+    return 0
