@@ -120,7 +120,6 @@ def test_two_node_ddp_cell(multinode_cluster, submitted):
     assert hosts == set(nodes), hosts
 
 
-@pytest.mark.xfail(strict=True, reason="eval losses are per rank until the ddp eval gathering (issue 21 item 1) is merged")
 def test_two_node_ddp_cell_equals_one_process(multinode_cluster, submitted):
     """The 2-node record equals the same cell on one process (same global batch and seed)."""
     wait_for(submitted["nodes"], final, 300, multinode_cluster)
