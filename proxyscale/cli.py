@@ -313,7 +313,7 @@ def report_main(argv: list[str]) -> None:
 
     p = argparse.ArgumentParser(prog="proxyscale report", description="Proxy-vs-target agreement per eval set: correlations, decision accuracy, flips.")
     p.add_argument("sweep_dir", nargs="?", help="a sweep folder (collected first if needed)")
-    p.add_argument("--from-csv", help="long CSV of external results: recipe,size,metric,value[,lr,seed,step,params]")
+    p.add_argument("--from-csv", help="long CSV of external results: recipe,size,metric,value[,lr,seed,step,params,tokens,flops,direction,example]")
     p.add_argument("--out", help="output folder (default: the sweep folder)")
     p.add_argument(
         "--higher-is-better",

@@ -88,7 +88,11 @@ def _plan(metric: str, points: list[dict], level: float, target: str, assumed: s
     b = max(scored, key=lambda p: (p["decision_accuracy_ci"][0] if p["decision_accuracy_ci"] else -1, p["decision_accuracy"]))
     ci = b["decision_accuracy_ci"]
     why = f"the best, {_label(b)}, has DA {b['decision_accuracy']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-    more = "a larger proxy (closer to " + target + ") would raise DA" if b["decision_accuracy"] < level else "more recipes or seeds would narrow the interval"
+    more = (
+        "a larger proxy (closer to " + target + ") would raise DA"
+        if b["decision_accuracy"] < level
+        else "more recipes would narrow the interval (it covers recipe sampling only, so seeds cannot)"
+    )
     return {
         "metric": metric,
         "choice": None,

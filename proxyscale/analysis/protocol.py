@@ -7,6 +7,7 @@ never guessed from cell counts; without it the fixed-target mode is unavailable 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -145,6 +146,19 @@ class Cube:
         return float(self.lrs[lis[int(np.argmin(sc[:, full].mean(axis=1)))]])
 
 
+@dataclass
+class SeedNoise:
+    """One (metric, size): how much seeds alone reorder recipes."""
+
+    metric: str
+    size: str
+    n_seed_pairs: int  # (seed, seed, LR) combinations with >= 2 common recipes
+    n_pairs: int  # recipe pairs compared across those seed pairs
+    floor: float | None  # share of those pairs two seeds order differently
+    pooled_sd: float | None  # pooled seed sd of a value at this size
+    reason: str | None = None  # why floor is null
+
+
 def seed_noise(cube: Cube) -> list[dict]:
     """Per (metric, size): pooled seed sd and the fraction of recipe pairs two seeds of the same size
     and LR order differently (pairs walked per LR, so memory stays linear in recipes x seeds)."""
@@ -172,17 +186,16 @@ def seed_noise(cube: Cube) -> list[dict]:
                     dis += int((both & (a * b < 0)).sum())
                     tot += int(both.sum())
             sd = cube.pooled_sd[mi, si]
-            rec = {
-                "metric": cube.metrics[mi],
-                "size": cube.sizes[si],
-                "n_seed_pairs": n_comp,
-                "n_pairs": tot,
-                "floor": dis / tot if tot else None,
-                "pooled_sd": float(sd) if np.isfinite(sd) else None,
-            }
-            if not tot:
-                rec["reason"] = "no LR with two seeds of >= 2 common recipes"
-            out.append(rec)
+            rec = SeedNoise(
+                metric=cube.metrics[mi],
+                size=cube.sizes[si],
+                n_seed_pairs=n_comp,
+                n_pairs=tot,
+                floor=dis / tot if tot else None,
+                pooled_sd=float(sd) if np.isfinite(sd) else None,
+                reason=None if tot else "no LR with two seeds of >= 2 common recipes",
+            )
+            out.append(asdict(rec))
     return out
 
 

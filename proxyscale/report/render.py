@@ -890,7 +890,7 @@ def baseline_rows(rep: dict) -> list[list[str]]:
 
 
 def noise_rows(rep: dict) -> list[list[str]]:
-    return [[n["metric"], n["size"], _f(n.get("floor")), str(n["n_seed_pairs"]), n.get("reason", "")] for n in rep.get("seed_noise", [])]
+    return [[n["metric"], n["size"], _f(n.get("floor")), str(n["n_seed_pairs"]), n.get("reason") or ""] for n in rep.get("seed_noise", [])]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import typing
 from typing import Any
 
 from proxyscale.analysis.decision import Decision, Losses
+from proxyscale.analysis.protocol import SeedNoise
 from proxyscale.analysis.types import STATISTICS, Comparison
 from proxyscale.analysis.verdict import Summary
 
@@ -77,6 +78,7 @@ def report_schema() -> dict[str, Any]:
         decision=dataclass_schema(Decision),
         losses=dataclass_schema(Losses),
         summary=dataclass_schema(Summary),
+        seed_noise={"type": "array", "items": dataclass_schema(SeedNoise)},
     )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
