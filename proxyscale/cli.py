@@ -158,6 +158,7 @@ STEP_ABBREV = {
     "duplicate": "dup",
     "corrupt": "corrupt",
     "shuffle_words": "shuffle",
+    "classifier_filter": "clf",
 }
 
 
