@@ -15,7 +15,7 @@ subcommands:
   recipes [--build]          the recipe catalogue: pool sizes and what curation kept
   mixtures --base R --n 16   Dirichlet-sampled mixtures of recipe R as new recipes
   mixfit outputs/SWEEP       mixture regression on a sweep's losses + a proposed mixture
-  datamodels outputs/SWEEP   datamodels of a subset sweep: LDS across sizes, DsDm selection (or --from-csv F)
+  datamodels outputs/SWEEP   datamodels of a subset sweep: LDS across sizes, DsDm (or --from-csv F)
   wandb-sync outputs/SWEEP   upload a sweep's offline W&B runs
   help                       this text (`proxyscale SUBCOMMAND --help`: a subcommand's options)
 
@@ -187,6 +187,7 @@ STEP_ABBREV = {
     "duplicate": "dup",
     "corrupt": "corrupt",
     "shuffle_words": "shuffle",
+    "classifier_filter": "clf",
 }
 
 
@@ -548,8 +549,8 @@ def datamodels_main(argv: list[str]) -> None:
     p.add_argument("--write-recipe", metavar="NAME", help="with --select on a sweep: write conf/data/selected/NAME.yaml, the recipe training on the selection")
     p.add_argument("--trak", action="append", default=[], metavar="SIZE", help="also TRAK from kept checkpoints of this size's subset cells (repeatable)")
     p.add_argument("--trak-checkpoints", type=int, default=1, help="checkpoints TRAK ensembles per size (default 1)")
-    p.add_argument("--trak-per-group", type=int, default=8, help="train windows TRAK samples per group (default 8)")
-    p.add_argument("--trak-proj-dim", type=int, default=256, help="TRAK's random projection dimension (default 256)")
+    p.add_argument("--trak-per-group", type=int, default=32, help="train windows TRAK samples per group (default 32)")
+    p.add_argument("--trak-proj-dim", type=int, default=256, help="TRAK's projection dimension (default 256; at most half the train windows)")
     p.add_argument("--select-with", choices=("datamodels", "trak"), default="datamodels", help="whose weights --select uses (trak: needs --trak FIT_SIZE)")
     a = p.parse_args(argv)
     if bool(a.sweep_dir) == bool(a.from_csv):

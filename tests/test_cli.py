@@ -156,7 +156,7 @@ BAD = [
     (
         ["data.steps=[{op: frobnicate}]"],
         "recipe balanced: step 0 has unknown op 'frobnicate' (choose from: exact_dedup, near_dedup, select_like, quality_filter, "
-        "duplicate, corrupt, shuffle_words, select_by_proxy) (cell: data.steps=[{op:frobnicate}] paths.output_dir={out})",
+        "duplicate, corrupt, shuffle_words, select_by_proxy, classifier_filter) (cell: data.steps=[{op:frobnicate}] paths.output_dir={out})",
         None,
     ),
     (

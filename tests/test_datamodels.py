@@ -154,9 +154,12 @@ def test_trak_on_a_debug_checkpoint_beats_random_scores(tmp_path, cache_dir):
     res = run_cli(*sweep, *common)
     assert res.returncode == 0, res.stderr[-3000:]
     data = attribution.sweep_subsets(out / "t")
-    weights, _ = trak.trak_weights(out / "t", "debug", checkpoints=2, per_group=16, proj_dim=256)
+    weights, cost = trak.trak_weights(out / "t", "debug", checkpoints=2, per_group=32, proj_dim=256)
+    assert cost["proj_dim"] == 48  # capped at half the 96 train windows: the Gram matrix TRAK inverts stays regular
     rng = np.random.default_rng(0)
+    got, random = {}, {}
     for metric in ("prose", "code", "readme"):
-        got = dm.score_weights(data, metric, weights[metric], n_boot=100)[0]["lds"]
-        random = np.mean([dm.score_weights(data, metric, rng.normal(size=weights[metric].shape), n_boot=10)[0]["lds"] for _ in range(50)])
-        assert got > random + 0.1, (metric, got, random)
+        got[metric] = dm.score_weights(data, metric, weights[metric], n_boot=100)[0]["lds"]
+        random[metric] = np.mean([dm.score_weights(data, metric, rng.normal(size=weights[metric].shape), n_boot=10)[0]["lds"] for _ in range(50)])
+    assert all(got[m] > random[m] for m in got), (got, random)
+    assert np.mean(list(got.values())) > np.mean(list(random.values())) + 0.15, (got, random)

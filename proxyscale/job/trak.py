@@ -130,7 +130,7 @@ def _lm_output():
 
 
 def trak_weights(
-    sweep_dir: str | Path, size: str, checkpoints: int = 1, per_group: int = 8, proj_dim: int = 256, batch: int = 8, seed: int = 0
+    sweep_dir: str | Path, size: str, checkpoints: int = 1, per_group: int = 32, proj_dim: int = 256, batch: int = 8, seed: int = 0
 ) -> tuple[dict[str, np.ndarray], dict]:
     """{eval set: weights [examples, groups]} from TRAK on up to `checkpoints` kept checkpoints of `size`, and its cost."""
     import torch
@@ -144,6 +144,10 @@ def trak_weights(
     targets = eval_windows_of(config)
     names = list(targets)
     all_targets = np.concatenate([targets[n] for n in names])
+    # TRAK inverts the features' Gram matrix (proj_dim x proj_dim) without a ridge: with fewer train windows than
+    # projected dimensions it is singular and the scores are noise (measured: LDS below random weights), so the
+    # projection is capped at half the train windows.
+    proj_dim = int(min(proj_dim, max(1, len(train) // 2)))
     with tempfile.TemporaryDirectory() as tmp:
         traker = TRAKer(
             model=net,
