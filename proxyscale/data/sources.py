@@ -346,7 +346,7 @@ def _local_rows(src: SourceConfig) -> Iterator[tuple[str, int, dict]]:
             yield from ((path, i + 1, r) for i, r in enumerate(rows))
             continue
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark (some editors write one) is not part of the JSON
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"eval set {src.name!r}: {path} is unreadable ({type(exc).__name__})") from None
         stripped = text.lstrip()
