@@ -420,15 +420,30 @@ _DEFINITIONS = ("model.", "data.name", "data.sources", "data.steps")
 
 
 def grid_settings(cells: list[Cell]) -> tuple[dict, list[str]]:
-    """(fixed, swept): the stated identity keys with one value across the cells, and those that vary."""
-    flat = [C.flatten(C.identity_of(c.view if c.view is not None else C.plain(c.cfg))) for c in cells]
-    values: dict[str, set] = {}
-    for f in flat:
-        for k, v in f.items():
-            if not k.startswith(_DEFINITIONS):
-                values.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
-    fixed = {k: json.loads(next(iter(v))) for k, v in values.items() if len(v) == 1 and all(k in f for f in flat)}
-    return fixed, sorted(set(values) - set(fixed))
+    """(fixed, swept): the stated identity keys with one value across the cells, and those that vary. Each top-level
+    section (optim, trainer, eval, ...) is flattened once per distinct value, not once per cell (a 10,000-cell grid
+    has a handful of distinct sections)."""
+    variants: dict[str, set[str]] = {}
+    for c in cells:
+        ident = C.identity_of(c.view if c.view is not None else C.plain(c.cfg))
+        ident.pop("model", None)  # definitions (_DEFINITIONS) are never stated settings: not serialised at all
+        ident["data"] = {k: v for k, v in (ident.get("data") or {}).items() if f"data.{k}" not in _DEFINITIONS}
+        for section, value in ident.items():
+            variants.setdefault(section, set()).add(json.dumps(value, sort_keys=True, default=str))
+    fixed: dict = {}
+    swept: set[str] = set()
+    for section, texts in variants.items():
+        flat = [C.flatten({section: json.loads(t)}) for t in texts]
+        keys = set().union(*flat)
+        for k in keys:
+            if k.startswith(_DEFINITIONS):
+                continue
+            vals = {json.dumps(f.get(k), sort_keys=True) for f in flat}
+            if len(vals) == 1 and all(k in f for f in flat):
+                fixed[k] = flat[0][k]
+            else:
+                swept.add(k)
+    return fixed, sorted(swept)
 
 
 def cell_key(c: Cell) -> list:
