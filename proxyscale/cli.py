@@ -142,6 +142,7 @@ def train_main(argv: list[str]) -> None:
             return
         if len(cells) > 1 and not multirun:
             fail("more than one cell needs -m/--multirun")
+        grid.check_output(base)
         grid.check_devices(cells)  # a sweep's cells: checked by the proxyscale sweeper
     _hydra_main(argv)
 

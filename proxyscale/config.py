@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -294,6 +296,16 @@ MAX_NAME = 100  # a run id (size-recipe-lr-seed-digest) stays well below the 255
 RESERVED_NAMES = {"grid.json", "results.parquet", "curves.parquet", "report", "wandb"}
 
 
+def unwritable(path: str | Path) -> str | None:
+    """Why files cannot be made under `path` (its nearest existing folder is read-only or not ours), or None."""
+    p = Path(path).expanduser().absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is not a folder"
+    return None if os.access(p, os.W_OK | os.X_OK) else f"{p} is not writable"
+
+
 def check_name(kind: str, name: Any) -> None:
     """A sweep, recipe or size name becomes a folder name (outputs/<sweep>/<size>-<recipe>-...): one
     path component, not hidden (outputs/.cache holds the token caches), at most MAX_NAME characters."""
@@ -344,7 +356,7 @@ def validate(cfg: DictConfig) -> None:
         (t.threads >= 0, f"trainer.threads must be >= 0 (0 = cores / workers), got {t.threads}"),
         (t.devices >= 1 and t.num_nodes >= 1, f"trainer.devices and trainer.num_nodes must be >= 1, got {t.devices} and {t.num_nodes}"),
         (e.batch_size > 0, f"eval.batch_size must be > 0, got {e.batch_size}"),
-        (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
+        (o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be a finite number > 0, got {o.lr}"),
         (0 <= o.warmup_frac < 1, f"optim.warmup_frac must be in [0, 1), got {o.warmup_frac}"),
         (0 <= o.decay_frac <= 1, f"optim.decay_frac must be in [0, 1], got {o.decay_frac}"),
         (o.schedule in ("cosine", "wsd", "constant"), f"optim.schedule must be cosine, wsd or constant, got {o.schedule!r}"),
@@ -383,10 +395,17 @@ def validate(cfg: DictConfig) -> None:
             d.keep_groups is None or (len(d.keep_groups) > 0 and all(0 <= int(g) < d.subset_groups for g in d.keep_groups)),
             f"data.keep_groups must be a non-empty list of groups in [0, {d.subset_groups})",
         ),
+        (
+            d.pool_tokens <= 0 or d.pool_tokens >= t.seq_len + 2,
+            f"recipe {d.name}: data.pool_tokens={d.pool_tokens} is less than one training window (trainer.seq_len + 2 = {t.seq_len + 2} tokens)",
+        ),
         (len(e.sets) > 0, "eval.sets is empty: at least one eval set is needed"),
         (e.tokens_per_set >= t.seq_len + 1, f"eval.tokens_per_set must hold one sequence ({t.seq_len + 1} tokens)"),
         (e.every_n_steps > 0, "eval.every_n_steps must be > 0"),
-        (cfg.standard_lr is None or cfg.standard_lr > 0, f"standard_lr must be > 0, got {cfg.standard_lr}"),
+        (
+            cfg.standard_lr is None or (cfg.standard_lr > 0 and math.isfinite(cfg.standard_lr)),
+            f"standard_lr must be a finite number > 0, got {cfg.standard_lr}",
+        ),
     ]
     for ok, msg in checks:
         if not ok:

@@ -135,9 +135,14 @@ def expand(arguments: list[str], params: dict | None, loader=None) -> list[list[
 def check_axis(o) -> None:
     """A sweep axis names each value once: `model=debug,debug` (or optim.lr=1e-3,0.001) is refused
     instead of silently running one cell."""
-    from hydra.core.override_parser.types import ChoiceSweep
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
 
     value = o.value()
+    if isinstance(value, RangeSweep) and any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
+        raise GridError(
+            f"{o.input_line}: range() steps by {value.step:g} from {value.start:g}, so over floats it is not a grid of values; "
+            f"list them instead, e.g. {o.get_key_element()}=1e-3,3e-3,1e-2"
+        )
     if not (o.is_sweep_override() and isinstance(value, ChoiceSweep)):
         return
     seen, dups = set(), []
@@ -291,9 +296,11 @@ class Composer:
 
 
 def plan(arguments: list[str], params: dict | None, compose: Callable[[list[str]], DictConfig], loader=None, progress: bool = False) -> list[Cell]:
-    """Every cell of the grid, composed once and validated, duplicates dropped. Raises GridError
-    (one line) on the first problem, composition errors included. `progress` logs every 1,000 cells."""
-    cells, seen = [], set()
+    """Every cell of the grid, composed once and validated. Raises GridError (one line) on the first problem,
+    composition errors included, and when two combinations compose the same cell (an axis a preset overrides). `progress` logs every 1,000 cells."""
+    cells: list[Cell] = []
+    seen: dict[str, list[str]] = {}
+    first_twin = None
     try:
         grid = expand(arguments, params, loader)
     except GridError:
@@ -320,10 +327,18 @@ def plan(arguments: list[str], params: dict | None, compose: Callable[[list[str]
             raise GridError(one_line(exc)) from None
         rid = C.run_id_of(config, identity.environment(config))
         if rid not in seen:
-            seen.add(rid)
+            seen[rid] = overrides
             cells.append(Cell(overrides, cfg, rid, full, view))
+        elif first_twin is None:
+            first_twin = (seen[rid], overrides)
     if not cells:
         raise GridError("the grid has zero cells")
+    if first_twin is not None:
+        a, b = (set(x) for x in first_twin)
+        raise GridError(
+            f"the grid's {len(grid)} combinations are only {len(cells)} distinct cells: {' '.join(sorted(b - a))} composes the same cell as "
+            f"{' '.join(sorted(a - b))} (a preset or a fixed value sets that axis's key); drop the axis or what overrides it"
+        )
     return cells
 
 
@@ -382,6 +397,14 @@ def compose_grid(argv: list[str], base_only: bool = False, progress: bool = Fals
     return cells, base
 
 
+def check_output(base: DictConfig) -> None:
+    """The sweep folder (and the cache folder) can be written, before anything runs."""
+    for key, path in (("paths.output_dir", sweep_dir(base)), ("paths.cache_dir", base.paths.cache_dir)):
+        why = C.unwritable(path)
+        if why:
+            raise GridError(f"{key}: {why} (choose a folder you can write, e.g. {key}=./outputs)")
+
+
 def sweep_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir) / cfg.sweep
 
@@ -404,15 +427,30 @@ _DEFINITIONS = ("model.", "data.name", "data.sources", "data.steps")
 
 
 def grid_settings(cells: list[Cell]) -> tuple[dict, list[str]]:
-    """(fixed, swept): the stated identity keys with one value across the cells, and those that vary."""
-    flat = [C.flatten(C.identity_of(c.view if c.view is not None else C.plain(c.cfg))) for c in cells]
-    values: dict[str, set] = {}
-    for f in flat:
-        for k, v in f.items():
-            if not k.startswith(_DEFINITIONS):
-                values.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
-    fixed = {k: json.loads(next(iter(v))) for k, v in values.items() if len(v) == 1 and all(k in f for f in flat)}
-    return fixed, sorted(set(values) - set(fixed))
+    """(fixed, swept): the stated identity keys with one value across the cells, and those that vary. Each top-level
+    section (optim, trainer, eval, ...) is flattened once per distinct value, not once per cell (a 10,000-cell grid
+    has a handful of distinct sections)."""
+    variants: dict[str, set[str]] = {}
+    for c in cells:
+        ident = C.identity_of(c.view if c.view is not None else C.plain(c.cfg))
+        ident.pop("model", None)  # definitions (_DEFINITIONS) are never stated settings: not serialised at all
+        ident["data"] = {k: v for k, v in (ident.get("data") or {}).items() if f"data.{k}" not in _DEFINITIONS}
+        for section, value in ident.items():
+            variants.setdefault(section, set()).add(json.dumps(value, sort_keys=True, default=str))
+    fixed: dict = {}
+    swept: set[str] = set()
+    for section, texts in variants.items():
+        flat = [C.flatten({section: json.loads(t)}) for t in texts]
+        keys = set().union(*flat)
+        for k in keys:
+            if k.startswith(_DEFINITIONS):
+                continue
+            vals = {json.dumps(f.get(k), sort_keys=True) for f in flat}
+            if len(vals) == 1 and all(k in f for f in flat):
+                fixed[k] = flat[0][k]
+            else:
+                swept.add(k)
+    return fixed, sorted(swept)
 
 
 def cell_key(c: Cell) -> list:

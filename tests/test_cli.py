@@ -42,8 +42,8 @@ BAD = [
     (["-m", "data=balanced,nosuchrecipe"], f"In 'config': Could not find 'data/nosuchrecipe' (available: {available('data')})", None),
     (["logger=nosuch"], f"In 'config': Could not find 'logger/nosuch' (available: {available('logger')})", None),
     # values
-    (["optim.lr=0"], "optim.lr must be > 0, got 0.0 (cell: optim.lr=0 paths.output_dir={out})", None),
-    (["-m", "optim.lr=1e-3,-1e-3"], "optim.lr must be > 0, got -0.001 (cell: optim.lr=-0.001 paths.output_dir={out})", None),
+    (["optim.lr=0"], "optim.lr must be a finite number > 0, got 0.0 (cell: optim.lr=0 paths.output_dir={out})", None),
+    (["-m", "optim.lr=1e-3,-1e-3"], "optim.lr must be a finite number > 0, got -0.001 (cell: optim.lr=-0.001 paths.output_dir={out})", None),
     (["optim.lr=fast"], "Error merging override optim.lr=fast: Value 'fast' of type 'str' could not be converted to Float", None),
     (["optim.schedule=linear"], "optim.schedule must be cosine, wsd or constant, got 'linear' (cell: optim.schedule=linear paths.output_dir={out})", None),
     (["trainer.nonsense=1"], "Could not override 'trainer.nonsense': Key 'nonsense' not in 'TrainerConfig'", None),
@@ -229,6 +229,37 @@ BAD = [
     (
         [*REPORT, Csv("recipe,size,metric,value\na,tiny,loss,1\nb,huge,loss,2\n")],
         "cannot order sizes 'tiny', 'huge': give a params column or names like 60M, 1.3B, 350k",
+        None,
+    ),
+    # issue 24.5: what a new user does by mistake is refused before anything runs, never silently changed
+    (
+        ["-m", "optim.lr=range(1e-3,1e-2)"],
+        "optim.lr=range(1e-3,1e-2): range() steps by 1 from 0.001, so over floats it is not a grid of values; list them instead, e.g. optim.lr=1e-3,3e-3,1e-2",
+        None,
+    ),
+    (
+        ["-m", "model=debug,tiny", "model.name=x", "model.n_layer=2", "model.d_model=32", "model.n_head=2", "model.d_ff=96"],
+        "the grid's 2 combinations are only 1 distinct cells: model=tiny composes the same cell as model=debug (a preset or a fixed value sets "
+        "that axis's key); drop the axis or what overrides it",
+        None,
+    ),
+    (["optim.lr=inf"], "optim.lr must be a finite number > 0, got inf (cell: optim.lr=inf paths.output_dir={out})", None),
+    (["standard_lr=inf"], "standard_lr must be a finite number > 0, got inf (cell: standard_lr=inf paths.output_dir={out})", None),
+    (["report", "{out}/old", "--standard-lr", "inf"], "--standard-lr must be a finite number > 0, got inf", None),
+    (
+        ["data.pool_tokens=100"],
+        "recipe balanced: data.pool_tokens=100 is less than one training window (trainer.seq_len + 2 = 130 tokens) (cell: data.pool_tokens=100 paths.output_dir={out})",
+        None,
+    ),
+    (
+        ["eval.sets.0={name: e, kind: files, path: '{csv}', format: jsonl, task: mc}", Csv('{"context": "a\\ud800", "choices": ["x", "y"], "label": 0}\n')],
+        "eval set 'e': {csv} item 1 (line 1): holds a lone surrogate \\ud800 (half of a UTF-16 pair), not text; fix or drop the item "
+        "(cell: eval.sets.0={name:e,kind:files,path:'{csv}',format:jsonl,task:mc} paths.output_dir={out})",
+        None,
+    ),
+    (
+        [*REPORT, Csv("recipe,size,metric,value,seed\na,1M,loss,1,0\na,1M,loss,1.5,0\nb,1M,loss,2,0\na,60M,loss,1,0\nb,60M,loss,2,0\n")],
+        "{csv}: 1 run(s) have rows with different values, e.g. recipe=a, size=1M, metric=loss, seed=0: 1, 1.5; keep one row per (recipe, size, metric, lr, seed)",
         None,
     ),
 ]

@@ -83,8 +83,8 @@ def test_run_id_is_stable_and_ignores_non_identity_keys():
 @pytest.mark.parametrize(
     "overrides,needle",
     [
-        (["optim.lr=0"], "optim.lr must be > 0"),
-        (["optim.lr=-1e-3"], "optim.lr must be > 0"),
+        (["optim.lr=0"], "optim.lr must be a finite number > 0"),
+        (["optim.lr=-1e-3"], "optim.lr must be a finite number > 0"),
         (["data.sources.0.weight=-1"], "negative mixture weight"),
         (["data.sources.0.weight=0", "data.sources.1.weight=0", "data.sources.2.weight=0"], "sum to zero"),
         (["data.sources.2={name: local, kind: files, path: /nonexistent/*.jsonl}"], "no local dataset file"),

@@ -497,3 +497,88 @@ def test_mixfit_says_when_its_proposal_is_predicted_worse_than_the_best_observed
         w.startswith("the proposal's predicted prose_val") and f"worse than the best observed mixture {losses.loc[best, 'recipe']}" in w
         for w in prop["warnings"]
     )
+
+
+# ---- issue 24.5: what a new user does by mistake is honoured or refused --------------------------
+
+
+def test_a_debug_preset_keeps_an_asked_model_and_a_grids_model_axis():
+    from proxyscale import grid
+
+    (cell,), _ = grid.compose_grid(["debug=fast", "model=tiny"])
+    assert cell.view.model.name == "tiny" and cell.view.trainer.max_tokens == 49152  # the preset's budget, the asked size
+    (alone,), _ = grid.compose_grid(["debug=fast"])
+    assert alone.view.model.name == "debug" and alone.view.trainer.max_tokens == 49152
+    cells, _ = grid.compose_grid(["-m", "grid=smoke", "debug=fast"])
+    assert len(cells) == 8 and {c.view.model.name for c in cells} == {"debug", "tiny"}
+
+
+def test_config_dir_keeps_dry_run(tmp_path, out_dir):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for args in (["-m", "model=debug", "optim.lr=1e-3,3e-3"], ["model=debug"]):
+        r = run_cli("--config-dir", str(extra), *args, "dry_run=true", f"paths.output_dir={out_dir}", "sweep=cd")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "est. CPU time" in r.stdout, r.stdout
+        assert not list((out_dir / "cd").rglob("result.json")) and not (out_dir / "cd" / "grid.json").exists(), "a dry run trained or wrote"
+
+
+def test_a_task_file_with_a_byte_order_mark_is_read(tmp_path):
+    from omegaconf import OmegaConf
+
+    from proxyscale.config import SourceConfig
+    from proxyscale.data import sources
+
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"context": "a", "choices": ["x", "y"], "label": 1}\n', encoding="utf-8-sig")
+    src = OmegaConf.structured(SourceConfig(name="t", kind="files", path=str(path), task="mc"))
+    sources.check_source(src)
+    assert [i.label for i in sources.load_items(src)] == [1]
+
+
+def test_an_unwritable_output_cache_or_wandb_folder_is_one_line_before_anything_runs(tmp_path, out_dir, cache_dir):
+    from faults import read_only
+    from test_report import synthetic_sweep
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    synthetic_sweep(ro / "syn")
+    with read_only(ro):
+        cases = [
+            (["-m", "model=debug", f"paths.output_dir={ro}", f"paths.cache_dir={cache_dir}"], f"paths.output_dir: {ro} is not writable"),
+            (["model=debug", f"paths.output_dir={out_dir}", f"paths.cache_dir={ro / 'cache'}"], f"paths.cache_dir: {ro} is not writable"),
+            (
+                ["model=debug", "logger=wandb", f"logger.dir={ro / 'wandb'}", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"],
+                f"logger.dir: {ro} is not writable (W&B would log to a temp folder instead); choose a writable logger.dir",
+            ),
+            (["report", str(ro / "syn")], f"report not written: {ro / 'syn'} is not writable (give --out DIR)"),
+        ]
+        for args, start in cases:
+            r = run_cli(*args)
+            lines = r.stderr.strip().splitlines()
+            assert r.returncode == 2 and lines[-1].startswith(f"proxyscale: error: {start}"), r.stderr[-2000:]
+            assert len(lines) == 1 or args[0] == "report", r.stderr  # (the report's warnings on the synthetic tables come first)
+    assert not out_dir.exists() or not list(out_dir.rglob("result.json"))
+
+
+def test_status_survives_a_corrupt_grid_json_and_tells_running_interrupted_and_pending_apart(tmp_path):
+    from filelock import FileLock
+
+    from proxyscale.launch.status import cell_states, status_table
+
+    sweep = tmp_path / "s"
+    for rid in ("run", "int", "pend"):
+        (sweep / rid).mkdir(parents=True)
+    for rid in ("run", "int"):
+        (sweep / rid / "config.yaml").write_text("{}")
+        (sweep / rid / ".lock").write_text("")
+    (sweep / "grid.json").write_text(json.dumps({"cells": {"run": [], "int": [], "pend": []}}))
+    lock = FileLock(str(sweep / "run" / ".lock"))
+    with lock:  # a process trains "run"; "int" was started, then killed
+        rows, note = cell_states(sweep, scheduler=False)
+    assert {r["run_id"]: r["state"] for r in rows} == {"run": "running", "int": "interrupted", "pend": "pending"}
+    assert status_table(rows, note).splitlines()[-1] == "3 cells: 1 pending, 1 running, 1 interrupted"
+    (sweep / "grid.json").write_text('{"cells": {"run": [')  # torn
+    r = run_cli("status", str(sweep), "--no-scheduler")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "grid.json is unreadable (JSONDecodeError)" in r.stdout and "2 cells: 2 interrupted" in r.stdout, r.stdout

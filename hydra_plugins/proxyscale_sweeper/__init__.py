@@ -54,9 +54,18 @@ class ProxyscaleSweeper(Sweeper):
             if "Slurm" not in str(self.config.hydra.launcher.get("_target_", "")):  # cells that run on this machine
                 grid.check_devices(cells)
             todo = grid.pending(cells)
+            if self.config.get("dry_run"):  # reached with --config-dir and other Hydra flags the CLI passes through
+                grid.check_grid(cells, self.config)
+                final = {c.run_id for c in cells} - {c.run_id for c in todo}
+                print(grid.cost_table(cells, int(self.config.hydra.launcher.get("n_jobs", 1) or 1), final))
+                return []
             grid.write_grid(cells, self.config)  # refuses a command that would change the sweep's stated settings
         except grid.GridError as exc:  # SystemExit passes Hydra's multi-line error report
             print(f"proxyscale: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except OSError as exc:  # grid.json cannot be written: a read-only or full output folder
+            where = exc.filename or "the sweep folder"
+            print(f"proxyscale: error: cannot write {where}: {exc.strerror} (paths.output_dir must be writable)", file=sys.stderr)
             raise SystemExit(2) from None
         where = grid.sweep_dir(cells[0].cfg)
         name = cells[0].cfg.sweep

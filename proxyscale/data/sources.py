@@ -356,7 +356,7 @@ def _local_rows(src: SourceConfig, what: str = "eval set") -> Iterator[tuple[str
                 raise ConfigError(f"{what} {src.name!r}: {path} is not a readable parquet file ({type(exc).__name__})") from None
             continue
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:  # a byte-order mark (some editors write one) is not part of the JSON
                 if fmt == "text":
                     yield from ((path, i + 1, {"text": line.rstrip("\r\n")}) for i, line in enumerate(f))
                     continue

@@ -67,7 +67,12 @@ def _field(row: dict, path: str) -> Any:
 
 
 def item_from_row(row: dict, spec, where: str) -> Item:
-    """One item from a dataset row under the eval set's field map (`spec`: a SourceConfig); TaskError names `where`."""
+    """One item from a dataset row under the eval set's field map (`spec`: a SourceConfig), its text checked (so a
+    bad item stops the planner, not every rerun of the cell); TaskError names `where`."""
+    return _check_text(_item_from_row(row, spec, where), where)
+
+
+def _item_from_row(row: dict, spec, where: str) -> Item:
     if not isinstance(row, dict):
         raise TaskError(f"{where} is a {type(row).__name__}, not an object")
     fields = ", ".join(map(str, row)) or "none"
@@ -136,6 +141,17 @@ def hellaswag_item(row: dict, endings, label: int, where: str) -> Item:
     except KeyError as exc:
         raise TaskError(f"{where}: preprocess hellaswag needs the fields activity_label, ctx_a and ctx_b (missing {exc})") from None
     return Item(hellaswag_text(context), tuple(hellaswag_text(e) for e in endings), label)
+
+
+def _check_text(item: Item, where: str) -> Item:
+    """Text a tokenizer can encode: JSON's \\ud800 escapes decode to lone surrogates, which no UTF-8 encoder takes."""
+    for text in (item.context, *item.choices):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = text[exc.start : exc.end].encode("unicode_escape").decode()
+            raise TaskError(f"{where}: holds a lone surrogate {bad} (half of a UTF-16 pair), not text; fix or drop the item") from None
+    return item
 
 
 @dataclass

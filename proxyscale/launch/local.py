@@ -232,6 +232,12 @@ def task(cfg: DictConfig) -> str:
     Hydra would keep in a JobReturn nobody reads."""
     from proxyscale.job import run_cell, run_dir
 
+    if cfg.get("dry_run"):  # one cell reached here past the CLI's own dry run (--config-dir and other Hydra flags)
+        from proxyscale import grid, record
+
+        cell = grid.Cell([], cfg, identity.run_id(cfg))
+        print(grid.cost_table([cell], 1, {cell.run_id} if record.is_completed(run_dir(cfg)) else set()))
+        return "dry run"
     sweep_pid = os.environ.get(SWEEP_PID_ENV)
     if sweep_pid and int(sweep_pid) != os.getpid():
         die_with_parent()

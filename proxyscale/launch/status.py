@@ -11,7 +11,7 @@ from proxyscale import record
 from proxyscale.launch import slurm
 from proxyscale.launch.manifest import latest_entries, read_manifest
 
-STATES = ("pending", "running", "requeued", "completed", "diverged", "failed", "cancelled")
+STATES = ("pending", "running", "interrupted", "requeued", "completed", "diverged", "failed", "cancelled")
 ACTIVE = slurm.ACTIVE
 
 
@@ -20,19 +20,27 @@ def cell_states(sweep: Path, scheduler: bool = True) -> tuple[list[dict], str | 
     sweep = Path(sweep)
     known: dict[str, Any] = {}
     gpath = sweep / record.GRID
+    note = None
     if gpath.exists():
-        known.update(json.loads(gpath.read_text()).get("cells", {}))
+        try:
+            cells = json.loads(gpath.read_text())["cells"]
+            if not isinstance(cells, dict):
+                raise TypeError(f"cells is a {type(cells).__name__}")
+            known.update(cells)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            note = f"{gpath} is unreadable ({type(exc).__name__}); cells come from records and manifest.jsonl only (rerun the sweep to rebuild it)"
     entries = latest_entries(read_manifest(sweep))
     for rid, e in entries.items():
         known.setdefault(rid, e.get("overrides", []))
     for d in sweep.iterdir() if sweep.exists() else []:
-        if (d / record.RESULT).exists():
+        if (d / record.RESULT).exists() or (d / "config.yaml").exists():  # a record, or a cell that started
             known.setdefault(d.name, [])
-    live, note = None, None
+    live = None
     if scheduler and entries:
         live = slurm.states([e["job_id"] for e in entries.values()])
         if live is None:
-            note = "scheduler not reachable (no sacct): states of unfinished cells come from records only"
+            note = "; ".join(filter(None, [note, "scheduler not reachable (no sacct): states of unfinished cells come from records only"]))
+    held = _held_locks()
     rows = []
     for rid in sorted(known):
         d = sweep / rid
@@ -54,6 +62,13 @@ def cell_states(sweep: Path, scheduler: bool = True) -> tuple[list[dict], str | 
         elif rec is not None and rec.status == "failed" and not (resubmitted_after_fail and ((live is not None and sched is None) or state_s in ACTIVE)):
             state = "failed"
             row["error"] = f"{_last_line(rec.error)} ({d / record.RESULT})"
+        elif sched is None and not e:  # a local cell: its flock says whether a process runs it now
+            started = (d / "config.yaml").exists()
+            lock = d / ".lock"
+            running = lock.exists() and (lock.stat().st_ino in held if held is not None else _local_sweep_alive(sweep))
+            state = "running" if running else "interrupted" if started else "pending"
+            if state == "interrupted":
+                row["error"] = "started, no record and no process runs it (stopped or killed): a rerun resumes it"
         elif sched is None:  # not submitted, sacct lagging a fresh submission, or no sacct here
             started = (d / "config.yaml").exists()
             state = "pending" if not (e and live is None and started) else "running"
@@ -78,6 +93,40 @@ def cell_states(sweep: Path, scheduler: bool = True) -> tuple[list[dict], str | 
     return rows, note
 
 
+def _held_locks() -> set[int] | None:
+    """Inodes of the files some process holds a lock on (/proc/locks; None where there is none): a local cell's run
+    folder has a .lock its process holds while it trains, released by the OS when it dies."""
+    try:
+        text = open("/proc/locks").read()
+    except OSError:
+        return None
+    out = set()
+    for line in text.splitlines():
+        for field in line.split():
+            if field.count(":") == 2:
+                try:
+                    out.add(int(field.rsplit(":", 1)[1]))
+                except ValueError:
+                    pass
+                break
+    return out
+
+
+def _local_sweep_alive(sweep: Path) -> bool:
+    """Without /proc/locks: whether a local sweep on this folder is alive (its .progress-<pid>.jsonl names the pid)."""
+    import os
+
+    for p in sweep.glob(".progress-*.jsonl"):
+        try:
+            os.kill(int(p.stem.split("-")[-1].split(".")[0]), 0)
+            return True
+        except (ValueError, ProcessLookupError):
+            continue
+        except PermissionError:
+            return True
+    return False
+
+
 def _parse_time(s: str) -> float | None:
     try:
         return _dt.datetime.fromisoformat(s).timestamp()
@@ -91,13 +140,13 @@ def _last_line(text: str | None) -> str:
 
 
 def status_table(rows: list[dict], note: str | None = None) -> str:
-    order = {s: i for i, s in enumerate(("failed", "cancelled", "running", "requeued", "pending", "diverged", "completed"))}
+    order = {s: i for i, s in enumerate(("failed", "cancelled", "interrupted", "running", "requeued", "pending", "diverged", "completed"))}
     rows = sorted(rows, key=lambda r: (order.get(r["state"], 99), r["run_id"]))
     head = ("cell", "state", "job")
     w = [max([len(head[0])] + [len(r["run_id"]) for r in rows]), max(len(s) for s in STATES), max([3] + [len(r["job"]) for r in rows])]
     lines = [f"{head[0]:<{w[0]}}  {head[1]:<{w[1]}}  {head[2]:<{w[2]}}  details"]
     for r in rows:
-        label = "why" if r["state"] == "diverged" else "error"
+        label = {"diverged": "why", "interrupted": "note"}.get(r["state"], "error")
         detail = "  ".join(x for x in (_story(r), r["error"] and f"{label}: {r['error']}", r["log"] and f"log: {r['log']}") if x)
         lines.append(f"{r['run_id']:<{w[0]}}  {r['state']:<{w[1]}}  {r['job'] or '-':<{w[2]}}  {detail}".rstrip())
     counts = {s: sum(r["state"] == s for r in rows) for s in STATES}

@@ -156,8 +156,8 @@ def _grid_standard_lr(root: Path) -> tuple[float | None, str | None]:
 def _standard_lr(flag: float | None, root: Path | None) -> tuple[float | None, str | None]:
     """The CLI flag overrides the sweep's grid.json; neither: None (fixed-target mode unavailable)."""
     if flag is not None:
-        if not flag > 0:
-            raise ReportError(f"--standard-lr must be positive, got {flag:g}")
+        if not (flag > 0 and math.isfinite(flag)):
+            raise ReportError(f"--standard-lr must be a finite number > 0, got {flag:g}")
         return float(flag), "--standard-lr on the command line"
     return _grid_standard_lr(root) if root is not None else (None, None)
 
@@ -457,6 +457,8 @@ def build_csv(
     decision_level: float = DECISION_LEVEL,
 ) -> dict:
     """An external CSV's report; higher_is_better: True (every metric), metric names, or None (a `direction` column or lower)."""
+    import pandas as pd
+
     from proxyscale import analysis
 
     try:
@@ -464,6 +466,20 @@ def build_csv(
     except analysis.AnalysisError as exc:
         raise ReportError(str(exc)) from None
     notes = list(notes)
+    if "seed" in df.columns:  # two rows for one run and metric are a conflict, not two seeds
+        keys = [k for k in ("recipe", "size", "metric", "lr", "seed", "step") if k in df.columns]
+        twins = df[df.duplicated(keys, keep=False)]
+        clash = twins.groupby(keys, dropna=False)["value"].nunique()
+        clash = clash[clash > 1]
+        if len(clash):
+            first = dict(zip(keys, clash.index[0] if isinstance(clash.index[0], tuple) else (clash.index[0],)))
+            vals = twins.merge(pd.DataFrame([first]), on=keys)["value"].tolist()
+            raise ReportError(
+                f"{path}: {len(clash)} run(s) have rows with different values, e.g. "
+                + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in first.items())
+                + f": {', '.join(f'{v:g}' for v in vals)}; keep one row per (recipe, size, metric, lr, seed)"
+            )
+        df = df.drop_duplicates(keys)
     curves = None
     if "step" in df.columns:
         keys = [k for k in ("recipe", "size", "metric", "lr", "seed") if k in df.columns]
@@ -586,6 +602,7 @@ def run(
     if bool(sweep_dir) == bool(csv):
         raise ReportError("give either a sweep folder or --from-csv PATH")
     decision_level = check_decision_level(decision_level)
+    _standard_lr(standard_lr, None)  # a bad --standard-lr is refused before any work
     if csv and not out:
         raise ReportError("--from-csv needs --out DIR")
     if not csv:
@@ -607,6 +624,10 @@ def run(
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ReportError(f"cannot create output folder {folder}: {exc.strerror}") from None
+        import os
+
+        if not os.access(folder, os.W_OK | os.X_OK):  # before the analysis, not after it
+            raise ReportError(f"report not written: {folder} is not writable (give --out DIR); the previous report there, if any, is intact")
         if not csv:
             report = build_sweep(sweep_dir, n_boot=n_boot, standard_lr=standard_lr, decision_level=decision_level, out=str(folder))
         report = _clean(report)

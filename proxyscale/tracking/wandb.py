@@ -54,6 +54,12 @@ def check(cfg: DictConfig) -> str | None:
         return f"logger.mode must be one of {', '.join(MODES)}, got {mode!r}"
     if mode == "online" and os.environ.get("WANDB_MODE") != "disabled" and not _has_wandb_login():
         return "logger.mode=online needs WANDB_API_KEY in the environment (or `wandb login`); logger.mode=offline logs without it"
+    if cfg.logger.get("dir") and mode != "disabled":
+        from proxyscale.config import unwritable
+
+        why = unwritable(cfg.logger.dir)
+        if why:  # wandb would fall back to a temp folder the record does not name
+            return f"logger.dir: {why} (W&B would log to a temp folder instead); choose a writable logger.dir"
     return None
 
 
