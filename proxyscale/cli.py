@@ -274,10 +274,11 @@ def recipes_main(argv: list[str]) -> None:
             mix = " ".join(f"{s.name}{100 * s.weight / total:.0f}" for s in d.sources)
             steps = "+".join(STEP_ABBREV.get(st["op"], st["op"]) for st in d.steps) or "-"
             kept = f"{sum(s['docs'] for s in meta['sources'])} docs" if meta else (waiting or ("streamed" if hub else "not built"))
-            rows.append((name, _si(d.pool_tokens), mix, steps, kept, _recipe_home(name, searchpath)))
-    print(text_table(("recipe", "pool", "mixture (%)", "curation steps", "kept", "from"), rows))
+            rows.append((name, _si(d.pool_tokens), mix, steps, kept) + ((_recipe_home(name, searchpath),) if searchpath else ()))
+    print(text_table(("recipe", "pool", "mixture (%)", "curation steps", "kept") + (("from",) if searchpath else ()), rows))
     print(f"kept: documents after curation, read from the caches in {cache_dir}")
-    print("(--build builds the missing ones); each recipe's description: <from>/data/<recipe>.yaml (proxyscale: its conf/)")
+    where = "<from>/data/<recipe>.yaml (proxyscale: conf/)" if searchpath else "conf/data/<recipe>.yaml"
+    print(f"(--build builds the missing ones); each recipe's description: {where}")
     for line in notes:
         print(textwrap.shorten(line, 100, placeholder=" ..."))
 

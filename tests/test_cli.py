@@ -332,3 +332,18 @@ def test_recipes_lists_the_catalogue():
 def test_mixtures_of_an_unknown_recipe_is_one_line():
     r = run_cli("mixtures", "--base", "nosuch", "--n", "2", timeout=60)
     assert r.returncode == 2 and r.stderr.strip().startswith("proxyscale: error: unknown recipe 'nosuch'")
+
+
+def test_config_dir_folds_into_one_hydra_searchpath(tmp_path):
+    """--config-dir (any spelling) and hydra.searchpath end as one searchpath override, so the planner, the
+    sweeper and `recipes` all see the user's folder (and dry_run=true is honoured with --config-dir)."""
+    from proxyscale.cli import fold_config_dirs
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    got = fold_config_dirs(["-m", "--config-dir", str(a), "data=x", f"--config-dir={b}", "hydra.searchpath=[pkg://other]", "seed=1"])
+    assert got == ["-m", "data=x", "seed=1", f"hydra.searchpath=[pkg://other,file://{a},file://{b}]"]
+    assert fold_config_dirs(["-m", "data=x"]) == ["-m", "data=x"]
+    with pytest.raises(SystemExit) as exc:
+        fold_config_dirs(["-cd", str(tmp_path / "missing")])
+    assert exc.value.code == 2

@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from proxyscale.extras import missing
-from proxyscale.tracking.conventions import tracker_metrics, tracker_step
+from proxyscale.tracking.conventions import run_numbers, tracker_metrics, tracker_step
 
 KINDS = ("none", "csv", "tensorboard", "wandb")
 
@@ -77,15 +77,6 @@ def finish(active: list, rec) -> None:
             wandb.finish(lg, rec)
         else:
             lg.finalize(rec.status if rec.status != "completed" else "success")
-
-
-def run_numbers(cfg: DictConfig) -> dict[str, float]:
-    """The cell's size and budget as numbers for a tracker's run config (params, tokens, FLOPs, from the cost
-    model the planner and the job share), so loss can be charted against size or compute across runs."""
-    from proxyscale import budget
-
-    k = budget.cost(cfg)
-    return {"params": int(k["params"]), "tokens": int(k["tokens"]), "flops": float(k["flops"])}
 
 
 def _csv_logger(out: Path):

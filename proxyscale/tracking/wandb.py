@@ -148,7 +148,7 @@ def logger(cfg: DictConfig, out: Path):
                 self._mark = (step, time.perf_counter())  # the next rate starts after the eval
 
     from proxyscale import config as C
-    from proxyscale.tracking import run_numbers
+    from proxyscale.tracking.conventions import run_numbers
 
     finish_stale_run()
     where = settings(cfg, out.name)
