@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from helpers import ROOT
 
 # import name -> distribution name, where they differ
-DIST = {"yaml": "pyyaml", "tensorboardX": "tensorboardx", "hydra": "hydra-core", "sklearn": "scikit-learn"}
+DIST = {"yaml": "pyyaml", "tensorboardX": "tensorboardx", "hydra": "hydra-core", "sklearn": "scikit-learn", "trak": "traker"}
 # distributions used without an import statement of their own name: Hydra plugins found by entry point / namespace
 USED_WITHOUT_IMPORT = {"hydra-joblib-launcher", "hydra-submitit-launcher"}
 
