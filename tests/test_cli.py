@@ -221,7 +221,11 @@ BAD = [
     (["report", "{out}/nosuch"], "no sweep folder at {out}/nosuch", None),
     (["report", "--from-csv", "{out}/nosuch.csv", "--out", "{out}/report"], "{out}/nosuch.csv: no such file", None),
     ([*REPORT, Csv("")], "{csv}: empty file", None),
-    ([*REPORT, Csv("recipe,size,value\na,1M,1\nb,60M,2\n")], "{csv}: missing column(s) metric (need recipe,size,metric,value[,lr,seed,step,params,tokens,flops])", None),
+    (
+        [*REPORT, Csv("recipe,size,value\na,1M,1\nb,60M,2\n")],
+        "{csv}: missing column(s) metric (need recipe,size,metric,value[,lr,seed,step,params,tokens,flops])",
+        None,
+    ),
     ([*REPORT, Csv("recipe,size,metric,value\na,1M,loss,1\nb,1M,loss,abc\n")], "{csv}: non-numeric value 'abc' (row 3)", None),
     ([*REPORT, Csv("recipe,size,metric,value,lr\na,1M,loss,1,1e-3\nb,60M,loss,2,x\n")], "{csv}: non-numeric lr 'x' (row 3)", None),
     ([*REPORT, Csv("recipe,size,metric,value\na,1M,loss,1\na,60M,loss,2\n")], "{csv}: only one recipe ('a'); a ranking needs at least 2", None),
