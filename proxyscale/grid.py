@@ -424,6 +424,9 @@ def standard_lr(base: DictConfig) -> tuple[float, str]:
 # Keys a sweep states once (grid.json "fixed"): its budgets, eval sets, optimizer and trainer settings. The size's and the
 # recipe's own definitions are left out: an edited model or recipe YAML supersedes its cells one by one (see write_grid).
 _DEFINITIONS = ("model.", "data.name", "data.sources", "data.steps")
+# Where a cell runs is not a stated setting either: a multi-process cell gives the one-process record (docs/targets.md),
+# so a target on several devices may join a sweep whose proxies ran on one.
+_PLACEMENT = ("trainer.devices", "trainer.num_nodes", "trainer.strategy")
 
 
 def grid_settings(cells: list[Cell]) -> tuple[dict, list[str]]:
@@ -443,7 +446,7 @@ def grid_settings(cells: list[Cell]) -> tuple[dict, list[str]]:
         flat = [C.flatten({section: json.loads(t)}) for t in texts]
         keys = set().union(*flat)
         for k in keys:
-            if k.startswith(_DEFINITIONS):
+            if k.startswith(_DEFINITIONS) or k in _PLACEMENT:
                 continue
             vals = {json.dumps(f.get(k), sort_keys=True) for f in flat}
             if len(vals) == 1 and all(k in f for f in flat):

@@ -192,14 +192,14 @@ def test_task_sets_flow_into_records_collect_and_the_report(tmp_path, cache_dir)
         assert all(set(p["metrics"]) == {"pyquiz", "pycloze"} for p in r.eval_curve)
     cell = pd.read_parquet(root / recs[0].run_id / record.EXAMPLES)
     quiz = cell[cell["eval_set"] == "pyquiz"]
-    assert len(quiz) == 3 * 24 and set(quiz["metric"]) == set(tasks.METRICS) and quiz["loss"].isna().all()
+    assert len(quiz) == len(tasks.METRICS) * 24 and set(quiz["metric"]) == set(tasks.METRICS) and quiz["loss"].isna().all()
     assert quiz.groupby("metric", observed=True)["value"].mean().to_dict() == pytest.approx(recs[0].final_metrics["pyquiz"], rel=1e-5)
 
     rep = run_cli("report", str(root))
     assert rep.returncode == 0, rep.stderr[-3000:]
     results = pd.read_parquet(root / collect.RESULTS)
     task_rows = results[results["eval_set"].isin(["pyquiz", "pycloze"])]
-    assert len(task_rows) == 6 * 2 * 3 and task_rows["higher_is_better"].all() and task_rows["loss"].isna().all()
+    assert len(task_rows) == 6 * 2 * len(tasks.METRICS) and task_rows["higher_is_better"].all() and task_rows["loss"].isna().all()
     lm_rows = results[~results["eval_set"].isin(["pyquiz", "pycloze"])]
     assert (lm_rows["metric"] == "loss").all() and not lm_rows["higher_is_better"].any() and (lm_rows["loss"] == lm_rows["value"]).all()
     report = json.loads((root / "report.json").read_text())

@@ -67,7 +67,8 @@ def _run_ids(*overrides):
 @pytest.mark.slow  # shells out to the CLI and trains
 def test_a_record_that_cannot_be_written_is_a_non_zero_exit_with_one_line(out_dir, cache_dir):
     args = ["-m", "model=debug", "optim.lr=2e-2,3e-2", "sweep=unwritable", *FAST, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
-    blocked = _run_ids(*args[1:])[0]
+    plan = run_cli(*args, "dry_run=true")  # the ids the CLI itself plans (its process's environment is the one that trains)
+    blocked = next(line.split()[0] for line in plan.stdout.splitlines() if line.startswith("debug-balanced-lr0.02"))
     (out_dir / "unwritable" / blocked / "result.json").mkdir(parents=True)  # a directory in the way
     r = run_cli(*args)
     assert r.returncode == 1, r.stderr[-2000:]
