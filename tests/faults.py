@@ -46,14 +46,7 @@ def full_disk(folder: Path, size: str = "64k"):
     if not _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)):
         pytest.skip("cannot mount a tmpfs here (not root?)")
     try:
-        fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
-        try:
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fill(folder)
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
@@ -69,3 +62,26 @@ def read_only(folder: Path):
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (from /proc), so a test can check none outlives its parent."""
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        for task in os.listdir(f"/proc/{p}/task") if os.path.exists(f"/proc/{p}/task") else []:
+            try:
+                kids = [int(k) for k in open(f"/proc/{p}/task/{task}/children").read().split()]
+            except OSError:
+                continue
+            out.update(kids)
+            todo += kids
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie."""
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from faults import alive, descendants
 
 from helpers import FAST, PROXYSCALE, ROOT, assert_same_record, records_by_devices, run_cli
 
@@ -109,30 +110,9 @@ def test_another_process_count_is_another_cell():
 # faults
 
 
-def _descendants(pid: int) -> set[int]:
-    out, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        for task in os.listdir(f"/proc/{p}/task") if os.path.exists(f"/proc/{p}/task") else []:
-            try:
-                kids = [int(k) for k in open(f"/proc/{p}/task/{task}/children").read().split()]
-            except OSError:
-                continue
-            out.update(kids)
-            todo += kids
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _ranks(pid: int) -> list[int]:
     """The rank > 0 processes under `pid`."""
-    return [p for p in _descendants(pid) if b"proxyscale.job\0" in Path(f"/proc/{p}/cmdline").read_bytes()] if _alive(pid) else []
+    return [p for p in descendants(pid) if b"proxyscale.job\0" in Path(f"/proc/{p}/cmdline").read_bytes()] if alive(pid) else []
 
 
 def _start(args: list[str], env: dict | None = None) -> subprocess.Popen:
@@ -156,7 +136,7 @@ def test_a_signal_stops_every_rank_and_the_rerun_resumes_to_the_uninterrupted_re
     ckpt = next((out_dir / "sig").glob("*/config.yaml")).parent / "checkpoints" / "last.ckpt"
     while not ckpt.exists() and proc.poll() is None:  # (written right after that eval)
         time.sleep(0.02)
-    procs = _descendants(proc.pid)
+    procs = descendants(proc.pid)
     assert _ranks(proc.pid), "rank 1 is not running"
     proc.send_signal(sig)
     rest = proc.communicate(timeout=120)[0]
@@ -166,9 +146,9 @@ def test_a_signal_stops_every_rank_and_the_rerun_resumes_to_the_uninterrupted_re
         == f"proxyscale: error: interrupted by {signal.Signals(sig).name}: 1 of 1 cells not finished (rerun the same command to resume)"
     )
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in procs) and time.monotonic() < deadline:
+    while any(alive(p) for p in procs) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not [p for p in procs if _alive(p)], "orphaned ranks"
+    assert not [p for p in procs if alive(p)], "orphaned ranks"
     r = run_cli(*args, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rec = records_by_devices(out_dir / "sig")[2]

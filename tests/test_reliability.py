@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from faults import alive, descendants
 
 from helpers import FAST, PROXYSCALE, ROOT, run_cli, snapshot
 
@@ -126,27 +127,6 @@ def test_a_signal_mid_training_exits_128_plus_signal_and_the_rerun_resumes(out_d
         assert rec["status"] == "completed" and rec["requeues"] == 1
 
 
-def _descendants(pid: int) -> set[int]:
-    out, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        for task in os.listdir(f"/proc/{p}/task") if os.path.exists(f"/proc/{p}/task") else []:
-            try:
-                kids = [int(k) for k in open(f"/proc/{p}/task/{task}/children").read().split()]
-            except OSError:
-                continue
-            out.update(kids)
-            todo += kids
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.slow  # shells out to the CLI and trains
 def test_killing_only_the_parent_of_a_two_worker_sweep_stops_its_workers(out_dir, cache_dir):
     args = [
@@ -162,14 +142,14 @@ def test_killing_only_the_parent_of_a_two_worker_sweep_stops_its_workers(out_dir
     ]
     proc = subprocess.Popen([PROXYSCALE, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _watch(proc, "step 4/")
-    workers = _descendants(proc.pid)
+    workers = descendants(proc.pid)
     assert workers
     proc.kill()  # the parent only, not its process group
     proc.wait()
     deadline = time.time() + 20
-    while time.time() < deadline and any(_alive(p) for p in workers):
+    while time.time() < deadline and any(alive(p) for p in workers):
         time.sleep(0.2)
-    assert not [p for p in workers if _alive(p)], "workers outlived their parent"
+    assert not [p for p in workers if alive(p)], "workers outlived their parent"
 
 
 # ---- issue 24.1: a sweep has one identity ----------------------------------------------------
