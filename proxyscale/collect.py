@@ -346,25 +346,12 @@ def write(collected: Collected, sweep_dir: str | Path, out: str | Path | None = 
     """Write the tables (results.parquet with its manifest inside, curves.parquet, examples.parquet and examples.json)
     next to the records or in `out` (a read-only sweep can be collected elsewhere), as one set: staged beside them and
     published together (record.publish_set), so a failed or interrupted collect leaves the previous tables whole."""
-    import shutil
-
     where = Path(out or sweep_dir)
-    for line in record.recover_sets(where, "results"):
-        log.warning(line)
-    try:
-        stage = record.stage_dir(where, "results")
-    except record.SetWriteError as exc:
-        raise CollectError(f"tables not written: {exc.strerror}; the previous tables in {where}, if any, are intact") from None
-    try:
+    fail = lambda exc: CollectError(f"tables not written: {exc.strerror or exc}; the previous tables in {where}, if any, are intact")
+    with record.staged(where, "results", fail) as stage:
         _write_parquet(collected.curves, stage / CURVES)
         _write_parquet(collected.results, stage / RESULTS, collected.manifest)
         gather_examples(Path(sweep_dir), collected.results, stage)
-    except OSError as exc:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise CollectError(f"tables not written: {exc.strerror or exc}; the previous tables in {where}, if any, are intact") from None
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     stale = [n for n in (EXAMPLES, EXAMPLES_NOTE) if not (stage / n).exists()] + [OLD_MANIFEST]
     record.publish_set(where, stage, "results", [EXAMPLES_NOTE, EXAMPLES, CURVES, RESULTS], remove=stale)
     return where / RESULTS

@@ -634,30 +634,17 @@ def _safe(name: str) -> str:
 def write(result: dict, out_dir) -> list[Path]:
     """mixfit.json, mixfit.md, mixfit.html and mixfit_<metric>.png in out_dir, published as one set (record.publish_set):
     a failed or interrupted write leaves the previous set whole; figures of the previous set not drawn now go with it."""
-    import shutil
-
     from proxyscale import record
 
     out = Path(out_dir)
-    for line in record.recover_sets(out, "mixfit"):
-        log.warning(line)
     figs = figures(result)
-    try:
-        stage = record.stage_dir(out, "mixfit")
-    except record.SetWriteError as exc:
-        raise MixfitError(f"mixfit pages not written: {exc.strerror}; the previous ones in {out}, if any, are intact") from None
-    try:
+    fail = lambda exc: MixfitError(f"mixfit pages not written: {exc.strerror or exc}; the previous ones in {out}, if any, are intact")
+    with record.staged(out, "mixfit", fail) as stage:
         (stage / "mixfit.json").write_text(json.dumps(result, indent=1, allow_nan=False, default=float))
         (stage / "mixfit.md").write_text(markdown(result, figs))
         (stage / "mixfit.html").write_text(html_page(result, figs))
         for metric, png in figs.items():
             (stage / f"mixfit_{_safe(metric)}.png").write_bytes(png)
-    except OSError as exc:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise MixfitError(f"mixfit pages not written: {exc.strerror or exc}; the previous ones in {out}, if any, are intact") from None
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     stale = [p.name for p in out.glob("mixfit_*.png")]
     paths = record.publish_set(out, stage, "mixfit", ["mixfit.md", "mixfit.html", "mixfit.json"], remove=stale)
     first = ["mixfit.json", "mixfit.md", "mixfit.html"]

@@ -234,6 +234,30 @@ def stage_dir(folder: Path, tag: str) -> Path:
     return stage
 
 
+@contextlib.contextmanager
+def staged(folder: Path, tag: str, fail):
+    """A staging folder for publish_set, after finishing or discarding an interrupted writer's set (said as warnings).
+    An OSError making it or writing into it becomes `fail(exc)` (the caller's one-line error saying the previous set is
+    intact); on any failure the staging folder is removed."""
+    import logging
+    import shutil
+
+    for line in recover_sets(folder, tag):
+        logging.getLogger("proxyscale").warning(line)
+    try:
+        stage = stage_dir(folder, tag)
+    except SetWriteError as exc:
+        raise fail(exc) from None
+    try:
+        yield stage
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise fail(exc) from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
 def publish_set(folder: Path, stage: Path, tag: str, order: list[str], remove: list[str] = ()) -> list[Path]:
     """Replace files in `folder` by the ones staged in `stage` as one step: every staged file is fsynced, a COMMIT naming
     them (in `order`: the file readers open first goes last) and the old files to `remove` is written, then, with

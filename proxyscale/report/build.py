@@ -649,30 +649,18 @@ def write_report(report: dict, folder: Path, pool=None, section=None) -> list[Pa
     so; figures of the previous report that this one does not draw are removed with it. The one place report files are
     written. `section(stage, report)` adds an appended section's files (and its key in report) before report.json.
     Returns [report.json, report.md, report.html, figures...]."""
-    import logging
-    import shutil
-
     from proxyscale import record
     from proxyscale.report import render
 
-    for line in record.recover_sets(folder, "report"):
-        logging.getLogger("proxyscale").warning(line)
-    try:
-        stage = record.stage_dir(folder, "report")
-    except record.SetWriteError as exc:
-        raise ReportError(f"report not written: {exc.strerror}; the previous report in {folder}, if any, is intact") from None
-    try:
+    def fail(exc: OSError) -> ReportError:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return ReportError(f"report not written: {exc.strerror or exc}{where}; the previous report in {folder}, if any, is intact")
+
+    with record.staged(folder, "report", fail) as stage:
         render.write(report, stage, pool)
         if section is not None:
             section(stage, report)
         write_json(report, stage / "report.json")
-    except OSError as exc:
-        shutil.rmtree(stage, ignore_errors=True)
-        where = f" ({exc.filename})" if exc.filename else ""
-        raise ReportError(f"report not written: {exc.strerror or exc}{where}; the previous report in {folder}, if any, is intact") from None
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     stale = [p.name for p in folder.glob("fig_*") if p.suffix in (".png", ".svg")]
     paths = record.publish_set(folder, stage, "report", list(REPORT_ORDER), remove=stale)
     return sorted(paths, key=lambda p: (p.name not in REPORT_ORDER, ["report.json", "report.md", "report.html"].index(p.name) if p.name in REPORT_ORDER else 0))
