@@ -42,14 +42,9 @@ def fill(folder: Path) -> None:
 @contextlib.contextmanager
 def full_disk(folder: Path, size: str = "64k"):
     """`folder` on a tiny tmpfs, filled up: every write in it fails with ENOSPC."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if not _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)):
-        pytest.skip("cannot mount a tmpfs here (not root?)")
-    try:
-        fill(folder)
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+    with small_disk(folder, size) as f:
+        fill(f)
+        yield f
 
 
 @contextlib.contextmanager
