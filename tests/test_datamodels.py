@@ -149,17 +149,18 @@ def test_trak_on_a_debug_checkpoint_beats_random_scores(tmp_path, cache_dir):
     random weights do (the mean LDS of 50 seeded random weight draws, ~0). Groups are the recipe's three sources
     (subset_by=source), so which groups a model saw changes its losses enough for one checkpoint to tell."""
     out = tmp_path / "outputs"
-    common = [*FAST, f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}"]
+    common = [*FAST, "eval.tokens_per_set=8192", f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}"]
     sweep = ["-m", "model=debug", "data.subset=range(0,16)", "data.subset_by=source", "data.subset_groups=3", "sweep=t", "trainer.keep_checkpoints=true"]
     res = run_cli(*sweep, *common)
     assert res.returncode == 0, res.stderr[-3000:]
     data = attribution.sweep_subsets(out / "t")
     weights, cost = trak.trak_weights(out / "t", "debug", checkpoints=2, per_group=32, proj_dim=256)
     assert cost["proj_dim"] == 48  # capped at half the 96 train windows: the Gram matrix TRAK inverts stays regular
+    # A permutation-style test: TRAK's mean LDS over the three eval sets against the same mean for 50 seeded draws of
+    # random weights; it must beat every draw (p < 1/51). 64 windows per eval set keep the draws' spread small
+    # (sd 0.04, max 0.09 here; TRAK 0.29): with 16 windows the draws reached 0.18 and a TRAK run on another CPU 0.14.
     rng = np.random.default_rng(0)
-    got, random = {}, {}
-    for metric in ("prose", "code", "readme"):
-        got[metric] = dm.score_weights(data, metric, weights[metric], n_boot=100)[0]["lds"]
-        random[metric] = np.mean([dm.score_weights(data, metric, rng.normal(size=weights[metric].shape), n_boot=10)[0]["lds"] for _ in range(50)])
-    assert all(got[m] > random[m] for m in got), (got, random)
-    assert np.mean(list(got.values())) > np.mean(list(random.values())) + 0.15, (got, random)
+    metrics = ("prose", "code", "readme")
+    got = {m: dm.score_weights(data, m, weights[m], n_boot=100)[0]["lds"] for m in metrics}
+    draws = [np.mean([dm.score_weights(data, m, rng.normal(size=weights[m].shape), n_boot=10)[0]["lds"] for m in metrics]) for _ in range(50)]
+    assert np.mean(list(got.values())) > max(draws), (got, sorted(draws)[-5:])
