@@ -146,7 +146,7 @@ def test_a_tiny_subset_sweep_through_datamodels_trak_the_report_and_a_selection_
 @pytest.mark.slow
 def test_trak_on_a_debug_checkpoint_beats_random_scores(tmp_path, cache_dir):
     """TRAK's group weights from kept debug checkpoints predict the subsets' losses at the debug size better than
-    random weights do (the mean LDS of 50 seeded random weight draws, ~0). Groups are the recipe's three sources
+    every one of 50 seeded random weight draws does. Groups are the recipe's three sources
     (subset_by=source), so which groups a model saw changes its losses enough for one checkpoint to tell."""
     out = tmp_path / "outputs"
     common = [*FAST, "eval.tokens_per_set=8192", f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}"]
