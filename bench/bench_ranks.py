@@ -39,14 +39,14 @@ def main() -> dict:
     recs, seconds = {}, {}
     with tempfile.TemporaryDirectory(prefix="bench-ranks-") as tmp:
         for n in (1, 2):
-            args = [*FAST, "eval=tasks_local", "trainer.log_every_n_steps=1", f"trainer.devices={n}", "sweep=ranks", f"paths.output_dir={tmp}"]
+            args = [*FAST, "eval=tasks_local", "trainer.log_every_n_steps=1", f"trainer.devices={n}", f"sweep=ranks{n}", f"paths.output_dir={tmp}"]
             args += [f"paths.cache_dir={Path(tmp) / 'cache'}"] + (["trainer.strategy=ddp"] if n > 1 else [])
             t0 = time.perf_counter()
             r = subprocess.run([sys.executable, "-m", "proxyscale", *args], cwd=ROOT, env=env, capture_output=True, text=True)
             seconds[n] = time.perf_counter() - t0
             if r.returncode:
                 raise RuntimeError(f"{n}-process cell exited {r.returncode}: {r.stderr[-2000:]}")
-        for p in Path(tmp, "ranks").glob("*/result.json"):
+        for p in Path(tmp).glob("ranks*/*/result.json"):  # (one cell on any process count: a sweep each)
             rec = json.loads(p.read_text())
             recs[rec["config"]["trainer"]["devices"]] = (rec, pd.read_parquet(p.parent / rec["examples_file"]))
     (one, ex1), (two, ex2) = recs[1], recs[2]

@@ -144,6 +144,7 @@ def train_main(argv: list[str]) -> None:
             fail("more than one cell needs -m/--multirun")
         grid.check_output(base)
         grid.check_devices(cells)  # a sweep's cells: checked by the proxyscale sweeper
+        grid.check_resumable(cells)
     _hydra_main(argv)
 
 

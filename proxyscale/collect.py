@@ -136,9 +136,10 @@ def check_record(rec: record.Record, path: str | Path, sweep: str | None) -> str
     env = rec.extra.get("identity_env") if isinstance(rec.extra, dict) else None
     try:
         expected = run_id_of(c, env)
+        earlier = run_id_of(c, env, placement=True)  # a multi-process cell recorded before placement left the run id
     except (KeyError, TypeError, ValueError):
-        expected = None
-    if expected != rec.run_id:
+        expected = earlier = None
+    if rec.run_id not in (expected, earlier):
         return f"{path}: run id {rec.run_id!r} does not match its config ({expected})"
     return None
 

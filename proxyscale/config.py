@@ -185,6 +185,9 @@ register_schema()
 # Keys that change how a cell runs but not what it computes: left out of the run id.
 _NOT_IDENTITY = {"sweep", "dry_run", "logger", "paths", "standard_lr"}
 _NOT_IDENTITY_TRAINER = {"threads", "log_every_n_steps", "checkpoint", "keep_checkpoints", "accelerator", "compile", "pg_timeout_s"}
+# Where a cell runs: a cell gives the same record on any number of processes, devices or nodes (docs/targets.md), so these
+# keys enter the identity at their one-process values. (Not dropped: every one-process cell keeps the run id it had.)
+PLACEMENT = {"devices": 1, "num_nodes": 1, "strategy": "auto"}
 
 
 TASK_DEFAULTS = {
@@ -236,10 +239,12 @@ def identity(cfg: DictConfig) -> dict:
     return identity_of(plain(cfg))
 
 
-def identity_of(config: dict) -> dict:
-    """`identity` of a plain (resolved) config, such as a record's `config`."""
+def identity_of(config: dict, placement: bool = False) -> dict:
+    """`identity` of a plain (resolved) config, such as a record's `config`. With `placement`, the identity records
+    written before placement left it had: the config's own devices, num_nodes and strategy."""
     out = {k: v for k, v in config.items() if k not in _NOT_IDENTITY and k != "hydra"}
-    out["trainer"] = {k: v for k, v in (out.get("trainer") or {}).items() if k not in _NOT_IDENTITY_TRAINER}
+    trainer = {k: v for k, v in (out.get("trainer") or {}).items() if k not in _NOT_IDENTITY_TRAINER}
+    out["trainer"] = trainer if placement else {k: PLACEMENT.get(k, v) for k, v in trainer.items()}
     out["data"] = data_identity({k: v for k, v in (out.get("data") or {}).items() if k != "description"})
     if "sources" in out["data"]:
         out["data"]["sources"] = [source_identity(s) for s in out["data"]["sources"] or []]
@@ -280,10 +285,10 @@ def attrs(obj: Any) -> Any:
     return obj
 
 
-def run_id_of(config: dict, env: dict | None) -> str:
+def run_id_of(config: dict, env: dict | None, placement: bool = False) -> str:
     """The run id of a plain config in an environment (None: the id before environments were part of
-    it, to check records written then)."""
-    ident = identity_of(config)
+    it, to check records written then; `placement`: the id before placement left it, see identity_of)."""
+    ident = identity_of(config, placement)
     if env is not None:
         ident = {**ident, "environment": env}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]

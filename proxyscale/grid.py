@@ -205,6 +205,18 @@ def check_devices(cells: list["Cell"]) -> None:
             raise GridError(f"trainer.devices={devices} but this machine has {have} {what}{'s' * (have != 1)} {where}")
 
 
+def check_resumable(cells: list["Cell"]) -> None:
+    """A pending cell whose checkpoint its placement cannot continue (an FSDP checkpoint on another process count or
+    strategy, job.run.resume_problem) is refused before anything runs. torch is imported only when a checkpoint exists."""
+    from proxyscale.job.run import check_resumable as check
+
+    for c in cells:
+        try:
+            check(c.cfg, sweep_dir(c.cfg) / c.run_id)
+        except C.ConfigError as exc:
+            raise GridError(f"{exc} (cell: {' '.join(c.overrides) or 'defaults'})") from None
+
+
 class Composer:
     """Hydra composition of a grid's cells, each distinct combination of config-group overrides
     (model=..., data=...) composed once: a cell is a copy of its combination's config with its value
@@ -335,6 +347,11 @@ def plan(arguments: list[str], params: dict | None, compose: Callable[[list[str]
         raise GridError("the grid has zero cells")
     if first_twin is not None:
         a, b = (set(x) for x in first_twin)
+        if all(o.split("=")[0].lstrip("+~") in _PLACEMENT for o in a ^ b):
+            raise GridError(
+                f"{' '.join(sorted(a - b))} and {' '.join(sorted(b - a))} are the same cell: where a cell runs (trainer.devices, num_nodes, "
+                f"strategy) is not part of it (it gives the same record anywhere); drop that axis"
+            )
         raise GridError(
             f"the grid's {len(grid)} combinations are only {len(cells)} distinct cells: {' '.join(sorted(b - a))} composes the same cell as "
             f"{' '.join(sorted(a - b))} (a preset or a fixed value sets that axis's key); drop the axis or what overrides it"
@@ -424,9 +441,9 @@ def standard_lr(base: DictConfig) -> tuple[float, str]:
 # Keys a sweep states once (grid.json "fixed"): its budgets, eval sets, optimizer and trainer settings. The size's and the
 # recipe's own definitions are left out: an edited model or recipe YAML supersedes its cells one by one (see write_grid).
 _DEFINITIONS = ("model.", "data.name", "data.sources", "data.steps")
-# Where a cell runs is not a stated setting either: a multi-process cell gives the one-process record (docs/targets.md),
-# so a target on several devices may join a sweep whose proxies ran on one.
-_PLACEMENT = ("trainer.devices", "trainer.num_nodes", "trainer.strategy")
+# Where a cell runs is not a stated setting either (nor part of a cell's identity: config.PLACEMENT), so a target on several
+# devices may join a sweep whose proxies ran on one.
+_PLACEMENT = tuple(f"trainer.{k}" for k in C.PLACEMENT)
 
 
 def grid_settings(cells: list[Cell]) -> tuple[dict, list[str]]:

@@ -21,6 +21,7 @@ RESULT = "result.json"
 EXAMPLES = "examples.parquet"  # per cell: eval_set, example, loss (+ metric, value) of every eval window and task item (issue 16)
 SNIPPETS = "eval_snippets"  # per sweep: a folder of <eval set>-<eval cache key>-L<seq_len>.json, each example's first characters
 CKPT_RUN_ID = "proxyscale_run_id"  # the key of a cell's checkpoint that names the cell it belongs to
+CKPT_PLACEMENT = "proxyscale_placement"  # the key of a cell's checkpoint that says where it was written (Record.placements' fields)
 GRID = "grid.json"  # per sweep: every cell the planner asked for, and the stated standard LR
 STATUSES = ("completed", "diverged", "failed")
 
@@ -56,6 +57,9 @@ class Record:
     tracking: dict[str, Any] = field(default_factory=dict)  # tracker settings: {kind, ...; wandb: project, entity, group, mode, dir, id}
     final_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # task set -> {acc, prob_correct, ll_norm} at the last step (higher is better)
     examples_file: Optional[str] = None  # completed cells: the per-example losses beside the record (EXAMPLES, relative to the run dir)
+    # Where the cell ran, one entry per run of it (a cell resumed on another process count has one per count):
+    # [{step (where that run started), devices, num_nodes, world_size, strategy (single | ddp | fsdp)}]. Information only: not part of its identity.
+    placements: list[dict] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

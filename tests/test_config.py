@@ -80,6 +80,19 @@ def test_run_id_is_stable_and_ignores_non_identity_keys():
     assert identity.run_id(a).startswith("debug-balanced-lr0.001-s0-")
 
 
+def test_where_a_cell_runs_is_not_part_of_its_run_id_and_one_process_ids_stay():
+    """trainer.devices / num_nodes / strategy enter the identity at their one-process values: a cell has one run id on
+    any number of processes (its checkpoint and record serve every count), and a one-process cell keeps the id it had."""
+    one = _compose(["model=debug"])
+    placed = (["trainer.devices=2", "trainer.strategy=ddp"], ["trainer.num_nodes=4", "trainer.devices=8", "trainer.strategy=fsdp"])
+    assert {identity.run_id(_compose(["model=debug", *o])) for o in placed} == {identity.run_id(one)}
+    config = C.plain(one)
+    env = identity.environment(config)
+    assert C.run_id_of(config, env) == C.run_id_of(config, env, placement=True)  # the id before placement left the identity
+    two = C.plain(_compose(["model=debug", "trainer.devices=2"]))
+    assert C.run_id_of(two, env, placement=True) != C.run_id_of(two, env) == identity.run_id(one)
+
+
 @pytest.mark.parametrize(
     "overrides,needle",
     [

@@ -73,6 +73,37 @@ def test_recipe_cache_is_built_once_and_reused(tmp_path):
     assert meta_c["key"] != meta_a["key"]
 
 
+BUILD = """
+import logging, sys
+from omegaconf import OmegaConf
+from proxyscale.config import DataConfig
+from proxyscale.data import cache
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+recipe = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.create({"name": "t", "pool_tokens": 50_000, "steps": [{"op": "exact_dedup"}],
+    "sources": [{"name": "prose", "path": "python_docs"}, {"name": "code", "path": "python_code"}]}))
+tokens, meta = cache.recipe_tokens(recipe, sys.argv[1])
+print("tokens", len(tokens), meta["sha256"])
+"""
+
+
+def test_processes_that_meet_a_cold_cache_build_it_once(tmp_path):
+    """The ranks of a multi-process cell under srun all load the data: one builds each token cache (under its file
+    lock), the others wait for the lock and read what it built."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-c", BUILD, str(tmp_path)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    said = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), said
+    assert sum(s.count("building token cache") for s in said) == 1, said
+    assert len({s.strip().splitlines()[-1] for s in said}) == 1 and said[0].strip().splitlines()[-1].startswith("tokens 50000 "), said
+
+
 def test_no_eval_document_is_in_any_training_side():
     train_groups, held_groups, train_texts, held_texts = set(), set(), set(), set()
     for name in sources.BUILTIN:

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from faults import alive, descendants
 
-from helpers import FAST, PROXYSCALE, ROOT, assert_same_record, records_by_devices, run_cli
+from helpers import FAST, PROXYSCALE, ROOT, assert_same_record, records_by_devices, run_cli, snapshot
 
 TWO = ["trainer.devices=2", "trainer.strategy=ddp", "trainer.pg_timeout_s=60"]
 POINTS = ["trainer.log_every_n_steps=2"]  # a train-loss point every other step (not part of the cell's identity)
@@ -47,18 +47,22 @@ def test_a_two_process_ddp_cell_finishes_and_gives_the_one_process_record(refere
     assert said.count(" start\n") == 1 and "running in another process" not in said and not r.stderr, said[-3000:]  # one cell log, no lock contest
     rec = records_by_devices(out_dir / "two")[2]
     assert not list(rec["_dir"].glob(".rank-*")) and rec["extra"]["identity_env"]
+    assert rec["placements"] == [{"step": 0, "devices": 2, "num_nodes": 1, "world_size": 2, "strategy": "ddp"}]
+    assert rec["_dir"].name == reference["run_id"]  # one cell, whatever runs it
     assert_same_record(reference, rec)
+    again = run_cli("model=debug", *FAST, *POINTS, "sweep=two", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=300)
+    assert again.returncode == 0 and "skip: already completed" in again.stdout + again.stderr, again.stderr[-3000:]  # not rerun on 1 process
+    assert records_by_devices(out_dir / "two")[2]["wall_seconds"] == rec["wall_seconds"]
 
 
-def test_task_eval_sets_are_gathered_item_by_item_in_a_sweep_over_the_process_count(out_dir, cache_dir):
-    """eval=tasks_local (lm and benchmark task sets): per-item metrics from both ranks, each item once; a sweep
-    whose cells differ in their process count runs each with its own process group, one after another."""
-    r = run_cli(
-        "-m", "model=debug", "eval=tasks_local", *FAST, *POINTS, "trainer.devices=1,2", "sweep=tasks",
-        f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=400,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
-    recs = records_by_devices(out_dir / "tasks")
+def test_task_eval_sets_are_gathered_item_by_item(out_dir, cache_dir):
+    """eval=tasks_local (lm and benchmark task sets): per-item metrics from both ranks, each item once."""
+    recs = {}
+    for n in (1, 2):
+        args = ["model=debug", "eval=tasks_local", *FAST, *POINTS, f"trainer.devices={n}", f"sweep=tasks{n}"]
+        r = run_cli(*args, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=400)
+        assert r.returncode == 0, r.stderr[-3000:]
+        recs.update(records_by_devices(out_dir / f"tasks{n}"))
     assert set(recs) == {1, 2} and set(recs[2]["final_metrics"]) == {"pyquiz", "pycloze"}
     assert_same_record(recs[1], recs[2])
     items = pd.read_parquet(recs[2]["_dir"] / "examples.parquet")
@@ -97,13 +101,12 @@ def test_a_cell_this_machine_cannot_run_is_refused_in_one_line(out_dir, args, sa
     assert says in line, line
 
 
-def test_another_process_count_is_another_cell():
-    """A checkpoint never crosses process counts: trainer.devices is part of the cell's identity (a rerun with
-    another count trains its own cell from the start)."""
+def test_the_process_count_is_not_an_axis_of_a_grid():
+    """Where a cell runs is not part of it (config.PLACEMENT): a sweep over trainer.devices names one cell twice."""
     from proxyscale import grid
 
-    cells, _ = grid.compose_grid(["-m", "model=debug", "trainer.devices=1,2"])
-    assert len({c.run_id for c in cells}) == 2
+    with pytest.raises(grid.GridError, match=r"trainer.devices=1 and trainer.devices=2 are the same cell: where a cell runs"):
+        grid.compose_grid(["-m", "model=debug", "trainer.devices=1,2"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +179,66 @@ def test_a_rank_killed_fails_its_cell_in_bounded_time_the_sweep_goes_on_and_a_re
     done = {r["recipe"]: r for r in _by_recipe(out_dir / "kill")}
     assert done["balanced"]["status"] == "completed" and done["balanced"]["requeues"] == 1, done["balanced"]
     assert_same_record(reference, done["balanced"])
+
+
+def _placed(n: int) -> list[str]:
+    return [f"trainer.devices={n}", "trainer.strategy=ddp", "trainer.pg_timeout_s=60"] if n > 1 else []
+
+
+@pytest.mark.slow  # (an interrupted cell and its resume, one of them on 2 processes)
+@pytest.mark.parametrize("first,then", [(1, 2), (2, 1)], ids=["1-then-2", "2-then-1"])
+def test_a_cell_interrupted_on_one_process_count_resumes_on_another_to_the_uninterrupted_record(reference, out_dir, cache_dir, first, then):
+    """Batches are a function of (seed, step) and a checkpoint holds the whole model and optimizer (rank 0's): the cell
+    resumes from it on any process count, to the record of the uninterrupted one-process run (float reduction order)."""
+    common = ["model=debug", *FAST, *POINTS, "sweep=move", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
+    proc = _start([*common, *_placed(first)])
+    _watch(proc, "step 4/12")
+    ckpt = next((out_dir / "move").glob("*/config.yaml")).parent / "checkpoints" / "last.ckpt"
+    while not ckpt.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, rest[-3000:]
+    r = run_cli(*common, *_placed(then), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming from step" in r.stdout + r.stderr
+    (rec,) = records_by_devices(out_dir / "move").values()
+    runs = [(p["step"] > 0, p["world_size"], p["strategy"]) for p in rec["placements"]]
+    assert rec["requeues"] == 1 and runs == [(False, first, "ddp" if first > 1 else "single"), (True, then, "ddp" if then > 1 else "single")], rec["placements"]
+    assert_same_record(reference, rec)
+
+
+@pytest.mark.parametrize("multirun", [False, True], ids=["one-cell", "sweep"])
+def test_an_fsdp_checkpoint_on_another_placement_is_refused_in_one_line_before_anything_runs(out_dir, multirun):
+    """An FSDP checkpoint resumes only with FSDP on as many processes (other combinations are not verified)."""
+    import torch
+
+    from proxyscale import grid, record
+
+    args = ["model=debug", *_placed(2), "sweep=f", f"paths.output_dir={out_dir}"]
+    (cell,), _ = grid.compose_grid(args)
+    ckpt = out_dir / "f" / cell.run_id / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    fsdp = {"devices": 2, "num_nodes": 1, "world_size": 2, "strategy": "fsdp"}
+    torch.save({"global_step": 4, record.CKPT_RUN_ID: cell.run_id, record.CKPT_PLACEMENT: fsdp}, ckpt)
+    before = snapshot(out_dir)
+    r = run_cli(*(["-m"] if multirun else []), *args, timeout=120)
+    assert r.returncode == 2, r.stderr[-3000:]
+    (line,) = r.stderr.splitlines()
+    assert line.startswith(f"proxyscale: error: {ckpt}: its checkpoint was written by fsdp on 2 process(es), this run is ddp on 2: "), line
+    assert snapshot(out_dir) == before
+
+
+def test_which_checkpoints_resume_where():
+    from proxyscale.job.run import resume_problem
+
+    def at(strategy, world):
+        return {"devices": world, "num_nodes": 1, "world_size": world, "strategy": strategy}
+
+    ok = [(at("single", 1), at("ddp", 2)), (at("ddp", 4), at("single", 1)), (at("ddp", 2), at("ddp", 8)), (at("fsdp", 2), at("fsdp", 2)), (None, at("ddp", 2))]
+    assert [resume_problem(a, b) for a, b in ok] == [None] * len(ok)
+    refused = [(at("fsdp", 2), at("fsdp", 4)), (at("fsdp", 2), at("ddp", 2)), (at("ddp", 2), at("fsdp", 2)), (None, at("fsdp", 1))]
+    assert all("an FSDP checkpoint resumes only with FSDP on the same number of processes" in resume_problem(a, b) for a, b in refused)
 
 
 FAULT = """

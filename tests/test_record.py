@@ -202,6 +202,20 @@ def test_an_inconsistent_record_is_rejected_with_its_path(tmp_path, caplog, edit
     assert any(r.getMessage().startswith(f"skipping {path}: ") and why in r.getMessage() for r in caplog.records), caplog.text
 
 
+def test_a_multi_process_record_from_before_placement_left_the_run_id_is_read(tmp_path):
+    """Its run id hashed trainer.devices (as it was then): collect checks it against that identity and keeps it."""
+    from proxyscale.config import run_id_of
+
+    root = tmp_path / "s"
+    rec = make_record()
+    rec.config["trainer"] = {"devices": 2, "num_nodes": 1, "strategy": "ddp"}
+    rec.run_id = run_id_of(rec.config, ENV, placement=True)
+    assert rec.run_id != run_id_of(rec.config, ENV)
+    put(root, rec)
+    got = table.collect(root)
+    assert list(got.results["run_id"].unique()) == [rec.run_id] and "rejected" not in got.summary
+
+
 def test_records_outside_the_current_grid_are_listed_not_averaged(tmp_path, caplog):
     root, ids = _sweep(tmp_path)
     stale = put(root, make_record(recipe="a", seed=0, run_id="old-yaml"))  # the same cell before its recipe changed

@@ -54,6 +54,7 @@ class ProxyscaleSweeper(Sweeper):
             if "Slurm" not in str(self.config.hydra.launcher.get("_target_", "")):  # cells that run on this machine
                 grid.check_devices(cells)
             todo = grid.pending(cells)
+            grid.check_resumable(todo)
             if self.config.get("dry_run"):  # reached with --config-dir and other Hydra flags the CLI passes through
                 grid.check_grid(cells, self.config)
                 final = {c.run_id for c in cells} - {c.run_id for c in todo}

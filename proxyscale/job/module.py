@@ -187,8 +187,10 @@ class CausalLM(L.LightningModule):
 class Monitor(L.Callback):
     """Rank-0 metrics for the record: train-loss points, eval curves, throughput, divergence."""
 
-    def __init__(self, tokens_per_step: int, log_every: int, diverge_delta: float, warmup_steps: int, on_eval=None):
+    def __init__(self, tokens_per_step: int, log_every: int, diverge_delta: float, warmup_steps: int, on_eval=None, where: dict | None = None):
         self.tokens_per_step, self.log_every = tokens_per_step, log_every
+        self.where = where or {}  # this run's placement (job.run.placement)
+        self.placements: list[dict] = []  # one per run of the cell: {step it started at, **where}
         self.diverge_delta, self.warmup_steps = diverge_delta, warmup_steps
         self.on_eval = on_eval
         self.train_curve: list[dict] = []
@@ -200,6 +202,9 @@ class Monitor(L.Callback):
         self.eval_seconds = 0.0  # inside eval passes: with train_seconds, the cell's useful work
         self.resumes = 0  # times this cell continued from a checkpoint (requeues)
         self._t0 = self._t_eval = None
+
+    def on_train_start(self, trainer, pl_module):
+        self.placements.append({"step": trainer.global_step, **self.where})  # (after a checkpoint's restore: the step it resumes at)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._t0 = time.perf_counter()
@@ -254,6 +259,7 @@ class Monitor(L.Callback):
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
             "resumes": self.resumes,
+            "placements": self.placements,
         }
 
     def load_state_dict(self, state):
@@ -261,6 +267,7 @@ class Monitor(L.Callback):
         self._ema, self._best, self.train_seconds = state["ema"], state["best"], state["train_seconds"]
         self.eval_seconds = state.get("eval_seconds", 0.0)  # (absent from checkpoints of earlier versions)
         self.resumes = state["resumes"] + 1
+        self.placements = list(state.get("placements", []))  # (absent from checkpoints of earlier versions)
 
 
 class EvalLoaders(list):

@@ -127,15 +127,16 @@ def checkpoint_path(out: Path) -> Path:
     return out / "checkpoints" / "last.ckpt"
 
 
-def _checkpoint_callback(out: Path):
+def _checkpoint_callback(out: Path, where: dict):
     """last.ckpt after every periodic eval (so a resumed curve loses no point), written to a temp file
-    in the same folder, fsynced and renamed over the previous one, with the cell's run id inside: a
-    kill mid-write leaves the previous checkpoint, never a torn one."""
+    in the same folder, fsynced and renamed over the previous one, with the cell's run id and placement
+    (`where`) inside: a kill mid-write leaves the previous checkpoint, never a torn one."""
     import lightning as L
 
     class AtomicCheckpoint(L.Callback):
         def on_save_checkpoint(self, trainer, pl_module, checkpoint):
             checkpoint[record.CKPT_RUN_ID] = out.name
+            checkpoint[record.CKPT_PLACEMENT] = where
 
         def on_validation_end(self, trainer, pl_module):
             if trainer.sanity_checking:
@@ -201,6 +202,49 @@ def world_size(cfg: DictConfig) -> int:
     return int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)
 
 
+def placement(cfg: DictConfig) -> dict:
+    """Where the cell runs (a record's `placements` entry, a checkpoint's CKPT_PLACEMENT), with the strategy Lightning
+    runs: strategy=auto is `single` on one process and `ddp` on several (_strategy)."""
+    world, strategy = world_size(cfg), str(cfg.trainer.strategy)
+    if strategy == "auto":
+        strategy = "ddp" if world > 1 else "single"
+    return {"devices": int(cfg.trainer.devices), "num_nodes": int(cfg.trainer.num_nodes), "world_size": world, "strategy": strategy}
+
+
+def resume_problem(saved: dict | None, now: dict) -> str | None:
+    """Why a checkpoint written at placement `saved` must not resume at `now`, or None. A single-process or DDP
+    checkpoint holds the whole model and optimizer (rank 0's, the same on every rank), and the batches are a function of
+    (seed, step) alone, so it resumes on any process count. An FSDP checkpoint resumes only with FSDP on as many
+    processes: other combinations are not verified. A checkpoint without a placement is from before placements were
+    recorded, when a multi-process cell had a run id of its own: one process wrote it."""
+    saved = saved or {"strategy": "single", "world_size": 1}
+    if "fsdp" not in (saved["strategy"], now["strategy"]) or (saved["strategy"], saved["world_size"]) == (now["strategy"], now["world_size"]):
+        return None
+    return (
+        f"its checkpoint was written by {saved['strategy']} on {saved['world_size']} process(es), this run is {now['strategy']} on "
+        f"{now['world_size']}: an FSDP checkpoint resumes only with FSDP on the same number of processes (rerun with "
+        f"trainer.strategy={'fsdp' if saved['strategy'] == 'fsdp' else 'ddp'} and {saved['world_size']} processes, or remove it to train from the start)"
+    )
+
+
+def check_resumable(cfg: DictConfig, out: Path) -> None:
+    """Raise ConfigError (one line naming the checkpoint) when the cell in `out` would resume from a checkpoint that
+    this placement cannot continue (resume_problem). The planner calls it for every pending cell before anything runs;
+    a checkpoint that does not load is left to the job (usable_checkpoint moves it aside)."""
+    path = checkpoint_path(out)
+    if not path.exists() or record.is_completed(out):
+        return
+    import torch
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True).get(record.CKPT_PLACEMENT)  # (mmap: tensors are not read)
+    except Exception:
+        return
+    problem = resume_problem(saved, placement(cfg))
+    if problem:
+        raise C.ConfigError(f"{path}: {problem}")
+
+
 def _strategy(cfg: DictConfig):
     """Lightning's strategy for the cell; a multi-process one with the process-group timeout
     (trainer.pg_timeout_s), so a rank that died or hangs fails the cell instead of stalling it."""
@@ -240,7 +284,7 @@ def _trainer(cfg: DictConfig, out: Path, steps: int, monitor, loggers: list, res
     if world_size(cfg) > 1:
         callbacks.append(_keep_signal_handlers())
     if cfg.trainer.checkpoint:
-        callbacks.append(_checkpoint_callback(out))
+        callbacks.append(_checkpoint_callback(out, placement(cfg)))
     plugins = []
     if local_ranks:  # ranks started by job.ranks, whatever scheduler this process runs under
         from lightning.pytorch.plugins.environments import LightningEnvironment
@@ -292,18 +336,23 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list,
     torch.set_flush_denormal(True)  # denormals slowed high-LR CPU runs ~1.7x
     t_start = time.perf_counter()
 
-    data = _load_data(cfg)
-    base = _null_baselines(cfg, data) if res.rank == 0 else {}  # (a cache: rank 0's to write, and only its record reads them)
-    steps, per_step = budget.plan_steps(cfg, data.vocab_size)
     resume_from = resume
     if resume == "auto":
         last = usable_checkpoint(out) if res.rank == 0 or not checkpoint_path(out).exists() else checkpoint_path(out)
         resume_from = str(last) if last else None
     if resume_from:
-        start = int(torch.load(resume_from, map_location="cpu", weights_only=False)["global_step"])
+        saved = torch.load(resume_from, map_location="cpu", weights_only=False, mmap=True)  # (its tensors are not read here)
+        problem = resume_problem(saved.get(record.CKPT_PLACEMENT), placement(cfg))  # (the planner refused it already; a job started otherwise)
+        if problem:
+            raise C.ConfigError(f"{resume_from}: {problem}")
+        start = int(saved["global_step"])
         log.info(f"{label} resuming from step {start} ({resume_from})")
     else:
         start = 0
+
+    data = _load_data(cfg)
+    base = _null_baselines(cfg, data) if res.rank == 0 else {}  # (a cache: rank 0's to write, and only its record reads them)
+    steps, per_step = budget.plan_steps(cfg, data.vocab_size)
 
     L.seed_everything(cfg.seed, verbose=False)
     module = CausalLM(cfg, data.vocab_size, steps, list(data.evals), data.tasks)
@@ -318,7 +367,7 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list,
         )
         log.info(f"{label} step {point['step']}/{steps} eval {losses}")
 
-    monitor = Monitor(per_step, cfg.trainer.log_every_n_steps, cfg.trainer.diverge_delta, int(cfg.optim.warmup_frac * steps), on_eval)
+    monitor = Monitor(per_step, cfg.trainer.log_every_n_steps, cfg.trainer.diverge_delta, int(cfg.optim.warmup_frac * steps), on_eval, placement(cfg))
     if res.rank == 0:
         loggers.extend(tracking.loggers(cfg, out))
     from proxyscale.data.tokenizer import Tokenizer
@@ -362,6 +411,7 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list,
         requeues=monitor.resumes,
         eval_seconds=monitor.eval_seconds,
         examples_file=examples_file,
+        placements=monitor.placements,
     )
     return rec, trainer.is_global_zero
 

@@ -90,7 +90,7 @@ def check_same_grid(sweep: Path, fixed: dict, swept: list[str]) -> None:
         return
     old = json.loads(path.read_text())
     for k in sorted(set(old["fixed"]) & set(fixed)):
-        if k in swept or k in old.get("swept", []):
+        if k in swept or k in old.get("swept", []) or k in {f"trainer.{p}" for p in C.PLACEMENT}:  # (earlier submissions stated where cells ran)
             continue
         if json.dumps(old["fixed"][k], sort_keys=True) != json.dumps(fixed[k], sort_keys=True):
             raise LaunchError(f"{sweep} holds a different grid: {k} was {old['fixed'][k]!r} there, now {fixed[k]!r} (submit it as another sweep=NAME)")

@@ -114,6 +114,7 @@ def submit(argv: list[str], cells_per_task: int = 4, max_parallel: int | None = 
         raise LaunchError(f"one submit goes to one sweep folder, this grid spans {len(sweeps)} (sweep is swept?)")
     sweep = Path(sweeps.pop())
     backend.check(launcher, cells)
+    grid.check_resumable(cells)
     fixed, swept = grid_settings([c.cfg for c in cells])
     check_same_grid(sweep, fixed, swept)
 
