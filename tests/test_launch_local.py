@@ -103,6 +103,11 @@ def test_same_grid_check(tmp_path):
     manifest.check_same_grid(sweep, *settings("data=balanced,noisy", "optim.lr=1e-3,3e-3"))  # a new axis
     with pytest.raises(LaunchError, match="different grid: trainer.max_tokens was 49152"):
         manifest.check_same_grid(sweep, *settings("data=balanced", "trainer.max_tokens=98304"))
+    manifest.check_same_grid(sweep, *settings("data=noisy", "trainer.devices=2", "trainer.strategy=ddp"))  # where cells run: not a setting
+    info = json.loads((sweep / manifest.SUBMIT_INFO).read_text())
+    info["fixed"].update({"trainer.devices": 2, "trainer.strategy": "ddp"})  # as a submission stated them before placement left the identity
+    (sweep / manifest.SUBMIT_INFO).write_text(json.dumps(info))
+    manifest.check_same_grid(sweep, *settings("data=noisy"))
 
 
 def test_submit_without_sbatch_is_one_line_exit_2(tmp_path):
