@@ -51,9 +51,18 @@ def ladder() -> dict[str, ModelConfig]:
     return out
 
 
+def cores() -> int:
+    """The cores this process may run on: its CPU affinity (a SLURM task's or a container's share), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # (macOS)
+        return os.cpu_count() or 1
+
+
 def threads_per_worker(cfg: DictConfig, workers: int) -> int:
-    """trainer.threads, or (when 0) the machine's cores shared evenly among the workers."""
-    return cfg.trainer.threads or max(1, (os.cpu_count() or 1) // workers)
+    """trainer.threads, or (when 0) the cores this process may use shared evenly among the `workers` processes that
+    train at once beside it (cells, and the ranks of a multi-process cell on this machine)."""
+    return cfg.trainer.threads or max(1, cores() // workers)
 
 
 def plan_steps(cfg: DictConfig, vocab_size: int) -> tuple[int, int]:

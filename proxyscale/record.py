@@ -58,7 +58,8 @@ class Record:
     final_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # task set -> {acc, prob_correct, ll_norm} at the last step (higher is better)
     examples_file: Optional[str] = None  # completed cells: the per-example losses beside the record (EXAMPLES, relative to the run dir)
     # Where the cell ran, one entry per run of it (a cell resumed on another process count has one per count):
-    # [{step (where that run started), devices, num_nodes, world_size, strategy (single | ddp | fsdp)}]. Information only: not part of its identity.
+    # [{step (where that run started), devices, num_nodes, world_size, strategy (single | ddp | fsdp), threads (torch's, per process)}].
+    # Information only: not part of its identity.
     placements: list[dict] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)

@@ -81,7 +81,7 @@ def test_checkpoints_are_on_by_default_name_their_cell_and_go_once_final(out_dir
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"], "a temp checkpoint is left"
     rec = run_cell(cfg)
     assert rec.status == "completed" and rec.requeues == 1
-    assert rec.placements == [{"step": 0, **one}, {"step": 4, **one}]  # one entry per run of the cell
+    assert rec.placements == [{"step": 0, **one, "threads": 1}, {"step": 4, **one, "threads": 1}]  # one entry per run of the cell
     assert not (run_dir(cfg) / "checkpoints").exists(), "last.ckpt stays after the cell is final"
 
 

@@ -47,7 +47,7 @@ def test_a_two_process_ddp_cell_finishes_and_gives_the_one_process_record(refere
     assert said.count(" start\n") == 1 and "running in another process" not in said and not r.stderr, said[-3000:]  # one cell log, no lock contest
     rec = records_by_devices(out_dir / "two")[2]
     assert not list(rec["_dir"].glob(".rank-*")) and rec["extra"]["identity_env"]
-    assert rec["placements"] == [{"step": 0, "devices": 2, "num_nodes": 1, "world_size": 2, "strategy": "ddp"}]
+    assert rec["placements"] == [{"step": 0, "devices": 2, "num_nodes": 1, "world_size": 2, "strategy": "ddp", "threads": 1}]
     assert rec["_dir"].name == reference["run_id"]  # one cell, whatever runs it
     assert_same_record(reference, rec)
     again = run_cli("model=debug", *FAST, *POINTS, "sweep=two", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=300)
@@ -99,6 +99,17 @@ def test_a_cell_this_machine_cannot_run_is_refused_in_one_line(out_dir, args, sa
     assert r.returncode == 2, r.stderr
     (line,) = r.stderr.splitlines()
     assert says in line, line
+
+
+@pytest.mark.slow  # (a 1-process ddp cell)
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="Lightning's thread count and trainer.threads=1 agree on one core")
+def test_the_ranks_train_with_trainer_threads_not_lightnings_cores_per_device(out_dir, cache_dir):
+    """Lightning's DDP launcher sets torch's threads to cores / devices unless OMP_NUM_THREADS is set: one rank per
+    node got every core (a 2-node cell ran ~20x slower per step than on one node). The cell keeps trainer.threads."""
+    r = run_cli("model=debug", *FAST, "trainer.strategy=ddp", "sweep=th", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (rec,) = records_by_devices(out_dir / "th").values()
+    assert [(p["strategy"], p["threads"]) for p in rec["placements"]] == [("ddp", 1)], rec["placements"]
 
 
 def test_the_process_count_is_not_an_axis_of_a_grid():

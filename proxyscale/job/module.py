@@ -190,7 +190,7 @@ class Monitor(L.Callback):
     def __init__(self, tokens_per_step: int, log_every: int, diverge_delta: float, warmup_steps: int, on_eval=None, where: dict | None = None):
         self.tokens_per_step, self.log_every = tokens_per_step, log_every
         self.where = where or {}  # this run's placement (job.run.placement)
-        self.placements: list[dict] = []  # one per run of the cell: {step it started at, **where}
+        self.placements: list[dict] = []  # one per run of the cell: {step it started at, **where, threads}
         self.diverge_delta, self.warmup_steps = diverge_delta, warmup_steps
         self.on_eval = on_eval
         self.train_curve: list[dict] = []
@@ -204,7 +204,8 @@ class Monitor(L.Callback):
         self._t0 = self._t_eval = None
 
     def on_train_start(self, trainer, pl_module):
-        self.placements.append({"step": trainer.global_step, **self.where})  # (after a checkpoint's restore: the step it resumes at)
+        # (after a checkpoint's restore: the step it resumes at; and after Lightning's launcher: the torch threads it trains with)
+        self.placements.append({"step": trainer.global_step, **self.where, "threads": torch.get_num_threads()})
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._t0 = time.perf_counter()

@@ -8,6 +8,7 @@ in; the job never asks Hydra or the environment.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -35,7 +36,7 @@ class Resources:
     """Where a cell runs, as the launcher knows it."""
 
     workers: int = 1  # cells training at once on this machine (threads are shared among them)
-    threads: int = 0  # torch threads for this cell; 0 = budget.threads_per_worker(cfg, workers)
+    threads: int = 0  # torch threads for each process of this cell; 0 = budget.threads_per_worker over its processes on this machine
     rank: int = 0  # this process's global rank in a multi-process cell (only rank 0 writes the record)
     ranks_started: bool = False  # the scheduler started every rank of a multi-process cell (srun tasks); else rank 0 starts them (job.ranks)
     scheduler_requeues: bool = False  # a scheduler (submitit on SLURM) owns requeueing: Lightning's handler stays off
@@ -258,6 +259,23 @@ def _strategy(cfg: DictConfig):
     return (FSDPStrategy if t.strategy == "fsdp" else DDPStrategy)(timeout=timedelta(seconds=float(t.pg_timeout_s)))
 
 
+@contextlib.contextmanager
+def _threads_kept(threads: int):
+    """OMP_NUM_THREADS=threads while the cell trains. Lightning's DDP launcher, unless that variable is set, sets torch's
+    threads to the cores / trainer.devices (lightning.fabric.utilities.distributed._set_num_threads_if_needed): it
+    undid trainer.threads, and a 2-node cell (one rank per node) ran every rank with all of the machine's cores,
+    about 20x slower per step than the same 2 ranks on one node where cores are scarce (docs/clusters.md#measured)."""
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
+
+
 def _keep_signal_handlers():
     """A callback that puts back this process's SIGTERM handler once Lightning has put its own in: Lightning's
     broadcasts from inside the handler, a collective the other ranks never join, which stalls a multi-process
@@ -320,8 +338,6 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list,
     """Train one cell; returns (its record, status completed or diverged; whether this process is the
     cell's global rank 0). The trackers it starts (rank 0) are appended to `loggers` for the caller to
     finish. `resume`: the checkpoint to continue from, or "auto" (this cell's usable last.ckpt)."""
-    import contextlib
-
     import lightning as L
     import torch
 
@@ -331,7 +347,9 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list,
     quiet_lightning()
     world = world_size(cfg)
     local_ranks = world > 1 and not res.ranks_started  # this machine runs every rank: rank 0 starts the others
-    threads = res.threads or budget.threads_per_worker(cfg, res.workers * (world if local_ranks else 1))  # (this machine's ranks share its cores)
+    # This machine's cores are shared by the workers' cells and by this cell's processes on it: all of its ranks when
+    # rank 0 starts them, trainer.devices tasks per node under srun (launch.slurm.shape).
+    threads = res.threads or budget.threads_per_worker(cfg, res.workers * (world if local_ranks else int(cfg.trainer.devices) if world > 1 else 1))
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # denormals slowed high-LR CPU runs ~1.7x
     t_start = time.perf_counter()
@@ -374,7 +392,8 @@ def train(cfg: DictConfig, out: Path, label: str, res: Resources, loggers: list,
 
     val = eval_loaders(data.evals, cfg.trainer.seq_len, cfg.eval.batch_size, data.tasks, Tokenizer(cfg.data.tokenizer).eos)
     module.set_eval_shape(val)
-    with ranks.local_group(out, world, threads, resume_from) if local_ranks and res.rank == 0 else contextlib.nullcontext():
+    group = ranks.local_group(out, world, threads, resume_from) if local_ranks and res.rank == 0 else contextlib.nullcontext()
+    with _threads_kept(threads), group:
         trainer = _trainer(cfg, out, steps, monitor, loggers, res, local_ranks)
         trainer.fit(module, train_dataloaders=train_loader(data.pool, cfg, steps, start), val_dataloaders=list(val), ckpt_path=resume_from)
         if not monitor.diverged and (not monitor.eval_curve or monitor.eval_curve[-1]["step"] != trainer.global_step):
