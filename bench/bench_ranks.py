@@ -1,13 +1,15 @@
 """A multi-process cell against the one-process cell (`python -m bench ranks`): the same debug cell with the lm
-and the benchmark task sets (eval=tasks_local) on 1 and on 2 CPU processes (ddp, gloo), through the CLI; the max
-abs difference of every measured number of the two records (eval losses, task metrics, eval curve, train curve,
-per-example losses and metrics) and the wall time of each command, side by side.
+and the benchmark task sets (eval=tasks_local) on 1 and on 2 CPU processes (ddp, gloo), and stopped at its first
+checkpoint on one count then resumed on the other (1 then 2, 2 then 1), through the CLI; the max abs difference of
+every measured number of each record from the one-process record (eval losses, task metrics, eval curve, train
+curve, per-example losses and metrics) and the wall time of each, side by side.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,31 +36,68 @@ def _numbers(rec: dict) -> dict[str, dict[str, float]]:
     return out
 
 
+def _placed(n: int) -> list[str]:
+    return [f"trainer.devices={n}"] + (["trainer.strategy=ddp"] if n > 1 else [])
+
+
+def _cli(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "proxyscale", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _interrupted(args: list[str], sweep: Path, env: dict) -> None:
+    """The cell stopped by SIGTERM once its first checkpoint (step 4) is written, as a preemption would stop it."""
+    proc = _cli(args, env)
+    for line in proc.stdout:
+        if "step 4/12" in line:
+            break
+    ckpt = next(sweep.glob("*/config.yaml")).parent / "checkpoints" / "last.ckpt"
+    while not ckpt.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=300)[0]
+    if proc.returncode != 143:
+        raise RuntimeError(f"the interrupted cell exited {proc.returncode}: {rest[-2000:]}")
+
+
+def _diffs(one: tuple, other: tuple) -> dict[str, float]:
+    """Max abs difference of every measured number of two (record, per-example table) pairs, by kind."""
+    (r1, ex1), (r2, ex2) = one, other
+    a, b = _numbers(r1), _numbers(r2)
+    out = {kind: max(abs(a[kind][k] - b[kind][k]) for k in a[kind]) for kind in a if a[kind]}
+    for col, kind in (("loss", "per-example losses"), ("value", "per-example task metrics")):
+        out[kind] = float(np.nanmax(np.abs(ex1[col].to_numpy() - ex2[col].to_numpy())))
+    return out
+
+
 def main() -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     recs, seconds = {}, {}
+    runs = {"2 processes": ([2], None), "1 then 2, resumed": ([1, 2], "move12"), "2 then 1, resumed": ([2, 1], "move21")}
     with tempfile.TemporaryDirectory(prefix="bench-ranks-") as tmp:
-        for n in (1, 2):
-            args = [*FAST, "eval=tasks_local", "trainer.log_every_n_steps=1", f"trainer.devices={n}", f"sweep=ranks{n}", f"paths.output_dir={tmp}"]
-            args += [f"paths.cache_dir={Path(tmp) / 'cache'}"] + (["trainer.strategy=ddp"] if n > 1 else [])
+        common = [*FAST, "eval=tasks_local", "trainer.log_every_n_steps=1", f"paths.output_dir={tmp}", f"paths.cache_dir={Path(tmp) / 'cache'}"]
+        for name, (counts, sweep) in [("1 process", ([1], None)), *runs.items()]:
+            sweep = sweep or f"ranks{counts[0]}"  # (one cell on any process count: a sweep each)
+            args = [*common, f"sweep={sweep}"]
             t0 = time.perf_counter()
-            r = subprocess.run([sys.executable, "-m", "proxyscale", *args], cwd=ROOT, env=env, capture_output=True, text=True)
-            seconds[n] = time.perf_counter() - t0
+            if len(counts) > 1:
+                _interrupted([*args, *_placed(counts[0])], Path(tmp, sweep), env)
+            r = subprocess.run([sys.executable, "-m", "proxyscale", *args, *_placed(counts[-1])], cwd=ROOT, env=env, capture_output=True, text=True)
+            seconds[name] = time.perf_counter() - t0
             if r.returncode:
-                raise RuntimeError(f"{n}-process cell exited {r.returncode}: {r.stderr[-2000:]}")
-        for p in Path(tmp).glob("ranks*/*/result.json"):  # (one cell on any process count: a sweep each)
+                raise RuntimeError(f"{name}: exited {r.returncode}: {r.stderr[-2000:]}")
+            (p,) = Path(tmp, sweep).glob("*/result.json")
             rec = json.loads(p.read_text())
-            recs[rec["config"]["trainer"]["devices"]] = (rec, pd.read_parquet(p.parent / rec["examples_file"]))
-    (one, ex1), (two, ex2) = recs[1], recs[2]
-    a, b = _numbers(one), _numbers(two)
-    diffs = {kind: max(abs(a[kind][k] - b[kind][k]) for k in a[kind]) for kind in a if a[kind]}
-    counts = {kind: len(v) for kind, v in a.items()}
+            recs[name] = (rec, pd.read_parquet(p.parent / rec["examples_file"]))
+    one = recs["1 process"]
+    diffs = {name: _diffs(one, recs[name]) for name in runs}
+    counts = {kind: len(v) for kind, v in _numbers(one[0]).items()}
     for col, kind in (("loss", "per-example losses"), ("value", "per-example task metrics")):
-        diffs[kind] = float(np.nanmax(np.abs(ex1[col].to_numpy() - ex2[col].to_numpy())))
-        counts[kind] = int(np.isfinite(ex1[col].to_numpy()).sum())
-    rows = [(kind, str(counts[kind]), f"{d:.2e}") for kind, d in diffs.items()]
-    print(table(("2 processes vs 1", "values", "max abs diff"), rows))
-    print(f"wall: 1 process {seconds[1]:.1f} s, 2 processes {seconds[2]:.1f} s (the same 12-step debug cell, CLI start included)")
+        counts[kind] = int(np.isfinite(one[1][col].to_numpy()).sum())
+    rows = [(kind, str(counts[kind]), *(f"{diffs[name][kind]:.2e}" for name in runs)) for kind in diffs["2 processes"]]
+    print(table(("max abs diff vs 1 process", "values", *runs), rows))
+    placed = {name: [(p["step"], p["world_size"]) for p in recs[name][0]["placements"]] for name in runs}
+    print("requeues, (step, processes) of each run: " + "; ".join(f"{name}: {recs[name][0]['requeues']}, {placed[name]}" for name in runs))
+    print("wall: " + ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items()) + " (the 12-step debug cell, CLI start included)")
     out = {"max_abs_diff": diffs, "seconds": seconds}
     save("ranks", out)
     return out

@@ -130,7 +130,7 @@ class TrainerConfig:
     strategy: str = "auto"  # auto | ddp | fsdp
     precision: str = "32-true"  # Lightning precision, e.g. bf16-mixed on GPUs
     compile: bool = False  # torch.compile the model (GPU cells; on CPUs compiling costs more than it saves)
-    threads: int = 0  # torch threads per worker; 0 = cores / workers
+    threads: int = 0  # torch threads per process (each rank of a multi-process cell); 0 = its cores / the processes training beside it
     diverge_delta: float = 1.0  # smoothed train loss this far (nats) above its best = diverged
     log_every_n_steps: int = 25  # train-loss points kept in the record
     checkpoint: bool = True  # save last.ckpt (atomically, with the run id inside) after every periodic eval, so an interrupted cell resumes
