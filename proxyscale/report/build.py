@@ -66,7 +66,6 @@ reason string next to it):
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
@@ -240,12 +239,12 @@ def predictions(
             f"{MAX_PAIRWISE_RECIPES} recipes (the comparisons above still score every pair)"
         )
         pred["reason"] = front["reason"] = why
-        return pred, front
+        return _typed(pred, front)
     try:
         params = scaling.size_params(table, sizes)
     except scaling.PredictError as exc:
         pred["reason"] = front["reason"] = str(exc)
-        return pred, front
+        return _typed(pred, front)
     proxies = [s for s in sizes if params[s] < params[target]]
     if len(proxies) < 2:
         pred["reason"] = (
@@ -263,7 +262,18 @@ def predictions(
             pred["notes"].append("not run: " + "; ".join(f"{s['method']} ({s['reason']})" for s in skipped) + ".")
     out = F.frontier(table, sizes, target=target, prediction=pred if pred["available"] else None, higher_is_better=directions, decision_level=decision_level)
     front.update(out, available=bool(out["points"]), reason=None if out["points"] else "no point with every recipe at the target")
-    return pred, front
+    return _typed(pred, front)
+
+
+def _typed(pred: dict, front: dict) -> tuple[dict, dict]:
+    """The two sections as their dataclasses' serialisation (a key neither declares is an error)."""
+    from dataclasses import asdict
+
+    from proxyscale.analysis.frontier import Frontier
+    from proxyscale.analysis.scaling import Prediction
+    from proxyscale.analysis.types import typed
+
+    return asdict(typed(Prediction, pred)), asdict(typed(Frontier, front))
 
 
 def _da_intervals(pred: dict, table: "pd.DataFrame", sizes: list[str], proxies: list[str], directions: dict[str, bool]) -> None:
@@ -630,25 +640,27 @@ def run(
             raise ReportError(f"report not written: {folder} is not writable (give --out DIR); the previous report there, if any, is intact")
         if not csv:
             report = build_sweep(sweep_dir, n_boot=n_boot, standard_lr=standard_lr, decision_level=decision_level, out=str(folder))
-        report = _clean(report)
-        section = None
+        datamodels = None
         if not csv:  # issue 23: datamodels and their section when the sweep trained subsets (report/attribution.py)
             from proxyscale.report import attribution
 
-            section = functools.partial(attribution.append_to_report, sweep_dir, folder)
-        paths = write_report(report, folder, pool, section)
+            found = attribution.for_report(sweep_dir, folder)
+            if found is not None:
+                datamodels, report["attribution"] = found
+        report = _clean(report)
+        paths = write_report(report, folder, pool, datamodels)
     return paths, report
 
 
 REPORT_ORDER = ("report.md", "report.html", "report.json")  # published in this order: report.json, which readers open first, last
 
 
-def write_report(report: dict, folder: Path, pool=None, section=None) -> list[Path]:
+def write_report(report: dict, folder: Path, pool=None, datamodels: dict | None = None) -> list[Path]:
     """Every report file (report.json, .md, .html, the figures) written into a staging folder beside `folder`'s files and
     published as one set (record.publish_set): a failed or interrupted write leaves the previous report whole, and says
     so; figures of the previous report that this one does not draw are removed with it. The one place report files are
-    written. `section(stage, report)` adds an appended section's files (and its key in report) before report.json.
-    Returns [report.json, report.md, report.html, figures...]."""
+    written. `datamodels`: the sweep's datamodels result, whose files (datamodels.json, ...) join the set and whose figure
+    the attribution section shows. Returns [report.json, report.md, report.html, figures...]."""
     from proxyscale import record
     from proxyscale.report import render
 
@@ -657,9 +669,13 @@ def write_report(report: dict, folder: Path, pool=None, section=None) -> list[Pa
         return ReportError(f"report not written: {exc.strerror or exc}{where}; the previous report in {folder}, if any, is intact")
 
     with record.staged(folder, "report", fail) as stage:
-        render.write(report, stage, pool)
-        if section is not None:
-            section(stage, report)
+        extra = {}
+        if datamodels is not None:
+            from proxyscale.report import attribution
+
+            if stage / attribution.FIGURE in attribution.write(datamodels, stage):
+                extra["attribution"] = (stage / attribution.FIGURE).read_bytes()
+        render.write(report, stage, pool, extra)
         write_json(report, stage / "report.json")
     stale = [p.name for p in folder.glob("fig_*") if p.suffix in (".png", ".svg")]
     paths = record.publish_set(folder, stage, "report", list(REPORT_ORDER), remove=stale)
