@@ -290,13 +290,17 @@ def reduced_lr_line(section: dict) -> str | None:
         b, std = e.get("best_tuned"), e.get("standard_tuned")
         if not b or b.get("decision_accuracy") is None:
             continue
-        ref = std["decision_accuracy"] if std and std.get("decision_accuracy") is not None else None
-        best.append((e["metric"], e["proxy"], b["proxy_lr"], b["decision_accuracy"], ref))
+        ref = std if std and std.get("decision_accuracy") is not None else None
+        best.append((e["metric"], e["proxy"], b, ref))
     if not best:
         return None
-    m, p, lr, da, ref = max(best, key=lambda t: t[3] - (t[4] if t[4] is not None else t[3]))
-    vs = f" vs {ref:.2f} at the standard LR" if ref is not None else ""
-    return f"Reduced LR: across {len(best)} (eval set, proxy) curves the largest gain is {m} at {p} with proxy LR {lr:g}: DA {da:.2f}{vs} (see the LR section)."
+    m, p, b, ref = max(best, key=lambda t: t[2]["decision_accuracy"] - (t[3] or t[2])["decision_accuracy"])
+    da = lambda pt: f"{pt['decision_accuracy']:.2f}" + (f" {_ci(pt['decision_accuracy_ci'])}" if pt.get("decision_accuracy_ci") else "")
+    vs = f" vs {da(ref)} at the standard LR" if ref is not None else ""
+    return (
+        f"Reduced LR: across {len(best)} (eval set, proxy) curves the largest gain is {m} at {p} with proxy LR {b['proxy_lr']:g}: "
+        f"DA {da(b)}{vs} (95% intervals; see the LR section)."
+    )
 
 
 def planner_line(front: dict | None) -> str | None:
