@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from proxyscale.analysis.compare import compare
-from proxyscale.analysis.stats import PAIR_BLOCK, pair_blocks
+from proxyscale.analysis.stats import PAIR_BLOCK, pair_blocks, resample_counts
 from proxyscale.analysis.types import doc, typed
 
 BIGRAM_FREE = "indistinguishable from a free bigram model"
@@ -65,9 +65,7 @@ def paired_da_difference(xp, xb, y, *, n_boot: int, seed: int, sd_p=None, k_p=No
     their noise in every replicate. Pairs are walked in blocks: memory linear in recipes x replicates."""
     n = len(y)
     rng = np.random.default_rng(seed + 104729)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    w = np.zeros((n_boot, n))
-    np.add.at(w, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
+    w = resample_counts(n, n_boot, rng)
     P = xp + (rng.normal(size=(n_boot, n)) * sd_p / np.sqrt(k_p) if sd_p else 0.0)
     Y = y + (rng.normal(size=(n_boot, n)) * sd_y / np.sqrt(k_y) if sd_y else 0.0)
     P, Y = np.broadcast_to(P, (n_boot, n)), np.broadcast_to(Y, (n_boot, n))

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from proxyscale.analysis import stats
 from proxyscale.analysis.compare import compare
 from proxyscale.analysis.protocol import Cube
 from proxyscale.analysis.types import doc
@@ -53,9 +54,10 @@ def early_signal(curves: pd.DataFrame, cube: Cube) -> dict:
         c["seed"] = c["seed"].astype(float).fillna(-1.0)
     gkeys = [k for k in ("size", "recipe", "lr", "seed", "metric") if k in c.columns]
     c["fraction"] = (c["step"] / c.groupby(gkeys)["step"].transform("max")).round(2)
-    m = c.groupby(["metric", "size", "fraction", "lr", "recipe"], sort=False).agg(mean=("value", "mean"), step=("step", "median")).reset_index()
-    score = m["mean"] * m["metric"].map(dict(zip(cube.metrics, cube.sgn))).fillna(1.0)
-    m = m.loc[score.groupby([m["metric"], m["size"], m["fraction"], m["recipe"]], sort=False).idxmin().to_numpy()]
+    keys = ["metric", "size", "fraction", "lr", "recipe"]
+    m = stats.tuned(c.drop(columns="step"), dict(zip(cube.metrics, cube.higher)), keys=("metric", "size", "fraction", "recipe"))
+    steps = c.groupby(keys)["step"].median()
+    m = m.assign(step=steps.reindex(pd.MultiIndex.from_frame(m[keys])).to_numpy()).rename(columns={"value": "mean"})
     points = []
     for (metric, size, frac), g in m.groupby(["metric", "size", "fraction"], sort=False):
         if metric not in cube.metrics or size not in cube.sizes:
