@@ -151,13 +151,13 @@ class Cube:
 class SeedNoise:
     """One (metric, size): how much seeds alone reorder recipes."""
 
-    metric: str
-    size: str
-    n_seed_pairs: int  # (seed, seed, LR) combinations with >= 2 common recipes
-    n_pairs: int  # recipe pairs compared across those seed pairs
-    floor: float | None  # share of those pairs two seeds order differently
-    pooled_sd: float | None  # pooled seed sd of a value at this size
-    reason: str | None = None  # why floor is null
+    metric: str = doc("eval set")
+    size: str = doc("size")
+    n_seed_pairs: int = doc("(seed, seed, LR) combinations with >= 2 common recipes")
+    n_pairs: int = doc("recipe pairs compared across those seed pairs")
+    floor: float | None = doc("share of those pairs two seeds order differently")
+    pooled_sd: float | None = doc("pooled seed sd of a value at this size")
+    reason: str | None = doc("why floor is null")
 
 
 def seed_noise(cube: Cube) -> list[dict]:
