@@ -595,7 +595,7 @@ def datamodels_main(argv: list[str]) -> None:
         if a.write_recipe:
             recipe = attribution.write_selection_recipe(data, a.write_recipe, result["selection"])
     out = Path(a.out or a.sweep_dir)
-    for line in attribution.AttributionSection.from_result(result).headline():
+    for line in dm.Attribution.from_result(result).headline():
         print(line)
     for path in attribution.write(result, out):
         print(f"wrote {path}")

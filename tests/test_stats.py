@@ -219,14 +219,14 @@ def _ladder_csv(tmp_path, tokens: bool):
 
 def test_csv_tokens_column_drives_compute(tmp_path):
     """Equal tokens at every size: 10M costs 0.1 of 100M, not the 0.01 that 20 tokens/param would give."""
-    from proxyscale.report import build, render
+    from proxyscale.report import build, sections
 
     with_tokens = build.build_csv(str(_ladder_csv(tmp_path, True)), n_boot=20)
     pts = {p["size"]: p for p in with_tokens["frontier"]["points"] if p.get("size")}
     assert pts["10M"]["compute_fraction"] == pytest.approx(0.1)
     assert with_tokens["frontier"]["compute_basis"].startswith("measured")
-    assert not any("assumes 20" in " ".join(r) for r in render.frontier_rows(with_tokens))
+    assert not any("assumes 20" in " ".join(r) for r in sections.frontier_rows(with_tokens))
     plain = build.build_csv(str(_ladder_csv(tmp_path, False)), n_boot=20)
     pts = {p["size"]: p for p in plain["frontier"]["points"] if p.get("size")}
     assert pts["10M"]["compute_fraction"] == pytest.approx(0.01)
-    assert all("assumes 20 tokens/param" in r[2] for r in render.frontier_rows(plain))
+    assert all("assumes 20 tokens/param" in r[2] for r in sections.frontier_rows(plain))

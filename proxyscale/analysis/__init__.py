@@ -11,6 +11,7 @@ signal), types (the typed Comparison that drives tables and schema). `analyze` r
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,11 @@ from proxyscale.analysis import baselines as B
 from proxyscale.analysis import decision as D
 from proxyscale.analysis.compare import MAX_FLIPS
 from proxyscale.analysis.compare import compare as compare_one
-from proxyscale.analysis.early import early_signal
+from proxyscale.analysis.early import EarlySignal, early_signal
 from proxyscale.analysis.importer import AnalysisError, order_sizes, parse_size, prepare_csv
-from proxyscale.analysis.protocol import NO_STANDARD_LR, Cube, pick_best, prepare_sweep, seed_noise, standard_lr_index
+from proxyscale.analysis.protocol import NO_STANDARD_LR, Cube, ReducedLR, pick_best, prepare_sweep, seed_noise, standard_lr_index
 from proxyscale.analysis.stats import TIE_RULE
+from proxyscale.analysis.types import typed
 from proxyscale.analysis.verdict import bottom_line, summarize
 
 __all__ = ["AnalysisError", "analyze", "compare_one", "order_sizes", "parse_size", "prepare_csv", "prepare_sweep"]
@@ -194,17 +196,20 @@ class _Run:
             assumption = f"LR: every size tuned per recipe over its LR grid; fixed-LR target unavailable ({NO_STANDARD_LR})."
         else:
             assumption = f"LR: every size tuned per recipe over its LR grid; standard LR {std:g} ({source})."
-        section = {
-            "available": bool(entries),
-            "standard_lr": std,
-            "standard_lr_source": source if std is not None else None,
-            "fixed_available": fixed_reason is None,
-            "fixed_reason": fixed_reason,
-            "assumption": assumption,
-            "entries": entries,
-            "reason": None if entries else ("no lr column" if not self.has_lr else "a single LR at every size"),
-        }
-        return comps, section
+        section = typed(
+            ReducedLR,
+            {
+                "available": bool(entries),
+                "standard_lr": std,
+                "standard_lr_source": source if std is not None else None,
+                "fixed_available": fixed_reason is None,
+                "fixed_reason": fixed_reason,
+                "assumption": assumption,
+                "entries": entries,
+                "reason": None if entries else ("no lr column" if not self.has_lr else "a single LR at every size"),
+            },
+        )
+        return comps, asdict(section)
 
 
 def analyze(
@@ -255,7 +260,7 @@ def analyze(
         "reduced_lr": reduced,
         "early_signal": early_signal(curves, cube)
         if curves is not None
-        else {"available": False, "reason": "no training curves (external results without a step column)", "points": []},
+        else asdict(EarlySignal(reason="no training curves (external results without a step column)", target=cube.sizes[-1])),
     }
     out["baselines"] = B.section(baselines, baseline_reason, cube, primary, n_boot, seed)
     out["warnings"] = _warnings(out, run)

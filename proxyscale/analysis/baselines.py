@@ -6,12 +6,57 @@ Pure numpy.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
 from proxyscale.analysis.compare import compare
-from proxyscale.analysis.stats import PAIR_BLOCK, pair_blocks
+from proxyscale.analysis.stats import PAIR_BLOCK, pair_blocks, resample_counts
+from proxyscale.analysis.types import doc, typed
 
 BIGRAM_FREE = "indistinguishable from a free bigram model"
+
+
+@dataclass
+class BaselineValue:
+    """The count models' loss on one (recipe, eval set)."""
+
+    recipe: str = doc("recipe")
+    metric: str = doc("eval set")
+    unigram: float | None = doc("add-one unigram model's loss (nats/token) on the eval set, fitted on the recipe's pool")
+    bigram: float | None = doc("add-one bigram model's loss")
+
+
+@dataclass
+class BaselineVsProxy:
+    """The best trained proxy against the free bigram model, at one target."""
+
+    metric: str = doc("eval set")
+    target: str = doc("target size")
+    bigram_decision_accuracy: float | None = doc("the bigram model's DA against the target")
+    unigram_decision_accuracy: float | None = doc("the unigram model's DA against the target")
+    best_proxy: str | None = doc("the trained proxy with the highest DA")
+    best_proxy_decision_accuracy: float | None = doc("its DA")
+    difference: float | None = doc("DA(best proxy) - DA(bigram)")
+    difference_ci: list[float] | None = doc("95% percentile interval over recipe resamples, seed noise redrawn")
+    outcome: str | None = doc("beats | indistinguishable | beaten")
+    n_boot: int | None = doc("resamples behind the interval")
+
+
+@dataclass
+class Baselines:
+    """Null baselines: free unigram/bigram count models as the floor a trained proxy must beat."""
+
+    available: bool = doc("baseline values exist (sweeps whose results carry them)", False)
+    reason: str | None = doc("why not available")
+    smoothing: str | None = doc("the count models' smoothing")
+    units: str | None = doc("units of the values")
+    rule: str | None = doc("when a proxy beats the bigram")
+    values: list[BaselineValue] = doc("per (recipe, eval set)", factory=list)
+    comparisons: list[dict] = doc("count model vs each target: the keys of a comparison, proxy = baseline = 'unigram' | 'bigram'", factory=list)
+    vs_proxies: list[BaselineVsProxy] = doc("the best trained proxy against the bigram, per (eval set, target)", factory=list)
+    statements: list[str] = doc("one sentence per vs_proxies entry, with its interval", factory=list)
+    warnings: list[str] = doc("targets worse than a count model; proxies not distinguishable from one", factory=list)
 
 
 def paired_da_difference(xp, xb, y, *, n_boot: int, seed: int, sd_p=None, k_p=None, sd_y=None, k_y=None) -> dict:
@@ -20,9 +65,7 @@ def paired_da_difference(xp, xb, y, *, n_boot: int, seed: int, sd_p=None, k_p=No
     their noise in every replicate. Pairs are walked in blocks: memory linear in recipes x replicates."""
     n = len(y)
     rng = np.random.default_rng(seed + 104729)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    w = np.zeros((n_boot, n))
-    np.add.at(w, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
+    w = resample_counts(n, n_boot, rng)
     P = xp + (rng.normal(size=(n_boot, n)) * sd_p / np.sqrt(k_p) if sd_p else 0.0)
     Y = y + (rng.normal(size=(n_boot, n)) * sd_y / np.sqrt(k_y) if sd_y else 0.0)
     P, Y = np.broadcast_to(P, (n_boot, n)), np.broadcast_to(Y, (n_boot, n))
@@ -46,15 +89,7 @@ def section(baselines: dict | None, reason: str | None, cube, primary: list[dict
     """Baseline agreement with each tuned target, the best trained proxy against the bigram with an
     interval, and warnings where a target itself is worse than a count model."""
     if not baselines:
-        return {
-            "available": False,
-            "reason": reason or "no baseline values",
-            "values": [],
-            "comparisons": [],
-            "vs_proxies": [],
-            "statements": [],
-            "warnings": [],
-        }
+        return asdict(Baselines(available=False, reason=reason or "no baseline values"))
     values = [{"recipe": r, "metric": m, **v} for (r, m), v in sorted(baselines.items())]
     comps, vs, statements, warnings = [], [], [], []
     for mi, metric in enumerate(cube.metrics):
@@ -138,18 +173,19 @@ def section(baselines: dict | None, reason: str | None, cube, primary: list[dict
             else:
                 statements.append(f"{head} is {BIGRAM_FREE} ({bda:.2f}): difference {diff:+.2f} {civ} includes 0.")
                 warnings.append(statements[-1])
-    return {
-        "available": True,
-        "reason": None,
-        "smoothing": "add-one",
-        "units": "nats/token",
-        "values": values,
-        "comparisons": comps,
-        "vs_proxies": vs,
-        "statements": statements,
-        "warnings": warnings,
-        "rule": "beats: the 95% interval of DA(proxy) - DA(bigram) (recipe resamples, seed noise redrawn) lies above 0",
-    }
+    out = Baselines(
+        available=True,
+        reason=None,
+        smoothing="add-one",
+        units="nats/token",
+        values=[typed(BaselineValue, v) for v in values],
+        comparisons=comps,
+        vs_proxies=[typed(BaselineVsProxy, v) for v in vs],
+        statements=statements,
+        warnings=warnings,
+        rule="beats: the 95% interval of DA(proxy) - DA(bigram) (recipe resamples, seed noise redrawn) lies above 0",
+    )
+    return asdict(out)
 
 
 def undertrained(cells: np.ndarray, bigram: np.ndarray, recipes: list[str], seeds, has_seed: bool) -> list[dict]:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from proxyscale.analysis.types import doc
 from proxyscale.errors import UserError
 
 FOLDS = 5
@@ -42,6 +43,45 @@ ALPHAS = np.logspace(-3, 4, 15)  # the ridge penalties RidgeCV chooses among (pe
 MIN_SUBSETS = 6  # fewer subsets common to two sizes: no LDS for that pair
 MIN_FOLD = 3  # subsets per held-out fold at least (a Spearman correlation over 1 or 2 values says nothing): fewer folds then
 INSTALL_HINT = "datamodels need scikit-learn: pip install 'proxyscale[attribution]'"
+
+
+@dataclass
+class Attribution:
+    """The "Attribution across scale" section (report.json `attribution`, datamodels.json's figures): LDS entries,
+    weight agreement, the selection (DsDm), TRAK's entries, costs, notes."""
+
+    definition: str = doc("the LDS in words", "")
+    sizes: list[str] = doc("sizes, small to large", factory=list)
+    groups: int = doc("groups the pool is cut into", 0)
+    subsets: int = doc("subsets trained", 0)
+    entries: list[dict] = doc("[{metric, fit_size, eval_size, lds, lds_ci, n_examples, n_undefined, n_subsets}]", factory=list)
+    weight_agreement: list[dict] = doc("[{metric, size_a, size_b, weight_spearman, n_examples}]", factory=list)
+    selection: dict | None = doc("{metric, fit_size, k, groups, weights, by} when --select was given")
+    trak: list[dict] = doc("TRAK from a checkpoint: [{metric, checkpoint_size, eval_size, lds, lds_ci, seconds, ...}]", factory=list)
+    cost: dict = doc("{train_flops_by_size, fit_seconds}", factory=dict)
+    notes: list[str] = doc("caveats", factory=list)
+    reason: str | None = doc("why there are no datamodels (the sweep has subset cells but they could not be fitted)")
+
+    @classmethod
+    def from_result(cls, result: dict) -> "Attribution":
+        keys = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in result.items() if k in keys})
+
+    def headline(self) -> list[str]:
+        """One line per metric: the smallest size's datamodels on the largest size's subsets (and the largest's own)."""
+        lines = []
+        for e in self.entries:
+            if e["fit_size"] == self.sizes[0] and e["eval_size"] == self.sizes[-1] or (len(self.sizes) == 1):
+                lo, hi = e["lds_ci"]
+                lines.append(
+                    f"{e['metric']}: datamodels fitted on the {e['fit_size']} models predict the {e['eval_size']} models' values on unseen subsets "
+                    f"with LDS {fmt3(e['lds'])} [{fmt3(lo)}, {fmt3(hi)}] ({e['n_examples']} examples, {e['n_subsets']} subsets)"
+                )
+        return lines
+
+
+def fmt3(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
 
 
 class DatamodelError(UserError):

@@ -6,11 +6,12 @@ report.json carries them as `decision` and `losses` (dataclasses.asdict), the pa
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from proxyscale.analysis.protocol import Cube
+from proxyscale.analysis.types import doc
 from proxyscale.analysis.verdict import DA_BAR
 
 TOP = 3  # target's top recipes named per eval set
@@ -21,45 +22,45 @@ MAX_LOSS_ROWS = 10  # recipes per loss table: the target's best, then the proxie
 class DecisionRow:
     """One eval set: the verdict of its most useful proxy and what to do."""
 
-    metric: str
-    direction: str  # 'lower' or 'higher' is better
-    proxy: str | None  # the cheapest proxy that holds, else the largest proxy
-    verdict: str  # holds | fails | inconclusive
-    decision_accuracy: float | None
-    interval: list[float] | None  # the simultaneous 95% interval the verdict used
-    target_top: list[str]  # the target's best recipes, best first
-    separable: str  # 'yes' | 'no' | 'untested' (one seed at the target) | 'tied'
-    action: str
+    metric: str = doc("eval set")
+    direction: str = doc("'lower' or 'higher' is better")
+    proxy: str | None = doc("the cheapest proxy that holds, else the largest proxy")
+    verdict: str = doc("holds | fails | inconclusive")
+    decision_accuracy: float | None = doc("decision accuracy against the target")
+    interval: list[float] | None = doc("the simultaneous 95% interval the verdict used")
+    target_top: list[str] = doc("the target's best recipes, best first")
+    separable: str = doc("'yes' | 'no' | 'untested' (one seed at the target) | 'tied'")
+    action: str = doc("what to do, in words")
 
 
 @dataclass
 class Decision:
     """The first screen: one row per eval set."""
 
-    target: str
-    family_size: int  # claims the simultaneous intervals cover
-    bar: float
-    rows: list[DecisionRow] = field(default_factory=list)
+    target: str = doc("target size")
+    family_size: int = doc("claims the simultaneous intervals cover")
+    bar: float = doc("the DA bar verdicts are judged against")
+    rows: list[DecisionRow] = doc("rows", factory=list)
 
 
 @dataclass
 class LossRow:
-    recipe: str
-    cells: list[str]  # per size: 'mean ± sd (k seeds)' at the tuned LR, '' when not run
+    recipe: str = doc("recipe")
+    cells: list[str] = doc("per size: 'mean ± sd (k seeds)' at the tuned LR, '' when not run")
 
 
 @dataclass
 class LossTable:
-    metric: str
-    direction: str
-    sizes: list[str]
-    rows: list[LossRow]
-    n_more: int  # recipes not listed (all are in report.json comparisons)
+    metric: str = doc("eval set")
+    direction: str = doc("'lower' or 'higher' is better")
+    sizes: list[str] = doc("sizes, smallest first")
+    rows: list[LossRow] = doc("rows")
+    n_more: int = doc("recipes not listed (all are in report.json comparisons)")
 
 
 @dataclass
 class Losses:
-    tables: list[LossTable] = field(default_factory=list)
+    tables: list[LossTable] = doc("one per eval set", factory=list)
 
 
 def _separable(c: dict, higher: bool) -> tuple[list[str], str]:

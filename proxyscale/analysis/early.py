@@ -2,18 +2,50 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import pandas as pd
 
+from proxyscale.analysis import stats
 from proxyscale.analysis.compare import compare
 from proxyscale.analysis.protocol import Cube
+from proxyscale.analysis.types import doc
+
+NOTE = "proxy value = best over LRs of the seed-mean eval value at that fraction of its own training; target = final tuned value"
+
+
+@dataclass
+class EarlyPoint:
+    """One size at one fraction of its training against the final target ranking."""
+
+    metric: str = doc("eval set")
+    proxy: str = doc("the size whose intermediate values rank (the target itself included)")
+    target: str = doc("the largest size (its final tuned values)")
+    fraction: float = doc("step / the run's last step, rounded to 0.01", 0.0)
+    step: float = doc("the median step at that fraction", 0.0)
+    spearman: float | None = doc("Spearman rho with the final target values")
+    decision_accuracy: float | None = doc("decision accuracy against them")
+    n_recipes: int = doc("recipes at both", 0)
+    reason: str | None = doc("why a figure is undefined")
+
+
+@dataclass
+class EarlySignal:
+    """Early signal: does a ranking part-way through training already match the final target ranking?"""
+
+    available: bool = doc("points exist", False)
+    reason: str | None = doc("why not available")
+    target: str | None = doc("the largest size")
+    note: str | None = doc("how values are taken")
+    points: list[EarlyPoint] = doc("per (metric, size, fraction)", factory=list)
 
 
 def early_signal(curves: pd.DataFrame, cube: Cube) -> dict:
     """Agreement of each size's tuned values at a fraction of its training with the final tuned largest size."""
     target = cube.sizes[-1]
     if curves is None or curves.empty:
-        return {"available": False, "reason": "no training curves", "points": [], "target": target}
+        return asdict(EarlySignal(available=False, reason="no training curves", target=target))
     c = curves.copy()
     if "lr" not in c.columns or c["lr"].isna().all():
         c["lr"] = -1.0
@@ -22,9 +54,10 @@ def early_signal(curves: pd.DataFrame, cube: Cube) -> dict:
         c["seed"] = c["seed"].astype(float).fillna(-1.0)
     gkeys = [k for k in ("size", "recipe", "lr", "seed", "metric") if k in c.columns]
     c["fraction"] = (c["step"] / c.groupby(gkeys)["step"].transform("max")).round(2)
-    m = c.groupby(["metric", "size", "fraction", "lr", "recipe"], sort=False).agg(mean=("value", "mean"), step=("step", "median")).reset_index()
-    score = m["mean"] * m["metric"].map(dict(zip(cube.metrics, cube.sgn))).fillna(1.0)
-    m = m.loc[score.groupby([m["metric"], m["size"], m["fraction"], m["recipe"]], sort=False).idxmin().to_numpy()]
+    keys = ["metric", "size", "fraction", "lr", "recipe"]
+    m = stats.tuned(c.drop(columns="step"), dict(zip(cube.metrics, cube.higher)), keys=("metric", "size", "fraction", "recipe"))
+    steps = c.groupby(keys)["step"].median()
+    m = m.assign(step=steps.reindex(pd.MultiIndex.from_frame(m[keys])).to_numpy()).rename(columns={"value": "mean"})
     points = []
     for (metric, size, frac), g in m.groupby(["metric", "size", "fraction"], sort=False):
         if metric not in cube.metrics or size not in cube.sizes:
@@ -43,24 +76,21 @@ def early_signal(curves: pd.DataFrame, cube: Cube) -> dict:
             with_test=False,
         ).to_dict()
         points.append(
-            {
-                "metric": metric,
-                "proxy": size,
-                "target": target,
-                "fraction": float(frac),
-                "step": float(g["step"].median()),
-                "spearman": c_["spearman"],
-                "decision_accuracy": c_["decision_accuracy"],
-                "n_recipes": len(common),
-                "reason": c_["reason"],
-            }
+            EarlyPoint(
+                metric=metric,
+                proxy=size,
+                target=target,
+                fraction=float(frac),
+                step=float(g["step"].median()),
+                spearman=c_["spearman"],
+                decision_accuracy=c_["decision_accuracy"],
+                n_recipes=len(common),
+                reason=c_["reason"],
+            )
         )
     order = {s: i for i, s in enumerate(cube.sizes)}
-    points.sort(key=lambda p: (p["metric"], order.get(p["proxy"], 0), p["fraction"]))
-    return {
-        "available": bool(points),
-        "target": target,
-        "points": points,
-        "reason": None if points else "fewer than 3 recipes with curves at both sizes",
-        "note": "proxy value = best over LRs of the seed-mean eval value at that fraction of its own training; target = final tuned value",
-    }
+    points.sort(key=lambda p: (p.metric, order.get(p.proxy, 0), p.fraction))
+    out = EarlySignal(
+        available=bool(points), target=target, points=points, reason=None if points else "fewer than 3 recipes with curves at both sizes", note=NOTE
+    )
+    return asdict(out)

@@ -27,6 +27,7 @@ whether the target orders that pair the other way (the sign of the best-vs-worst
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ import pandas as pd
 
 from proxyscale.analysis.protocol import Cube
 from proxyscale.analysis.stats import bootstrap_mean
+from proxyscale.analysis.types import doc, typed
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 MAX_FLIPS = 5  # examples listed per (eval set, proxy, target)
@@ -42,6 +44,61 @@ DEFINITION = (
     "per example: seed-mean loss at each recipe's tuned LR, centred across recipes at each size; rho = correlation across "
     "recipes of the proxy's and the target's centred losses; mean over examples with a seeded bootstrap interval over examples"
 )
+
+
+@dataclass
+class ExampleFlip:
+    """An example whose recipe effects agree least across scale."""
+
+    example: Any = doc("the example's id (eval window index, or the CSV's example value)")
+    rho: float = doc("its predictive correlation", 0.0)
+    proxy_best: str = doc("the proxy's best recipe on it", "")
+    proxy_worst: str = doc("the proxy's worst recipe on it", "")
+    proxy_effect: float = doc("proxy value of best - worst", 0.0)
+    target_effect: float = doc("target value of the same two recipes' difference", 0.0)
+    target_best: str = doc("the target's best recipe on it", "")
+    target_worst: str = doc("the target's worst recipe on it", "")
+    sign_flip: bool = doc("the target orders the proxy's best and worst the other way", False)
+    snippet: str | None = doc("the example's text, where the sweep saved it")
+
+
+@dataclass
+class ExampleEntry:
+    """One eval set and (proxy, target): the distribution over examples of the predictive correlation."""
+
+    metric: str = doc("eval set")
+    proxy: str = doc("proxy size")
+    target: str = doc("target size")
+    proxy_params: float | None = doc("proxy parameters")
+    target_params: float | None = doc("target parameters")
+    n_recipes: int = doc("recipes with every example at both sizes", 0)
+    recipes: list[str] = doc("their names", factory=list)
+    reason: str | None = doc("why there is no correlation")
+    n_examples: int = doc("examples with a defined rho", 0)
+    n_undefined: int | None = doc("examples every recipe scores alike at a size (left out)")
+    mean: float | None = doc("mean predictive correlation (the paper's statistic)")
+    mean_ci: list[float] | None = doc("95% seeded percentile bootstrap interval over examples (recipes fixed)")
+    quantiles: dict | None = doc("{q05, q25, q50, q75, q95} of rho over examples")
+    frac_positive: float | None = doc("share of examples with rho > 0")
+    residual_mean: float | None = doc("mean rho after also removing each recipe's overall effect (double centring)")
+    residual_ci: list[float] | None = doc("its interval")
+    flips: list[ExampleFlip] = doc("the examples with the lowest rho", factory=list)
+    dropped_recipes: list[str] | None = doc("recipes missing at one size or without every example there")
+
+
+@dataclass
+class PerExample:
+    """Per-example predictive correlation across scale (issue 16)."""
+
+    available: bool = doc("some entry has a correlation", False)
+    reason: str | None = doc("why not available")
+    definition: str = doc("the statistic in words", DEFINITION)
+    n_boot: int = doc("bootstrap resamples of the examples", 0)
+    bootstrap_seed: int = doc("their seed", 0)
+    target: str | None = doc("the largest size")
+    lr_rule: str | None = doc("which LR's per-example values are used")
+    entries: list[ExampleEntry] = doc("every eval set x (proxy < target)", factory=list)
+    notes: list[str] = doc("caveats", factory=list)
 
 
 def _norm(df: pd.DataFrame) -> pd.DataFrame:
@@ -169,7 +226,7 @@ def section(
     }
     if examples is None or examples.empty:
         out["reason"] = reason or "no per-example losses"
-        return out
+        return asdict(typed(PerExample, out))
     vals, out["lr_rule"] = tuned_values(examples, agg, sizes, directions)
     for mi, metric in enumerate(sorted(vals.index.get_level_values("metric").unique())):
         table = vals.xs(metric, level="metric").unstack("example")  # (size, recipe) x examples
@@ -227,4 +284,4 @@ def section(
                 f"{min(e['n_recipes'] for e in ok)} recipes per correlation: each example's rho is a correlation over that "
                 "few points and is noisy; the mean over examples averages that noise but not its bias toward 0."
             )
-    return out
+    return asdict(typed(PerExample, out))

@@ -18,12 +18,58 @@ the previous step of the same size is marked ``noise``: the change is below what
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from proxyscale.analysis import scaling, stats
+from proxyscale.analysis.types import doc
+
+
+@dataclass
+class FrontierPoint:
+    """One way to choose a recipe: a proxy (size, step) or an extrapolation method."""
+
+    metric: str = doc("eval set")
+    size: str | None = doc("proxy size (null for a method)")
+    step: float | None = doc("eval step (null: final values)")
+    method: str | None = doc("extrapolation method (null for a size)")
+    fit_sizes: list[str] | None = doc("a method's fit sizes")
+    flops: float = doc("training FLOPs of this choice", 0.0)
+    compute_fraction: float = doc("flops / training every recipe at the target", 0.0)
+    decision_accuracy: float | None = doc("against the target's final values")
+    decision_accuracy_ci: list[float] | None = doc("its 95% rank interval over recipes (stats.da_interval)")
+    n_recipes: int = doc("recipes scored", 0)
+    on_frontier: bool = doc("Pareto: no cheaper point matches its DA", False)
+    noise: bool = doc("its DA moved by less than one recipe pair from the previous step of the same size", False)
+
+
+@dataclass
+class Plan:
+    """The planner's answer on one eval set."""
+
+    metric: str = doc("eval set")
+    choice: str | None = doc("the cheapest point whose DA lower bound reaches the decision level | null")
+    point: FrontierPoint | None = doc("that point")
+    sentence: str = doc("the answer in words, with its interval", "")
+
+
+@dataclass
+class Frontier:
+    """The compute-decision frontier and the planner."""
+
+    available: bool = doc("points exist", False)
+    reason: str | None = doc("why not available")
+    decision_level: float = doc("--decision-level", 0.8)
+    target: str | None = doc("the largest size")
+    points: list[FrontierPoint] = doc("every proxy (size, step) with all recipes evaluated and every extrapolation method", factory=list)
+    plans: list[Plan] = doc("one per eval set", factory=list)
+    interval: str | None = doc("how decision_accuracy_ci is computed")
+    notes: list[str] = doc("caveats", factory=list)
+    compute_basis: str | None = doc("measured (tokens/flops column) or the assumption behind compute")
+
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
@@ -64,7 +110,7 @@ def _mark(points: list[dict], n_pairs: int) -> None:
                 cur["noise"] = bool(abs(cur["decision_accuracy"] - prev["decision_accuracy"]) < 1.0 / n_pairs)
 
 
-def _label(p: dict) -> str:
+def point_label(p: dict) -> str:
     if p.get("method"):
         return f"{p['method']} ({'+'.join(p['fit_sizes'])})"
     return f"{p['size']}" + (f" at step {p['step']:g}" if p.get("step") is not None else "")
@@ -77,9 +123,9 @@ def _plan(metric: str, points: list[dict], level: float, target: str, assumed: s
         lo, hi = p["decision_accuracy_ci"]
         return {
             "metric": metric,
-            "choice": _label(p),
+            "choice": point_label(p),
             "point": p,
-            "sentence": f"{metric}: the cheapest choice whose decision accuracy clears {level:.2f} at the 95% lower bound is {_label(p)} "
+            "sentence": f"{metric}: the cheapest choice whose decision accuracy clears {level:.2f} at the 95% lower bound is {point_label(p)} "
             f"(DA {p['decision_accuracy']:.3f} [{lo:.3f}, {hi:.3f}], {p['compute_fraction']:.3g} of the target's compute{assumed}).",
         }
     scored = [p for p in points if p["decision_accuracy"] is not None]
@@ -87,7 +133,7 @@ def _plan(metric: str, points: list[dict], level: float, target: str, assumed: s
         return {"metric": metric, "choice": None, "point": None, "sentence": f"{metric}: no point has a decision accuracy (too few recipes)."}
     b = max(scored, key=lambda p: (p["decision_accuracy_ci"][0] if p["decision_accuracy_ci"] else -1, p["decision_accuracy"]))
     ci = b["decision_accuracy_ci"]
-    why = f"the best, {_label(b)}, has DA {b['decision_accuracy']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    why = f"the best, {point_label(b)}, has DA {b['decision_accuracy']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
     more = (
         "a larger proxy (closer to " + target + ") would raise DA"
         if b["decision_accuracy"] < level
@@ -208,7 +254,7 @@ def _draw(ax, front: dict, metric: str, pts: list[dict], fs: int = 9) -> None:
     for j, p in enumerate(p for p in pts if p.get("method")):
         c = PALETTE[(len(sizes) + j) % len(PALETTE)]
         ci = p["decision_accuracy_ci"]
-        ax.plot([p["compute_fraction"]], [p["decision_accuracy"]], "D", color=c, ms=6, label=_label(p))
+        ax.plot([p["compute_fraction"]], [p["decision_accuracy"]], "D", color=c, ms=6, label=point_label(p))
         if ci:
             ax.vlines([p["compute_fraction"]], ci[0], ci[1], color=c, lw=1.2)
     fr = sorted((p for p in pts if p["on_frontier"]), key=lambda p: p["flops"])

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from proxyscale.analysis.importer import AnalysisError, order_sizes
+from proxyscale.analysis.types import doc
 
 NO_STANDARD_LR = "no standard LR stated: pass --standard-lr"
 
@@ -150,13 +151,13 @@ class Cube:
 class SeedNoise:
     """One (metric, size): how much seeds alone reorder recipes."""
 
-    metric: str
-    size: str
-    n_seed_pairs: int  # (seed, seed, LR) combinations with >= 2 common recipes
-    n_pairs: int  # recipe pairs compared across those seed pairs
-    floor: float | None  # share of those pairs two seeds order differently
-    pooled_sd: float | None  # pooled seed sd of a value at this size
-    reason: str | None = None  # why floor is null
+    metric: str = doc("eval set")
+    size: str = doc("size")
+    n_seed_pairs: int = doc("(seed, seed, LR) combinations with >= 2 common recipes")
+    n_pairs: int = doc("recipe pairs compared across those seed pairs")
+    floor: float | None = doc("share of those pairs two seeds order differently")
+    pooled_sd: float | None = doc("pooled seed sd of a value at this size")
+    reason: str | None = doc("why floor is null")
 
 
 def seed_noise(cube: Cube) -> list[dict]:
@@ -197,6 +198,57 @@ def seed_noise(cube: Cube) -> list[dict]:
             )
             out.append(asdict(rec))
     return out
+
+
+@dataclass
+class CurvePoint:
+    """One proxy LR of a reduced-LR curve, against the tuned or the fixed-LR target."""
+
+    proxy_lr: float = doc("the proxy's peak LR")
+    target_mode: str = doc("'tuned' (each recipe's best LR at the target) | 'fixed' (the stated standard LR)")
+    spearman: float | None = doc("Spearman rho against the target")
+    decision_accuracy: float | None = doc("decision accuracy against the target")
+    decision_accuracy_ci: list[float] | None = doc("its 95% interval (the comparison's)")
+    n_recipes: int = doc("recipes at both", 0)
+    n_undertrained: int = doc("proxy cells at this LR worse than the bigram (never the best pick)", 0)
+    reason: str | None = doc("why a figure is undefined")
+
+
+@dataclass
+class ReducedLREntry:
+    """One (metric, proxy, target): agreement as a function of the proxy's LR."""
+
+    metric: str = doc("eval set")
+    proxy: str = doc("proxy size")
+    target: str = doc("target size")
+    standard_lr: float | None = doc("the stated standard LR")
+    proxy_best_lr: float | None = doc("the proxy size's own optimum (best mean over the recipes run at every LR)")
+    target_own_best_lr: float | None = doc("the target size's own optimum")
+    target_best_lr: dict = doc("{recipe: the LR that won at the target}", factory=dict)
+    curve: list[CurvePoint] = doc("one point per proxy LR and target mode", factory=list)
+    reason_fixed: str | None = doc("why the fixed-LR target is unavailable")
+    notes: list[str] = doc("caveats (e.g. the best proxy LR is the proxy's own optimum: ordinary tuning)", factory=list)
+    best_proxy_lr_tuned: float | None = doc("the best proxy LR against the tuned target (undertrained LRs excluded)")
+    best_tuned: CurvePoint | None = doc("its curve point")
+    standard_tuned: CurvePoint | None = doc("the point at the standard LR, tuned target")
+    reason_tuned: str | None = doc("why there is no best proxy LR against the tuned target")
+    best_proxy_lr_fixed: float | None = doc("the best proxy LR against the fixed-LR target")
+    best_fixed: CurvePoint | None = doc("its curve point")
+    standard_fixed: CurvePoint | None = doc("the point at the standard LR, fixed target")
+
+
+@dataclass
+class ReducedLR:
+    """The reduced-LR protocol: does a proxy trained at another LR rank the target better than its tuned one?"""
+
+    available: bool = doc("entries exist (an LR grid at some size)", False)
+    reason: str | None = doc("why not available")
+    standard_lr: float | None = doc("the stated standard LR (fixed-LR target)")
+    standard_lr_source: str | None = doc("--standard-lr or grid.json; never guessed")
+    fixed_available: bool = doc("the fixed-LR target mode is available", False)
+    fixed_reason: str | None = doc("why it is not")
+    assumption: str = doc("the LR assumption in one sentence (also in the bottom line)", "")
+    entries: list[ReducedLREntry] = doc("one per (metric, proxy < target) with an LR grid", factory=list)
 
 
 def standard_lr_index(cube: Cube, lr: float | None) -> tuple[int | None, str | None]:

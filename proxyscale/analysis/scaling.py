@@ -38,6 +38,7 @@ from __future__ import annotations
 # and a report whose data cannot be extrapolated (two sizes) only needs the frontier's pair counts.
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,12 +46,78 @@ import pandas as pd
 
 from proxyscale.analysis import stats
 from proxyscale.analysis.importer import parse_size
+from proxyscale.analysis.types import doc
 from proxyscale.errors import UserError
 
 TOKENS_PER_PARAM = 20.0  # assumed D/N without a tokens column (Hoffmann et al. 2022)
 HUBER_DELTA = 1e-3  # Huber delta on log residuals (Hoffmann et al. 2022; DataDecide's fits)
 METHODS = ("shared_power", "log_linear", "power_per_recipe", "compute_3p", "compute_2p", "nd_law")
 MIN_SIZES = {"shared_power": 3, "log_linear": 2, "power_per_recipe": 3, "compute_3p": 3, "compute_2p": 2}
+
+
+@dataclass
+class MethodEntry:
+    """One extrapolation method fitted on the proxies and scored at the target."""
+
+    metric: str = doc("eval set")
+    method: str = doc("one of METHODS")
+    fit_sizes: list[str] = doc("the sizes it was fitted on", factory=list)
+    target: str = doc("the size it predicts")
+    predicted: dict = doc("{recipe: predicted value | null}", factory=dict)
+    params: dict = doc("the fitted parameters ({name: value or {recipe: value}})", factory=dict)
+    residuals: dict = doc("{rms, max_abs, per_recipe_rms} of the fit at the fit sizes", factory=dict)
+    compute_fraction: float = doc("compute of the fit sizes / training every recipe at the target", 0.0)
+    backtest: bool = doc("leaves out the largest proxy and predicts it from the smaller ones", False)
+    exact_fit: bool | None = doc("power_per_recipe on exactly 3 sizes: three parameters through three points")
+    experimental: bool = doc("nd_law", False)
+    decision_accuracy: float | None = doc("of the predictions against the target's values")
+    decision_accuracy_ci: list[float] | None = doc("its 95% interval (stats.da_interval, as every comparison)")
+    spearman: float | None = doc("Spearman rho of predictions and values")
+    mean_abs_error: float | None = doc("mean |prediction - value|")
+    bias: float | None = doc("mean prediction - value")
+    top1_regret: float | None = doc("how much worse at the target the predicted best recipe is than the actual best")
+    reason: str | None = doc("why it was not scored")
+    best_single_size: str | None = doc("the fit size whose raw values rank the target best")
+    da_diff: float | None = doc("DA - that size's DA")
+    da_diff_ci: list[float] | None = doc("95% paired bootstrap interval over recipes (stats.percentile_interval)")
+
+
+@dataclass
+class SingleScale:
+    """One proxy size's raw values ranking the target."""
+
+    metric: str = doc("eval set")
+    size: str = doc("proxy size")
+    target: str = doc("target size")
+    compute_fraction: float = doc("its compute / training every recipe at the target", 0.0)
+    backtest: bool = doc("scored against the largest proxy (the backtest's target)", False)
+    decision_accuracy: float | None = doc("against the target")
+    decision_accuracy_ci: list[float] | None = doc("its 95% interval")
+    spearman: float | None = doc("Spearman rho")
+    mean_abs_error: float | None = doc("mean |value - target value|")
+    bias: float | None = doc("mean value - target value")
+    top1_regret: float | None = doc("regret of this size's best recipe at the target")
+
+
+@dataclass
+class SkippedMethod:
+    method: str = doc("method name")
+    reason: str = doc("why it did not run (too few sizes, no checkpoints, over the fitting budget)", "")
+
+
+@dataclass
+class Prediction:
+    """Size extrapolation: each method's predictions at the target, scored against it and against the best single size."""
+
+    available: bool = doc("methods ran", False)
+    reason: str | None = doc("one line when not available (fewer than 3 sizes, sizes without a parameter count, too many recipes)")
+    target: str | None = doc("the largest size")
+    fit_sizes: list[str] = doc("the proxies", factory=list)
+    methods_run: list[str] = doc("methods fitted", factory=list)
+    methods_skipped: list[SkippedMethod] = doc("methods not fitted, with why", factory=list)
+    methods: list[MethodEntry] = doc("fits and backtests", factory=list)
+    single_scale: list[SingleScale] = doc("each proxy size alone, scored the same way", factory=list)
+    notes: list[str] = doc("caveats in words", factory=list)
 
 
 class PredictError(UserError):

@@ -9,6 +9,8 @@ also needs a dedicated typed field instead of the `stats` mapping, this file.
 from __future__ import annotations
 
 import dataclasses
+import types as pytypes
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -161,3 +163,35 @@ def schema_doc() -> str:
     lines = [f"  {f.name}: {f.metadata['doc']}" for f in dataclasses.fields(Comparison)]
     lines += [f"  {s.name}: {s.doc} (registered statistic)" for s in STATISTICS.values()]
     return "\n".join(lines)
+
+
+def doc(text: str, default: Any = None, factory: Callable | None = None):
+    """A field of a typed report section with its schema doc (`proxyscale report --schema` prints it)."""
+    return field(default_factory=factory, metadata={"doc": text}) if factory else field(default=default, metadata={"doc": text})
+
+
+def typed(cls, data: Any):
+    """`data` (the dict a builder assembled) as dataclass `cls`, nested sections included. A key the dataclass does not
+    declare is an error, so report.json carries exactly the declared, documented keys (`dataclasses.asdict` of it)."""
+    if dataclasses.is_dataclass(data):
+        return data
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    extra = set(data) - names
+    if extra:
+        raise TypeError(f"{cls.__name__} has no field(s) {sorted(extra)}")
+    return cls(**{k: _typed_value(hints[k], v) for k, v in data.items()})
+
+
+def _typed_value(tp, v):
+    if v is None:
+        return None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, pytypes.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _typed_value(inner[0], v) if len(inner) == 1 else v
+    if origin is list and args and dataclasses.is_dataclass(args[0]):
+        return [typed(args[0], x) for x in v]
+    if dataclasses.is_dataclass(tp):
+        return typed(tp, v)
+    return v

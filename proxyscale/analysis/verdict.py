@@ -14,9 +14,10 @@ The planner judges its points on the same bar against their (per-point) lower en
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from proxyscale.analysis.stats import da_interval_counts, format_p, z_value
+from proxyscale.analysis.types import doc
 
 ALPHA = 0.05
 DA_BAR = 0.8
@@ -140,35 +141,35 @@ def sentence(c: dict) -> str:
 class VerdictLine:
     """One proxy size against the target on one eval set."""
 
-    proxy: str
-    target: str
-    verdict: str  # holds | fails | inconclusive
-    reason: str  # the figures, then what blocks a verdict and the remedy that can work
-    sentence: str  # the comparison in words
-    decision_accuracy: float | None
-    decision_accuracy_ci: list[float] | None  # per-comparison 95% interval
-    decision_accuracy_sci: list[float] | None  # the simultaneous 95% interval the verdict used
-    spearman: float | None
-    p_value: float | None
+    proxy: str = doc("proxy size")
+    target: str = doc("target size")
+    verdict: str = doc("holds | fails | inconclusive")
+    reason: str = doc("the figures, then what blocks a verdict and the remedy that can work")
+    sentence: str = doc("the comparison in words")
+    decision_accuracy: float | None = doc("decision accuracy against the target")
+    decision_accuracy_ci: list[float] | None = doc("per-comparison 95% interval")
+    decision_accuracy_sci: list[float] | None = doc("the simultaneous 95% interval the verdict used")
+    spearman: float | None = doc("Spearman rho")
+    p_value: float | None = doc("one-sided p of the rank test")
 
 
 @dataclass
 class MetricVerdicts:
-    metric: str
-    direction: str
-    target: str
-    lines: list[VerdictLine] = field(default_factory=list)
+    metric: str = doc("eval set")
+    direction: str = doc("'lower' or 'higher' is better")
+    target: str = doc("target size")
+    lines: list[VerdictLine] = doc("one per proxy size", factory=list)
 
 
 @dataclass
 class Summary:
     """Verdicts per eval set (every proxy against the largest size) and the bottom line."""
 
-    target: str
-    verdict_rule: str
-    family_size: int  # claims the simultaneous intervals cover
-    per_metric: list[MetricVerdicts] = field(default_factory=list)
-    bottom_line: list[str] = field(default_factory=list)  # 3-7 lines atop the page and on the terminal
+    target: str = doc("target size")
+    verdict_rule: str = doc("the rule in words")
+    family_size: int = doc("claims the simultaneous intervals cover")
+    per_metric: list[MetricVerdicts] = doc("verdicts per eval set", factory=list)
+    bottom_line: list[str] = doc("3-7 lines atop the page and on the terminal", factory=list)
 
 
 def summarize(report: dict, primary: list[dict]) -> dict:
@@ -290,13 +291,17 @@ def reduced_lr_line(section: dict) -> str | None:
         b, std = e.get("best_tuned"), e.get("standard_tuned")
         if not b or b.get("decision_accuracy") is None:
             continue
-        ref = std["decision_accuracy"] if std and std.get("decision_accuracy") is not None else None
-        best.append((e["metric"], e["proxy"], b["proxy_lr"], b["decision_accuracy"], ref))
+        ref = std if std and std.get("decision_accuracy") is not None else None
+        best.append((e["metric"], e["proxy"], b, ref))
     if not best:
         return None
-    m, p, lr, da, ref = max(best, key=lambda t: t[3] - (t[4] if t[4] is not None else t[3]))
-    vs = f" vs {ref:.2f} at the standard LR" if ref is not None else ""
-    return f"Reduced LR: across {len(best)} (eval set, proxy) curves the largest gain is {m} at {p} with proxy LR {lr:g}: DA {da:.2f}{vs} (see the LR section)."
+    m, p, b, ref = max(best, key=lambda t: t[2]["decision_accuracy"] - (t[3] or t[2])["decision_accuracy"])
+    da = lambda pt: f"{pt['decision_accuracy']:.2f}" + (f" {_ci(pt['decision_accuracy_ci'])}" if pt.get("decision_accuracy_ci") else "")
+    vs = f" vs {da(ref)} at the standard LR" if ref is not None else ""
+    return (
+        f"Reduced LR: across {len(best)} (eval set, proxy) curves the largest gain is {m} at {p} with proxy LR {b['proxy_lr']:g}: "
+        f"DA {da(b)}{vs} (95% intervals; see the LR section)."
+    )
 
 
 def planner_line(front: dict | None) -> str | None:

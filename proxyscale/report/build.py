@@ -3,7 +3,7 @@
 report.json schema (NaN is written as null; every figure that cannot be computed is null with a
 reason string next to it):
 
-  schema_version: 2   (`proxyscale report --schema` prints the JSON Schema, generated from the dataclasses)
+  schema_version: 3   (`proxyscale report --schema` prints the JSON Schema, generated from the dataclasses)
   source: {kind: "sweep" | "csv", path}
   direction: "lower" | "higher"          which way is better, for every metric
   metrics, sizes (smallest first), recipes: lists of names; size_params: {size: params} (when known)
@@ -19,54 +19,28 @@ reason string next to it):
       sweeps with an LR grid also per proxy LR and target mode. Keys and their meaning are the fields
       of proxyscale.analysis.types.Comparison (types.schema_doc() prints them), plus registered
       statistics flattened to top-level keys; per-LR entries add undertrained: [{recipe, seed, loss, bigram}] ]
-  seed_noise: [{metric, size, floor, pooled_sd, n_seed_pairs, n_pairs}]  floor = fraction of recipe pairs two
-      seeds of the same size and LR order differently
-  reduced_lr: {available, reason, standard_lr, standard_lr_source (--standard-lr or grid.json; never guessed),
-      fixed_available, fixed_reason, assumption, entries: [{metric, proxy, target, standard_lr, proxy_best_lr,
-      target_own_best_lr, target_best_lr: {recipe: lr}, curve: [{proxy_lr, target_mode, spearman,
-      decision_accuracy, decision_accuracy_ci, n_recipes, n_undertrained, reason}], best_proxy_lr_tuned,
-      best_proxy_lr_fixed, best_tuned, best_fixed, standard_tuned, standard_fixed, reason_fixed, notes}]}
-      (undertrained proxy LRs - any cell worse than the bigram baseline - are never the best pick)
-  baselines: {available, reason, smoothing, units, rule, values: [{recipe, metric, unigram, bigram}] (from
-      results.parquet), comparisons: [same keys as above, proxy = "unigram" | "bigram"],
-      vs_proxies: [{metric, target, bigram_decision_accuracy, unigram_decision_accuracy, best_proxy,
-      best_proxy_decision_accuracy, difference, difference_ci, outcome: beats|indistinguishable|beaten}],
-      statements: [str], warnings: [str]}
-  early_signal: {available, reason, target, note, points: [{metric, proxy, target, fraction, step,
-      spearman, decision_accuracy, n_recipes, reason}]}
-  prediction: {available, reason (one line when not available: fewer than 3 sizes, sizes without a parameter
-      count, too many recipes), target (the largest size), fit_sizes (the proxies), methods_run, methods_skipped:
-      [{method, reason}] (too few proxy sizes, no checkpoints, or over the report's fitting budget PREDICT_BUDGET_S),
-      methods: [{metric, method, fit_sizes, target, backtest (leaves out the largest proxy), predicted: {recipe: value},
-      params, residuals, exact_fit, experimental, decision_accuracy, decision_accuracy_ci, spearman, mean_abs_error,
-      bias, top1_regret, compute_fraction, best_single_size, da_diff, da_diff_ci}], single_scale: [{metric, size,
-      target, backtest, decision_accuracy, decision_accuracy_ci, spearman, mean_abs_error, bias, top1_regret,
-      compute_fraction}], notes: [str]}   (proxyscale.analysis.scaling; fits on the same seed-mean, best-LR values)
-  frontier: {available, reason, decision_level (--decision-level), target, n_boot, bootstrap_seed, points: [{metric,
-      size, step, method, fit_sizes, flops, compute_fraction, decision_accuracy, decision_accuracy_ci, n_recipes,
-      on_frontier, noise}], plans: [{metric, choice, point, sentence}], notes: [str]}
-      (proxyscale.analysis.frontier: every proxy (size, step) with all recipes evaluated - a sweep's eval curves,
-      a CSV's step rows - and every extrapolation method, against the target's final values)
-  per_example: {available, reason, definition, n_boot, bootstrap_seed, target, lr_rule, notes, entries: [{metric, proxy, target,
-      proxy_params, target_params, n_recipes, recipes, n_examples, n_undefined, mean, mean_ci, quantiles: {q05, q25, q50, q75,
-      q95}, frac_positive, residual_mean, residual_ci, reason, flips: [{example, rho, proxy_best, proxy_worst, proxy_effect,
-      target_effect, target_best, target_worst, sign_flip, snippet}]}]}   (proxyscale.analysis.examples: the predictive
-      correlation across scale of each eval example's recipe effects, from examples.parquet or a CSV's example column)
+  seed_noise: [proxyscale.analysis.protocol.SeedNoise]  floor = fraction of recipe pairs two seeds of the same size
+      and LR order differently
+  reduced_lr: proxyscale.analysis.protocol.ReducedLR (the standard LR from --standard-lr or grid.json, never guessed;
+      undertrained proxy LRs - any cell worse than the bigram baseline - are never the best pick)
+  baselines: proxyscale.analysis.baselines.Baselines (unigram/bigram count models, values from results.parquet)
+  early_signal: proxyscale.analysis.early.EarlySignal
+  prediction: proxyscale.analysis.scaling.Prediction (fits on the same seed-mean, best-LR values; methods over the
+      report's fitting budget PREDICT_BUDGET_S are skipped with the reason)
+  frontier: proxyscale.analysis.frontier.Frontier (every proxy (size, step) with all recipes evaluated - a sweep's eval
+      curves, a CSV's step rows - and every extrapolation method, against the target's final values; the planner)
+  per_example: proxyscale.analysis.examples.PerExample (from examples.parquet or a CSV's example column)
+  attribution: proxyscale.analysis.datamodels.Attribution (sweeps with subset cells only; datamodels.* files beside it)
   warnings: [str]
-  decision: the first screen, proxyscale.analysis.decision.Decision (one row per eval set: verdict, DA with its
-      simultaneous interval, the target's top recipes, separable, action)
+  decision: proxyscale.analysis.decision.Decision (the first screen: one row per eval set)
   losses: proxyscale.analysis.decision.Losses (per eval set: recipe x size seed mean ± sd at the tuned LR)
-  summary: {target, verdict_rule, family_size (claims the simultaneous intervals cover), bottom_line: [str] (3-7 lines,
-      also atop report.md/html and the terminal; the
-      planner's answer is one of them when it fits),
-      per_metric: [{metric, direction, target, lines: [{proxy, target, verdict: holds|fails|inconclusive, reason,
-      sentence, decision_accuracy, decision_accuracy_ci, decision_accuracy_sci (simultaneous), spearman, p_value}]}]}
+  summary: proxyscale.analysis.verdict.Summary (verdicts per eval set and the bottom line, 3-7 lines, also atop
+      report.md/html and on the terminal)
   notes: [str]
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
@@ -75,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the heavy imports wait until a report is built: `import build` stays cheap
     import pandas as pd
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: every key of a typed section is always present (null or false where it does not apply)
 
 
 class ReportError(ValueError):
@@ -240,12 +214,12 @@ def predictions(
             f"{MAX_PAIRWISE_RECIPES} recipes (the comparisons above still score every pair)"
         )
         pred["reason"] = front["reason"] = why
-        return pred, front
+        return _typed(pred, front)
     try:
         params = scaling.size_params(table, sizes)
     except scaling.PredictError as exc:
         pred["reason"] = front["reason"] = str(exc)
-        return pred, front
+        return _typed(pred, front)
     proxies = [s for s in sizes if params[s] < params[target]]
     if len(proxies) < 2:
         pred["reason"] = (
@@ -263,7 +237,18 @@ def predictions(
             pred["notes"].append("not run: " + "; ".join(f"{s['method']} ({s['reason']})" for s in skipped) + ".")
     out = F.frontier(table, sizes, target=target, prediction=pred if pred["available"] else None, higher_is_better=directions, decision_level=decision_level)
     front.update(out, available=bool(out["points"]), reason=None if out["points"] else "no point with every recipe at the target")
-    return pred, front
+    return _typed(pred, front)
+
+
+def _typed(pred: dict, front: dict) -> tuple[dict, dict]:
+    """The two sections as their dataclasses' serialisation (a key neither declares is an error)."""
+    from dataclasses import asdict
+
+    from proxyscale.analysis.frontier import Frontier
+    from proxyscale.analysis.scaling import Prediction
+    from proxyscale.analysis.types import typed
+
+    return asdict(typed(Prediction, pred)), asdict(typed(Frontier, front))
 
 
 def _da_intervals(pred: dict, table: "pd.DataFrame", sizes: list[str], proxies: list[str], directions: dict[str, bool]) -> None:
@@ -630,25 +615,27 @@ def run(
             raise ReportError(f"report not written: {folder} is not writable (give --out DIR); the previous report there, if any, is intact")
         if not csv:
             report = build_sweep(sweep_dir, n_boot=n_boot, standard_lr=standard_lr, decision_level=decision_level, out=str(folder))
-        report = _clean(report)
-        section = None
+        datamodels = None
         if not csv:  # issue 23: datamodels and their section when the sweep trained subsets (report/attribution.py)
             from proxyscale.report import attribution
 
-            section = functools.partial(attribution.append_to_report, sweep_dir, folder)
-        paths = write_report(report, folder, pool, section)
+            found = attribution.for_report(sweep_dir, folder)
+            if found is not None:
+                datamodels, report["attribution"] = found
+        report = _clean(report)
+        paths = write_report(report, folder, pool, datamodels)
     return paths, report
 
 
 REPORT_ORDER = ("report.md", "report.html", "report.json")  # published in this order: report.json, which readers open first, last
 
 
-def write_report(report: dict, folder: Path, pool=None, section=None) -> list[Path]:
+def write_report(report: dict, folder: Path, pool=None, datamodels: dict | None = None) -> list[Path]:
     """Every report file (report.json, .md, .html, the figures) written into a staging folder beside `folder`'s files and
     published as one set (record.publish_set): a failed or interrupted write leaves the previous report whole, and says
     so; figures of the previous report that this one does not draw are removed with it. The one place report files are
-    written. `section(stage, report)` adds an appended section's files (and its key in report) before report.json.
-    Returns [report.json, report.md, report.html, figures...]."""
+    written. `datamodels`: the sweep's datamodels result, whose files (datamodels.json, ...) join the set and whose figure
+    the attribution section shows. Returns [report.json, report.md, report.html, figures...]."""
     from proxyscale import record
     from proxyscale.report import render
 
@@ -657,9 +644,13 @@ def write_report(report: dict, folder: Path, pool=None, section=None) -> list[Pa
         return ReportError(f"report not written: {exc.strerror or exc}{where}; the previous report in {folder}, if any, is intact")
 
     with record.staged(folder, "report", fail) as stage:
-        render.write(report, stage, pool)
-        if section is not None:
-            section(stage, report)
+        extra = {}
+        if datamodels is not None:
+            from proxyscale.report import attribution
+
+            if stage / attribution.FIGURE in attribution.write(datamodels, stage):
+                extra["attribution"] = (stage / attribution.FIGURE).read_bytes()
+        render.write(report, stage, pool, extra)
         write_json(report, stage / "report.json")
     stale = [p.name for p in folder.glob("fig_*") if p.suffix in (".png", ".svg")]
     paths = record.publish_set(folder, stage, "report", list(REPORT_ORDER), remove=stale)

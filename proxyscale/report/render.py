@@ -1,6 +1,7 @@
-"""report.json -> report.md (text, tables, and links to the figures) and a self-contained report.html
-(the same figures embedded as base64 PNG data URIs, so it opens offline). Every figure is also written
-beside report.md as fig_<name>.png and fig_<name>.svg. matplotlib runs on the Agg backend.
+"""report.json -> the figures, report.md and a self-contained report.html (the same figures embedded as base64 PNG
+data URIs, so it opens offline); the text of both comes from the section templates (`proxyscale.report.sections`),
+rendered once per format. Every figure is also written beside report.md as fig_<name>.png and fig_<name>.svg.
+matplotlib runs on the Agg backend.
 
 Figure builders (fig_<name>) return a matplotlib Figure, or a string saying why there is nothing to
 draw (the md and html print it as a note in the figure's place); `figures(rep)` runs them all, so tests
@@ -8,8 +9,6 @@ can inspect the Figure objects (font sizes, clipping) before anything is saved."
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import math
 import textwrap
@@ -17,21 +16,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from proxyscale.report import sections
-from proxyscale.report.markup import html_table, md_table
+from proxyscale.report.sections import comp_head as comp_head  # the comparison table's head (re-exported for its readers)
+from proxyscale.report.sections import example_entries, frontier_metrics, primary
+from proxyscale.report.sections import fmt_ci as _ci
+from proxyscale.report.sections import fmt_num as _f
 
 MAX_LABELS = 25  # recipes drawn as individual, directly labelled lines in the bump chart
 MAX_POINT_LABELS = 8  # scatter points labelled by name: all up to this many, else the extremes
 MAX_LINE_LABELS = 12  # lines labelled at their end (loss vs parameters): more are left unlabelled
-MAX_FLIP_ROWS = 15  # flips listed per comparison in the tables
 MAX_PANELS = 6  # per-metric panels of the scatter and bump figures: the eval sets with the lowest decision accuracy
-MAX_FRONTIER_PANELS = 3  # eval sets drawn in the frontier figure: those whose best choice is least sure
 DPI = 110  # PNG resolution: a figure is shown at its size in inches x DPI pixels (100% zoom)
 FONT = 9  # the smallest font size (pt) of any text on a figure
 # Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies; the yellow last (weak on white).
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442"]
 LINESTYLES = ["-", "--", "-.", ":"]  # with more lines than colours, colour x line style tells them apart
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
-FRONTIER_PNG = "fig_frontier.png"  # written beside report.md and linked from it (with its .svg)
 STYLE = {
     "font.size": 10,
     "axes.titlesize": 10.5,
@@ -89,18 +88,6 @@ def _units(rep: dict) -> str:
     if rep["source"]["kind"] == "sweep":
         return "eval loss, nats/token"
     return {"higher": "value, higher is better", "lower": "value, lower is better"}.get(rep["direction"], "value")
-
-
-def _primary(rep: dict) -> list[dict]:
-    return [c for c in rep["comparisons"] if c.get("proxy_lr") in (None, "tuned") and c.get("target_mode") in (None, "tuned")]
-
-
-def _f(v, nd: int = 2) -> str:
-    return "n/a" if v is None else f"{v:.{nd}f}"
-
-
-def _ci(ci) -> str:
-    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
 
 
 def _short(name: str, n: int = 40) -> str:
@@ -241,7 +228,7 @@ def _point_labels(ax, xs: list[float], ys: list[float], labels: list[str], which
 
 def fig_scatter(rep: dict):
     target = rep["sizes"][-1]
-    comps = [c for c in _primary(rep) if c["target"] == target and c["n_recipes"] >= 2]
+    comps = [c for c in primary(rep) if c["target"] == target and c["n_recipes"] >= 2]
     if not comps:
         return f"no proxy size shares at least 2 recipes with the target {target}"
     comps = sorted(comps, key=lambda c: (c["decision_accuracy"] is not None, c["decision_accuracy"] or 0.0))[:MAX_PANELS]
@@ -295,7 +282,7 @@ def fig_scatter(rep: dict):
 def _worst_metrics(rep: dict) -> list[str]:
     """Metrics by their lowest decision accuracy against the largest size (undefined first)."""
     low: dict[str, float] = {}
-    for c in _primary(rep):
+    for c in primary(rep):
         if c["target"] == rep["sizes"][-1]:
             low[c["metric"]] = min(low.get(c["metric"], 2.0), -1.0 if c["decision_accuracy"] is None else c["decision_accuracy"])
     return sorted(low, key=lambda m: (low[m], m))
@@ -304,7 +291,7 @@ def _worst_metrics(rep: dict) -> list[str]:
 def size_values(rep: dict) -> dict:
     """metric -> size -> recipe -> tuned seed-mean value, from the primary comparisons."""
     out: dict = {}
-    for c in _primary(rep):
+    for c in primary(rep):
         m = out.setdefault(c["metric"], {})
         m.setdefault(c["proxy"], {}).update(c.get("proxy_values") or {})
         m.setdefault(c["target"], {}).update(c.get("target_values") or {})
@@ -394,7 +381,7 @@ def _ink(rgba) -> str:
 
 def fig_heatmap(rep: dict):
     """One panel: eval sets x (proxy -> target) pairs, so its cost does not grow with panels per metric."""
-    comps = [c for c in _primary(rep) if c["decision_accuracy"] is not None]
+    comps = [c for c in primary(rep) if c["decision_accuracy"] is not None]
     metrics = sorted({c["metric"] for c in comps})
     pairs = [(p, t) for i, p in enumerate(rep["sizes"]) for t in rep["sizes"][i + 1 :] if any(c["proxy"] == p and c["target"] == t for c in comps)]
     if not metrics or not pairs:
@@ -658,10 +645,8 @@ def fig_frontier(rep: dict):
 
 def fig_per_example(rep: dict):
     """Mean predictive correlation against the largest size vs proxy size (parameters, log x), per eval set, with intervals."""
-    from proxyscale.report.examples import entries
-
     pe = rep.get("per_example") or {}
-    pts = [e for e in entries(rep) if e["target"] == pe.get("target")]
+    pts = [e for e in example_entries(rep) if e["target"] == pe.get("target")]
     if not pts:
         return f"per-example view not available ({pe.get('reason') or 'no per-example losses'})"
     sizes = rep.get("sizes") or []
@@ -772,502 +757,24 @@ def fig_file(key: str) -> str:
     return f"fig_{key}.png"
 
 
-# ---------------------------------------------------------------------------------------------
-# text blocks shared by markdown and html
+def markdown(rep: dict, drawn=(), skipped: dict[str, str] | None = None, extra: dict[str, bytes] | None = None) -> str:
+    """report.md: `drawn` names the figures written beside it (fig_<key>.png, linked), `skipped` says why the others were not."""
+    return sections.report(rep, "md", sections.Figures({k: None for k in drawn}, skipped or {}, extra), _titles())
 
 
-def _title(rep: dict) -> str:
-    src = rep["source"]
-    return f"proxyscale report: {Path(src['path']).name} ({src['kind']})"
-
-
-def verdict_lines(rep: dict) -> list[tuple[str, list[str]]]:
-    out = []
-    for pm in rep["summary"]["per_metric"]:
-        out.append((pm["metric"], [f"**{ln['verdict']}** ({ln['reason']}). {ln['sentence'][0].upper() + ln['sentence'][1:]}" for ln in pm["lines"]]))
-    return out
-
-
-def reduced_lines(rep: dict) -> list[str]:
-    red = rep.get("reduced_lr") or {}
-    if not red.get("available"):
-        return [f"Not available: {red.get('reason')}."]
-    lines = [red["assumption"] + " Tuned target = each recipe's best seed-mean over the target's LR grid."]
-    for e in red["entries"]:
-        won = ", ".join(f"{r}: {lr:g}" for r, lr in e["target_best_lr"].items())
-        own = f" (own best LR: {e['proxy']} {_lr(e['proxy_best_lr'])}, {e['target']} {_lr(e['target_own_best_lr'])})"
-        bt, st = e.get("best_tuned"), e.get("standard_tuned")
-        if bt:
-            s = (
-                f"{e['metric']}, {e['proxy']}→{e['target']}{own}: best proxy LR {bt['proxy_lr']:g} (decision accuracy "
-                f"{_f(bt['decision_accuracy'])}, Spearman {_f(bt['spearman'])} vs the tuned target)"
-            )
-            if st:
-                s += f"; at the standard LR {red['standard_lr']:g}: {_f(st['decision_accuracy'])} / {_f(st['spearman'])}"
-        else:
-            s = f"{e['metric']}, {e['proxy']}→{e['target']}{own}: no best proxy LR ({e.get('reason_tuned')})"
-        bf = e.get("best_fixed")
-        s += (
-            f"; against the fixed-LR target the best proxy LR is {bf['proxy_lr']:g} ({_f(bf['decision_accuracy'])})"
-            if bf
-            else f"; fixed-LR target: {e['reason_fixed']}"
-            if e.get("reason_fixed")
-            else ""
-        )
-        und = sum(p["n_undertrained"] for p in e["curve"] if p["target_mode"] == "tuned")
-        if und:
-            s += f"; {und} undertrained proxy cell(s) (worse than the bigram) excluded from the pick"
-        s += "".join(f"; {n}" for n in e.get("notes") or [])
-        lines.append(s + f". Target LR that won per recipe: {won}.")
-    return lines
-
-
-def _lr(v) -> str:
-    return "n/a" if v is None else f"{v:g}"
-
-
-def comp_head() -> list[str]:
-    from proxyscale.analysis.types import table_columns
-
-    return [label for label, _ in table_columns()]
-
-
-def comparison_rows(rep: dict) -> list[list[str]]:
-    """One row per primary comparison; the columns are the typed Comparison's (analysis.types)."""
-    from proxyscale.analysis.types import table_columns
-
-    cols = table_columns()
-    return [[fmt(c) for _, fmt in cols] for c in _primary(rep)]
-
-
-def flip_rows(rep: dict) -> list[list[str]]:
-    rows = []
-    for c in _primary(rep):
-        for fl in c["flips"][:MAX_FLIP_ROWS]:
-            rows.append(
-                [
-                    c["metric"],
-                    f"{c['proxy']}→{c['target']}",
-                    fl["a"],
-                    fl["b"],
-                    f"{fl['proxy_a']:.4g} vs {fl['proxy_b']:.4g}",
-                    f"{fl['target_a']:.4g} vs {fl['target_b']:.4g}",
-                    fl["proxy_prefers"],
-                    fl["target_prefers"],
-                ]
-            )
-    return rows
-
-
-FLIP_HEAD = ["metric", "proxy→target", "recipe a", "recipe b", "proxy (a vs b)", "target (a vs b)", "proxy prefers", "target prefers"]
-
-
-def status_rows(rep: dict) -> list[list[str]]:
-    rows = []
-    for size in rep["sizes"]:
-        c = (rep.get("status_counts") or {}).get(size, {})
-        if c:
-            rows.append([size, str(c.get("completed", 0)), str(c.get("diverged", 0)), str(c.get("failed", 0))])
-    for size, c in (rep.get("status_counts") or {}).items():
-        if size not in rep["sizes"]:
-            rows.append([size, str(c.get("completed", 0)), str(c.get("diverged", 0)), str(c.get("failed", 0))])
-    return rows
-
-
-def baseline_rows(rep: dict) -> list[list[str]]:
-    b = rep.get("baselines") or {}
-    return [
-        [
-            c["metric"],
-            c["baseline"],
-            c["target"],
-            f"{_f(c['spearman'])} {_ci(c['spearman_ci'])}",
-            f"{_f(c['decision_accuracy'])} {_ci(c['decision_accuracy_ci'])}",
-            c.get("reason") or "",
-        ]
-        for c in b.get("comparisons", [])
-    ]
-
-
-def noise_rows(rep: dict) -> list[list[str]]:
-    return [[n["metric"], n["size"], _f(n.get("floor")), str(n["n_seed_pairs"]), n.get("reason") or ""] for n in rep.get("seed_noise", [])]
-
-
-# ---------------------------------------------------------------------------------------------
-# predictions and the compute-decision frontier (issue 15)
-
-
-def frontier_metrics(rep: dict) -> list[str]:
-    """The eval sets the frontier figure draws: no choice clearing the level first, then the lowest best lower bound."""
-    front = rep.get("frontier") or {}
-    best: dict[str, float] = {}
-    for p in front.get("points") or []:
-        lo = (p.get("decision_accuracy_ci") or [p.get("decision_accuracy") or 0.0])[0]
-        best[p["metric"]] = max(best.get(p["metric"], -1.0), lo if lo is not None else -1.0)
-    chosen = {pl["metric"]: pl["choice"] is not None for pl in front.get("plans") or []}
-    return sorted(best, key=lambda m: (chosen.get(m, False), best[m], m))[:MAX_FRONTIER_PANELS]
-
-
-PRED_HEAD = ["fit sizes → target", "method", "decision acc. [95%]", "Spearman", "mean abs error", "compute fraction", "DA − best single size [95%]"]
-
-
-def prediction_tables(rep: dict) -> list[tuple[str, list[list[str]]]]:
-    """Per metric: each extrapolation method (backtests marked) and each single size, scored at the same target."""
-    pred = rep.get("prediction") or {}
-    out = []
-    for metric in rep["metrics"]:
-        rows = []
-        for bt in (False, True):
-            ms = [e for e in pred.get("methods") or [] if e["metric"] == metric and bool(e.get("backtest")) == bt]
-            ss = [e for e in pred.get("single_scale") or [] if e["metric"] == metric and bool(e.get("backtest")) == bt]
-            for e in ms:
-                name = e["method"] + (" (exact fit)" if e.get("exact_fit") else "") + (" (experimental)" if e.get("experimental") else "")
-                diff = f"{e['da_diff']:+.3f} {_ci(e.get('da_diff_ci'))}" if e.get("da_diff") is not None else "n/a"
-                rows.append(
-                    [
-                        f"{'+'.join(e['fit_sizes'])} → {e['target']}" + (" (backtest)" if bt else ""),
-                        name,
-                        f"{_f(e.get('decision_accuracy'), 3)} {_ci(e.get('decision_accuracy_ci'))}".strip(),
-                        _f(e.get("spearman"), 3),
-                        _f(e.get("mean_abs_error"), 4),
-                        _compute(rep, e["compute_fraction"]),
-                        diff,
-                    ]
-                )
-            for e in ss:
-                rows.append(
-                    [
-                        f"{e['size']} → {e['target']}" + (" (backtest)" if bt else ""),
-                        "single size (raw values)",
-                        f"{_f(e.get('decision_accuracy'), 3)} {_ci(e.get('decision_accuracy_ci'))}".strip(),
-                        _f(e.get("spearman"), 3),
-                        _f(e.get("mean_abs_error"), 4),
-                        _compute(rep, e["compute_fraction"]),
-                        "(baseline)",
-                    ]
-                )
-        if rows:
-            out.append((metric, rows))
-    return out
-
-
-def prediction_lines(rep: dict) -> list[str]:
-    """Plain words per metric and method (not backtests): does extrapolating rank better than the best single size,
-    and does fitting it cost more than training the target."""
-    pred = rep.get("prediction") or {}
-    if not pred.get("available"):
-        return [f"Not available: {pred.get('reason')}."] if pred else ["Not computed (a report built before predictions existed)."]
-    lines = []
-    for e in pred.get("methods") or []:
-        if e.get("backtest"):
-            continue
-        head = f"{e['metric']}, {e['method']} ({'+'.join(e['fit_sizes'])} → {e['target']})"
-        ci, best = e.get("da_diff_ci"), e.get("best_single_size")
-        if e.get("decision_accuracy") is None:
-            s = f"{head}: not scored ({e.get('reason') or 'the target was not run'})"
-        elif best is None:
-            s = f"{head}: decision accuracy {_f(e['decision_accuracy'], 3)}"
-        elif ci is None:  # the recipe resamples never disagree: no interval, so no claim either way
-            s = f"{head}: DA difference {e['da_diff']:+.3f} against {best} alone, with no interval (too few recipes to tell)"
-        elif ci[0] > 0:
-            s = f"{head} ranks better than {best} alone: DA difference {e['da_diff']:+.3f} {_ci(ci)} excludes 0"
-        elif ci[1] < 0:
-            s = f"{head} ranks worse than {best} alone: DA difference {e['da_diff']:+.3f} {_ci(ci)}"
-        else:
-            s = f"{head} does not rank better than {best} alone: DA difference {e['da_diff']:+.3f} {_ci(ci)} includes 0"
-        if e.get("mean_abs_error") is not None:
-            s += f"; mean abs error {e['mean_abs_error']:.4f}"
-        if e["compute_fraction"] > 1:
-            s += f"; fitting it costs {e['compute_fraction']:.2f}x training every recipe at {e['target']}: training the target directly is cheaper"
-        lines.append(s + ".")
-    return lines
-
-
-def prediction_run_line(rep: dict) -> str | None:
-    pred = rep.get("prediction") or {}
-    if not pred.get("available"):
-        return None
-    skipped = "; ".join(f"{s['method']}: {s['reason']}" for s in pred.get("methods_skipped") or [])
-    return (
-        f"Methods run: {', '.join(pred.get('methods_run') or []) or 'none'}."
-        + (f" Not run: {skipped}." if skipped else "")
-        + " Backtests leave out the largest proxy and predict it from the smaller ones."
-    )
-
-
-FRONTIER_HEAD = ["metric", "choice", "compute fraction", "decision acc. [95%]", "step noise"]
-
-
-def _compute(rep: dict, fraction: float) -> str:
-    """A compute fraction, with the 20 tokens/param assumption beside it when no tokens/flops column measured it."""
-    basis = (rep.get("frontier") or {}).get("compute_basis") or ""
-    return f"{fraction:.3g}" + (" (assumes 20 tokens/param)" if basis.startswith("assumed") else "")
-
-
-def frontier_rows(rep: dict) -> list[list[str]]:
-    """The Pareto points (no cheaper point matches their decision accuracy), per metric."""
-    from proxyscale.analysis.frontier import _label
-
-    rows = []
-    for p in (rep.get("frontier") or {}).get("points") or []:
-        if p.get("on_frontier"):
-            rows.append(
-                [
-                    p["metric"],
-                    _label(p),
-                    _compute(rep, p["compute_fraction"]),
-                    f"{_f(p['decision_accuracy'], 3)} {_ci(p.get('decision_accuracy_ci'))}".strip(),
-                    "yes" if p.get("noise") else "",
-                ]
-            )
-    return rows
-
-
-def frontier_lines(rep: dict) -> list[str]:
-    front = rep.get("frontier") or {}
-    if not front.get("available"):
-        return [f"Not available: {front.get('reason')}."] if front else ["Not computed (a report built before the frontier existed)."]
-    return [pl["sentence"] for pl in front.get("plans") or []]
-
-
-def _frontier_intro(rep: dict) -> str:
-    front = rep.get("frontier") or {}
-    return (
-        f"Each point is a way to choose a recipe: a proxy size (at each eval step where every recipe was evaluated) or an "
-        f"extrapolation method, at its training compute as a fraction of training every recipe at {front.get('target')}, with "
-        f"its decision accuracy against {front.get('target')} and its 95% rank interval over recipes (docs/statistics.md). "
-        f"Compute: {front.get('compute_basis', 'see notes')}. The planner picks the cheapest point whose lower bound reaches the decision level "
-        f"{front.get('decision_level', 0.8):.2f} (--decision-level)."
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# writers
-
-
-FLOOR_DEF = (
-    "Floor: the share of recipe pairs that two seeds of the same recipe, size and LR order differently; no proxy can "
-    "agree with the target better than its own seeds agree with each other."
-)
-TABLE_TERMS = (
-    "Terms: decision acc. = share of untied recipe pairs ordered alike at both sizes (0.5 = chance); flips/pairs = pairs ordered "
-    "oppositely / untied pairs; regret = how much worse at the target the proxy's pick is than the target's best (target units); "
-    "DA w/o abstain = decision accuracy over the pairs whose proxy gap exceeds 2 x its seed noise (abstain = the others)."
-)
-
-
-def _directions(rep: dict) -> str:
-    if rep["direction"] != "mixed":
-        return f"Direction: {rep['direction']} is better for every metric."
-    return "Direction per metric: " + ", ".join(f"{m} {d}" for m, d in rep["directions"].items()) + " is better."
-
-
-def _intervals(rep: dict) -> str:
-    return (
-        f"95% intervals: Pearson by Fisher z; decision accuracy, Kendall and Spearman by inverting Kendall's test (docs/statistics.md), "
-        f"widened by {rep['n_boot']} seed-noise replicates where seeds exist (random-number seed {rep['bootstrap_seed']} of the resampling, "
-        "for reproducibility); verdicts use simultaneous intervals. "
-        f"Ties: {rep['tie_rule']}."
-    )
-
-
-def markdown_predictions(rep: dict, figure_file: str | None = None, not_drawn: str | None = None) -> list[str]:
-    out = ["## Predictions\n"]
-    out += [f"- {s}" for s in prediction_lines(rep)] + [""]
-    run = prediction_run_line(rep)
-    if run:
-        out.append(run + "\n")
-    for metric, rows in prediction_tables(rep):
-        out.append(f"### {metric}\n")
-        out.append(md_table(PRED_HEAD, rows))
-    notes = (rep.get("prediction") or {}).get("notes") or []
-    if notes and (rep.get("prediction") or {}).get("available"):
-        out.append("Notes:\n")
-        out += [f"- {n}" for n in notes] + [""]
-    out.append("## Compute-decision frontier\n")
-    front = rep.get("frontier") or {}
-    if front.get("available"):
-        out.append(_frontier_intro(rep) + "\n")
-        if figure_file:
-            out.append(f"![Compute-decision frontier: {', '.join(frontier_metrics(rep))}]({figure_file})\n")
-            out.append(f"[SVG]({Path(figure_file).with_suffix('.svg').name})\n")
-        elif not_drawn:
-            out.append(f"_Figure not drawn: {not_drawn}._\n")
-    out += [f"- {s}" for s in frontier_lines(rep)] + [""]
-    if front.get("available"):
-        out.append(
-            "Points on the frontier (no cheaper point matches their decision accuracy; step noise: the change from the "
-            "previous step is below one recipe pair):\n"
-        )
-        out.append(md_table(FRONTIER_HEAD, frontier_rows(rep)))
-        out += [f"- {n}" for n in front.get("notes") or []] + [""]
-    return out
-
-
-def markdown_figures(files: dict[str, str], skipped: dict[str, str]) -> list[str]:
-    """Each figure as an image link (PNG, with its SVG beside it), or the note saying why it was skipped."""
-    out = ["## Figures\n"]
-    for key, title, _ in FIGURES:
-        if files.get(key):
-            out.append(f"### {title}\n")
-            out.append(f"![{title}]({files[key]})\n")
-            out.append(f"[SVG]({Path(files[key]).with_suffix('.svg').name})\n")
-        elif skipped.get(key):
-            out.append(f"### {title}\n")
-            out.append(f"_Not drawn: {skipped[key]}._\n")
-    return out
-
-
-def markdown(rep: dict, figure_file: str | None = None, files: dict[str, str] | None = None, skipped: dict[str, str] | None = None) -> str:
-    """report.md; `files` maps a figure's key to its PNG beside report.md, `skipped` to why it was not drawn."""
-    out = [f"# {_title(rep)}\n"] + [f"- **{ln}**" if i == 0 else f"- {ln}" for i, ln in enumerate(rep["summary"]["bottom_line"])] + [""]
-    out += [sections.render("decision", rep.get("decision"), "md"), sections.render("losses", rep.get("losses"), "md")]
-    out += [
-        f"{_directions(rep)} Sizes (smallest first): {', '.join(rep['sizes'])}. {len(rep['recipes'])} recipes, {len(rep['metrics'])} metric(s). "
-        f"{_intervals(rep)}\n"
-    ]
-    out += [f"- {n}" for n in rep.get("notes", [])] + [""]
-    out.append("## Verdict per eval set\n")
-    for metric, lines in verdict_lines(rep):
-        out.append(f"### {metric}\n")
-        out += [f"- {ln}" for ln in lines] + [""]
-    out.append(f"_{rep['summary']['verdict_rule']}_\n")
-    if files or skipped:
-        out += markdown_figures(files or {}, skipped or {})
-    out.append("## All proxy→target comparisons (tuned LRs)\n")
-    out.append(TABLE_TERMS + "\n")
-    out.append(md_table(comp_head(), comparison_rows(rep)))
-    out.append("## Null baselines (unigram / bigram count models)\n")
-    b = rep.get("baselines") or {}
-    if b.get("available"):
-        out += [f"- {s}" for s in b.get("statements", [])] + [""]
-        out.append(md_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep)))
-    else:
-        out.append(f"Not computed: {b.get('reason')}.\n")
-    out.append("## Reduced-LR protocol\n")
-    out += [f"- {s}" for s in reduced_lines(rep)] + [""]
-    out.append("## Seed-noise floor\n")
-    out.append(FLOOR_DEF + "\n")
-    out.append(
-        md_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep)) if rep.get("seed_noise") else "Single seed: no seed-noise estimate.\n"
-    )
-    out.append("## Early signal\n")
-    es = rep.get("early_signal") or {}
-    out.append(
-        f"{len(es.get('points', []))} points against the final {es.get('target')} ranking (see the early-signal figure).\n"
-        if es.get("available")
-        else f"Not available: {es.get('reason')}.\n"
-    )
-    out += markdown_predictions(rep, figure_file, (skipped or {}).get("frontier"))
-    out.append("## Flipped pairs\n")
-    out.append(md_table(FLIP_HEAD, flip_rows(rep)))
-    if rep.get("status_counts"):
-        out.append("## Cell status\n")
-        out.append(md_table(["size", "completed", "diverged", "failed"], status_rows(rep)))
-        out.append("Diverged and failed cells are excluded from every figure.\n")
-    out.append("Figures: the fig_*.png / fig_*.svg files beside this file (and embedded in report.html). Every number: report.json.\n")
-    return "\n".join(out)
-
-
-def html_predictions(rep: dict, png: bytes | None, not_drawn: str | None = None) -> list[str]:
-    e = html.escape
-    parts = ["<h2>Predictions</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in prediction_lines(rep)) + "</ul>"]
-    run = prediction_run_line(rep)
-    if run:
-        parts.append(f"<p class=note>{e(run)}</p>")
-    for metric, rows in prediction_tables(rep):
-        parts.append(f"<h3>{e(metric)}</h3>" + html_table(PRED_HEAD, rows))
-    pred = rep.get("prediction") or {}
-    if pred.get("available") and pred.get("notes"):
-        parts.append("<ul class=note>" + "".join(f"<li>{e(n)}</li>" for n in pred["notes"]) + "</ul>")
-    parts.append("<h2>Compute-decision frontier</h2>")
-    front = rep.get("frontier") or {}
-    if front.get("available"):
-        parts.append(f"<p>{e(_frontier_intro(rep))}</p>")
-        if png:
-            title = f"Compute-decision frontier: {', '.join(frontier_metrics(rep))}"
-            parts.append(f"<img alt='{e(title)}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>")
-            svg = Path(FRONTIER_PNG).with_suffix(".svg").name
-            parts.append(f"<p class=note>Files: <a href='{FRONTIER_PNG}'>{FRONTIER_PNG}</a>, <a href='{svg}'>{svg}</a></p>")
-        elif not_drawn:
-            parts.append(f"<p class=note>Figure not drawn: {e(not_drawn)}.</p>")
-    parts.append("<ul>" + "".join(f"<li>{e(s)}</li>" for s in frontier_lines(rep)) + "</ul>")
-    if front.get("available"):
-        parts.append(html_table(FRONTIER_HEAD, frontier_rows(rep)))
-        parts += [f"<p class=note>{e(n)}</p>" for n in front.get("notes") or []]
-    return parts
-
-
-def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | None = None) -> str:
+def html_page(rep: dict, figures: dict[str, bytes], skipped: dict[str, str] | None = None, extra: dict[str, bytes] | None = None) -> str:
     """report.html: self-contained (figures as base64 PNG), each figure linked to its PNG and SVG files beside it."""
-    skipped = skipped or {}
-    e = html.escape
-    parts = [
-        sections.head(_title(rep)),
-        f"<h1>{e(_title(rep))}</h1>",
-        "<ul class=bottom>" + "".join(f"<li>{e(ln)}</li>" for ln in rep["summary"]["bottom_line"]) + "</ul>",
-        sections.render("decision", rep.get("decision"), "html"),
-        sections.render("losses", rep.get("losses"), "html"),
-        f"<p>{e(_directions(rep))} Sizes (smallest first): {e(', '.join(rep['sizes']))}. {len(rep['recipes'])} recipes, "
-        f"{len(rep['metrics'])} metric(s). {e(_intervals(rep))}</p>",
-    ]
-    parts += [f"<p class=note>{e(n)}</p>" for n in rep.get("notes", [])]
-    parts.append("<h2>Verdict per eval set</h2>")
-    for pm in rep["summary"]["per_metric"]:
-        parts.append(f"<h3>{e(pm['metric'])}</h3><ul>")
-        for ln in pm["lines"]:
-            parts.append(
-                f"<li><span class='{ln['verdict']}'>{e(ln['verdict'])}</span> ({e(ln['reason'])}). {e(ln['sentence'][0].upper() + ln['sentence'][1:])}</li>"
-            )
-        parts.append("</ul>")
-    parts.append(f"<p class=note>{e(rep['summary']['verdict_rule'])}</p>")
-    b = rep.get("baselines") or {}
-    if b.get("statements"):
-        parts.append("<ul>" + "".join(f"<li>{e(s)}</li>" for s in b["statements"]) + "</ul>")
-    for key, title, _ in FIGURES:
-        if figures.get(key):
-            data = base64.b64encode(figures[key]).decode("ascii")
-            png = fig_file(key)
-            svg = Path(png).with_suffix(".svg").name
-            parts.append(
-                f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{data}'>"
-                f"<p class=note>Files: <a href='{png}'>{png}</a>, <a href='{svg}'>{svg}</a></p>"
-            )
-        elif skipped.get(key):
-            parts.append(f"<h2>{e(title)}</h2><p class=note>Not drawn: {e(skipped[key])}.</p>")
-    parts.append(f"<h2>All proxy→target comparisons (tuned LRs)</h2><p class=note>{e(TABLE_TERMS)}</p>" + html_table(comp_head(), comparison_rows(rep)))
-    parts.append("<h2>Null baselines</h2>")
-    parts.append(
-        html_table(["metric", "baseline", "target", "Spearman", "decision acc.", "undefined"], baseline_rows(rep))
-        if b.get("available")
-        else f"<p>Not computed: {e(str(b.get('reason')))}.</p>"
-    )
-    parts.append("<h2>Reduced-LR protocol</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in reduced_lines(rep)) + "</ul>")
-    parts.append(
-        "<h2>Seed-noise floor</h2>"
-        + f"<p class=note>{e(FLOOR_DEF)}</p>"
-        + (
-            html_table(["metric", "size", "floor", "seed pairs", "note"], noise_rows(rep))
-            if rep.get("seed_noise")
-            else "<p>Single seed: no seed-noise estimate.</p>"
-        )
-    )
-    es = rep.get("early_signal") or {}
-    if not es.get("available"):
-        parts.append(f"<h2>Early signal</h2><p>Not available: {e(str(es.get('reason')))}.</p>")
-    parts += html_predictions(rep, figures.get("frontier"), skipped.get("frontier"))
-    parts.append("<h2>Flipped pairs</h2>" + html_table(FLIP_HEAD, flip_rows(rep)))
-    if rep.get("status_counts"):
-        parts.append("<h2>Cell status</h2>" + html_table(["size", "completed", "diverged", "failed"], status_rows(rep)))
-        parts.append("<p class=note>Diverged and failed cells are excluded from every figure.</p>")
-    parts.append("<p class=note>Every number is in report.json.</p></body></html>")
-    return "\n".join(parts)
+    return sections.page(sections.title(rep), sections.report(rep, "html", sections.Figures(figures, skipped or {}, extra), _titles()))
 
 
-def write(rep: dict, folder: Path, pool=None) -> list[Path]:
+def _titles() -> list[tuple[str, str]]:
+    return [(key, title) for key, title, _ in FIGURES]
+
+
+def write(rep: dict, folder: Path, pool=None, extra: dict[str, bytes] | None = None) -> list[Path]:
     """report.md, report.html and every figure as fig_<name>.png and fig_<name>.svg beside them (drawn on `pool`, from
     painters(), if given); a figure not drawn this time loses its files from an earlier report (they would be linked
-    from nothing and mislead)."""
+    from nothing and mislead). `extra`: figures a section writes itself ({"attribution": PNG}), embedded in the page."""
     pngs: dict[str, bytes] = {}
     skipped: dict[str, str] = {}
     written: list[Path] = []
@@ -1286,12 +793,8 @@ def write(rep: dict, folder: Path, pool=None) -> list[Path]:
         png_path.write_bytes(drawn[0])
         svg_path.write_bytes(drawn[1])
         written += [png_path, svg_path]
-    own = ("frontier", "per_example")  # drawn in their own sections
     md = folder / "report.md"
-    md.write_text(markdown(rep, FRONTIER_PNG if "frontier" in pngs else None, {k: fig_file(k) for k in pngs if k not in own}, skipped))
+    md.write_text(markdown(rep, pngs, skipped, extra))
     page = folder / "report.html"
-    page.write_text(html_page(rep, pngs, skipped))
-    from proxyscale.report import examples as per_example  # issue 16: appends its own section
-
-    per_example.write(rep, md, page, fig_file("per_example") if "per_example" in pngs else None, pngs.get("per_example"))
+    page.write_text(html_page(rep, pngs, skipped, extra))
     return [md, page] + written

@@ -1,6 +1,7 @@
 """`proxyscale report --schema`: the JSON Schema of report.json, generated from the dataclasses the analysis
-builds (Comparison, Summary, Decision, Losses): a field added to one of them appears here with its type and doc.
-Sections not yet typed are described by their entry in the report.json docstring of `proxyscale.report.build`."""
+builds (`SECTIONS`, and Comparison): a field added to one of them appears here with its type and doc. The plain
+top-level keys (source, sizes, notes, ...) are described by their entry in the report.json docstring of
+`proxyscale.report.build`."""
 
 from __future__ import annotations
 
@@ -10,10 +11,30 @@ import types
 import typing
 from typing import Any
 
+from proxyscale.analysis.baselines import Baselines
+from proxyscale.analysis.datamodels import Attribution
 from proxyscale.analysis.decision import Decision, Losses
-from proxyscale.analysis.protocol import SeedNoise
+from proxyscale.analysis.early import EarlySignal
+from proxyscale.analysis.examples import PerExample
+from proxyscale.analysis.frontier import Frontier
+from proxyscale.analysis.protocol import ReducedLR, SeedNoise
+from proxyscale.analysis.scaling import Prediction
 from proxyscale.analysis.types import STATISTICS, Comparison
 from proxyscale.analysis.verdict import Summary
+
+# report.json key -> the dataclass the analysis builds it from (seed_noise: a list of them)
+SECTIONS = {
+    "decision": Decision,
+    "losses": Losses,
+    "summary": Summary,
+    "reduced_lr": ReducedLR,
+    "baselines": Baselines,
+    "early_signal": EarlySignal,
+    "prediction": Prediction,
+    "frontier": Frontier,
+    "per_example": PerExample,
+    "attribution": Attribution,
+}
 
 PRIMITIVE = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
@@ -75,11 +96,9 @@ def report_schema() -> dict[str, Any]:
     props.update(
         schema_version={"const": SCHEMA_VERSION, "description": "bumped when a key changes meaning"},
         comparisons={"type": "array", "items": comp, "description": props.get("comparisons", {}).get("description", "")},
-        decision=dataclass_schema(Decision),
-        losses=dataclass_schema(Losses),
-        summary=dataclass_schema(Summary),
         seed_noise={"type": "array", "items": dataclass_schema(SeedNoise)},
     )
+    props.update({key: dataclass_schema(cls) for key, cls in SECTIONS.items()})
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "proxyscale report.json",
