@@ -15,7 +15,8 @@ folds (default 5, seeded); each fold's subsets are predicted by the datamodels f
 subsets between those out-of-fold predictions and the observed values at t; the LDS is its mean over examples
 (an example whose observed values are all equal has no correlation: left out and counted), with a seeded
 percentile bootstrap interval over examples (subsets fixed). f = t is the usual LDS; f < t asks whether the
-proxy's datamodels predict the target.
+proxy's datamodels predict the target. The bootstrap holds the subsets fixed; `--permutations N` adds a subset-level
+test (perm_p: the LDS with the indicators shuffled among the subsets, N times).
 
 Weight agreement: per example, the Spearman correlation across groups of the weights fitted on all subsets at
 two sizes; mean over examples. Selection (DsDm, Algorithm 3): the weight of a metric's mean over its examples is
@@ -249,6 +250,16 @@ def cross_fitted_spearman(x: np.ndarray, y_fit: np.ndarray, y_eval: np.ndarray, 
         return np.where(n > 0, np.nansum(stacked, 0) / np.maximum(n, 1), np.nan)
 
 
+def permutation_p(x: np.ndarray, y_fit: np.ndarray, y_eval: np.ndarray, folds: int, seed: int, lds: float, n_perm: int) -> float:
+    """One-sided subset-level p-value of an LDS above 0: the LDS recomputed with the group indicators shuffled among
+    the subsets. The bootstrap over examples holds the subsets fixed, so a loss shift that one subset's training
+    gives every example (its data order, its noise) counts as many independent agreements there; shuffling whole
+    rows keeps that shared part and breaks only the link to the groups."""
+    rng = np.random.default_rng(seed)
+    null = [np.nanmean(cross_fitted_spearman(x[rng.permutation(len(x))], y_fit, y_eval, folds, seed)) for _ in range(n_perm)]
+    return (1 + int(np.sum(np.asarray(null) >= lds))) / (1 + n_perm)
+
+
 def spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per column, the Spearman correlation of a and b down the rows (NaN where either is constant)."""
     from scipy.stats import rankdata
@@ -292,8 +303,9 @@ def _pair(data: Subsets, metric: str, a: str, b: str) -> tuple[list[str], list[s
     return subsets, [e for e, ok in zip(examples, full) if ok]
 
 
-def fit(data: Subsets, folds: int = FOLDS, n_boot: int = N_BOOT, seed: int = 0, top: int = TOP_GROUPS) -> dict:
-    """Every (metric, fit size -> eval size) LDS entry, weight agreement between sizes, top groups per example."""
+def fit(data: Subsets, folds: int = FOLDS, n_boot: int = N_BOOT, seed: int = 0, top: int = TOP_GROUPS, permutations: int = 0) -> dict:
+    """Every (metric, fit size -> eval size) LDS entry, weight agreement between sizes, top groups per example;
+    with `permutations`, each entry's subset-level permutation p-value (perm_p)."""
     import time
 
     if folds < 2:
@@ -310,15 +322,13 @@ def fit(data: Subsets, folds: int = FOLDS, n_boot: int = N_BOOT, seed: int = 0, 
                     notes.append(f"{metric}: {f} -> {t}: {len(subsets)} common subsets, {len(examples)} complete examples; no LDS (needs {MIN_SUBSETS})")
                     continue
                 t0 = time.perf_counter()
-                rho = cross_fitted_spearman(
-                    data.indicators(subsets),
-                    data.values[(metric, f)].loc[subsets, examples].to_numpy(float),
-                    data.values[(metric, t)].loc[subsets, examples].to_numpy(float),
-                    folds,
-                    seed,
-                )
+                x = data.indicators(subsets)
+                y_fit = data.values[(metric, f)].loc[subsets, examples].to_numpy(float)
+                y_eval = data.values[(metric, t)].loc[subsets, examples].to_numpy(float)
+                score = lds_of(cross_fitted_spearman(x, y_fit, y_eval, folds, seed), n_boot, seed)
+                if permutations:
+                    score |= {"perm_p": permutation_p(x, y_fit, y_eval, folds, seed, score["lds"], permutations), "perm_n": permutations}
                 seconds += time.perf_counter() - t0
-                score = lds_of(rho, n_boot, seed)
                 entries.append({"metric": metric, "fit_size": f, "eval_size": t, **score, "n_subsets": len(subsets), "folds": n_folds(len(subsets), folds)})
         weights = {}
         for s in data.sizes:
@@ -359,6 +369,7 @@ def fit(data: Subsets, folds: int = FOLDS, n_boot: int = N_BOOT, seed: int = 0, 
         "folds": folds,
         "n_boot": n_boot,
         "bootstrap_seed": seed,
+        "permutations": permutations,
         "entries": entries,
         "weight_agreement": agreement,
         "top_groups": top_rows,
@@ -370,7 +381,8 @@ def fit(data: Subsets, folds: int = FOLDS, n_boot: int = N_BOOT, seed: int = 0, 
 DEFINITION = (
     "per example and size, ridge regression (penalty by leave-one-out CV) of the loss on group indicators; LDS = mean over "
     "examples of the Spearman correlation, across each held-out fold's subsets and averaged over K folds, between the "
-    "predictions of datamodels fitted at fit_size on the other folds and the observed values at eval_size; 95% bootstrap interval over examples"
+    "predictions of datamodels fitted at fit_size on the other folds and the observed values at eval_size; 95% bootstrap interval over examples; "
+    "with --permutations, a one-sided p-value of LDS > 0 from shuffling the group indicators among the subsets"
 )
 
 

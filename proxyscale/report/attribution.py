@@ -50,13 +50,14 @@ class AttributionSection:
                 lo, hi = e["lds_ci"]
                 lines.append(
                     f"{e['metric']}: datamodels fitted on the {e['fit_size']} models predict the {e['eval_size']} models' values on unseen subsets "
-                    f"with LDS {_f(e['lds'])} [{_f(lo)}, {_f(hi)}] ({e['n_examples']} examples, {e['n_subsets']} subsets)"
+                    f"with LDS {_f(e['lds'])} [{_f(lo)}, {_f(hi)}] ({e['n_examples']} examples, {e['n_subsets']} subsets"
+                    + (f"; subset-permutation p {_f(e['perm_p'])})" if "perm_p" in e else ")")
                 )
         return lines
 
     def _rows(self):
         return [
-            [e["metric"], e["fit_size"], e["eval_size"], _f(e["lds"]), f"[{_f(e['lds_ci'][0])}, {_f(e['lds_ci'][1])}]", e["n_examples"], e["n_subsets"]]
+            [e["metric"], e["fit_size"], e["eval_size"], _f(e["lds"]), _ci(e["lds_ci"]), _f(e.get("perm_p")), e["n_examples"], e["n_subsets"]]
             for e in self.entries
         ]
 
@@ -68,7 +69,7 @@ class AttributionSection:
             [t["metric"], t["checkpoint_size"], t["eval_size"], _f(t["lds"]), f"[{_f(t['lds_ci'][0])}, {_f(t['lds_ci'][1])}]", t["seconds"]] for t in self.trak
         ]
 
-    HEAD = ["metric", "fit size", "eval size", "LDS", "95% CI", "examples", "subsets"]
+    HEAD = ["metric", "fit size", "eval size", "LDS", "95% CI", "subset-permutation p", "examples", "subsets"]
     AGREE = ["metric", "size a", "size b", "weight Spearman (mean over examples)", "examples"]
     TRAK = ["metric", "checkpoint size", "eval size", "LDS", "95% CI", "seconds"]
 
@@ -151,6 +152,10 @@ class AttributionSection:
         fig.savefig(buf, format="png", dpi=110)
         plt.close(fig)
         return buf.getvalue()
+
+
+def _ci(ci) -> str:
+    return f"[{_f(ci[0])}, {_f(ci[1])}]"
 
 
 def _f(v) -> str:
