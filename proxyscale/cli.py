@@ -584,7 +584,7 @@ def datamodels_main(argv: list[str]) -> None:
         weights, cost = trak.trak_weights(a.sweep_dir, size, a.trak_checkpoints, a.trak_per_group, a.trak_proj_dim, seed=a.seed)
         for metric, w in weights.items():
             trak_weights[(metric, size)] = w
-            for entry in dm.score_weights(data, metric, w, a.n_boot, a.seed):
+            for entry in dm.score_weights(data, metric, w, a.n_boot, a.seed, a.permutations):
                 result.setdefault("trak", []).append({**entry, "checkpoint_size": size, **cost})
     recipe = None
     if a.select:

@@ -190,3 +190,21 @@ def test_the_permutation_p_is_calibrated_where_subsets_share_noise_and_the_boots
     y = x @ rng.normal(0, 1, (g, e)) + rng.normal(0, 1, (m, 1)) + rng.normal(0, 0.3, (m, e))
     score = dm.lds_of(dm.cross_fitted_spearman(x, y, y, 3, 0), 200, 0)
     assert dm.permutation_p(x, y, y, 3, 0, score["lds"], n_perm) == 1 / (n_perm + 1)
+
+
+def test_fixed_weights_get_the_same_subset_permutation_p(tmp_path):
+    """TRAK-like fixed weights (row = example number, column = group number): the datamodels' weights get the smallest
+    p-value, and not once the values are moved to other subsets; no LDS, no p-value."""
+    losses, subsets, _ = planted(tmp_path)
+    data = dm.read_csv(str(losses), str(subsets))
+    data.values = {k: v.rename(columns=lambda c: c[1:]) for k, v in data.values.items()}  # examples named by number, as a sweep's
+    v = data.values[("loss", "10M")]
+    w, _ = dm.fit_weights(data.indicators(list(v.index)), v.to_numpy(float))
+    rows, cols = np.argsort([int(e) for e in v.columns]), np.argsort([int(g) for g in data.groups])
+    fitted = w[rows][:, cols]
+    good = dm.score_weights(data, "loss", fitted, n_boot=50, permutations=19)[0]
+    order = np.random.default_rng(3).permutation(len(v))  # each subset's values moved to another subset: no link to the groups
+    data.values = {k: x.set_axis(x.index[order]) for k, x in data.values.items()}
+    bad = dm.score_weights(data, "loss", fitted, n_boot=50, permutations=19)[0]
+    assert good["lds"] > 0.5 and good["perm_p"] == 0.05 and good["perm_n"] == 19 and bad["perm_p"] > 0.05, (good, bad)
+    assert np.isnan(dm._p_above(np.zeros(5), float("nan")))

@@ -257,7 +257,12 @@ def permutation_p(x: np.ndarray, y_fit: np.ndarray, y_eval: np.ndarray, folds: i
     rows keeps that shared part and breaks only the link to the groups."""
     rng = np.random.default_rng(seed)
     null = [np.nanmean(cross_fitted_spearman(x[rng.permutation(len(x))], y_fit, y_eval, folds, seed)) for _ in range(n_perm)]
-    return (1 + int(np.sum(np.asarray(null) >= lds))) / (1 + n_perm)
+    return _p_above(np.asarray(null), lds)
+
+
+def _p_above(null: np.ndarray, observed: float) -> float:
+    """(1 + #null draws at or above the observed value) / (1 + draws); NaN when there is no observed value."""
+    return (1 + int(np.sum(null >= observed))) / (1 + len(null)) if math.isfinite(observed) else math.nan
 
 
 def spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -405,10 +410,11 @@ def select(data: Subsets, metric: str, k: int, fit_size: str, weights: np.ndarra
     return {"metric": metric, "fit_size": fit_size, "k": k, "groups": [data.groups[g] for g in order], "weights": [float(mean[g]) for g in order]}
 
 
-def score_weights(data: Subsets, metric: str, weights: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> list[dict]:
+def score_weights(data: Subsets, metric: str, weights: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, permutations: int = 0) -> list[dict]:
     """The LDS of fixed group weights (TRAK's: examples x groups, example i = row i, group g = column g) against the
     observed values at every size: per example the Spearman correlation across all subsets of x . w and the
-    observed value (nothing is fitted on the subsets, so no folds)."""
+    observed value (nothing is fitted on the subsets, so no folds); with `permutations`, the same subset-level
+    p-value as the datamodels' (perm_p)."""
     cols = [int(g) for g in data.groups]
     out = []
     for t in data.sizes:
@@ -417,8 +423,13 @@ def score_weights(data: Subsets, metric: str, weights: np.ndarray, n_boot: int =
             continue
         examples = [e for e in v.columns if str(e).isdigit() and int(e) < len(weights) and v[e].notna().all()]
         w = weights[[int(e) for e in examples]][:, cols]
-        rho = spearman_columns(data.indicators(list(v.index)) @ w.T, v[examples].to_numpy(float))
-        out.append({"metric": metric, "eval_size": t, **lds_of(rho, n_boot, seed), "n_subsets": len(v)})
+        x, y = data.indicators(list(v.index)), v[examples].to_numpy(float)
+        entry = {"metric": metric, "eval_size": t, **lds_of(spearman_columns(x @ w.T, y), n_boot, seed), "n_subsets": len(v)}
+        if permutations:
+            rng = np.random.default_rng(seed)
+            null = np.array([np.nanmean(spearman_columns(x[rng.permutation(len(x))] @ w.T, y)) for _ in range(permutations)])
+            entry |= {"perm_p": _p_above(null, entry["lds"]), "perm_n": permutations}
+        out.append(entry)
     return out
 
 

@@ -65,13 +65,11 @@ class AttributionSection:
         return [[a["metric"], a["size_a"], a["size_b"], _f(a["weight_spearman"]), a["n_examples"]] for a in self.weight_agreement]
 
     def _trak_rows(self):
-        return [
-            [t["metric"], t["checkpoint_size"], t["eval_size"], _f(t["lds"]), f"[{_f(t['lds_ci'][0])}, {_f(t['lds_ci'][1])}]", t["seconds"]] for t in self.trak
-        ]
+        return [[t["metric"], t["checkpoint_size"], t["eval_size"], _f(t["lds"]), _ci(t["lds_ci"]), _f(t.get("perm_p")), t["seconds"]] for t in self.trak]
 
     HEAD = ["metric", "fit size", "eval size", "LDS", "95% CI", "subset-permutation p", "examples", "subsets"]
     AGREE = ["metric", "size a", "size b", "weight Spearman (mean over examples)", "examples"]
-    TRAK = ["metric", "checkpoint size", "eval size", "LDS", "95% CI", "seconds"]
+    TRAK = ["metric", "checkpoint size", "eval size", "LDS", "95% CI", "subset-permutation p", "seconds"]
 
     def markdown(self, figure_file: str | None = None, level: str = "##") -> str:
         out = [f"{level} {TITLE}\n", f"{self.groups} groups, {self.subsets} subsets, sizes {', '.join(self.sizes)}. {self.definition}.\n"]
