@@ -5,7 +5,7 @@ intervals and subset-permutation p-values, the weight agreement across sizes, TR
 and the selections it writes (4 groups each: DsDm at debug and at tiny and TRAK at debug for the prose eval set,
 DsDm at debug and at tiny for the README eval set), then the reduced selection experiment
 (conf/experiment/dsdm_selection_cpu.yaml): debug and tiny trained on each selection beside random groups,
-DSIR-style, classifier and the unselected pool, 3 seeds; per eval set selected for, its loss per method with a t
+DSIR-style, classifier and the unselected pool, 6 seeds; per eval set selected for, its loss per method with a t
 interval over seeds and the differences to the unselected pool and to random groups paired by seed.
 
 The sweeps land in outputs/bench-attribution (a rerun skips the cells already final, so the cells' own recorded
