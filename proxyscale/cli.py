@@ -545,7 +545,8 @@ def datamodels_main(argv: list[str]) -> None:
     p.add_argument("--higher-is-better", nargs="*", metavar="METRIC", help="with --from-csv: these metrics are higher-is-better (no names: all)")
     p.add_argument("--folds", type=int, default=dm.FOLDS, help=f"K of the cross-fitting over subsets (default {dm.FOLDS})")
     p.add_argument("--n-boot", type=int, default=dm.N_BOOT, help=f"bootstrap resamples over examples (default {dm.N_BOOT})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds, the bootstrap and the permutations")
+    p.add_argument("--permutations", type=int, default=0, metavar="N", help="also a subset-level p-value of each LDS > 0 from N shuffles (default 0: off)")
     p.add_argument("--select", metavar="METRIC", help="DsDm: select the groups whose weights most improve this metric")
     p.add_argument("--k", type=int, help="with --select: how many groups")
     p.add_argument("--fit-size", help="with --select: the size whose datamodels select (default: the smallest)")
@@ -562,6 +563,8 @@ def datamodels_main(argv: list[str]) -> None:
         fail("--trak needs a sweep (its kept checkpoints and documents)")
     if a.from_csv and not (a.subsets and a.out):
         fail("--from-csv needs --subsets SUBSETS and --out DIR")
+    if a.permutations < 0:
+        fail(f"--permutations must be >= 0, got {a.permutations}")
     if a.select and a.k is None:
         fail("--select needs --k K")
     if (a.k is not None or a.fit_size or a.write_recipe) and not a.select:
@@ -574,7 +577,7 @@ def datamodels_main(argv: list[str]) -> None:
         if a.higher_is_better is not None:
             fail("--higher-is-better is for --from-csv input (a sweep's task metrics know their direction)")
         data = attribution.sweep_subsets(a.sweep_dir, a.out)
-    result = dm.fit(data, folds=a.folds, n_boot=a.n_boot, seed=a.seed)
+    result = dm.fit(data, folds=a.folds, n_boot=a.n_boot, seed=a.seed, permutations=a.permutations)
     trak_weights = {}
     for size in a.trak:
         from proxyscale.job import trak
@@ -582,7 +585,7 @@ def datamodels_main(argv: list[str]) -> None:
         weights, cost = trak.trak_weights(a.sweep_dir, size, a.trak_checkpoints, a.trak_per_group, a.trak_proj_dim, seed=a.seed)
         for metric, w in weights.items():
             trak_weights[(metric, size)] = w
-            for entry in dm.score_weights(data, metric, w, a.n_boot, a.seed):
+            for entry in dm.score_weights(data, metric, w, a.n_boot, a.seed, a.permutations):
                 result.setdefault("trak", []).append({**entry, "checkpoint_size": size, **cost})
     recipe = None
     if a.select:

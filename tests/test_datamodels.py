@@ -78,9 +78,11 @@ def test_pure_noise_has_an_lds_near_zero(tmp_path):
 def test_the_cli_writes_json_md_html_figure_and_refuses_a_recipe_from_a_csv(tmp_path, capsys):
     losses, subsets, _ = planted(tmp_path, noise=0.5)
     out = tmp_path / "out"
-    main(["datamodels", "--from-csv", str(losses), "--subsets", str(subsets), "--out", str(out), "--n-boot", "100", "--select", "loss", "--k", "4"])
+    args = ["--from-csv", str(losses), "--subsets", str(subsets), "--out", str(out), "--n-boot", "100", "--select", "loss", "--k", "4", "--permutations", "9"]
+    main(["datamodels", *args])
     doc = json.loads((out / "datamodels.json").read_text())
     assert {"metric", "fit_size", "eval_size", "lds", "lds_ci", "n_examples", "n_subsets"} <= set(doc["entries"][0])
+    assert [e["perm_p"] for e in doc["entries"]] == [0.1] * 3 and "subset-permutation p" in (out / "datamodels.md").read_text()
     assert doc["selection"]["fit_size"] == "10M" and sorted(map(int, doc["selection"]["groups"])) == HELPFUL
     for f in ("datamodels.md", "datamodels.html", "datamodels_lds.png", "datamodels_top_groups.csv"):
         assert (out / f).stat().st_size > 0
@@ -88,6 +90,9 @@ def test_the_cli_writes_json_md_html_figure_and_refuses_a_recipe_from_a_csv(tmp_
     with pytest.raises(SystemExit) as exc:
         main(["datamodels", "--from-csv", str(losses), "--subsets", str(subsets), "--out", str(out), "--select", "loss", "--k", "2", "--write-recipe", "x"])
     assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["datamodels", "--from-csv", str(losses), "--subsets", str(subsets), "--out", str(tmp_path / "o"), "--permutations", "-1"])
+    assert exc.value.code == 2 and not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(
@@ -164,3 +169,42 @@ def test_trak_on_a_debug_checkpoint_beats_random_scores(tmp_path, cache_dir):
     got = {m: dm.score_weights(data, m, weights[m], n_boot=100)[0]["lds"] for m in metrics}
     draws = [np.mean([dm.score_weights(data, m, rng.normal(size=weights[m].shape), n_boot=10)[0]["lds"] for m in metrics]) for _ in range(50)]
     assert np.mean(list(got.values())) > max(draws), (got, sorted(draws)[-5:])
+
+
+def test_the_permutation_p_is_calibrated_where_subsets_share_noise_and_the_bootstrap_is_not():
+    """Null data whose subsets each shift every example's loss alike (one subset's training noise): the bootstrap over
+    examples excludes 0 in most draws, the subset-permutation p-value rejects at 5% about 5% of the time; a planted
+    signal gets the smallest p-value."""
+    m, g, e, draws, n_perm = 30, 8, 12, 30, 19
+    boot_wrong, rejected = 0, 0
+    for seed in range(draws):
+        rng = np.random.default_rng(100 + seed)
+        x = (rng.random((m, g)) < 0.5).astype(float)
+        y = rng.normal(0, 1, (m, 1)) + rng.normal(0, 0.3, (m, e))
+        score = dm.lds_of(dm.cross_fitted_spearman(x, y, y, 3, seed), 200, seed)
+        boot_wrong += not score["lds_ci"][0] <= 0 <= score["lds_ci"][1]
+        rejected += dm.permutation_p(x, y, y, 3, seed, score["lds"], n_perm) <= 0.05
+    assert boot_wrong >= 20 and rejected <= 4, (boot_wrong, rejected)  # measured 26 and 1; P(Binomial(30, 0.05) > 4) = 0.06
+    rng = np.random.default_rng(7)
+    x = (rng.random((m, g)) < 0.5).astype(float)
+    y = x @ rng.normal(0, 1, (g, e)) + rng.normal(0, 1, (m, 1)) + rng.normal(0, 0.3, (m, e))
+    score = dm.lds_of(dm.cross_fitted_spearman(x, y, y, 3, 0), 200, 0)
+    assert dm.permutation_p(x, y, y, 3, 0, score["lds"], n_perm) == 1 / (n_perm + 1)
+
+
+def test_fixed_weights_get_the_same_subset_permutation_p(tmp_path):
+    """TRAK-like fixed weights (row = example number, column = group number): the datamodels' weights get the smallest
+    p-value, and not once the values are moved to other subsets; no LDS, no p-value."""
+    losses, subsets, _ = planted(tmp_path)
+    data = dm.read_csv(str(losses), str(subsets))
+    data.values = {k: v.rename(columns=lambda c: c[1:]) for k, v in data.values.items()}  # examples named by number, as a sweep's
+    v = data.values[("loss", "10M")]
+    w, _ = dm.fit_weights(data.indicators(list(v.index)), v.to_numpy(float))
+    rows, cols = np.argsort([int(e) for e in v.columns]), np.argsort([int(g) for g in data.groups])
+    fitted = w[rows][:, cols]
+    good = dm.score_weights(data, "loss", fitted, n_boot=50, permutations=19)[0]
+    order = np.random.default_rng(3).permutation(len(v))  # each subset's values moved to another subset: no link to the groups
+    data.values = {k: x.set_axis(x.index[order]) for k, x in data.values.items()}
+    bad = dm.score_weights(data, "loss", fitted, n_boot=50, permutations=19)[0]
+    assert good["lds"] > 0.5 and good["perm_p"] == 0.05 and good["perm_n"] == 19 and bad["perm_p"] > 0.05, (good, bad)
+    assert np.isnan(dm._p_above(np.zeros(5), float("nan")))

@@ -15,7 +15,8 @@ folds (default 5, seeded); each fold's subsets are predicted by the datamodels f
 subsets between those out-of-fold predictions and the observed values at t; the LDS is its mean over examples
 (an example whose observed values are all equal has no correlation: left out and counted), with a seeded
 percentile bootstrap interval over examples (subsets fixed). f = t is the usual LDS; f < t asks whether the
-proxy's datamodels predict the target.
+proxy's datamodels predict the target. The bootstrap holds the subsets fixed; `--permutations N` adds a subset-level
+test (perm_p: the LDS with the indicators shuffled among the subsets, N times).
 
 Weight agreement: per example, the Spearman correlation across groups of the weights fitted on all subsets at
 two sizes; mean over examples. Selection (DsDm, Algorithm 3): the weight of a metric's mean over its examples is
@@ -54,10 +55,11 @@ class Attribution:
     sizes: list[str] = doc("sizes, small to large", factory=list)
     groups: int = doc("groups the pool is cut into", 0)
     subsets: int = doc("subsets trained", 0)
-    entries: list[dict] = doc("[{metric, fit_size, eval_size, lds, lds_ci, n_examples, n_undefined, n_subsets}]", factory=list)
+    permutations: int = doc("subset permutations behind each perm_p (0: none)", 0)
+    entries: list[dict] = doc("[{metric, fit_size, eval_size, lds, lds_ci, n_examples, n_undefined, n_subsets, perm_p, perm_n}]", factory=list)
     weight_agreement: list[dict] = doc("[{metric, size_a, size_b, weight_spearman, n_examples}]", factory=list)
     selection: dict | None = doc("{metric, fit_size, k, groups, weights, by} when --select was given")
-    trak: list[dict] = doc("TRAK from a checkpoint: [{metric, checkpoint_size, eval_size, lds, lds_ci, seconds, ...}]", factory=list)
+    trak: list[dict] = doc("TRAK from a checkpoint: [{metric, checkpoint_size, eval_size, lds, lds_ci, seconds, perm_p, ...}]", factory=list)
     cost: dict = doc("{train_flops_by_size, fit_seconds}", factory=dict)
     notes: list[str] = doc("caveats", factory=list)
     reason: str | None = doc("why there are no datamodels (the sweep has subset cells but they could not be fitted)")
@@ -75,7 +77,8 @@ class Attribution:
                 lo, hi = e["lds_ci"]
                 lines.append(
                     f"{e['metric']}: datamodels fitted on the {e['fit_size']} models predict the {e['eval_size']} models' values on unseen subsets "
-                    f"with LDS {fmt3(e['lds'])} [{fmt3(lo)}, {fmt3(hi)}] ({e['n_examples']} examples, {e['n_subsets']} subsets)"
+                    f"with LDS {fmt3(e['lds'])} [{fmt3(lo)}, {fmt3(hi)}] ({e['n_examples']} examples, {e['n_subsets']} subsets"
+                    + (f"; subset-permutation p {fmt3(e['perm_p'])})" if e.get("perm_p") is not None else ")")
                 )
         return lines
 
@@ -289,6 +292,21 @@ def cross_fitted_spearman(x: np.ndarray, y_fit: np.ndarray, y_eval: np.ndarray, 
         return np.where(n > 0, np.nansum(stacked, 0) / np.maximum(n, 1), np.nan)
 
 
+def permutation_p(x: np.ndarray, y_fit: np.ndarray, y_eval: np.ndarray, folds: int, seed: int, lds: float, n_perm: int) -> float:
+    """One-sided subset-level p-value of an LDS above 0: the LDS recomputed with the group indicators shuffled among
+    the subsets. The bootstrap over examples holds the subsets fixed, so a loss shift that one subset's training
+    gives every example (its data order, its noise) counts as many independent agreements there; shuffling whole
+    rows keeps that shared part and breaks only the link to the groups."""
+    rng = np.random.default_rng(seed)
+    null = [np.nanmean(cross_fitted_spearman(x[rng.permutation(len(x))], y_fit, y_eval, folds, seed)) for _ in range(n_perm)]
+    return _p_above(np.asarray(null), lds)
+
+
+def _p_above(null: np.ndarray, observed: float) -> float:
+    """(1 + #null draws at or above the observed value) / (1 + draws); NaN when there is no observed value."""
+    return (1 + int(np.sum(null >= observed))) / (1 + len(null)) if math.isfinite(observed) else math.nan
+
+
 def spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per column, the Spearman correlation of a and b down the rows (NaN where either is constant)."""
     from scipy.stats import rankdata
@@ -332,8 +350,9 @@ def _pair(data: Subsets, metric: str, a: str, b: str) -> tuple[list[str], list[s
     return subsets, [e for e, ok in zip(examples, full) if ok]
 
 
-def fit(data: Subsets, folds: int = FOLDS, n_boot: int = N_BOOT, seed: int = 0, top: int = TOP_GROUPS) -> dict:
-    """Every (metric, fit size -> eval size) LDS entry, weight agreement between sizes, top groups per example."""
+def fit(data: Subsets, folds: int = FOLDS, n_boot: int = N_BOOT, seed: int = 0, top: int = TOP_GROUPS, permutations: int = 0) -> dict:
+    """Every (metric, fit size -> eval size) LDS entry, weight agreement between sizes, top groups per example;
+    with `permutations`, each entry's subset-level permutation p-value (perm_p)."""
     import time
 
     if folds < 2:
@@ -350,15 +369,13 @@ def fit(data: Subsets, folds: int = FOLDS, n_boot: int = N_BOOT, seed: int = 0, 
                     notes.append(f"{metric}: {f} -> {t}: {len(subsets)} common subsets, {len(examples)} complete examples; no LDS (needs {MIN_SUBSETS})")
                     continue
                 t0 = time.perf_counter()
-                rho = cross_fitted_spearman(
-                    data.indicators(subsets),
-                    data.values[(metric, f)].loc[subsets, examples].to_numpy(float),
-                    data.values[(metric, t)].loc[subsets, examples].to_numpy(float),
-                    folds,
-                    seed,
-                )
+                x = data.indicators(subsets)
+                y_fit = data.values[(metric, f)].loc[subsets, examples].to_numpy(float)
+                y_eval = data.values[(metric, t)].loc[subsets, examples].to_numpy(float)
+                score = lds_of(cross_fitted_spearman(x, y_fit, y_eval, folds, seed), n_boot, seed)
+                if permutations:
+                    score |= {"perm_p": permutation_p(x, y_fit, y_eval, folds, seed, score["lds"], permutations), "perm_n": permutations}
                 seconds += time.perf_counter() - t0
-                score = lds_of(rho, n_boot, seed)
                 entries.append({"metric": metric, "fit_size": f, "eval_size": t, **score, "n_subsets": len(subsets), "folds": n_folds(len(subsets), folds)})
         weights = {}
         for s in data.sizes:
@@ -399,6 +416,7 @@ def fit(data: Subsets, folds: int = FOLDS, n_boot: int = N_BOOT, seed: int = 0, 
         "folds": folds,
         "n_boot": n_boot,
         "bootstrap_seed": seed,
+        "permutations": permutations,
         "entries": entries,
         "weight_agreement": agreement,
         "top_groups": top_rows,
@@ -410,7 +428,8 @@ def fit(data: Subsets, folds: int = FOLDS, n_boot: int = N_BOOT, seed: int = 0, 
 DEFINITION = (
     "per example and size, ridge regression (penalty by leave-one-out CV) of the loss on group indicators; LDS = mean over "
     "examples of the Spearman correlation, across each held-out fold's subsets and averaged over K folds, between the "
-    "predictions of datamodels fitted at fit_size on the other folds and the observed values at eval_size; 95% bootstrap interval over examples"
+    "predictions of datamodels fitted at fit_size on the other folds and the observed values at eval_size; 95% bootstrap interval over examples; "
+    "with --permutations, a one-sided p-value of LDS > 0 from shuffling the group indicators among the subsets"
 )
 
 
@@ -433,10 +452,11 @@ def select(data: Subsets, metric: str, k: int, fit_size: str, weights: np.ndarra
     return {"metric": metric, "fit_size": fit_size, "k": k, "groups": [data.groups[g] for g in order], "weights": [float(mean[g]) for g in order]}
 
 
-def score_weights(data: Subsets, metric: str, weights: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> list[dict]:
+def score_weights(data: Subsets, metric: str, weights: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, permutations: int = 0) -> list[dict]:
     """The LDS of fixed group weights (TRAK's: examples x groups, example i = row i, group g = column g) against the
     observed values at every size: per example the Spearman correlation across all subsets of x . w and the
-    observed value (nothing is fitted on the subsets, so no folds)."""
+    observed value (nothing is fitted on the subsets, so no folds); with `permutations`, the same subset-level
+    p-value as the datamodels' (perm_p)."""
     cols = [int(g) for g in data.groups]
     out = []
     for t in data.sizes:
@@ -445,8 +465,13 @@ def score_weights(data: Subsets, metric: str, weights: np.ndarray, n_boot: int =
             continue
         examples = [e for e in v.columns if str(e).isdigit() and int(e) < len(weights) and v[e].notna().all()]
         w = weights[[int(e) for e in examples]][:, cols]
-        rho = spearman_columns(data.indicators(list(v.index)) @ w.T, v[examples].to_numpy(float))
-        out.append({"metric": metric, "eval_size": t, **lds_of(rho, n_boot, seed), "n_subsets": len(v)})
+        x, y = data.indicators(list(v.index)), v[examples].to_numpy(float)
+        entry = {"metric": metric, "eval_size": t, **lds_of(spearman_columns(x @ w.T, y), n_boot, seed), "n_subsets": len(v)}
+        if permutations:
+            rng = np.random.default_rng(seed)
+            null = np.array([np.nanmean(spearman_columns(x[rng.permutation(len(x))] @ w.T, y)) for _ in range(permutations)])
+            entry |= {"perm_p": _p_above(null, entry["lds"]), "perm_n": permutations}
+        out.append(entry)
     return out
 
 

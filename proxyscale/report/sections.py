@@ -189,12 +189,12 @@ TEMPLATES = {
 {% if a.reason %}{{ ul(["note: no datamodels: " ~ a.reason]) }}{% else %}\
 {{ p(a.groups ~ " groups, " ~ a.subsets ~ " subsets, sizes " ~ a.sizes|join(", ") ~ ". " ~ a.definition ~ ".") }}
 {{ ul(headline) }}
-{{ table(["metric", "fit size", "eval size", "LDS", "95% CI", "examples", "subsets"], rows) }}
+{{ table(["metric", "fit size", "eval size", "LDS", "95% CI", "subset-permutation p", "examples", "subsets"], rows) }}
 {% if png_file %}{{ img("LDS vs proxy size", png_file, png) }}{% endif %}
 {% if agree_rows %}{{ p("Agreement of the datamodel weights across sizes:") }}
 {{ table(["metric", "size a", "size b", "weight Spearman (mean over examples)", "examples"], agree_rows) }}{% endif %}
 {% if trak_rows %}{{ p("TRAK from a proxy checkpoint, scored by the same LDS:") }}
-{{ table(["metric", "checkpoint size", "eval size", "LDS", "95% CI", "seconds"], trak_rows) }}{% endif %}
+{{ table(["metric", "checkpoint size", "eval size", "LDS", "95% CI", "subset-permutation p", "seconds"], trak_rows) }}{% endif %}
 {{ p(cost) }}
 {% if selection %}{{ p(selection) }}{% endif %}
 {{ ul(notes) }}{% endif %}
@@ -640,11 +640,17 @@ def _attribution(a: dict, png: bytes | None = None) -> dict:
         "title": ATTRIBUTION_TITLE,
         "a": a,
         "headline": Attribution(**a).headline() if not a.get("reason") else [],
-        "rows": [[e["metric"], e["fit_size"], e["eval_size"], fmt3(e["lds"]), ci(e["lds_ci"]), e["n_examples"], e["n_subsets"]] for e in a["entries"]],
+        "rows": [
+            [e["metric"], e["fit_size"], e["eval_size"], fmt3(e["lds"]), ci(e["lds_ci"]), fmt3(e.get("perm_p")), e["n_examples"], e["n_subsets"]]
+            for e in a["entries"]
+        ],
         "png_file": ATTRIBUTION_FIGURE if png else None,
         "png": png,
         "agree_rows": [[w["metric"], w["size_a"], w["size_b"], fmt3(w["weight_spearman"]), w["n_examples"]] for w in a.get("weight_agreement") or []],
-        "trak_rows": [[t["metric"], t["checkpoint_size"], t["eval_size"], fmt3(t["lds"]), ci(t["lds_ci"]), t["seconds"]] for t in a.get("trak") or []],
+        "trak_rows": [
+            [t["metric"], t["checkpoint_size"], t["eval_size"], fmt3(t["lds"]), ci(t["lds_ci"]), fmt3(t.get("perm_p")), t["seconds"]]
+            for t in a.get("trak") or []
+        ],
         "cost": _cost_line(a),
         "selection": f"Selection (DsDm) for {sel['metric']} at {sel['fit_size']}: the {sel['k']} groups {', '.join(map(str, sel['groups']))}." if sel else None,
         "notes": [f"note: {n}" for n in a.get("notes") or []],
