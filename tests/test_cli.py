@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FAST, PROXYSCALE, ROOT, conf_options, run_cli, snapshot
+from helpers import FAST, PROXYSCALE, ROOT, cli, conf_options, run_cli, snapshot
 from proxyscale.cli import SUBCOMMANDS
 
 
@@ -273,8 +273,7 @@ def test_the_bad_input_table_is_large():
     assert len(BAD) >= 20
 
 
-@pytest.mark.parametrize("args,expected,env", BAD, ids=[" ".join(b[0])[:60] or "empty" for b in BAD])
-def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, expected, env):
+def _refused(seeded_outputs, args, expected, env, run):
     csv_path = seeded_outputs.parent / "in.csv"
     fill = lambda text: text.replace("{out}", str(seeded_outputs)).replace("{csv}", str(csv_path))  # noqa: E731
     for text in (a for a in args if isinstance(a, Csv)):
@@ -283,10 +282,28 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, 
     if args[0] not in SUBCOMMANDS or args[0] == "submit":
         args.append(f"paths.output_dir={seeded_outputs}")
     before = snapshot(seeded_outputs)
-    r = run_cli(*args, env=env, timeout=120)
+    r = run(*args, env=env)
     assert r.returncode == 2, r.stderr
     assert r.stderr.splitlines() == [f"proxyscale: error: {fill(expected)}"]
     assert snapshot(seeded_outputs) == before
+
+
+@pytest.mark.parametrize("args,expected,env", BAD, ids=[" ".join(b[0])[:60] or "empty" for b in BAD])
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, expected, env, capsys):
+    """In this process (proxyscale.cli.main): the same code path as the command, without ~3 s of start-up per entry."""
+    _refused(seeded_outputs, args, expected, env, lambda *a, env: cli(capsys, *a, env=env))
+
+
+# The installed entry point in a subprocess, for a few kinds of refusal: a config group (Hydra's composition),
+# a cell's value refused by the sweeper inside Hydra, a typo'd subcommand, no sbatch on PATH, a subcommand's own check.
+ENTRY_POINT = [
+    b for b in BAD if b[0][:2] in (["model=nonexistent"], ["-m", "optim.lr=1e-3,-1e-3"], ["reprot"], ["submit", "model=debug"], ["report", "{out}/nosuch"])
+]
+
+
+@pytest.mark.parametrize("args,expected,env", ENTRY_POINT, ids=[" ".join(b[0])[:60] for b in ENTRY_POINT])
+def test_bad_input_through_the_installed_command_is_one_line_exit_2(seeded_outputs, args, expected, env):
+    _refused(seeded_outputs, args, expected, env, lambda *a, env: run_cli(*a, env=env, timeout=120))
 
 
 def test_dry_run_prints_the_cost_table_and_trains_nothing(out_dir):
