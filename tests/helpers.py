@@ -110,7 +110,7 @@ def assert_same_record(one: dict, two: dict) -> float:
     return diff
 
 
-def cli(capsys, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_main(capsys, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """proxyscale.cli.main in this process (no interpreter and import start-up, ~3 s a call): its exit
     status and what it printed, like run_cli. What main() changes in the process (sys.argv, signal
     handlers, environment, Hydra's global state, root logging, gc.freeze) is put back afterwards."""

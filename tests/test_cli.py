@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FAST, PROXYSCALE, ROOT, cli, conf_options, run_cli, snapshot
+from helpers import FAST, PROXYSCALE, ROOT, conf_options, run_cli, run_main, snapshot
 from proxyscale.cli import SUBCOMMANDS
 
 
@@ -291,7 +291,7 @@ def _refused(seeded_outputs, args, expected, env, run):
 @pytest.mark.parametrize("args,expected,env", BAD, ids=[" ".join(b[0])[:60] or "empty" for b in BAD])
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, expected, env, capsys):
     """In this process (proxyscale.cli.main): the same code path as the command, without ~3 s of start-up per entry."""
-    _refused(seeded_outputs, args, expected, env, lambda *a, env: cli(capsys, *a, env=env))
+    _refused(seeded_outputs, args, expected, env, lambda *a, env: run_main(capsys, *a, env=env))
 
 
 # The installed entry point in a subprocess, for a few kinds of refusal: a config group (Hydra's composition),
