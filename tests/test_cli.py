@@ -3,6 +3,7 @@ trains or is written; a tiny grid runs end to end to a report; reruns skip final
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -306,15 +307,15 @@ def test_bad_input_through_the_installed_command_is_one_line_exit_2(seeded_outpu
     _refused(seeded_outputs, args, expected, env, lambda *a, env: run_cli(*a, env=env, timeout=120))
 
 
-def test_dry_run_prints_the_cost_table_and_trains_nothing(out_dir):
-    r = run_cli("-m", "grid=demo", "dry_run=true", f"paths.output_dir={out_dir}", timeout=120)
+def test_dry_run_prints_the_cost_table_and_trains_nothing(out_dir, capsys):
+    r = run_main(capsys, "-m", "grid=demo", "dry_run=true", f"paths.output_dir={out_dir}")
     assert r.returncode == 0, r.stderr
     assert "28 cells (0 already final, 28 to run)" in r.stdout and "tiny-noisy-lr0.002" in r.stdout and "est. CPU time" in r.stdout
     assert not out_dir.exists()
 
 
-def test_ladder_lists_every_size():
-    r = run_cli("ladder", timeout=120)
+def test_ladder_lists_every_size(capsys):
+    r = run_main(capsys, "ladder")
     assert r.returncode == 0, r.stderr
     sizes = [ln.split()[0] for ln in r.stdout.splitlines()[2:]]
     for name in ("debug", "tiny", "mini", "small", "150m", "760m", "1b"):
@@ -343,15 +344,15 @@ def test_tiny_grid_end_to_end_with_a_diverging_cell(out_dir, cache_dir):
     assert (sweep / "results.parquet").exists()
 
 
-def test_recipes_lists_the_catalogue():
-    r = run_cli("recipes", timeout=120)
+def test_recipes_lists_the_catalogue(capsys):
+    r = run_main(capsys, "recipes")
     assert r.returncode == 0, r.stderr
     names = [ln.split()[0] for ln in r.stdout.splitlines()[2:]]
     assert len(names) >= 8 and {"balanced", "duplicated", "noisy", "hub_fineweb_edu"} <= set(names)
 
 
-def test_mixtures_of_an_unknown_recipe_is_one_line():
-    r = run_cli("mixtures", "--base", "nosuch", "--n", "2", timeout=60)
+def test_mixtures_of_an_unknown_recipe_is_one_line(capsys):
+    r = run_main(capsys, "mixtures", "--base", "nosuch", "--n", "2")
     assert r.returncode == 2 and r.stderr.strip().startswith("proxyscale: error: unknown recipe 'nosuch'")
 
 
@@ -368,3 +369,67 @@ def test_config_dir_folds_into_one_hydra_searchpath(tmp_path):
     with pytest.raises(SystemExit) as exc:
         fold_config_dirs(["-cd", str(tmp_path / "missing")])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "help"])
+def test_help_lists_every_subcommand_in_100_columns(flag, capsys):
+    r = run_main(capsys, flag)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    for name in SUBCOMMANDS:
+        assert any(ln.startswith(f"  {name} ") for ln in lines), name
+    assert "--hydra-help" in r.stdout and "PROXYSCALE_VERBOSE=1" in r.stdout and "PROXYSCALE_OK_EXIT=1" in r.stdout
+    assert max(map(len, lines)) <= 100
+    assert "Hydra" not in lines[0]
+
+
+def test_version_is_proxyscales():
+    r = run_cli("--version", timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"proxyscale {importlib.metadata.version('proxyscale')}"
+
+
+def test_hydra_help_stays_reachable(capsys):
+    r = run_main(capsys, "--hydra-help")
+    assert r.returncode == 0 and "Hydra" in r.stdout
+
+
+def test_gpu_cells_are_refused_without_a_gpu(out_dir, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out_dir.mkdir(parents=True)
+    for args in (["trainer=gpu"], ["-m", "trainer=cpu,gpu", "model=debug"]):
+        r = run_main(capsys, *args, f"paths.output_dir={out_dir}")
+        assert r.returncode == 2, r.stderr
+        (line,) = r.stderr.splitlines()
+        assert line.startswith("proxyscale: error: trainer.accelerator=gpu but this machine has no CUDA GPU (use trainer=cpu here"), line
+        assert snapshot(out_dir) == {}
+
+
+@pytest.mark.parametrize("command", [["ladder"], ["recipes"]])
+def test_ladder_and_recipes_fit_100_columns(command, capsys):
+    r = run_main(capsys, *command)
+    assert r.returncode == 0, r.stderr
+    assert max(map(len, r.stdout.splitlines())) <= 100, r.stdout
+    if command == ["ladder"]:
+        assert r.stdout.splitlines()[0].split() == ["size", "layers", "d_model", "heads", "params", "tokens", "FLOPs", "est.", "CPU", "time"]
+        assert "cell" not in r.stdout and "recipe" not in r.stdout
+    else:
+        assert " 1.5M " in r.stdout and "M " in r.stdout and "0.65536M" not in r.stdout
+
+
+@pytest.mark.slow  # shells out to the CLI and trains
+def test_recipes_finds_caches_built_at_another_pool_size(cache_dir):
+    r = run_cli(
+        "-m",
+        "model=debug",
+        "data=noisy",
+        "sweep=ux_pool",
+        *FAST,
+        f"paths.output_dir={cache_dir.parent / 'ux_pool'}",
+        f"paths.cache_dir={cache_dir}",
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {ln.split()[0]: ln for ln in run_cli("recipes", f"paths.cache_dir={cache_dir}", timeout=120).stdout.splitlines()[2:] if ln.strip()}
+    assert rows["noisy"].rstrip().endswith(" docs"), rows["noisy"]  # built with data.pool_tokens=200000, listed at the recipe's own 1.5M

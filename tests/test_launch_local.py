@@ -4,6 +4,7 @@ manifest / grid-fingerprint / status logic of `proxyscale submit` and `proxyscal
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -184,3 +185,93 @@ def test_in_process_and_worker_processes_train_the_same_cells(tmp_path, cache_di
         assert [x.status for x in recs] == ["completed", "completed"]
         losses[n_jobs] = {x.run_id: x.final_loss for x in recs}
     assert losses[1] == losses[2]
+
+
+def test_progress_eta_uses_the_measured_ratio(tmp_path):
+    from proxyscale.launch.local import Progress
+
+    path = str(tmp_path / "p.jsonl")
+    Progress.start(path, total=4, est_seconds=40.0, workers=2)
+    writer, reader = Progress(path), Progress(path)  # two processes: a worker adds, another reads
+    writer.add("a", "completed", 20.0, 10.0)  # measured twice the estimate
+    writer.add("b", "diverged", 1.0, 10.0)
+    reader.read()
+    assert reader.counts() == {"completed": 1, "diverged": 1}
+    assert reader.eta() == pytest.approx(20.0 * 2.0 / 2)  # 20 s estimated left x 2.0 / 2 workers
+    assert re.fullmatch(r"progress 2/4 cells \(1 completed, 1 diverged, 0 failed\), elapsed \d+ s, ETA 20 s", reader.line())
+    writer.add("c", "failed", 5.0, 10.0)
+    assert reader.read().line().startswith("progress 3/4 cells (1 completed, 1 diverged, 1 failed)")
+
+
+def test_the_first_eta_uses_the_ratio_measured_by_earlier_cells_on_this_machine(tmp_path):
+    """Before any cell of a sweep ends, the ETA is the cost model scaled by what earlier completed cells took
+    here (cell_timings.jsonl in the cache folder, the last 50); with none yet, the cost model itself."""
+    from proxyscale.launch import local
+
+    cache = str(tmp_path / "cache")
+    assert local.measured_ratio(cache) == (1.0, 0)
+    for i in range(60):  # the first 10 (ratio 100) fall out of the window of 50
+        local._add_timing(cache, 100.0 if i < 10 else 30.0, 10.0)
+    ratio, n = local.measured_ratio(cache)
+    assert (ratio, n) == (pytest.approx(3.0), 50)
+    path = str(tmp_path / "p.jsonl")
+    local.Progress.start(path, total=4, est_seconds=40.0, workers=2, ratio=ratio)
+    assert local.Progress(path).read().eta() == pytest.approx(40.0 * 3.0 / 2)
+
+
+@pytest.mark.slow  # shells out to the CLI and trains
+def test_a_sweep_reports_progress_and_a_summary_and_a_dry_run_counts_final_cells(out_dir, cache_dir):
+    common = ["-m", "model=debug", "optim.lr=3e-3,1e-2", "sweep=ux", *FAST, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
+    r = run_cli(*common)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-3000:]
+    sweep = out_dir / "ux"
+    assert re.search(r"sweep ux: 2 cells, 0 already final, 2 to run -> .* \(estimated .+ with 1 worker\(s\): the cost model", log)
+    assert re.search(r"progress 1/2 cells \(1 completed, 0 diverged, 0 failed\), elapsed [\d.]+ (s|min), ETA [\d.]+ (s|min)", log)
+    assert re.search(r"progress 2/2 cells \(2 completed, 0 diverged, 0 failed\), elapsed [\d.]+ (s|min), ETA 0 s", log)
+    assert re.search(rf"sweep ux done in [\d.]+ (s|min): 2 completed, 0 diverged, 0 failed \(0 already final\); records in {re.escape(str(sweep))}\n", log)
+    assert f"next: proxyscale report {sweep}" in log
+    assert "Launching jobs" not in log and "#0 :" not in log
+    assert not list(sweep.glob(".progress-*"))
+    assert sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/result.json")) == ["completed", "completed"]
+
+    dry = run_cli(*common, "dry_run=true", timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert "2 cells (2 already final, 0 to run): 0.00e+00 FLOPs, about 0 s" in dry.stdout
+    assert dry.stdout.count(" final") >= 2  # each final cell's row says so
+
+    again = run_cli(*common, timeout=120)
+    assert again.returncode == 0 and f"nothing to run: every cell is final; next: proxyscale report {sweep}" in again.stdout + again.stderr
+
+
+@pytest.mark.slow  # shells out to the CLI and trains
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(out_dir, cache_dir):
+    import signal
+    import subprocess
+    import time
+
+    from helpers import PROXYSCALE, ROOT
+
+    args = [
+        "-m",
+        "model=debug",
+        "optim.lr=3e-3,1e-2",
+        "sweep=ux_int",
+        *FAST,
+        "trainer.max_tokens=120000",
+        f"paths.output_dir={out_dir}",
+        f"paths.cache_dir={cache_dir}",
+    ]
+    proc = subprocess.Popen([PROXYSCALE, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, deadline = "", time.time() + 300
+    while time.time() < deadline:  # the first cell is final and the second has written a checkpoint
+        line = proc.stdout.readline()
+        seen += line
+        if "[2/2]" in line and "step 8/" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    lines = (seen + proc.communicate(timeout=120)[0]).strip().splitlines()
+    assert proc.returncode == 130, "\n".join(lines[-20:])
+    sweep = out_dir / "ux_int"
+    assert lines[-2] == f"proxyscale: 1 final record(s) kept in {sweep}; unfinished cells resume from their last checkpoint"
+    assert lines[-1] == "proxyscale: error: interrupted by SIGINT: 1 of 2 cells not finished (rerun the same command to resume)"
