@@ -433,3 +433,13 @@ def test_recipes_finds_caches_built_at_another_pool_size(cache_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = {ln.split()[0]: ln for ln in run_cli("recipes", f"paths.cache_dir={cache_dir}", timeout=120).stdout.splitlines()[2:] if ln.strip()}
     assert rows["noisy"].rstrip().endswith(" docs"), rows["noisy"]  # built with data.pool_tokens=200000, listed at the recipe's own 1.5M
+
+
+def test_config_dir_keeps_dry_run(tmp_path, out_dir, capsys):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for args in (["-m", "model=debug", "optim.lr=1e-3,3e-3"], ["model=debug"]):
+        r = run_main(capsys, "--config-dir", str(extra), *args, "dry_run=true", f"paths.output_dir={out_dir}", "sweep=cd")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "est. CPU time" in r.stdout, r.stdout
+        assert not list((out_dir / "cd").rglob("result.json")) and not (out_dir / "cd" / "grid.json").exists(), "a dry run trained or wrote"

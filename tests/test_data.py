@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 
 import numpy as np
@@ -240,3 +241,74 @@ def test_a_local_files_recipe_is_identified_by_its_files_content(tmp_path):
     key2, env2 = cache._recipe_payload(OmegaConf.structured(recipe)), identity.environment(config)
     assert key1["files"] != key2["files"] and env1["files"] != env2["files"]
     assert "files" not in cache._recipe_payload(_recipe()) and "files" not in identity.environment({"data": {"sources": [{"name": "p"}]}})
+
+
+def _edit_in_place(path, old: str, new: str):
+    """Same size, same mtime: only the bytes differ."""
+    st = path.stat()
+    text = path.read_text()
+    assert len(old) == len(new) and old in text
+    path.write_text(text.replace(old, new))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_local_data_file_edited_in_place_is_another_run_id_and_cache(tmp_path, out_dir):
+    from omegaconf import OmegaConf
+
+    from proxyscale import grid
+    from proxyscale.config import SourceConfig
+    from proxyscale.data import cache
+
+    text = "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. " * 40
+    ev, tr = tmp_path / "eval.jsonl", tmp_path / "train.jsonl"
+    ev.write_text("\n".join(json.dumps({"text": f"held out {i}: {text}"}) for i in range(20)))
+    tr.write_text("\n".join(json.dumps({"text": f"{text} train {i}"}) for i in range(20)))
+    args = [
+        "-m",
+        "model=debug",
+        f"eval.sets=[{{name: e, kind: files, path: '{ev}'}}]",
+        f"data.sources.0={{name: prose, kind: files, path: '{tr}', weight: 1.0}}",
+        f"paths.output_dir={out_dir}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    ids = lambda: grid.compose_grid(args)[0][0].run_id  # noqa: E731
+    src = OmegaConf.structured(SourceConfig(name="e", kind="files", path=str(ev)))
+    first, first_eval = ids(), cache.eval_tokens(src, "byte", 2048, str(tmp_path / "cache"))[1]["key"]
+    _edit_in_place(ev, "held out 3:", "HELD OUT 3:")
+    second = ids()
+    tokens, meta = cache.eval_tokens(src, "byte", 2048, str(tmp_path / "cache"))
+    assert second != first, "an edited eval file kept its run id"
+    assert meta["key"] != first_eval and b"HELD OUT" in np.asarray(tokens).astype(np.uint8).tobytes(), "the stale eval cache was served"
+    _edit_in_place(tr, "train 5", "TRAIN 5")
+    assert ids() not in (first, second), "an edited training file kept its run id"
+    assert ids() == ids()  # stable while the files stay
+
+
+def test_a_files_fingerprint_is_hashed_once_per_content(tmp_path, monkeypatch):
+    from proxyscale.data import sources
+
+    path = tmp_path / "a.txt"
+    path.write_text("some text " * 100)
+    src = {"kind": "files", "path": str(path), "name": "a"}
+    hashed = []
+    real = sources._hash_file
+    monkeypatch.setattr(sources, "_hash_file", lambda *a: hashed.append(a) or real(*a))
+    fp = sources.files_fingerprint(src, str(tmp_path / "c"))
+    assert sources.files_fingerprint(src, str(tmp_path / "c")) == fp and len(hashed) == 1
+    monkeypatch.setattr(sources, "_DIGESTS", {})  # a new process: the memo in the cache folder serves it
+    assert sources.files_fingerprint(src, str(tmp_path / "c")) == fp and len(hashed) == 1
+    path.write_text("other text " * 100)
+    assert sources.files_fingerprint(src, str(tmp_path / "c")) != fp and len(hashed) == 2
+
+
+def test_a_task_file_with_a_byte_order_mark_is_read(tmp_path):
+    from omegaconf import OmegaConf
+
+    from proxyscale.config import SourceConfig
+    from proxyscale.data import sources
+
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"context": "a", "choices": ["x", "y"], "label": 1}\n', encoding="utf-8-sig")
+    src = OmegaConf.structured(SourceConfig(name="t", kind="files", path=str(path), task="mc"))
+    sources.check_source(src)
+    assert [i.label for i in sources.load_items(src)] == [1]

@@ -310,3 +310,25 @@ def test_collect_and_report_say_which_parametrization_each_size_used(tmp_path):
     rep = build.build_sweep(str(tmp_path), n_boot=0)
     assert rep["size_parametrization"] == {"tiny": "standard", "mini": "mup"}
     assert "parametrization per size: tiny standard, mini mup." in rep["notes"]
+
+
+def test_an_interrupted_publish_is_finished_and_an_unfinished_stage_discarded(tmp_path):
+    from proxyscale import record
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for name in ("a.md", "a.json", "fig_old.png"):
+        (folder / name).write_text("old")
+    stage = record.stage_dir(folder, "report")
+    for name in ("a.md", "a.json"):
+        (stage / name).write_text("new")
+    record.atomic_write_text(stage / record.COMMIT, json.dumps({"files": ["a.md", "a.json"], "remove": ["fig_old.png"]}))
+    os.replace(stage / "a.md", folder / "a.md")  # the writer died after its first rename
+    lines = record.recover_sets(folder, "report")
+    assert lines and "finished publishing" in lines[0]
+    assert {p.name: p.read_text() for p in folder.iterdir() if not p.name.startswith(".")} == {"a.md": "new", "a.json": "new"}
+    dead = folder / ".report.tmp-999999999-abcd"  # no COMMIT, its writer gone: the old set was never touched
+    dead.mkdir()
+    (dead / "a.md").write_text("half")
+    assert "discarded" in record.recover_sets(folder, "report")[0] and not dead.exists()
+    assert (folder / "a.md").read_text() == "new"

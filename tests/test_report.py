@@ -10,7 +10,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ import pandas as pd
 import pytest
 import scipy.stats as st
 
-from helpers import CHROMIUM, screenshot
+from helpers import CHROMIUM, PROXYSCALE, ROOT, run_cli, run_main, screenshot
 from proxyscale import record
 
 REPO = Path(__file__).resolve().parent.parent
@@ -396,3 +398,76 @@ def test_report_of_a_real_tiny_sweep(tmp_path):
     assert all(r.baselines.keys() == {"code", "prose", "readme"} for r in map(record.read, (p.parent for p in root.glob("*/result.json"))))
     cache = REPO / "outputs" / ".cache" / "baselines"
     assert cache.is_dir() and len(list(cache.glob("*.json"))) >= 9
+
+
+def test_the_report_lists_missing_grid_cells_and_what_they_change(tmp_path, capsys):
+    root = tmp_path / "syn"
+    df = synthetic_sweep(root)
+    cells = {r.run_id: [] for r in df.drop_duplicates("run_id").itertuples()}
+    keys = {r.run_id: [r.size, r.recipe, r.lr, r.seed] for r in df.drop_duplicates("run_id").itertuples()}
+    for seed in (0, 1):  # the target's third LR for rec1: asked for, never run
+        cells[f"lost-{seed}"], keys[f"lost-{seed}"] = [], ["small", "rec1", 1e-2, seed]
+    cells["gone"], keys["gone"] = [], ["small", "rec2", 1e-3, 2]  # a third seed, deleted
+    (root / "grid.json").write_text(json.dumps({"cells": cells, "keys": keys, "standard_lr": 3e-3, "standard_lr_source": "test"}))
+    r = run_main(capsys, "report", str(root))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((root / "report.json").read_text())
+    miss = rep["missing_cells"]
+    assert miss["n"] == 3 and miss["n_grid"] == len(cells) and {c["run_id"] for c in miss["cells"]} == {"lost-0", "lost-1", "gone"}
+    assert "small: recipe rec1 tuned over 2 of 3 LRs (without 0.01), so its best LR may differ" in miss["effects"]
+    assert "small: recipe rec2 at lr 0.001 averaged over 2 of 3 seeds" in miss["effects"]
+    assert "every cell completed." not in rep["notes"]
+    md = (root / "report.md").read_text()
+    assert f"3 of {len(cells)} grid cells have no final record" in md and "tuned over 2 of 3 LRs" in md
+    assert any(f"3 of {len(cells)} grid cells have no final record" in line for line in r.stdout.splitlines()), r.stdout  # the bottom line says it
+
+
+def _report_set(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and (p.name.startswith(("report.", "fig_")))}
+
+
+def _standard_lr_of_set(folder) -> set:
+    """The standard LR each file of the report set shows: one value when the set is whole."""
+    lr = json.loads((folder / "report.json").read_text())["reduced_lr"]["standard_lr"]
+    shown = {lr}
+    for name in ("report.md", "report.html"):
+        text = (folder / name).read_text()
+        shown |= {v for v in (1e-3, 3e-3) if f"standard LR {v:g}" in text}
+    return shown
+
+
+def test_a_report_on_a_full_disk_leaves_the_old_report_whole_and_says_so(tmp_path, capsys):
+    from faults import fill, small_disk
+
+    with small_disk(tmp_path / "disk") as disk:
+        root = disk / "syn"
+        synthetic_sweep(root)
+        assert run_main(capsys, "report", str(root), "--standard-lr", "1e-3").returncode == 0
+        old = _report_set(root)
+        fill(disk)
+        r = run_main(capsys, "report", str(root), "--standard-lr", "3e-3")
+        assert r.returncode == 2, r.stderr[-2000:]
+        line = r.stderr.strip().splitlines()[-1]
+        assert line.startswith("proxyscale: error: report not written: No space left on device")
+        assert line.endswith(f"the previous report in {root}, if any, is intact")
+        assert _report_set(root) == old and not list(root.glob(".report.tmp-*"))
+        (disk / "filler").unlink()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_report_leaves_one_whole_set(tmp_path):
+    root = tmp_path / "syn"
+    synthetic_sweep(root)
+    assert run_cli("report", str(root), "--standard-lr", "1e-3").returncode == 0
+    assert _standard_lr_of_set(root) == {1e-3}
+    for delay in (0.0, 0.3, 1.0):  # after the report starts writing (its first file or its staging folder appears)
+        stamp = (root / "report.json").stat().st_mtime_ns
+        proc = subprocess.Popen([PROXYSCALE, "report", str(root), "--standard-lr", "3e-3"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and (root / "report.json").stat().st_mtime_ns == stamp and not list(root.glob(".report.tmp-*")):
+            time.sleep(0.005)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        assert len(_standard_lr_of_set(root)) == 1, f"a mixed report set after SIGTERM {delay} s into the write"
+    r = run_cli("report", str(root), "--standard-lr", "1e-3")
+    assert r.returncode == 0 and _standard_lr_of_set(root) == {1e-3} and not list(root.glob(".report.tmp-*"))
