@@ -112,8 +112,9 @@ def assert_same_record(one: dict, two: dict) -> float:
 
 def run_main(capsys, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """proxyscale.cli.main in this process (no interpreter and import start-up, ~3 s a call): its exit
-    status and what it printed, like run_cli. What main() changes in the process (sys.argv, signal
-    handlers, environment, Hydra's global state, root logging, gc.freeze) is put back afterwards."""
+    status and what it printed (log lines on stderr, as in the command), like run_cli. What main() changes
+    in the process (sys.argv, signal handlers, environment, Hydra's global state, root logging, gc.freeze)
+    is put back afterwards."""
     import gc
     import logging
     import signal
@@ -127,6 +128,10 @@ def run_main(capsys, *args: str, env: dict | None = None) -> subprocess.Complete
     root = logging.getLogger()
     root_state = (root.handlers[:], root.level)
     capsys.readouterr()
+    handler = logging.StreamHandler(sys.stderr)  # what main()'s logging.basicConfig gives a fresh process: log lines on stderr
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
     code = 0
     with mock.patch.dict(os.environ, env or {}):
         try:
@@ -140,7 +145,7 @@ def run_main(capsys, *args: str, env: dict | None = None) -> subprocess.Complete
             sys.argv[:] = argv
             for s, h in handlers.items():
                 signal.signal(s, h)
-            root.handlers[:], _ = root_state
+            root.handlers[:] = root_state[0]
             root.setLevel(root_state[1])
             GlobalHydra.instance().clear()
     out, err = capsys.readouterr()

@@ -71,6 +71,7 @@ def _interrupted(cfg, monkeypatch):
     return path
 
 
+@pytest.mark.slow  # trains in-process (Lightning fit)
 def test_checkpoints_are_on_by_default_name_their_cell_and_go_once_final(out_dir, cache_dir, monkeypatch):
     cfg = _cfg(out_dir, cache_dir, "optim.lr=2e-2")
     path = _interrupted(cfg, monkeypatch)
@@ -82,12 +83,14 @@ def test_checkpoints_are_on_by_default_name_their_cell_and_go_once_final(out_dir
     assert not (run_dir(cfg) / "checkpoints").exists(), "last.ckpt stays after the cell is final"
 
 
+@pytest.mark.slow  # trains in-process (Lightning fit)
 def test_keep_checkpoints_keeps_them(out_dir, cache_dir):
     cfg = _cfg(out_dir, cache_dir, "optim.lr=2e-2", "trainer.keep_checkpoints=true")
     assert run_cell(cfg).status == "completed"
     assert (run_dir(cfg) / "checkpoints" / "last.ckpt").exists()
 
 
+@pytest.mark.slow  # trains in-process (Lightning fit)
 @pytest.mark.parametrize("damage", ["truncated", "foreign"])
 def test_a_torn_or_foreign_checkpoint_is_moved_aside_and_the_cell_retrains(out_dir, cache_dir, monkeypatch, caplog, damage):
     cfg = _cfg(out_dir, cache_dir, "optim.lr=2e-2")
@@ -176,6 +179,7 @@ def test_a_cache_build_on_a_full_disk_raises_and_leaves_no_litter(tmp_path):
         assert sorted(p.name for p in (tmp_path / "c" / "k").iterdir() if not p.name.endswith(".lock")) == []
 
 
+@pytest.mark.slow  # trains in-process (Lightning fit)
 def test_an_eval_set_shorter_than_one_window_fails_the_cell_not_loss_zero(out_dir, cache_dir, monkeypatch):
     monkeypatch.setattr(token_cache, "eval_tokens", lambda *a, **k: (np.zeros(100, dtype=np.uint16), {"key": "short"}))
     rec = run_cell(_cfg(out_dir, cache_dir))

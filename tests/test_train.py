@@ -27,6 +27,7 @@ def test_batches_are_a_function_of_seed_and_step():
     assert full[0].shape == (4, 17) and (full[0][:, 1:] == full[0][:, :-1] + 1).all()
 
 
+@pytest.mark.slow  # trains in-process (Lightning fit)
 def test_a_cell_trains_writes_its_record_and_is_skipped_on_rerun(out_dir, cache_dir):
     cfg = _cfg(out_dir, cache_dir, "optim.lr=1e-2")
     rec = run_cell(cfg)
@@ -44,18 +45,21 @@ def test_a_cell_trains_writes_its_record_and_is_skipped_on_rerun(out_dir, cache_
     assert again == rec and (folder / record.RESULT).stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow  # trains in-process (Lightning fit)
 def test_a_huge_learning_rate_is_recorded_as_diverged(out_dir, cache_dir):
     rec = run_cell(_cfg(out_dir, cache_dir, "optim.lr=1e3", "optim.warmup_frac=0", "optim.grad_clip=0", "trainer.max_tokens=98304"))
     assert rec.status == "diverged" and rec.error
     assert rec.final_loss == {}
 
 
+@pytest.mark.slow  # trains in-process (Lightning fit)
 def test_a_crashing_cell_is_recorded_as_failed_with_its_traceback(out_dir, cache_dir):
     rec = run_cell(_cfg(out_dir, cache_dir, "data.pool_tokens=100"))  # fewer tokens than one window
     assert rec.status == "failed" and "Traceback" in rec.error
     assert record.read(run_dir(_cfg(out_dir, cache_dir, "data.pool_tokens=100"))).status == "failed"
 
 
+@pytest.mark.slow  # trains in-process (Lightning fit)
 def test_an_interrupted_cell_resumes_from_its_checkpoint_to_the_same_result(out_dir, cache_dir, monkeypatch):
 
     plain = run_cell(_cfg(out_dir / "a", cache_dir, "optim.lr=1e-2"))
