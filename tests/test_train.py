@@ -27,10 +27,16 @@ def test_batches_are_a_function_of_seed_and_step():
     assert full[0].shape == (4, 17) and (full[0][:, 1:] == full[0][:, :-1] + 1).all()
 
 
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory, cache_dir):
+    """The FAST debug cell at lr 1e-2, trained once for the module: (its config, its record)."""
+    cfg = _cfg(tmp_path_factory.mktemp("plain"), cache_dir, "optim.lr=1e-2")
+    return cfg, run_cell(cfg)
+
+
 @pytest.mark.slow  # trains in-process (Lightning fit)
-def test_a_cell_trains_writes_its_record_and_is_skipped_on_rerun(out_dir, cache_dir):
-    cfg = _cfg(out_dir, cache_dir, "optim.lr=1e-2")
-    rec = run_cell(cfg)
+def test_a_cell_trains_writes_its_record_and_is_skipped_on_rerun(plain):
+    cfg, rec = plain
     assert rec.status == "completed", rec.error
     assert rec.steps == 12 and rec.tokens == 49152
     assert set(rec.final_loss) == {"prose", "code", "readme"}
@@ -60,9 +66,8 @@ def test_a_crashing_cell_is_recorded_as_failed_with_its_traceback(out_dir, cache
 
 
 @pytest.mark.slow  # trains in-process (Lightning fit)
-def test_an_interrupted_cell_resumes_from_its_checkpoint_to_the_same_result(out_dir, cache_dir, monkeypatch):
-
-    plain = run_cell(_cfg(out_dir / "a", cache_dir, "optim.lr=1e-2"))
+def test_an_interrupted_cell_resumes_from_its_checkpoint_to_the_same_result(plain, out_dir, cache_dir, monkeypatch):
+    plain = plain[1]  # the same cell, never interrupted
     cfg = _cfg(out_dir / "b", cache_dir, "optim.lr=1e-2", "trainer.checkpoint=true")
     undo = preempt_at(monkeypatch, 6)
     first = run_cell(cfg)
