@@ -315,12 +315,16 @@ def test_dry_run_prints_the_cost_table_and_trains_nothing(out_dir, capsys):
 
 
 def test_ladder_lists_every_size(capsys):
+    """(and fits 100 columns; one run serves both checks: composing every size takes seconds)"""
     r = run_main(capsys, "ladder")
     assert r.returncode == 0, r.stderr
     sizes = [ln.split()[0] for ln in r.stdout.splitlines()[2:]]
     for name in ("debug", "tiny", "mini", "small", "150m", "760m", "1b"):
         assert name in sizes
     assert "1.07B" in r.stdout
+    assert max(map(len, r.stdout.splitlines())) <= 100, r.stdout
+    assert r.stdout.splitlines()[0].split() == ["size", "layers", "d_model", "heads", "params", "tokens", "FLOPs", "est.", "CPU", "time"]
+    assert "cell" not in r.stdout and "recipe" not in r.stdout
 
 
 @pytest.mark.slow
@@ -345,10 +349,13 @@ def test_tiny_grid_end_to_end_with_a_diverging_cell(out_dir, cache_dir):
 
 
 def test_recipes_lists_the_catalogue(capsys):
+    """(and fits 100 columns; one run serves both checks: composing every recipe takes seconds)"""
     r = run_main(capsys, "recipes")
     assert r.returncode == 0, r.stderr
     names = [ln.split()[0] for ln in r.stdout.splitlines()[2:]]
     assert len(names) >= 8 and {"balanced", "duplicated", "noisy", "hub_fineweb_edu"} <= set(names)
+    assert max(map(len, r.stdout.splitlines())) <= 100, r.stdout
+    assert " 1.5M " in r.stdout and "M " in r.stdout and "0.65536M" not in r.stdout
 
 
 def test_mixtures_of_an_unknown_recipe_is_one_line(capsys):
@@ -406,32 +413,19 @@ def test_gpu_cells_are_refused_without_a_gpu(out_dir, capsys):
         assert snapshot(out_dir) == {}
 
 
-@pytest.mark.parametrize("command", [["ladder"], ["recipes"]])
-def test_ladder_and_recipes_fit_100_columns(command, capsys):
-    r = run_main(capsys, *command)
-    assert r.returncode == 0, r.stderr
-    assert max(map(len, r.stdout.splitlines())) <= 100, r.stdout
-    if command == ["ladder"]:
-        assert r.stdout.splitlines()[0].split() == ["size", "layers", "d_model", "heads", "params", "tokens", "FLOPs", "est.", "CPU", "time"]
-        assert "cell" not in r.stdout and "recipe" not in r.stdout
-    else:
-        assert " 1.5M " in r.stdout and "M " in r.stdout and "0.65536M" not in r.stdout
+def test_recipes_finds_caches_built_at_another_pool_size(cache_dir, capsys):
+    """A cell's pool built at data.pool_tokens=200000 (what job/run.py builds before it trains, built here without
+    the training) is listed for the recipe at its own 1.5M."""
+    from hydra import compose, initialize_config_dir
 
+    from proxyscale.config import CONF_DIR
+    from proxyscale.data.cache import recipe_tokens
 
-@pytest.mark.slow  # shells out to the CLI and trains
-def test_recipes_finds_caches_built_at_another_pool_size(cache_dir):
-    r = run_cli(
-        "-m",
-        "model=debug",
-        "data=noisy",
-        "sweep=ux_pool",
-        *FAST,
-        f"paths.output_dir={cache_dir.parent / 'ux_pool'}",
-        f"paths.cache_dir={cache_dir}",
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    rows = {ln.split()[0]: ln for ln in run_cli("recipes", f"paths.cache_dir={cache_dir}", timeout=120).stdout.splitlines()[2:] if ln.strip()}
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["model=debug", "data=noisy", *FAST, f"paths.cache_dir={cache_dir}"])
+    assert cfg.data.pool_tokens == 200000
+    recipe_tokens(cfg.data, cfg.paths.cache_dir)
+    rows = {ln.split()[0]: ln for ln in run_main(capsys, "recipes", f"paths.cache_dir={cache_dir}").stdout.splitlines()[2:] if ln.strip()}
     assert rows["noisy"].rstrip().endswith(" docs"), rows["noisy"]  # built with data.pool_tokens=200000, listed at the recipe's own 1.5M
 
 
