@@ -7,7 +7,6 @@ is a LevelDB-style log of `Record` messages. Everything is offline; nothing reac
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import struct
@@ -246,24 +245,15 @@ print("STATUS", rec.status, "WANDB", "wandb" in sys.modules)
 
 
 @pytest.mark.slow  # trains in-process (Lightning fit)
-@pytest.mark.parametrize("kind", ["csv", "tensorboard"])
-def test_csv_and_tensorboard_loggers_keep_working(tmp_path, cache_dir, kind):
-    if kind == "tensorboard" and not (importlib.util.find_spec("tensorboardX") or importlib.util.find_spec("tensorboard")):
-        pytest.skip("logger=tensorboard needs tensorboardX or tensorboard (not installed)")
+def test_the_csv_logger_keeps_working(tmp_path, cache_dir):
+    """(logger=tensorboard: test_tensorboard_gets_the_config_as_hparams_and_the_steps_wandb_shows reads its events back)"""
     from proxyscale.job import run_cell, run_dir
 
-    cfg = _cfg(tmp_path, cache_dir, f"logger={kind}", "trainer.log_every_n_steps=2")
+    cfg = _cfg(tmp_path, cache_dir, "logger=csv", "trainer.log_every_n_steps=2")
     rec = run_cell(cfg)
     assert rec.status == "completed", rec.error
-    folder = run_dir(cfg)
-    if kind == "csv":
-        header = (folder / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
-        assert {"train/loss", "eval/prose/loss", "eval/code/loss", "eval/readme/loss"} <= set(header)
-    else:
-        events = list((folder / "tensorboard").glob("events.out.tfevents.*"))
-        assert events and all(e.stat().st_size > 0 for e in events)
-        blob = b"".join(e.read_bytes() for e in events)
-        assert b"train/loss" in blob and b"eval/prose/loss" in blob
+    header = (run_dir(cfg) / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "eval/prose/loss", "eval/code/loss", "eval/readme/loss"} <= set(header)
 
 
 # ------------------------------------------------------------------------ wandb: real runs
