@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from faults import alive, descendants
+from faults import alive, descendants, full_disk, read_only
+from hydra import compose, initialize_config_dir
 
 from helpers import FAST, PROXYSCALE, ROOT, run_cli, run_main, snapshot, stub_record
+from proxyscale import config as C
 from proxyscale import grid, record
-from proxyscale.launch import LaunchError, manifest
+from proxyscale.launch import LaunchError, local, manifest
 from proxyscale.launch.status import cell_states, counts, status_table
 
 
@@ -436,3 +438,39 @@ def test_status_survives_a_corrupt_grid_json_and_tells_running_interrupted_and_p
     r = run_main(capsys, "status", str(sweep), "--no-scheduler")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "grid.json is unreadable (JSONDecodeError)" in r.stdout and "2 cells: 2 interrupted" in r.stdout, r.stdout
+
+
+def _cfg(out_dir, cache_dir, *extra):
+    with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=["model=debug", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", *FAST, *extra])
+
+
+def test_summarise_counts_failed_and_unwritten_cells(monkeypatch):
+    monkeypatch.delenv(local.OK_EXIT_ENV, raising=False)
+    assert local.summarise(["completed", "diverged", "busy"], "outputs/x") is None
+    assert (
+        local.summarise(["completed", "failed", "failed", "completed", "completed", "diverged"], "outputs/demo")
+        == "2 of 6 cells failed (see proxyscale status outputs/demo)"
+    )
+    assert (
+        local.summarise(["completed", "error: OSError: [Errno 28] No space left on device"], "o/s")
+        == "1 of 2 cells could not write their record (OSError: [Errno 28] No space left on device) (see proxyscale status o/s)"
+    )
+    monkeypatch.setenv(local.OK_EXIT_ENV, "1")
+    assert local.summarise(["failed"], "o/s") is None
+
+
+def test_a_full_disk_makes_the_cell_an_error_outcome_not_a_silent_success(tmp_path, cache_dir):
+    out = tmp_path / "full"
+    with full_disk(out):
+        outcome = local.task(_cfg(out, cache_dir))
+        assert outcome.startswith("error: OSError: [Errno 28] No space left on device"), outcome
+        assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "a temp file is left"
+
+
+def test_a_read_only_sweep_folder_makes_the_cell_an_error_outcome(tmp_path, cache_dir):
+    out = tmp_path / "ro"
+    out.mkdir()
+    with read_only(out):
+        outcome = local.task(_cfg(out, cache_dir))
+    assert outcome.startswith("error: OSError: [Errno 30] Read-only file system"), outcome
