@@ -9,7 +9,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from proxyscale.analysis import types
 from proxyscale.report import build, render, wandb_publish
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = str(REPO / ".venv" / "bin" / "proxyscale") if (REPO / ".venv" / "bin" / "proxyscale").exists() else shutil.which("proxyscale")
+CLI = PROXYSCALE  # the proxyscale beside this interpreter: a checkout without .venv/ or proxyscale on PATH (a worktree) runs it too
 REALDATA = REPO.parent / "shared" / "realdata"
 
 
