@@ -3,12 +3,13 @@ trains or is written; a tiny grid runs end to end to a report; reruns skip final
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 
 import pytest
 
-from helpers import FAST, PROXYSCALE, ROOT, conf_options, run_cli, snapshot
+from helpers import FAST, PROXYSCALE, ROOT, conf_options, run_cli, run_main, snapshot
 from proxyscale.cli import SUBCOMMANDS
 
 
@@ -273,8 +274,7 @@ def test_the_bad_input_table_is_large():
     assert len(BAD) >= 20
 
 
-@pytest.mark.parametrize("args,expected,env", BAD, ids=[" ".join(b[0])[:60] or "empty" for b in BAD])
-def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, expected, env):
+def _refused(seeded_outputs, args, expected, env, run):
     csv_path = seeded_outputs.parent / "in.csv"
     fill = lambda text: text.replace("{out}", str(seeded_outputs)).replace("{csv}", str(csv_path))  # noqa: E731
     for text in (a for a in args if isinstance(a, Csv)):
@@ -283,26 +283,48 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, 
     if args[0] not in SUBCOMMANDS or args[0] == "submit":
         args.append(f"paths.output_dir={seeded_outputs}")
     before = snapshot(seeded_outputs)
-    r = run_cli(*args, env=env, timeout=120)
+    r = run(*args, env=env)
     assert r.returncode == 2, r.stderr
     assert r.stderr.splitlines() == [f"proxyscale: error: {fill(expected)}"]
     assert snapshot(seeded_outputs) == before
 
 
-def test_dry_run_prints_the_cost_table_and_trains_nothing(out_dir):
-    r = run_cli("-m", "grid=demo", "dry_run=true", f"paths.output_dir={out_dir}", timeout=120)
+@pytest.mark.parametrize("args,expected,env", BAD, ids=[" ".join(b[0])[:60] or "empty" for b in BAD])
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(seeded_outputs, args, expected, env, capsys):
+    """In this process (proxyscale.cli.main): the same code path as the command, without ~3 s of start-up per entry."""
+    _refused(seeded_outputs, args, expected, env, lambda *a, env: run_main(capsys, *a, env=env))
+
+
+# The installed entry point in a subprocess, for a few kinds of refusal: a config group (Hydra's composition),
+# a cell's value refused by the sweeper inside Hydra, a typo'd subcommand, no sbatch on PATH, a subcommand's own check.
+ENTRY_POINT = [
+    b for b in BAD if b[0][:2] in (["model=nonexistent"], ["-m", "optim.lr=1e-3,-1e-3"], ["reprot"], ["submit", "model=debug"], ["report", "{out}/nosuch"])
+]
+
+
+@pytest.mark.parametrize("args,expected,env", ENTRY_POINT, ids=[" ".join(b[0])[:60] for b in ENTRY_POINT])
+def test_bad_input_through_the_installed_command_is_one_line_exit_2(seeded_outputs, args, expected, env):
+    _refused(seeded_outputs, args, expected, env, lambda *a, env: run_cli(*a, env=env, timeout=120))
+
+
+def test_dry_run_prints_the_cost_table_and_trains_nothing(out_dir, capsys):
+    r = run_main(capsys, "-m", "grid=demo", "dry_run=true", f"paths.output_dir={out_dir}")
     assert r.returncode == 0, r.stderr
     assert "28 cells (0 already final, 28 to run)" in r.stdout and "tiny-noisy-lr0.002" in r.stdout and "est. CPU time" in r.stdout
     assert not out_dir.exists()
 
 
-def test_ladder_lists_every_size():
-    r = run_cli("ladder", timeout=120)
+def test_ladder_lists_every_size(capsys):
+    """(and fits 100 columns; one run serves both checks: composing every size takes seconds)"""
+    r = run_main(capsys, "ladder")
     assert r.returncode == 0, r.stderr
     sizes = [ln.split()[0] for ln in r.stdout.splitlines()[2:]]
     for name in ("debug", "tiny", "mini", "small", "150m", "760m", "1b"):
         assert name in sizes
     assert "1.07B" in r.stdout
+    assert max(map(len, r.stdout.splitlines())) <= 100, r.stdout
+    assert r.stdout.splitlines()[0].split() == ["size", "layers", "d_model", "heads", "params", "tokens", "FLOPs", "est.", "CPU", "time"]
+    assert "cell" not in r.stdout and "recipe" not in r.stdout
 
 
 @pytest.mark.slow
@@ -326,15 +348,18 @@ def test_tiny_grid_end_to_end_with_a_diverging_cell(out_dir, cache_dir):
     assert (sweep / "results.parquet").exists()
 
 
-def test_recipes_lists_the_catalogue():
-    r = run_cli("recipes", timeout=120)
+def test_recipes_lists_the_catalogue(capsys):
+    """(and fits 100 columns; one run serves both checks: composing every recipe takes seconds)"""
+    r = run_main(capsys, "recipes")
     assert r.returncode == 0, r.stderr
     names = [ln.split()[0] for ln in r.stdout.splitlines()[2:]]
     assert len(names) >= 8 and {"balanced", "duplicated", "noisy", "hub_fineweb_edu"} <= set(names)
+    assert max(map(len, r.stdout.splitlines())) <= 100, r.stdout
+    assert " 1.5M " in r.stdout and "M " in r.stdout and "0.65536M" not in r.stdout
 
 
-def test_mixtures_of_an_unknown_recipe_is_one_line():
-    r = run_cli("mixtures", "--base", "nosuch", "--n", "2", timeout=60)
+def test_mixtures_of_an_unknown_recipe_is_one_line(capsys):
+    r = run_main(capsys, "mixtures", "--base", "nosuch", "--n", "2")
     assert r.returncode == 2 and r.stderr.strip().startswith("proxyscale: error: unknown recipe 'nosuch'")
 
 
@@ -351,3 +376,64 @@ def test_config_dir_folds_into_one_hydra_searchpath(tmp_path):
     with pytest.raises(SystemExit) as exc:
         fold_config_dirs(["-cd", str(tmp_path / "missing")])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "help"])
+def test_help_lists_every_subcommand_in_100_columns(flag, capsys):
+    r = run_main(capsys, flag)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    for name in SUBCOMMANDS:
+        assert any(ln.startswith(f"  {name} ") for ln in lines), name
+    assert "--hydra-help" in r.stdout and "PROXYSCALE_VERBOSE=1" in r.stdout and "PROXYSCALE_OK_EXIT=1" in r.stdout
+    assert max(map(len, lines)) <= 100
+    assert "Hydra" not in lines[0]
+
+
+def test_version_is_proxyscales():
+    r = run_cli("--version", timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"proxyscale {importlib.metadata.version('proxyscale')}"
+
+
+def test_hydra_help_stays_reachable(capsys):
+    r = run_main(capsys, "--hydra-help")
+    assert r.returncode == 0 and "Hydra" in r.stdout
+
+
+def test_gpu_cells_are_refused_without_a_gpu(out_dir, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out_dir.mkdir(parents=True)
+    for args in (["trainer=gpu"], ["-m", "trainer=cpu,gpu", "model=debug"]):
+        r = run_main(capsys, *args, f"paths.output_dir={out_dir}")
+        assert r.returncode == 2, r.stderr
+        (line,) = r.stderr.splitlines()
+        assert line.startswith("proxyscale: error: trainer.accelerator=gpu but this machine has no CUDA GPU (use trainer=cpu here"), line
+        assert snapshot(out_dir) == {}
+
+
+def test_recipes_finds_caches_built_at_another_pool_size(cache_dir, capsys):
+    """A cell's pool built at data.pool_tokens=200000 (what job/run.py builds before it trains, built here without
+    the training) is listed for the recipe at its own 1.5M."""
+    from hydra import compose, initialize_config_dir
+
+    from proxyscale.config import CONF_DIR
+    from proxyscale.data.cache import recipe_tokens
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["model=debug", "data=noisy", *FAST, f"paths.cache_dir={cache_dir}"])
+    assert cfg.data.pool_tokens == 200000
+    recipe_tokens(cfg.data, cfg.paths.cache_dir)
+    rows = {ln.split()[0]: ln for ln in run_main(capsys, "recipes", f"paths.cache_dir={cache_dir}").stdout.splitlines()[2:] if ln.strip()}
+    assert rows["noisy"].rstrip().endswith(" docs"), rows["noisy"]  # built with data.pool_tokens=200000, listed at the recipe's own 1.5M
+
+
+def test_config_dir_keeps_dry_run(tmp_path, out_dir, capsys):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for args in (["-m", "model=debug", "optim.lr=1e-3,3e-3"], ["model=debug"]):
+        r = run_main(capsys, "--config-dir", str(extra), *args, "dry_run=true", f"paths.output_dir={out_dir}", "sweep=cd")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "est. CPU time" in r.stdout, r.stdout
+        assert not list((out_dir / "cd").rglob("result.json")) and not (out_dir / "cd" / "grid.json").exists(), "a dry run trained or wrote"

@@ -173,3 +173,14 @@ def test_the_planners_composer_builds_the_config_hydra_would():
                 assert plain == C.plain(full(o)), o
         assert len(fast.templates) == 5  # model=debug composed once for its four cells; +extra=1 in full
         assert sum(t[2] is not None for t in fast.templates.values()) >= 3  # the plain shortcut serves most templates
+
+
+def test_a_debug_preset_keeps_an_asked_model_and_a_grids_model_axis():
+    from proxyscale import grid
+
+    (cell,), _ = grid.compose_grid(["debug=fast", "model=tiny"])
+    assert cell.view.model.name == "tiny" and cell.view.trainer.max_tokens == 49152  # the preset's budget, the asked size
+    (alone,), _ = grid.compose_grid(["debug=fast"])
+    assert alone.view.model.name == "debug" and alone.view.trainer.max_tokens == 49152
+    cells, _ = grid.compose_grid(["-m", "grid=smoke", "debug=fast"])
+    assert len(cells) == 8 and {c.view.model.name for c in cells} == {"debug", "tiny"}

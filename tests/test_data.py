@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import random
 
 import numpy as np
 import pytest
+from faults import full_disk
 from omegaconf import OmegaConf
 
 from proxyscale.config import ConfigError, DataConfig, SourceConfig
 from proxyscale.data import cache, curation, ngram, sources
+from proxyscale.data import cache as token_cache  # noqa: E402
 from proxyscale.data.sources import Document
 
 PROSE = "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. " * 8
@@ -271,3 +275,138 @@ def test_a_local_files_recipe_is_identified_by_its_files_content(tmp_path):
     key2, env2 = cache._recipe_payload(OmegaConf.structured(recipe)), identity.environment(config)
     assert key1["files"] != key2["files"] and env1["files"] != env2["files"]
     assert "files" not in cache._recipe_payload(_recipe()) and "files" not in identity.environment({"data": {"sources": [{"name": "p"}]}})
+
+
+def _edit_in_place(path, old: str, new: str):
+    """Same size, same mtime: only the bytes differ."""
+    st = path.stat()
+    text = path.read_text()
+    assert len(old) == len(new) and old in text
+    path.write_text(text.replace(old, new))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_local_data_file_edited_in_place_is_another_run_id_and_cache(tmp_path, out_dir):
+    from omegaconf import OmegaConf
+
+    from proxyscale import grid
+    from proxyscale.config import SourceConfig
+    from proxyscale.data import cache
+
+    text = "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun. " * 40
+    ev, tr = tmp_path / "eval.jsonl", tmp_path / "train.jsonl"
+    ev.write_text("\n".join(json.dumps({"text": f"held out {i}: {text}"}) for i in range(20)))
+    tr.write_text("\n".join(json.dumps({"text": f"{text} train {i}"}) for i in range(20)))
+    args = [
+        "-m",
+        "model=debug",
+        f"eval.sets=[{{name: e, kind: files, path: '{ev}'}}]",
+        f"data.sources.0={{name: prose, kind: files, path: '{tr}', weight: 1.0}}",
+        f"paths.output_dir={out_dir}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    ids = lambda: grid.compose_grid(args)[0][0].run_id  # noqa: E731
+    src = OmegaConf.structured(SourceConfig(name="e", kind="files", path=str(ev)))
+    first, first_eval = ids(), cache.eval_tokens(src, "byte", 2048, str(tmp_path / "cache"))[1]["key"]
+    _edit_in_place(ev, "held out 3:", "HELD OUT 3:")
+    second = ids()
+    tokens, meta = cache.eval_tokens(src, "byte", 2048, str(tmp_path / "cache"))
+    assert second != first, "an edited eval file kept its run id"
+    assert meta["key"] != first_eval and b"HELD OUT" in np.asarray(tokens).astype(np.uint8).tobytes(), "the stale eval cache was served"
+    _edit_in_place(tr, "train 5", "TRAIN 5")
+    assert ids() not in (first, second), "an edited training file kept its run id"
+    assert ids() == ids()  # stable while the files stay
+
+
+def test_a_files_fingerprint_is_hashed_once_per_content(tmp_path, monkeypatch):
+    from proxyscale.data import sources
+
+    path = tmp_path / "a.txt"
+    path.write_text("some text " * 100)
+    src = {"kind": "files", "path": str(path), "name": "a"}
+    hashed = []
+    real = sources._hash_file
+    monkeypatch.setattr(sources, "_hash_file", lambda *a: hashed.append(a) or real(*a))
+    fp = sources.files_fingerprint(src, str(tmp_path / "c"))
+    assert sources.files_fingerprint(src, str(tmp_path / "c")) == fp and len(hashed) == 1
+    monkeypatch.setattr(sources, "_DIGESTS", {})  # a new process: the memo in the cache folder serves it
+    assert sources.files_fingerprint(src, str(tmp_path / "c")) == fp and len(hashed) == 1
+    path.write_text("other text " * 100)
+    assert sources.files_fingerprint(src, str(tmp_path / "c")) != fp and len(hashed) == 2
+
+
+def test_a_task_file_with_a_byte_order_mark_is_read(tmp_path):
+    from omegaconf import OmegaConf
+
+    from proxyscale.config import SourceConfig
+    from proxyscale.data import sources
+
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"context": "a", "choices": ["x", "y"], "label": 1}\n', encoding="utf-8-sig")
+    src = OmegaConf.structured(SourceConfig(name="t", kind="files", path=str(path), task="mc"))
+    sources.check_source(src)
+    assert [i.label for i in sources.load_items(src)] == [1]
+
+
+def _build(n=4000):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return np.arange(n, dtype=np.uint16) % 257, {"what": "test"}
+
+    return build, calls
+
+
+def _paths(tmp_path):
+    (meta,) = (tmp_path / "k").glob("*.json")
+    return meta.with_suffix(".bin"), meta
+
+
+@pytest.mark.parametrize(
+    "damage,said",
+    [
+        ("cut", "bytes, its meta says 4000 tokens"),  # a pool cut to 2.5%
+        ("odd", "bytes, its meta says 4000 tokens"),  # a .bin of odd length
+        ("meta", "unreadable meta"),  # a meta file that is not JSON
+    ],
+)
+def test_a_damaged_token_cache_is_rebuilt_with_its_path_named(tmp_path, caplog, damage, said):
+    build, calls = _build()
+    tokens, meta = token_cache._cached(str(tmp_path), "k", {"p": 1}, build)
+    assert meta["n_tokens"] == 4000 and len(meta["sha256"]) == 64 and len(calls) == 1
+    bin_path, meta_path = _paths(tmp_path)
+    if damage == "cut":
+        bin_path.write_bytes(bin_path.read_bytes()[:200])
+    elif damage == "odd":
+        bin_path.write_bytes(bin_path.read_bytes() + b"\0")
+    else:
+        meta_path.write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="proxyscale"):
+        tokens, meta = token_cache._cached(str(tmp_path), "k", {"p": 1}, build)
+    assert len(calls) == 2 and len(tokens) == 4000 and meta["n_tokens"] == 4000
+    assert any(said in r.getMessage() and str(tmp_path / "k") in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_cache_with_other_content_is_rebuilt_on_its_first_use_in_a_process(tmp_path, monkeypatch):
+    build, calls = _build()
+    token_cache._cached(str(tmp_path), "k", {"p": 1}, build)
+    bin_path, _ = _paths(tmp_path)
+    st = bin_path.stat()
+    bin_path.write_bytes(bytes(reversed(bin_path.read_bytes())))  # same length, other tokens
+    os.utime(bin_path, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with its old mtime
+    monkeypatch.setattr(token_cache, "VERIFIED", set())  # a new process (issue 24: not only with paths.verify_caches=true)
+    tokens, _ = token_cache._cached(str(tmp_path), "k", {"p": 1}, build)
+    assert len(calls) == 2 and (np.asarray(tokens) == np.arange(4000) % 257).all()
+    token_cache._cached(str(tmp_path), "k", {"p": 1}, build)
+    assert len(calls) == 2  # verified once per process, then only its length
+    tokens, _ = token_cache._cached(str(tmp_path), "k", {"p": 1}, build, verify=True)
+    assert len(calls) == 2
+
+
+def test_a_cache_build_on_a_full_disk_raises_and_leaves_no_litter(tmp_path):
+    build, _ = _build(200_000)
+    with full_disk(tmp_path / "c"):
+        with pytest.raises(OSError, match=f"cannot write cache file {tmp_path / 'c' / 'k'}/.*No space left.*set paths.cache_dir"):
+            token_cache._cached(str(tmp_path / "c"), "k", {"p": 1}, build)
+        assert sorted(p.name for p in (tmp_path / "c" / "k").iterdir() if not p.name.endswith(".lock")) == []

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import FAST, run_cli
+from helpers import FAST, run_cli, run_main
 from proxyscale import collect, record
 from proxyscale.analysis import examples as X
 from proxyscale.job import run as job_run
@@ -139,9 +139,9 @@ def test_csv_with_an_example_column(tmp_path):
     assert (tmp_path / "rep" / "fig_per_example.png") in paths
 
 
-def test_csv_with_a_gap_is_refused_in_one_line(tmp_path):
+def test_csv_with_a_gap_is_refused_in_one_line(tmp_path, capsys):
     src = _csv(tmp_path / "gap.csv", drop=7)
-    res = run_cli("report", "--from-csv", str(src), "--out", str(tmp_path / "rep"))
+    res = run_main(capsys, "report", "--from-csv", str(src), "--out", str(tmp_path / "rep"))
     assert res.returncode == 2
     line = res.stderr.strip()
     assert "\n" not in line and "gap: example '7' of metric 'set' is missing for r00" in line and "size 1M" in line, line

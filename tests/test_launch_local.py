@@ -4,16 +4,22 @@ manifest / grid-fingerprint / status logic of `proxyscale submit` and `proxyscal
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from faults import alive, descendants, full_disk, read_only
+from hydra import compose, initialize_config_dir
 
-from helpers import FAST, ROOT, run_cli, snapshot, stub_record
+from helpers import FAST, PROXYSCALE, ROOT, run_cli, run_main, snapshot, stub_record
+from proxyscale import config as C
 from proxyscale import grid, record
-from proxyscale.launch import LaunchError, manifest
+from proxyscale.launch import LaunchError, local, manifest
 from proxyscale.launch.status import cell_states, counts, status_table
 
 
@@ -39,9 +45,9 @@ def test_status_of_a_local_sweep_from_records(tmp_path, capsys):
     assert table.count("error:") == 1 and "error: ValueError: pool too small (" in table  # said once, the cause first
     assert f"why: loss is nan ({sweep / 'c' / 'result.json'})" in table  # a diverged cell says why it stopped
 
-    r = run_cli("status", str(sweep))
+    r = run_main(capsys, "status", str(sweep))
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "4 cells: 1 pending, 1 completed, 1 diverged, 1 failed", r.stdout + r.stderr
-    r = run_cli("status", str(tmp_path / "missing"))
+    r = run_main(capsys, "status", str(tmp_path / "missing"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1
 
 
@@ -110,9 +116,9 @@ def test_same_grid_check(tmp_path):
     manifest.check_same_grid(sweep, *settings("data=noisy"))
 
 
-def test_submit_without_sbatch_is_one_line_exit_2(tmp_path):
+def test_submit_without_sbatch_is_one_line_exit_2(tmp_path, capsys):
     out = tmp_path / "outputs"
-    r = run_cli("submit", "model=debug,tiny", *FAST, f"paths.output_dir={out}", env={"PATH": "/nonexistent"})
+    r = run_main(capsys, "submit", "model=debug,tiny", *FAST, f"paths.output_dir={out}", env={"PATH": "/nonexistent"})
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "'sbatch' not found" in r.stderr, r.stderr
     assert snapshot(out) == {}
 
@@ -189,3 +195,287 @@ def test_in_process_and_worker_processes_train_the_same_cells(tmp_path, cache_di
         assert [x.status for x in recs] == ["completed", "completed"]
         losses[n_jobs] = {x.run_id: x.final_loss for x in recs}
     assert losses[1] == losses[2]
+
+
+def test_progress_eta_uses_the_measured_ratio(tmp_path):
+    from proxyscale.launch.local import Progress
+
+    path = str(tmp_path / "p.jsonl")
+    Progress.start(path, total=4, est_seconds=40.0, workers=2)
+    writer, reader = Progress(path), Progress(path)  # two processes: a worker adds, another reads
+    writer.add("a", "completed", 20.0, 10.0)  # measured twice the estimate
+    writer.add("b", "diverged", 1.0, 10.0)
+    reader.read()
+    assert reader.counts() == {"completed": 1, "diverged": 1}
+    assert reader.eta() == pytest.approx(20.0 * 2.0 / 2)  # 20 s estimated left x 2.0 / 2 workers
+    assert re.fullmatch(r"progress 2/4 cells \(1 completed, 1 diverged, 0 failed\), elapsed \d+ s, ETA 20 s", reader.line())
+    writer.add("c", "failed", 5.0, 10.0)
+    assert reader.read().line().startswith("progress 3/4 cells (1 completed, 1 diverged, 1 failed)")
+
+
+def test_the_first_eta_uses_the_ratio_measured_by_earlier_cells_on_this_machine(tmp_path):
+    """Before any cell of a sweep ends, the ETA is the cost model scaled by what earlier completed cells took
+    here (cell_timings.jsonl in the cache folder, the last 50); with none yet, the cost model itself."""
+    from proxyscale.launch import local
+
+    cache = str(tmp_path / "cache")
+    assert local.measured_ratio(cache) == (1.0, 0)
+    for i in range(60):  # the first 10 (ratio 100) fall out of the window of 50
+        local._add_timing(cache, 100.0 if i < 10 else 30.0, 10.0)
+    ratio, n = local.measured_ratio(cache)
+    assert (ratio, n) == (pytest.approx(3.0), 50)
+    path = str(tmp_path / "p.jsonl")
+    local.Progress.start(path, total=4, est_seconds=40.0, workers=2, ratio=ratio)
+    assert local.Progress(path).read().eta() == pytest.approx(40.0 * 3.0 / 2)
+
+
+@pytest.mark.slow  # shells out to the CLI and trains
+def test_a_sweep_reports_progress_and_a_summary_and_a_dry_run_counts_final_cells(out_dir, cache_dir):
+    common = ["-m", "model=debug", "optim.lr=3e-3,1e-2", "sweep=ux", *FAST, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
+    r = run_cli(*common)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-3000:]
+    sweep = out_dir / "ux"
+    assert re.search(r"sweep ux: 2 cells, 0 already final, 2 to run -> .* \(estimated .+ with 1 worker\(s\): the cost model", log)
+    assert re.search(r"progress 1/2 cells \(1 completed, 0 diverged, 0 failed\), elapsed [\d.]+ (s|min), ETA [\d.]+ (s|min)", log)
+    assert re.search(r"progress 2/2 cells \(2 completed, 0 diverged, 0 failed\), elapsed [\d.]+ (s|min), ETA 0 s", log)
+    assert re.search(rf"sweep ux done in [\d.]+ (s|min): 2 completed, 0 diverged, 0 failed \(0 already final\); records in {re.escape(str(sweep))}\n", log)
+    assert f"next: proxyscale report {sweep}" in log
+    assert "Launching jobs" not in log and "#0 :" not in log
+    assert not list(sweep.glob(".progress-*"))
+    assert sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/result.json")) == ["completed", "completed"]
+
+    dry = run_cli(*common, "dry_run=true", timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert "2 cells (2 already final, 0 to run): 0.00e+00 FLOPs, about 0 s" in dry.stdout
+    assert dry.stdout.count(" final") >= 2  # each final cell's row says so
+
+    again = run_cli(*common, timeout=120)
+    assert again.returncode == 0 and f"nothing to run: every cell is final; next: proxyscale report {sweep}" in again.stdout + again.stderr
+
+
+@pytest.mark.slow  # shells out to the CLI and trains
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(out_dir, cache_dir):
+    import signal
+    import subprocess
+    import time
+
+    from helpers import PROXYSCALE, ROOT
+
+    args = [
+        "-m",
+        "model=debug",
+        "optim.lr=3e-3,1e-2",
+        "sweep=ux_int",
+        *FAST,
+        "trainer.max_tokens=120000",
+        f"paths.output_dir={out_dir}",
+        f"paths.cache_dir={cache_dir}",
+    ]
+    proc = subprocess.Popen([PROXYSCALE, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, deadline = "", time.time() + 300
+    while time.time() < deadline:  # the first cell is final and the second has written a checkpoint
+        line = proc.stdout.readline()
+        seen += line
+        if "[2/2]" in line and "step 8/" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    lines = (seen + proc.communicate(timeout=120)[0]).strip().splitlines()
+    assert proc.returncode == 130, "\n".join(lines[-20:])
+    sweep = out_dir / "ux_int"
+    assert lines[-2] == f"proxyscale: 1 final record(s) kept in {sweep}; unfinished cells resume from their last checkpoint"
+    assert lines[-1] == "proxyscale: error: interrupted by SIGINT: 1 of 2 cells not finished (rerun the same command to resume)"
+
+
+GRID = ["-m", "model=debug", "data=balanced,noisy", "optim.lr=3e-3,1e-2", "sweep=rel", *FAST]
+
+
+def _records(sweep):
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
+
+
+@pytest.mark.slow
+def test_sigkill_midway_then_rerun_completes_without_rerunning_finished_cells(out_dir, cache_dir):
+    args = [PROXYSCALE, *GRID, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    sweep = out_dir / "rel"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(_records(sweep)) < 1:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {k: v for k, v in _records(sweep).items() if v["status"] == "completed"}
+    assert 1 <= len(done_before) < 4, "kill the sweep midway"
+    stamps = {k: (sweep / k / "result.json").stat().st_mtime_ns for k in done_before}
+    assert not list(sweep.glob("*/.result.json.*.tmp")), "a partial record is left"
+
+    r = run_cli(*GRID, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = _records(sweep)
+    assert len(after) == 4 and {v["status"] for v in after.values()} == {"completed"}
+    assert {k: (sweep / k / "result.json").stat().st_mtime_ns for k in done_before} == stamps
+    assert f"{len(done_before)} already final, {4 - len(done_before)} to run" in r.stderr + r.stdout
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_sweep_train_each_cell_once(out_dir, cache_dir):
+    args = [PROXYSCALE, *GRID, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
+    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    starts = sum(o.count(" start\n") for o in outs)
+    assert starts == 4, outs  # each cell trained by exactly one of the two processes
+    recs = _records(out_dir / "rel")
+    assert len(recs) == 4 and {v["status"] for v in recs.values()} == {"completed"}
+
+
+def _run_ids(*overrides):
+    from proxyscale import grid
+
+    return [c.run_id for c in grid.compose_grid(["-m", *overrides])[0]]
+
+
+@pytest.mark.slow  # shells out to the CLI and trains
+def test_a_record_that_cannot_be_written_is_a_non_zero_exit_with_one_line(out_dir, cache_dir):
+    args = ["-m", "model=debug", "optim.lr=2e-2,3e-2", "sweep=unwritable", *FAST, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
+    plan = run_cli(*args, "dry_run=true")  # the ids the CLI itself plans (its process's environment is the one that trains)
+    blocked = next(line.split()[0] for line in plan.stdout.splitlines() if line.startswith("debug-balanced-lr0.02"))
+    (out_dir / "unwritable" / blocked / "result.json").mkdir(parents=True)  # a directory in the way
+    r = run_cli(*args)
+    assert r.returncode == 1, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("proxyscale: error: 1 of 2 cells could not write their record (IsADirectoryError: "), last
+    assert last.endswith(f"(see proxyscale status {out_dir / 'unwritable'})")
+    assert len(list((out_dir / "unwritable").glob("*/result.json"))) == 2  # the other cell's record is there (and the dir)
+
+
+@pytest.mark.slow  # shells out to the CLI and trains
+def test_a_failed_cell_is_a_non_zero_exit_unless_asked(out_dir, cache_dir):
+    args = [
+        "-m",
+        "model=debug",
+        "sweep=crash",
+        *FAST,
+        f"paths.output_dir={out_dir}",
+        f"paths.cache_dir={cache_dir}",
+        "data.repeat=false",
+        "data.steps=[{op: select_like, keep_frac: 1e-9}]",
+    ]
+    r = run_cli(*args)  # the pool asks for more tokens than curation leaves: the cell fails when it builds
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == f"proxyscale: error: 1 of 1 cells failed (see proxyscale status {out_dir / 'crash'})"
+
+
+def _watch(proc, needle: str, timeout: float = 240) -> str:
+    """Read the process's merged output until `needle` appears."""
+    seen, deadline = "", time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+        if needle in line:
+            return seen
+    raise AssertionError(f"{needle!r} never appeared:\n{seen[-3000:]}")
+
+
+@pytest.mark.slow  # shells out to the CLI and trains
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_mid_training_exits_128_plus_signal_and_the_rerun_resumes(out_dir, cache_dir, sig, code):
+    args = ["-m", "model=debug", "sweep=sig", *FAST, "trainer.max_tokens=120000", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
+    proc = subprocess.Popen([PROXYSCALE, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _watch(proc, "step 8/")  # two checkpoints written
+    proc.send_signal(sig)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == code, rest[-2000:]
+    name = signal.Signals(sig).name
+    assert rest.strip().splitlines()[-1] == f"proxyscale: error: interrupted by {name}: 1 of 1 cells not finished (rerun the same command to resume)"
+    if sig == signal.SIGTERM:
+        r = run_cli(*args)
+        assert r.returncode == 0, r.stderr[-2000:]
+        (rec,) = _records(out_dir / "sig").values()
+        assert rec["status"] == "completed" and rec["requeues"] == 1
+
+
+@pytest.mark.slow  # shells out to the CLI and trains
+def test_killing_only_the_parent_of_a_two_worker_sweep_stops_its_workers(out_dir, cache_dir):
+    args = [
+        "-m",
+        "model=debug",
+        "optim.lr=2e-2,3e-2",
+        "sweep=orphans",
+        "hydra.launcher.n_jobs=2",
+        *FAST,
+        "trainer.max_tokens=2000000",
+        f"paths.output_dir={out_dir}",
+        f"paths.cache_dir={cache_dir}",
+    ]
+    proc = subprocess.Popen([PROXYSCALE, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _watch(proc, "step 4/")
+    workers = descendants(proc.pid)
+    assert workers
+    proc.kill()  # the parent only, not its process group
+    proc.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not [p for p in workers if alive(p)], "workers outlived their parent"
+
+
+def test_status_survives_a_corrupt_grid_json_and_tells_running_interrupted_and_pending_apart(tmp_path, capsys):
+    from filelock import FileLock
+
+    from proxyscale.launch.status import cell_states, status_table
+
+    sweep = tmp_path / "s"
+    for rid in ("run", "int", "pend"):
+        (sweep / rid).mkdir(parents=True)
+    for rid in ("run", "int"):
+        (sweep / rid / "config.yaml").write_text("{}")
+        (sweep / rid / ".lock").write_text("")
+    (sweep / "grid.json").write_text(json.dumps({"cells": {"run": [], "int": [], "pend": []}}))
+    lock = FileLock(str(sweep / "run" / ".lock"))
+    with lock:  # a process trains "run"; "int" was started, then killed
+        rows, note = cell_states(sweep, scheduler=False)
+    assert {r["run_id"]: r["state"] for r in rows} == {"run": "running", "int": "interrupted", "pend": "pending"}
+    assert status_table(rows, note).splitlines()[-1] == "3 cells: 1 pending, 1 running, 1 interrupted"
+    (sweep / "grid.json").write_text('{"cells": {"run": [')  # torn
+    r = run_main(capsys, "status", str(sweep), "--no-scheduler")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "grid.json is unreadable (JSONDecodeError)" in r.stdout and "2 cells: 2 interrupted" in r.stdout, r.stdout
+
+
+def _cfg(out_dir, cache_dir, *extra):
+    with initialize_config_dir(config_dir=C.CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=["model=debug", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", *FAST, *extra])
+
+
+def test_summarise_counts_failed_and_unwritten_cells(monkeypatch):
+    monkeypatch.delenv(local.OK_EXIT_ENV, raising=False)
+    assert local.summarise(["completed", "diverged", "busy"], "outputs/x") is None
+    assert (
+        local.summarise(["completed", "failed", "failed", "completed", "completed", "diverged"], "outputs/demo")
+        == "2 of 6 cells failed (see proxyscale status outputs/demo)"
+    )
+    assert (
+        local.summarise(["completed", "error: OSError: [Errno 28] No space left on device"], "o/s")
+        == "1 of 2 cells could not write their record (OSError: [Errno 28] No space left on device) (see proxyscale status o/s)"
+    )
+    monkeypatch.setenv(local.OK_EXIT_ENV, "1")
+    assert local.summarise(["failed"], "o/s") is None
+
+
+def test_a_full_disk_makes_the_cell_an_error_outcome_not_a_silent_success(tmp_path, cache_dir):
+    out = tmp_path / "full"
+    with full_disk(out):
+        outcome = local.task(_cfg(out, cache_dir))
+        assert outcome.startswith("error: OSError: [Errno 28] No space left on device"), outcome
+        assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "a temp file is left"
+
+
+def test_a_read_only_sweep_folder_makes_the_cell_an_error_outcome(tmp_path, cache_dir):
+    out = tmp_path / "ro"
+    out.mkdir()
+    with read_only(out):
+        outcome = local.task(_cfg(out, cache_dir))
+    assert outcome.startswith("error: OSError: [Errno 30] Read-only file system"), outcome

@@ -180,3 +180,68 @@ def test_cli_reads_a_sweep_folder(tmp_path):
     data = json.loads((tmp_path / "o" / "mixfit.json").read_text())
     assert data["domains"] == DOMAINS and data["models"][0]["n_train"] == 8
     assert sum(data["proposal"]["weights"].values()) == pytest.approx(1.0)
+
+
+def _mixfit_result(seed=0, noise=False, n=20):
+    from proxyscale import mixfit
+
+    weights, losses = synthetic(n=n, seed=seed)
+    if noise:  # losses that do not depend on the weights at all
+        losses["value"] = 3.0 + np.random.default_rng(1000 + seed).normal(0, 0.05, len(losses))
+    return mixfit.fit_mixtures(losses, weights, models=("linear",), n_samples=500, top_k=8, seed=seed), weights, losses
+
+
+def test_mixfit_write_recipe_never_overwrites_or_shadows_a_recipe(tmp_path):
+    from proxyscale import mixfit
+
+    res, _, _ = _mixfit_result()
+    assert res["proposal"]["better_than_chance"]
+    path = mixfit.write_recipe(res, "mine", "balanced", out_dir=tmp_path)
+    path.write_text(path.read_text() + "# my hand edit\n")
+    with pytest.raises(mixfit.MixfitError, match=r"mine.yaml exists \(a hand edit would be lost\); choose another name, or --force"):
+        mixfit.write_recipe(res, "mine", "balanced", out_dir=tmp_path)
+    assert "# my hand edit" in path.read_text()
+    mixfit.write_recipe(res, "mine", "balanced", out_dir=tmp_path, force=True)
+    assert "# my hand edit" not in path.read_text()
+    for builtin in ("balanced", "noisy"):
+        with pytest.raises(mixfit.MixfitError, match=f"recipe {builtin} exists .*conf/data/{builtin}.yaml"):
+            mixfit.write_recipe(res, builtin, "balanced", out_dir=tmp_path, force=True)
+        assert not (tmp_path / f"{builtin}.yaml").exists()
+
+
+def test_mixfit_refuses_a_csv_with_a_repeated_column(tmp_path):
+    weights, losses = synthetic(n=12)
+    w, lo = _files(tmp_path, weights, losses)
+    w.write_text(w.read_text().replace("recipe,prose,code,readme", "recipe,prose,code,code", 1))
+    r = _cli("--from-csv", lo, "--mixtures", w, "--models", "linear", "--samples", "500", "--top-k", "8", "--out", tmp_path / "o")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"proxyscale: error: {w}: column 'code' appears 2 times in the header; name each column once"
+    ]
+
+
+def test_mixfit_marks_a_proposal_from_a_model_no_better_than_chance():
+    """Calibration: losses independent of the weights (known answer: no signal) are marked in about CHANCE_P of seeds at
+    most; a real linear law is never marked."""
+    from proxyscale import mixfit
+
+    trusted = [_mixfit_result(seed=s, noise=True)[0]["proposal"]["better_than_chance"] for s in range(40)]
+    assert sum(trusted) <= 6, f"{sum(trusted)} of 40 pure-noise fits trusted"  # binomial(40, 0.05): P(> 6) < 1%
+    assert all(_mixfit_result(seed=s)[0]["proposal"]["better_than_chance"] for s in range(5))
+    res = next(r for r, _, _ in (_mixfit_result(seed=s, noise=True) for s in range(40)) if not r["proposal"]["better_than_chance"])
+    assert res["proposal"]["warnings"][0].startswith("not better than chance: linear ranks the out-of-fold mixtures with Spearman")
+    with pytest.raises(mixfit.MixfitError, match="no recipe written, the proposal is not better than chance"):
+        mixfit.write_recipe(res, "never_written", "balanced")
+
+
+def test_mixfit_says_when_its_proposal_is_predicted_worse_than_the_best_observed_mixture():
+    from proxyscale import mixfit
+
+    weights, losses = synthetic(n=20)
+    best = losses["value"].idxmax()  # the worst mixture by the law, observed far better than any: the law cannot reach it
+    losses.loc[best, "value"] = losses["value"].min() - 1.0
+    prop = mixfit.fit_mixtures(losses, weights, models=("linear",), n_samples=500, top_k=8)["proposal"]
+    assert prop["worse_than_observed"]
+    assert any(
+        w.startswith("the proposal's predicted prose_val") and f"worse than the best observed mixture {losses.loc[best, 'recipe']}" in w
+        for w in prop["warnings"]
+    )

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from faults import alive, descendants
 
-from helpers import FAST, PROXYSCALE, ROOT, assert_same_record, records_by_devices, run_cli, snapshot
+from helpers import FAST, PROXYSCALE, ROOT, assert_same_record, records_by_devices, run_cli, run_main, snapshot
 
 TWO = ["trainer.devices=2", "trainer.strategy=ddp", "trainer.pg_timeout_s=60"]
 POINTS = ["trainer.log_every_n_steps=2"]  # a train-loss point every other step (not part of the cell's identity)
@@ -39,6 +39,7 @@ def reference(tmp_path_factory, cache_dir) -> dict:
     return records_by_devices(out / "ref")[1]
 
 
+@pytest.mark.slow  # spawns the CLI to train
 def test_a_two_process_ddp_cell_finishes_and_gives_the_one_process_record(reference, out_dir, cache_dir):
     """The command that used to hang (rank 1 met rank 0's cell lock and left): one record, from rank 0, equal to one process's."""
     r = run_cli("model=debug", *FAST, *POINTS, *TWO, "sweep=two", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=300)
@@ -55,6 +56,7 @@ def test_a_two_process_ddp_cell_finishes_and_gives_the_one_process_record(refere
     assert records_by_devices(out_dir / "two")[2]["wall_seconds"] == rec["wall_seconds"]
 
 
+@pytest.mark.slow  # spawns the CLI to train
 def test_task_eval_sets_are_gathered_item_by_item(out_dir, cache_dir):
     """eval=tasks_local (lm and benchmark task sets): per-item metrics from both ranks, each item once."""
     recs = {}
@@ -80,8 +82,8 @@ def test_a_worker_process_runs_a_two_process_cell_to_the_one_process_record(refe
     assert_same_record(reference, records_by_devices(out_dir / "w")[2])
 
 
-def test_fsdp_on_cpu_is_refused_in_one_line_before_anything_runs(out_dir):
-    r = run_cli("model=debug", "trainer.devices=2", "trainer.strategy=fsdp", f"paths.output_dir={out_dir}", timeout=120)
+def test_fsdp_on_cpu_is_refused_in_one_line_before_anything_runs(out_dir, capsys):
+    r = run_main(capsys, "model=debug", "trainer.devices=2", "trainer.strategy=fsdp", f"paths.output_dir={out_dir}")
     assert r.returncode == 2 and not out_dir.exists()
     (line,) = r.stderr.splitlines()
     assert line.startswith("proxyscale: error: trainer.strategy=fsdp needs trainer.accelerator=gpu (Lightning's FSDP runs on CUDA only)"), line
@@ -94,8 +96,8 @@ def test_fsdp_on_cpu_is_refused_in_one_line_before_anything_runs(out_dir):
         (["trainer.num_nodes=2"], "trainer.num_nodes=2 needs a cluster: run it with proxyscale submit"),
     ],
 )
-def test_a_cell_this_machine_cannot_run_is_refused_in_one_line(out_dir, args, says):
-    r = run_cli("-m", "model=debug", *args, f"paths.output_dir={out_dir}", timeout=120)
+def test_a_cell_this_machine_cannot_run_is_refused_in_one_line(out_dir, args, says, capsys):
+    r = run_main(capsys, "-m", "model=debug", *args, f"paths.output_dir={out_dir}")
     assert r.returncode == 2, r.stderr
     (line,) = r.stderr.splitlines()
     assert says in line, line
@@ -142,6 +144,7 @@ def _watch(proc: subprocess.Popen, needle: str) -> str:
     raise AssertionError(f"{needle!r} never appeared:\n{seen[-3000:]}")
 
 
+@pytest.mark.slow  # spawns the CLI to train
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_every_rank_and_the_rerun_resumes_to_the_uninterrupted_record(reference, out_dir, cache_dir, sig, code):
     args = ["model=debug", *FAST, *POINTS, *TWO, "sweep=sig", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
@@ -170,6 +173,7 @@ def test_a_signal_stops_every_rank_and_the_rerun_resumes_to_the_uninterrupted_re
     assert_same_record(reference, rec)
 
 
+@pytest.mark.slow  # spawns the CLI to train
 def test_a_rank_killed_fails_its_cell_in_bounded_time_the_sweep_goes_on_and_a_rerun_resumes(reference, out_dir, cache_dir):
     # (the rank's closed connection fails rank 0's next collective at once; trainer.pg_timeout_s bounds a hung rank. It also
     # bounds the rendezvous, so it stays at TWO's 60 s: a second rank can take 20 s to start on a loaded 2-core machine)
@@ -268,6 +272,7 @@ if os.environ.get("LOCAL_RANK") == "1":  # rank 1 of a multi-process cell only
 """
 
 
+@pytest.mark.slow  # spawns the CLI to train
 def test_a_rank_that_raises_fails_the_cell_with_its_traceback(tmp_path, out_dir, cache_dir):
     (tmp_path / "fault").mkdir()
     (tmp_path / "fault" / "sitecustomize.py").write_text(FAULT)

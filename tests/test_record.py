@@ -9,7 +9,7 @@ from dataclasses import asdict
 import pandas as pd
 import pytest
 
-from helpers import run_cli
+from helpers import run_main
 from proxyscale import collect as table
 from proxyscale import record
 from proxyscale.data import identity
@@ -144,7 +144,7 @@ def test_collect_on_empty_folder_is_an_error(tmp_path):
         table.collect(tmp_path)
 
 
-def test_collect_cli_warns_with_each_bad_records_path_and_keeps_the_good_ones(tmp_path):
+def test_collect_cli_warns_with_each_bad_records_path_and_keeps_the_good_ones(tmp_path, capsys):
     """Faults a sweep folder meets in practice: an empty, a truncated, a non-object record, one
     from an older schema, one without its config, and a cell whose folder has no record yet."""
     ok = put(tmp_path, make_record(run_id="ok"))
@@ -161,7 +161,7 @@ def test_collect_cli_warns_with_each_bad_records_path_and_keeps_the_good_ones(tm
         (tmp_path / name).mkdir()
         (tmp_path / name / record.RESULT).write_text(text)
     (tmp_path / "running").mkdir()
-    r = run_cli("collect", str(tmp_path), timeout=120)
+    r = run_main(capsys, "collect", str(tmp_path))
     assert r.returncode == 0, r.stderr
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("skipping ")]
     assert sorted(ln.split()[1].rstrip(":") for ln in warnings) == sorted(str(tmp_path / n / record.RESULT) for n in bad)
@@ -299,12 +299,12 @@ def test_records_get_the_umask_permissions_and_collect_temp_names_are_per_writer
         os.umask(old)
 
 
-def test_a_read_only_sweep_is_collected_elsewhere(tmp_path):
+def test_a_read_only_sweep_is_collected_elsewhere(tmp_path, capsys):
     from faults import read_only
 
     root, _ = _sweep(tmp_path)
     with read_only(root):
-        r = run_cli("collect", str(root), "--out", str(tmp_path / "elsewhere"), timeout=120)
+        r = run_main(capsys, "collect", str(root), "--out", str(tmp_path / "elsewhere"))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "elsewhere" / table.RESULTS).exists() and not (root / table.RESULTS).exists()
     assert not table.is_stale(root, tmp_path / "elsewhere")
@@ -324,3 +324,25 @@ def test_collect_and_report_say_which_parametrization_each_size_used(tmp_path):
     rep = build.build_sweep(str(tmp_path), n_boot=0)
     assert rep["size_parametrization"] == {"tiny": "standard", "mini": "mup"}
     assert "parametrization per size: tiny standard, mini mup." in rep["notes"]
+
+
+def test_an_interrupted_publish_is_finished_and_an_unfinished_stage_discarded(tmp_path):
+    from proxyscale import record
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for name in ("a.md", "a.json", "fig_old.png"):
+        (folder / name).write_text("old")
+    stage = record.stage_dir(folder, "report")
+    for name in ("a.md", "a.json"):
+        (stage / name).write_text("new")
+    record.atomic_write_text(stage / record.COMMIT, json.dumps({"files": ["a.md", "a.json"], "remove": ["fig_old.png"]}))
+    os.replace(stage / "a.md", folder / "a.md")  # the writer died after its first rename
+    lines = record.recover_sets(folder, "report")
+    assert lines and "finished publishing" in lines[0]
+    assert {p.name: p.read_text() for p in folder.iterdir() if not p.name.startswith(".")} == {"a.md": "new", "a.json": "new"}
+    dead = folder / ".report.tmp-999999999-abcd"  # no COMMIT, its writer gone: the old set was never touched
+    dead.mkdir()
+    (dead / "a.md").write_text("half")
+    assert "discarded" in record.recover_sets(folder, "report")[0] and not dead.exists()
+    assert (folder / "a.md").read_text() == "new"

@@ -9,8 +9,11 @@ import io
 import json
 import os
 import re
-import shutil
+import signal
 import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +21,13 @@ import pandas as pd
 import pytest
 import scipy.stats as st
 
-from helpers import CHROMIUM, screenshot
+from helpers import CHROMIUM, PROXYSCALE, ROOT, run_cli, run_main, screenshot
 from proxyscale import record
+from proxyscale.analysis import types
+from proxyscale.report import build, render, wandb_publish
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = str(REPO / ".venv" / "bin" / "proxyscale") if (REPO / ".venv" / "bin" / "proxyscale").exists() else shutil.which("proxyscale")
+CLI = PROXYSCALE  # the proxyscale beside this interpreter: a checkout without .venv/ or proxyscale on PATH (a worktree) runs it too
 REALDATA = REPO.parent / "shared" / "realdata"
 
 
@@ -396,3 +401,212 @@ def test_report_of_a_real_tiny_sweep(tmp_path):
     assert all(r.baselines.keys() == {"code", "prose", "readme"} for r in map(record.read, (p.parent for p in root.glob("*/result.json"))))
     cache = REPO / "outputs" / ".cache" / "baselines"
     assert cache.is_dir() and len(list(cache.glob("*.json"))) >= 9
+
+
+def test_the_report_lists_missing_grid_cells_and_what_they_change(tmp_path, capsys):
+    root = tmp_path / "syn"
+    df = synthetic_sweep(root)
+    cells = {r.run_id: [] for r in df.drop_duplicates("run_id").itertuples()}
+    keys = {r.run_id: [r.size, r.recipe, r.lr, r.seed] for r in df.drop_duplicates("run_id").itertuples()}
+    for seed in (0, 1):  # the target's third LR for rec1: asked for, never run
+        cells[f"lost-{seed}"], keys[f"lost-{seed}"] = [], ["small", "rec1", 1e-2, seed]
+    cells["gone"], keys["gone"] = [], ["small", "rec2", 1e-3, 2]  # a third seed, deleted
+    (root / "grid.json").write_text(json.dumps({"cells": cells, "keys": keys, "standard_lr": 3e-3, "standard_lr_source": "test"}))
+    r = run_main(capsys, "report", str(root))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((root / "report.json").read_text())
+    miss = rep["missing_cells"]
+    assert miss["n"] == 3 and miss["n_grid"] == len(cells) and {c["run_id"] for c in miss["cells"]} == {"lost-0", "lost-1", "gone"}
+    assert "small: recipe rec1 tuned over 2 of 3 LRs (without 0.01), so its best LR may differ" in miss["effects"]
+    assert "small: recipe rec2 at lr 0.001 averaged over 2 of 3 seeds" in miss["effects"]
+    assert "every cell completed." not in rep["notes"]
+    md = (root / "report.md").read_text()
+    assert f"3 of {len(cells)} grid cells have no final record" in md and "tuned over 2 of 3 LRs" in md
+    assert any(f"3 of {len(cells)} grid cells have no final record" in line for line in r.stdout.splitlines()), r.stdout  # the bottom line says it
+
+
+def _report_set(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and (p.name.startswith(("report.", "fig_")))}
+
+
+def _standard_lr_of_set(folder) -> set:
+    """The standard LR each file of the report set shows: one value when the set is whole."""
+    lr = json.loads((folder / "report.json").read_text())["reduced_lr"]["standard_lr"]
+    shown = {lr}
+    for name in ("report.md", "report.html"):
+        text = (folder / name).read_text()
+        shown |= {v for v in (1e-3, 3e-3) if f"standard LR {v:g}" in text}
+    return shown
+
+
+def test_a_report_on_a_full_disk_leaves_the_old_report_whole_and_says_so(tmp_path, capsys):
+    from faults import fill, small_disk
+
+    with small_disk(tmp_path / "disk") as disk:
+        root = disk / "syn"
+        synthetic_sweep(root)
+        assert run_main(capsys, "report", str(root), "--standard-lr", "1e-3").returncode == 0
+        old = _report_set(root)
+        fill(disk)
+        r = run_main(capsys, "report", str(root), "--standard-lr", "3e-3")
+        assert r.returncode == 2, r.stderr[-2000:]
+        line = r.stderr.strip().splitlines()[-1]
+        assert line.startswith("proxyscale: error: report not written: No space left on device")
+        assert line.endswith(f"the previous report in {root}, if any, is intact")
+        assert _report_set(root) == old and not list(root.glob(".report.tmp-*"))
+        (disk / "filler").unlink()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_report_leaves_one_whole_set(tmp_path):
+    root = tmp_path / "syn"
+    synthetic_sweep(root)
+    assert run_cli("report", str(root), "--standard-lr", "1e-3").returncode == 0
+    assert _standard_lr_of_set(root) == {1e-3}
+    for delay in (0.0, 0.3, 1.0):  # after the report starts writing (its first file or its staging folder appears)
+        stamp = (root / "report.json").stat().st_mtime_ns
+        proc = subprocess.Popen([PROXYSCALE, "report", str(root), "--standard-lr", "3e-3"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and (root / "report.json").stat().st_mtime_ns == stamp and not list(root.glob(".report.tmp-*")):
+            time.sleep(0.005)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        assert len(_standard_lr_of_set(root)) == 1, f"a mixed report set after SIGTERM {delay} s into the write"
+    r = run_cli("report", str(root), "--standard-lr", "1e-3")
+    assert r.returncode == 0 and _standard_lr_of_set(root) == {1e-3} and not list(root.glob(".report.tmp-*"))
+
+
+def long_csv(path: Path, n: int, metrics=("loss",), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=n)
+    rows = [
+        pd.DataFrame({"recipe": [f"r{i:05d}" for i in range(n)], "size": s, "metric": m, "value": 3 + sc * q + 0.3 * rng.normal(size=n)})
+        for s, sc in (("1M", 1.0), ("60M", 0.8))
+        for m in metrics
+    ]
+    pd.concat(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def max_gap_stat():
+    """A new statistic, registered the way compare.py registers its own."""
+    stat = types.register(types.Statistic("max_gap", lambda x, y: float(np.max(np.abs(x - y))), "max |proxy - target|", "largest gap"))
+    yield stat
+    types.unregister("max_gap")
+
+
+def test_registered_statistic_reaches_json_markdown_and_wandb(tmp_path, max_gap_stat):
+    path = long_csv(tmp_path / "x.csv", 12)
+    paths, rep = build.run(csv=str(path), out=str(tmp_path / "out"))
+    saved = json.loads(paths[0].read_text())
+    c = saved["comparisons"][0]
+    x, y = np.array(list(c["proxy_values"].values())), np.array(list(c["target_values"].values()))
+    assert c["max_gap"] == pytest.approx(np.max(np.abs(x - y))) and c["stats"]["max_gap"] == c["max_gap"]
+    assert "max \\|proxy - target\\|" in paths[1].read_text() or "max |proxy - target|" in paths[1].read_text()
+    assert f"{c['max_gap']:.3f}" in paths[1].read_text()
+    cols = wandb_publish.comparison_columns()
+    assert "max_gap" in cols and wandb_publish.comparison_rows(saved)[0][cols.index("max_gap")] == pytest.approx(c["max_gap"])
+    # every statistic with an interval carries its bounds beside it in W&B, as in the report's tables
+    row = wandb_publish.comparison_rows(saved)[0]
+    for stat in ("pearson", "spearman", "kendall", "decision_accuracy"):
+        i = cols.index(stat)
+        assert cols[i + 1 : i + 3] == [f"{stat}_lo", f"{stat}_hi"]
+        if saved["comparisons"][0].get(f"{stat}_ci"):
+            assert row[i + 1 : i + 3] == pytest.approx(saved["comparisons"][0][f"{stat}_ci"])
+    assert "max_gap" in types.schema_doc() and "max |proxy - target|" in render.comp_head()
+
+
+def test_every_comparison_field_is_documented():
+    import dataclasses
+
+    assert all(f.metadata.get("doc") for f in dataclasses.fields(types.Comparison))
+    assert "decision_accuracy_ci" in build.__doc__ or "types.Comparison" in build.__doc__
+
+
+def test_baselines_from_results_columns_and_bottom_line(tmp_path):
+    """A sweep whose collector wrote unigram/bigram: the bigram is the floor; the bottom line opens every output."""
+    rng = np.random.default_rng(2)
+    q = {f"rec{i}": rng.normal(scale=0.3) for i in range(6)}
+    rows = []
+    for size, params in (("tiny", 1e5), ("small", 4e5)):
+        for r, v in q.items():
+            for seed in (0, 1, 2):
+                loss = 3.0 - np.log10(params) / 5 + v + 0.01 * rng.normal()
+                rows.append(
+                    {
+                        "run_id": f"{size}-{r}-{seed}",
+                        "status": "completed",
+                        "size": size,
+                        "params": int(params),
+                        "recipe": r,
+                        "lr": 1e-3,
+                        "seed": seed,
+                        "eval_set": "prose",
+                        "loss": loss,
+                        "unigram": 5.0,
+                        "bigram": 3.0 + v,
+                    }
+                )
+    root = tmp_path / "sw"
+    root.mkdir()
+    pd.DataFrame(rows).to_parquet(root / "results.parquet")
+    (paths, rep) = build.run(sweep_dir=str(root))
+    b = rep["baselines"]
+    assert b["available"] and {v["recipe"]: v["bigram"] for v in b["values"]} == pytest.approx({r: 3.0 + v for r, v in q.items()})
+    (vs,) = b["vs_proxies"]
+    assert vs["outcome"] in ("beats", "indistinguishable", "beaten") and len(vs["difference_ci"]) == 2
+    # the bigram orders recipes exactly like the target here: no trained proxy can beat it
+    assert vs["outcome"] != "beats" and any("bigram" in w for w in rep["warnings"])
+    bl = rep["summary"]["bottom_line"]
+    assert 3 <= len(bl) <= 6 and bl[0].startswith("At small") and any("LR" in ln for ln in bl)
+    assert any("fixed-LR target unavailable" in ln and "--standard-lr" in ln for ln in bl)
+    md = paths[1].read_text().splitlines()
+    assert md[2] == f"- **{bl[0]}**"
+    assert rep["summary"]["per_metric"][0]["lines"][0]["verdict"] in ("holds", "fails", "inconclusive")
+
+
+def test_mixed_directions_per_metric(tmp_path):
+    from proxyscale import analysis
+
+    df = pd.read_csv(long_csv(tmp_path / "x.csv", 8, metrics=("loss", "acc")))
+    rep = analysis.analyze(df, ["1M", "60M"], higher_is_better={"acc": True}, n_boot=0)
+    assert rep["directions"] == {"acc": "higher", "loss": "lower"} and rep["direction"] == "mixed"
+    by = {c["metric"]: c for c in rep["comparisons"]}
+    assert by["acc"]["direction"] == "higher" and by["acc"]["regret"]["best_targets"] != by["loss"]["regret"]["best_targets"]
+
+
+PEAK = textwrap.dedent("""
+    import os, resource, sys, time
+    t = time.perf_counter()
+    from proxyscale.report import build, render
+    build.run(csv=sys.argv[1], out=sys.argv[2])
+    workers = min(len(os.sched_getaffinity(0)), len(render.BUILDERS))
+    own, child = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    print(sum(r.ru_utime + r.ru_stime for r in (own, child)), own.ru_maxrss / 1024 + workers * child.ru_maxrss / 1024)
+""")
+
+
+def run_peak(csv: Path, out: Path) -> tuple[float, float]:
+    """(CPU seconds, peak MB) of a --from-csv report in a fresh interpreter. CPU time (the parent's and the drawing
+    workers'), not wall time: other work on the machine does not inflate it. The peak counts the drawing workers as if
+    each held its largest size at the same moment as the parent (an upper bound)."""
+    res = subprocess.run([sys.executable, "-c", PEAK, str(csv), str(out)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    secs, mb = map(float, res.stdout.split()[-2:])
+    return secs, mb
+
+
+def test_memory_is_linear_in_recipes(tmp_path):
+    """5,000 recipes x 2 sizes (12.5M pairs; the old n x n pair matrices took 4.6 GB) stay far under 1.5 GB and 60 CPU s."""
+    secs, mb = run_peak(long_csv(tmp_path / "big.csv", 5000), tmp_path / "out")
+    assert mb < 1500 and secs < 60, (secs, mb)
+
+
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
+def test_regmix_end_to_end_is_not_grossly_slower(tmp_path):
+    """256 recipes x 13 metrics, HTML and every figure included: a guard against a gross regression only (5x the
+    5 s target in CPU seconds, one fresh process; about 10 s measured, imports included). The 5 s target itself is
+    measured side by side by bench/bench_report.py."""
+    secs, _ = run_peak(REALDATA / "regmix_1m_60m.csv", tmp_path / "regmix")
+    assert secs < 5 * 5, f"the RegMix report took {secs:.1f} CPU s, over 5x its 5 s target (bench: python -m bench bench_report)"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from helpers import FAST, run_cli
+from helpers import FAST, run_main
 from proxyscale import config as C
 from proxyscale import record
 from proxyscale.data import cache, curation, identity, select
@@ -47,6 +47,7 @@ def _docs() -> list[Document]:
     return rep + rnd
 
 
+@pytest.mark.slow  # the scorer fixture trains a debug cell in-process
 def test_repeated_text_scores_lower_than_random_characters_and_the_bands_keep_their_side(scorer):
     docs = _docs()
     cell, rec = select.resolve(str(scorer))
@@ -73,6 +74,7 @@ def _recipe(out_dir, cache_dir, proxy: Path):
     return _cfg(out_dir, cache_dir, "data=selected_by_proxy_debug", f"data.steps.2.proxy={proxy}", "data.steps.2.proxy_size=debug")
 
 
+@pytest.mark.slow  # the scorer fixture trains a debug cell in-process
 def test_the_scorers_checkpoint_is_in_the_step_key_the_recipe_key_and_the_run_id(scorer, tmp_path, cache_dir):
     import torch
 
@@ -98,14 +100,15 @@ def test_the_scorers_checkpoint_is_in_the_step_key_the_recipe_key_and_the_run_id
     assert "step_inputs" not in identity.environment(C.plain(_cfg(tmp_path, cache_dir, "data=balanced")))
 
 
+@pytest.mark.slow  # the scorer fixture trains a debug cell in-process
 @pytest.mark.parametrize("case", ["missing", "not_kept", "bad_band"])
-def test_bad_scorers_and_params_fail_in_one_line_before_anything_runs(case, scorer, tmp_path):
+def test_bad_scorers_and_params_fail_in_one_line_before_anything_runs(case, scorer, tmp_path, capsys):
     proxy = tmp_path / "scorers" / scorer.name
     args = {"missing": [], "not_kept": [], "bad_band": ["data.steps.2.band=top"]}[case]
     if case != "missing":
         shutil.copytree(scorer, proxy, ignore=shutil.ignore_patterns("checkpoints") if case == "not_kept" else None)
     out = tmp_path / "out"
-    r = run_cli("model=debug", "data=selected_by_proxy_debug", f"data.steps.2.proxy={proxy}", f"paths.output_dir={out}", *args, timeout=120)
+    r = run_main(capsys, "model=debug", "data=selected_by_proxy_debug", f"data.steps.2.proxy={proxy}", f"paths.output_dir={out}", *args)
     expected = {"missing": f"proxy cell {proxy} does not exist", "not_kept": "kept no checkpoint", "bad_band": "band must be low, high or middle, got 'top'"}[
         case
     ]
@@ -117,6 +120,7 @@ def test_bad_scorers_and_params_fail_in_one_line_before_anything_runs(case, scor
     assert not out.exists()
 
 
+@pytest.mark.slow  # trains in-process (Lightning fit)
 def test_a_recipe_selected_by_a_proxy_trains_end_to_end(outputs, cache_dir):
     cfg = _cfg(outputs, cache_dir, "data=selected_by_proxy_debug", "sweep=selected")  # finds the debug scorer in <outputs>/scorers
     from proxyscale.grid import check_cell
