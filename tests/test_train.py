@@ -121,9 +121,12 @@ def test_checkpoints_are_on_by_default_name_their_cell_and_go_once_final(out_dir
     path = _interrupted(cfg, monkeypatch)
     state = torch.load(path, map_location="cpu", weights_only=False)
     assert state["proxyscale_run_id"] == run_dir(cfg).name and state["global_step"] == 4
+    one = {"devices": 1, "num_nodes": 1, "world_size": 1, "strategy": "single"}
+    assert state["proxyscale_placement"] == one  # where it was written: what a resume elsewhere is checked against
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"], "a temp checkpoint is left"
     rec = run_cell(cfg)
     assert rec.status == "completed" and rec.requeues == 1
+    assert rec.placements == [{"step": 0, **one, "threads": 1}, {"step": 4, **one, "threads": 1}]  # one entry per run of the cell
     assert not (run_dir(cfg) / "checkpoints").exists(), "last.ckpt stays after the cell is final"
 
 
