@@ -28,10 +28,14 @@ demo: install
 	$(BIN)/proxyscale report outputs/demo
 	@echo "report: $(CURDIR)/outputs/demo/report.html (and report.md, report.json)"
 
-# Every tier this machine can run, in one pytest run: unit + slow + slurm (the suite starts a
-# 2-node cluster from Debian packages) + browser checks; gpu tests skip without CUDA.
+# Every tier this machine can run: unit + slow + browser checks on TEST_WORKERS pytest-xdist workers
+# (one file per worker at a time), then the slurm tier alone (the suite starts a 2-node cluster from
+# Debian packages; its requeue and lost-node checks keep the machine to themselves); gpu tests skip
+# without CUDA.
+TEST_WORKERS ?= 2
 test: install system-deps lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slurm" $(PYTEST_ARGS)
+	$(BIN)/pytest -m slurm $(PYTEST_ARGS)
 
 # ruff (pinned in the test extra): the linter and the formatter's check, configured in pyproject.toml.
 lint: install
@@ -39,10 +43,10 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test-unit: install
-	$(BIN)/pytest -m "not slow and not slurm and not gpu" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow and not slurm and not gpu" $(PYTEST_ARGS)
 
 test-slow: install system-deps
-	$(BIN)/pytest -m "slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "slow" $(PYTEST_ARGS)
 
 test-slurm: install system-deps
 	$(BIN)/pytest -m "slurm" $(PYTEST_ARGS)
