@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/bench_tests.py [--tier unit|slow|all] [-- PYTEST ARGS]
 
-unit: `make test-unit`'s selection (-m "not slow and not slurm and not gpu"), target < 2 min wall on 2
-idle cores; all: `make test`'s pytest run (every tier this machine can run), target < 12 min. `make
-bench` runs the unit tier only. CPU time (user + system of pytest and every process it starts) is
-printed beside wall time: a loaded machine inflates wall time, hardly CPU time, and on 2 idle cores
-the wall time of these mostly one-threaded tests is about their CPU time. The slowest tests come from
+unit: `make test-unit`'s run (-m "not slow and not slurm and not gpu" on 2 xdist workers), target < 2 min
+wall on 2 idle cores; all: `make test`'s two runs (every tier but slurm on 2 workers, then slurm alone),
+target < 12 min. `make bench` runs the unit tier only. CPU time (user + system of pytest and every
+process it starts) is printed beside wall time: a loaded machine inflates wall time, hardly CPU time;
+on 2 idle cores two workers' wall time is about half their CPU time. The slowest tests come from
 pytest's own --durations (set in pyproject.toml). Merges the numbers into bench/results.json under "tests".
 """
 
@@ -22,23 +22,33 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TIERS = {"unit": (["-m", "not slow and not slurm and not gpu"], 120.0), "slow": (["-m", "slow"], None), "all": ([], 12 * 60.0)}
+WORKERS = ["-n", "2"]  # the Makefile's TEST_WORKERS default
+# Each tier is the Makefile's pytest runs, one after another: (runs, wall target in seconds).
+TIERS = {
+    "unit": ([[*WORKERS, "-m", "not slow and not slurm and not gpu"]], 120.0),
+    "slow": ([[*WORKERS, "--dist", "loadfile", "-m", "slow"]], None),
+    "all": ([[*WORKERS, "--dist", "loadfile", "-m", "not slurm"], ["-m", "slurm"]], 12 * 60.0),
+}
 
 
 def run_tier(tier: str, extra: list[str]) -> dict:
-    marks, target = TIERS[tier]
+    runs, target = TIERS[tier]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *marks, *extra], cwd=ROOT, capture_output=True, text=True)
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    rs = [subprocess.run([*pytest, *args, *extra], cwd=ROOT, capture_output=True, text=True) for args in runs]
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    summary = next((ln.strip("= ") for ln in reversed(r.stdout.splitlines()) if re.search(r"\d+ (passed|failed)", ln)), r.stdout[-300:])
-    slowest = [ln.strip() for ln in r.stdout.splitlines() if re.match(r"^\d+\.\d+s (call|setup|teardown) ", ln)][:10]
+    out = [r.stdout for r in rs]
+    summary = "; ".join(next((ln.strip("= ") for ln in reversed(o.splitlines()) if re.search(r"\d+ (passed|failed)", ln)), o[-300:]) for o in out)
+    timed = [ln.strip() for o in out for ln in o.splitlines() if re.match(r"^\d+\.\d+s (call|setup|teardown) ", ln)]
+    slowest = sorted(timed, key=lambda ln: -float(ln.split("s")[0]))[:10]
+    r = max(rs, key=lambda r: r.returncode)
     return {
         "tier": tier,
-        "pytest": " ".join(["pytest", *marks, *extra]),
+        "pytest": " && ".join(" ".join(["pytest", *args, *extra]) for args in runs),
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
         "load_before": round(load, 2),
