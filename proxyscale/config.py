@@ -380,10 +380,6 @@ def validate(cfg: DictConfig) -> None:
         ),
         (t.tokens_per_param > 0, f"trainer.tokens_per_param must be > 0, got {t.tokens_per_param}"),
         (t.strategy in ("auto", "ddp", "fsdp"), f"trainer.strategy must be auto, ddp or fsdp, got {t.strategy!r}"),
-        (
-            t.strategy != "fsdp" or t.accelerator in ("gpu", "cuda"),
-            f"trainer.strategy=fsdp needs trainer.accelerator=gpu (Lightning's FSDP runs on CUDA only), got {t.accelerator!r}; use trainer.strategy=ddp",
-        ),
         (t.pg_timeout_s > 0, f"trainer.pg_timeout_s must be > 0, got {t.pg_timeout_s}"),
         (len(d.sources) > 0, f"recipe {d.name}: no sources"),
         (d.pool_tokens > 0, f"recipe {d.name}: pool_tokens must be > 0"),

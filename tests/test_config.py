@@ -93,6 +93,13 @@ def test_where_a_cell_runs_is_not_part_of_its_run_id_and_one_process_ids_stay():
     assert C.run_id_of(two, env, placement=True) != C.run_id_of(two, env) == identity.run_id(one)
 
 
+def test_fsdp_is_accepted_on_cpu_and_a_strategy_it_does_not_know_is_not():
+    """trainer.strategy=fsdp is torch's FSDP2, which trains on CPUs (gloo) too (test_multiprocess.py has the cells)."""
+    grid.check_cell(_compose(["model=debug", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=fsdp"]))
+    with pytest.raises(C.ConfigError, match="trainer.strategy must be auto, ddp or fsdp, got 'fsdp1'"):
+        grid.check_cell(_compose(["model=debug", "trainer.devices=2", "trainer.strategy=fsdp1"]))
+
+
 @pytest.mark.parametrize(
     "overrides,needle",
     [

@@ -1,10 +1,11 @@
 """Multi-process cells on CPU (gloo): two processes give the one-process record, whatever stops them.
 
 The reference is the same cell on one process (same global batch and seed). The tolerance is float
-reduction order only: DDP averages two half-batch gradients where one process averages one batch, and
-the train loss is the mean of two half-batch means; the eval is scored in the same batches on both, so
-its per-example losses differ only through the weights. Measured max abs difference on these cells:
-about 5e-7 nats (eval losses, per-example losses, train losses); helpers.RECORD_TOL (1e-5) leaves a margin of 20x.
+reduction order only: DDP averages two half-batch gradients where one process averages one batch (FSDP
+reduce-scatters them, each rank keeping its shard's average), and the train loss is the mean of two
+half-batch means; the eval is scored in the same batches on both, so its per-example losses differ only
+through the weights. Measured max abs difference on these cells: about 5e-7 nats (eval losses,
+per-example losses, train losses; DDP and FSDP alike); helpers.RECORD_TOL (1e-5) leaves a margin of 20x.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from faults import alive, descendants
 from helpers import FAST, PROXYSCALE, ROOT, assert_same_record, records_by_devices, run_cli, run_main, snapshot
 
 TWO = ["trainer.devices=2", "trainer.strategy=ddp", "trainer.pg_timeout_s=60"]
+FSDP = ["trainer.devices=2", "trainer.strategy=fsdp", "trainer.pg_timeout_s=60"]
 POINTS = ["trainer.log_every_n_steps=2"]  # a train-loss point every other step (not part of the cell's identity)
 
 
@@ -57,11 +59,14 @@ def test_a_two_process_ddp_cell_finishes_and_gives_the_one_process_record(refere
 
 
 @pytest.mark.slow  # spawns the CLI to train
-def test_task_eval_sets_are_gathered_item_by_item(out_dir, cache_dir):
-    """eval=tasks_local (lm and benchmark task sets): per-item metrics from both ranks, each item once."""
+@pytest.mark.parametrize("strategy", ["auto", "fsdp"])
+def test_task_eval_sets_are_gathered_item_by_item(out_dir, cache_dir, strategy):
+    """eval=tasks_local (lm and benchmark task sets): per-item metrics from both ranks, each item once (ddp, and fsdp
+    whose every forward gathers the sharded weights: each rank scores as many batches, the sampler pads them even)."""
     recs = {}
     for n in (1, 2):
         args = ["model=debug", "eval=tasks_local", *FAST, *POINTS, f"trainer.devices={n}", f"sweep=tasks{n}"]
+        args += [f"trainer.strategy={strategy}"] if n > 1 else []
         r = run_cli(*args, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=400)
         assert r.returncode == 0, r.stderr[-3000:]
         recs.update(records_by_devices(out_dir / f"tasks{n}"))
@@ -82,11 +87,42 @@ def test_a_worker_process_runs_a_two_process_cell_to_the_one_process_record(refe
     assert_same_record(reference, records_by_devices(out_dir / "w")[2])
 
 
-def test_fsdp_on_cpu_is_refused_in_one_line_before_anything_runs(out_dir, capsys):
-    r = run_main(capsys, "model=debug", "trainer.devices=2", "trainer.strategy=fsdp", f"paths.output_dir={out_dir}")
-    assert r.returncode == 2 and not out_dir.exists()
-    (line,) = r.stderr.splitlines()
-    assert line.startswith("proxyscale: error: trainer.strategy=fsdp needs trainer.accelerator=gpu (Lightning's FSDP runs on CUDA only)"), line
+SHARDS = """
+import json, os
+import proxyscale.job.module as m
+
+make = m.CausalLM.configure_optimizers
+
+
+def recording(self):  # what each rank's optimizer is given: its own shard of every parameter (DTensor.to_local)
+    held = sum(getattr(p, "to_local", lambda: p)().numel() for p in self.parameters())
+    with open(os.path.join(os.environ["SHARDS_OUT"], f"rank{self.global_rank}.json"), "w") as f:
+        json.dump([held, sum(p.numel() for p in self.parameters())], f)
+    return make(self)
+
+
+m.CausalLM.configure_optimizers = recording
+"""
+
+
+@pytest.mark.slow  # (a 2-process cell)
+def test_a_two_process_fsdp_cell_on_cpu_gives_the_one_process_record(reference, tmp_path, out_dir, cache_dir):
+    """trainer.strategy=fsdp is torch's FSDP2 (each rank holds half of every parameter and its optimizer state) under
+    gloo: its gradients are reduce-scattered where DDP all-reduces them, to the same numbers up to reduction order."""
+    hook, shards = tmp_path / "hook", tmp_path / "shards"
+    hook.mkdir(), shards.mkdir()
+    (hook / "sitecustomize.py").write_text(SHARDS)
+    env = {"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]), "SHARDS_OUT": str(shards)}
+    args = ["model=debug", *FAST, *POINTS, *FSDP, "sweep=fsdp", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
+    r = run_cli(*args, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not r.stderr, r.stderr[-3000:]
+    held = [json.loads((shards / f"rank{k}.json").read_text()) for k in (0, 1)]  # (parameters the optimizer holds, of the whole model's)
+    assert held[0][1] == held[1][1] == reference["params"] and held[0][0] + held[1][0] == reference["params"] and max(h[0] for h in held) < reference["params"]
+    rec = records_by_devices(out_dir / "fsdp")[2]
+    assert rec["placements"] == [{"step": 0, "devices": 2, "num_nodes": 1, "world_size": 2, "strategy": "fsdp", "threads": 1}]
+    assert rec["_dir"].name == reference["run_id"]
+    assert_same_record(reference, rec)
 
 
 @pytest.mark.parametrize(
@@ -196,17 +232,18 @@ def test_a_rank_killed_fails_its_cell_in_bounded_time_the_sweep_goes_on_and_a_re
     assert_same_record(reference, done["balanced"])
 
 
-def _placed(n: int) -> list[str]:
-    return [f"trainer.devices={n}", "trainer.strategy=ddp", "trainer.pg_timeout_s=60"] if n > 1 else []
+def _placed(n: int, strategy: str = "ddp") -> list[str]:
+    return [f"trainer.devices={n}", f"trainer.strategy={strategy}", "trainer.pg_timeout_s=60"] if n > 1 else []
 
 
 @pytest.mark.slow  # (an interrupted cell and its resume, one of them on 2 processes)
-@pytest.mark.parametrize("first,then", [(1, 2), (2, 1)], ids=["1-then-2", "2-then-1"])
-def test_a_cell_interrupted_on_one_process_count_resumes_on_another_to_the_uninterrupted_record(reference, out_dir, cache_dir, first, then):
-    """Batches are a function of (seed, step) and a checkpoint holds the whole model and optimizer (rank 0's): the cell
-    resumes from it on any process count, to the record of the uninterrupted one-process run (float reduction order)."""
+@pytest.mark.parametrize("first,then,strategy", [(1, 2, "ddp"), (2, 1, "ddp"), (2, 2, "fsdp")], ids=["1-then-2", "2-then-1", "fsdp-2-then-2"])
+def test_a_cell_interrupted_on_one_process_count_resumes_on_another_to_the_uninterrupted_record(reference, out_dir, cache_dir, first, then, strategy):
+    """Batches are a function of (seed, step) and a checkpoint holds the whole model and optimizer (rank 0's; under FSDP
+    gathered from the shards into one file): the cell resumes from it on any process count (FSDP: with FSDP on as many,
+    which shards it again), to the record of the uninterrupted one-process run (float reduction order)."""
     common = ["model=debug", *FAST, *POINTS, "sweep=move", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
-    proc = _start([*common, *_placed(first)])
+    proc = _start([*common, *_placed(first, strategy)])
     _watch(proc, "step 4/12")
     ckpt = next((out_dir / "move").glob("*/config.yaml")).parent / "checkpoints" / "last.ckpt"
     while not ckpt.exists() and proc.poll() is None:
@@ -214,12 +251,14 @@ def test_a_cell_interrupted_on_one_process_count_resumes_on_another_to_the_unint
     proc.send_signal(signal.SIGTERM)
     rest = proc.communicate(timeout=120)[0]
     assert proc.returncode == 143, rest[-3000:]
-    r = run_cli(*common, *_placed(then), timeout=300)
+    r = run_cli(*common, *_placed(then, strategy), timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming from step" in r.stdout + r.stderr
     (rec,) = records_by_devices(out_dir / "move").values()
     runs = [(p["step"] > 0, p["world_size"], p["strategy"]) for p in rec["placements"]]
-    assert rec["requeues"] == 1 and runs == [(False, first, "ddp" if first > 1 else "single"), (True, then, "ddp" if then > 1 else "single")], rec["placements"]
+    assert rec["requeues"] == 1 and runs == [(False, first, strategy if first > 1 else "single"), (True, then, strategy if then > 1 else "single")], rec[
+        "placements"
+    ]
     assert_same_record(reference, rec)
 
 

@@ -178,6 +178,19 @@ class CausalLM(L.LightningModule):
         self._n_windows, self._n_batches = loaders.n_windows, loaders.n_batches
         self._eval_batch, self._seq_len = loaders.batch_size, loaders.seq_len
 
+    def configure_model(self):
+        """Under trainer.strategy=fsdp (ModelParallelStrategy, which sets the device mesh): shard every decoder layer
+        and then the rest of the network over the data-parallel processes with torch's FSDP2, once (Lightning calls
+        this hook again for a validate after fit). configure_optimizers runs after it, on the sharded parameters."""
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+
+        if self._device_mesh is None or isinstance(self.net, FSDPModule):
+            return
+        mesh = self._device_mesh["data_parallel"]
+        for layer in self.net.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(self.net, mesh=mesh)
+
     def configure_optimizers(self):
         if mup.enabled(self.cfg.model):  # per-group learning rates: hidden matrices at optim.lr / width multiplier
             return optim.configure(self.named_parameters(), self.cfg.optim, self.total_steps, mup.lr_mult(self.cfg.model))

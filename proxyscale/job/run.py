@@ -248,15 +248,21 @@ def check_resumable(cfg: DictConfig, out: Path) -> None:
 
 def _strategy(cfg: DictConfig):
     """Lightning's strategy for the cell; a multi-process one with the process-group timeout
-    (trainer.pg_timeout_s), so a rank that died or hangs fails the cell instead of stalling it."""
+    (trainer.pg_timeout_s), so a rank that died or hangs fails the cell instead of stalling it. FSDP is torch's FSDP2
+    (fully_shard, CausalLM.configure_model) under Lightning's ModelParallelStrategy, every process one data-parallel
+    shard: unlike Lightning's FSDPStrategy (FSDP1, CUDA only) it runs on CPUs (gloo) as on GPUs. Its checkpoint is one
+    whole file written by rank 0 (save_distributed_checkpoint=False), like the other strategies' last.ckpt."""
     t = cfg.trainer
     if t.strategy == "auto" and world_size(cfg) == 1:
         return "auto"
     from datetime import timedelta
 
-    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+    from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
-    return (FSDPStrategy if t.strategy == "fsdp" else DDPStrategy)(timeout=timedelta(seconds=float(t.pg_timeout_s)))
+    timeout = timedelta(seconds=float(t.pg_timeout_s))
+    if t.strategy == "fsdp":
+        return ModelParallelStrategy(data_parallel_size=world_size(cfg), tensor_parallel_size=1, save_distributed_checkpoint=False, timeout=timeout)
+    return DDPStrategy(timeout=timeout)
 
 
 @contextlib.contextmanager
