@@ -1,6 +1,6 @@
 """A multi-process cell against the one-process cell (`python -m bench ranks`): the same debug cell with the lm
-and the benchmark task sets (eval=tasks_local) on 1 and on 2 CPU processes (ddp, gloo), and stopped at its first
-checkpoint on one count then resumed on the other (1 then 2, 2 then 1), through the CLI; the max abs difference of
+and the benchmark task sets (eval=tasks_local) on 1 and on 2 CPU processes (ddp and fsdp, gloo), and stopped at its
+first checkpoint on one count then resumed on the other (ddp: 1 then 2, 2 then 1; fsdp: 2 then 2), through the CLI; the max abs difference of
 every measured number of each record from the one-process record (eval losses, task metrics, eval curve, train
 curve, per-example losses and metrics) and the wall time of each, side by side.
 """
@@ -36,8 +36,8 @@ def _numbers(rec: dict) -> dict[str, dict[str, float]]:
     return out
 
 
-def _placed(n: int) -> list[str]:
-    return [f"trainer.devices={n}"] + (["trainer.strategy=ddp"] if n > 1 else [])
+def _placed(n: int, strategy: str = "ddp") -> list[str]:
+    return [f"trainer.devices={n}"] + ([f"trainer.strategy={strategy}"] if n > 1 else [])
 
 
 def _cli(args: list[str], env: dict) -> subprocess.Popen:
@@ -72,16 +72,22 @@ def _diffs(one: tuple, other: tuple) -> dict[str, float]:
 def main() -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     recs, seconds = {}, {}
-    runs = {"2 processes": ([2], None), "1 then 2, resumed": ([1, 2], "move12"), "2 then 1, resumed": ([2, 1], "move21")}
+    runs = {
+        "2 processes": ([2], None, "ddp"),
+        "1 then 2, resumed": ([1, 2], "move12", "ddp"),
+        "2 then 1, resumed": ([2, 1], "move21", "ddp"),
+        "2 processes fsdp": ([2], "fsdp", "fsdp"),
+        "fsdp 2 then 2, resumed": ([2, 2], "fsdp22", "fsdp"),
+    }
     with tempfile.TemporaryDirectory(prefix="bench-ranks-") as tmp:
         common = [*FAST, "eval=tasks_local", "trainer.log_every_n_steps=1", f"paths.output_dir={tmp}", f"paths.cache_dir={Path(tmp) / 'cache'}"]
-        for name, (counts, sweep) in [("1 process", ([1], None)), *runs.items()]:
+        for name, (counts, sweep, strategy) in [("1 process", ([1], None, "ddp")), *runs.items()]:
             sweep = sweep or f"ranks{counts[0]}"  # (one cell on any process count: a sweep each)
             args = [*common, f"sweep={sweep}"]
             t0 = time.perf_counter()
             if len(counts) > 1:
-                _interrupted([*args, *_placed(counts[0])], Path(tmp, sweep), env)
-            r = subprocess.run([sys.executable, "-m", "proxyscale", *args, *_placed(counts[-1])], cwd=ROOT, env=env, capture_output=True, text=True)
+                _interrupted([*args, *_placed(counts[0], strategy)], Path(tmp, sweep), env)
+            r = subprocess.run([sys.executable, "-m", "proxyscale", *args, *_placed(counts[-1], strategy)], cwd=ROOT, env=env, capture_output=True, text=True)
             seconds[name] = time.perf_counter() - t0
             if r.returncode:
                 raise RuntimeError(f"{name}: exited {r.returncode}: {r.stderr[-2000:]}")
