@@ -94,3 +94,11 @@ def test_an_unwritable_output_cache_or_wandb_folder_is_one_line_before_anything_
             assert r.returncode == 2 and lines[-1].startswith(f"proxyscale: error: {start}"), r.stderr[-2000:]
             assert len(lines) == 1 or args[0] == "report", r.stderr  # (the report's warnings on the synthetic tables come first)
     assert not out_dir.exists() or not list(out_dir.rglob("result.json"))
+
+
+def test_glob_reaches_a_sub_folder_only_when_its_pattern_names_one(out_dir):
+    """`data=glob(mix/*)` (where `proxyscale mixtures` writes) lists that folder's recipes; `glob(readme*)` keeps to the group's own."""
+    nested, _ = _plan_into(out_dir, "model=debug", "data=glob(ladder/readme_1*)", "sweep=globs", *FAST, write=False)
+    assert sorted(c.cfg.data.name for c in nested) == ["readme_10", "readme_15"]
+    flat, _ = _plan_into(out_dir, "model=debug", "data=glob(readme*)", "sweep=globs", *FAST, write=False)
+    assert [c.cfg.data.name for c in flat] == ["readme_heavy"]
