@@ -310,7 +310,7 @@ def test_bad_input_through_the_installed_command_is_one_line_exit_2(seeded_outpu
 def test_dry_run_prints_the_cost_table_and_trains_nothing(out_dir, capsys):
     r = run_main(capsys, "-m", "grid=demo", "dry_run=true", f"paths.output_dir={out_dir}")
     assert r.returncode == 0, r.stderr
-    assert "28 cells (0 already final, 28 to run)" in r.stdout and "tiny-noisy-lr0.002" in r.stdout and "est. CPU time" in r.stdout
+    assert "56 cells (0 already final, 56 to run)" in r.stdout and "tiny-readme_80-lr0.002" in r.stdout and "est. CPU time" in r.stdout
     assert not out_dir.exists()
 
 
