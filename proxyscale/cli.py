@@ -238,7 +238,7 @@ def recipes_main(argv: list[str]) -> None:
     from proxyscale.config import CONF_DIR
     from proxyscale.data.cache import _recipe_payload, cached_recipe_meta, recipe_tokens
     from proxyscale.errors import UserError
-    from proxyscale.grid import _si, text_table
+    from proxyscale.grid import _si, group_options, text_table
 
     p = argparse.ArgumentParser(
         prog="proxyscale recipes",
@@ -254,7 +254,7 @@ def recipes_main(argv: list[str]) -> None:
         from hydra.core.global_hydra import GlobalHydra
 
         try:  # the data group over the whole search path: conf/data/ plus every --config-dir / hydra.searchpath folder
-            names = sorted(GlobalHydra.instance().config_loader().get_group_options("data", config_name="config", overrides=searchpath))
+            names = sorted(group_options(GlobalHydra.instance().config_loader(), "data", config_name="config", overrides=searchpath))
         except Exception as exc:
             raise UserError(f"cannot read the recipe catalogue: {(str(exc).splitlines() or [''])[0]}") from None
         for name in names:

@@ -133,22 +133,28 @@ def expand(arguments: list[str], params: dict | None, loader=None) -> list[list[
     return [list(c) for batch in BasicSweeper.split_arguments(overrides, None) for c in batch]
 
 
+def group_options(loader, group: str, config_name: str | None = None, overrides: list[str] | None = None) -> list[str]:
+    """Every config of a group, those in its sub-folders as `sub/name` (`mix/balanced_mix000`, `ladder/readme_05`)."""
+    from hydra.core.object_type import ObjectType
+
+    kw = {"config_name": config_name, "overrides": overrides} if config_name else {}
+    found = list(loader.get_group_options(group, results_filter=ObjectType.CONFIG, **kw))
+    for sub in loader.get_group_options(group, results_filter=ObjectType.GROUP, **kw):
+        found += [f"{sub}/{name}" for name in group_options(loader, f"{group}/{sub}", config_name, overrides)]
+    return found
+
+
 class _NestedOptions:
-    """Hydra's config loader, whose group options also name the configs in sub-folders (`mix/balanced_mix000`)
-    when `folders` is set: Hydra's glob() lists one folder only, so `data=glob(mix/*)` would match nothing."""
+    """Hydra's config loader, whose group options also name the configs in sub-folders when `folders` is set:
+    Hydra's glob() lists one folder only, so `data=glob(mix/*)` would match nothing."""
 
     def __init__(self, loader):
         self.loader, self.folders = loader, False
 
     def get_group_options(self, group_name, results_filter=None, config_name=None, overrides=None):
-        from hydra.core.object_type import ObjectType
-
-        found = list(self.loader.get_group_options(group_name, results_filter=ObjectType.CONFIG))
         if self.folders:
-            for sub in self.loader.get_group_options(group_name, results_filter=ObjectType.GROUP):
-                self.folders, inner = True, self.get_group_options(f"{group_name}/{sub}")
-                found += [f"{sub}/{name}" for name in inner]
-        return found
+            return group_options(self.loader, group_name)
+        return self.loader.get_group_options(group_name, results_filter=results_filter)
 
     def __getattr__(self, name):
         return getattr(self.loader, name)

@@ -353,7 +353,7 @@ def test_recipes_lists_the_catalogue(capsys):
     r = run_main(capsys, "recipes")
     assert r.returncode == 0, r.stderr
     names = [ln.split()[0] for ln in r.stdout.splitlines()[2:]]
-    assert len(names) >= 8 and {"balanced", "duplicated", "noisy", "hub_fineweb_edu"} <= set(names)
+    assert len(names) >= 8 and {"balanced", "duplicated", "noisy", "hub_fineweb_edu", "ladder/readme_05"} <= set(names)  # sub-folders too
     assert max(map(len, r.stdout.splitlines())) <= 100, r.stdout
     assert " 1.5M " in r.stdout and "M " in r.stdout and "0.65536M" not in r.stdout
 
