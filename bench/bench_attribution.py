@@ -71,7 +71,7 @@ def _records(sweep: Path) -> list[dict]:
 def _interval(x: list[float]) -> list[float]:
     """95% t interval of the mean over seeds."""
     m, se = float(np.mean(x)), float(stats.sem(x))
-    return [round(v, 4) for v in stats.t.interval(0.95, len(x) - 1, loc=m, scale=se)]
+    return [round(float(v), 4) for v in stats.t.interval(0.95, len(x) - 1, loc=m, scale=se)]
 
 
 def _paired(v: dict[int, float], ref: dict[int, float]) -> dict | None:

@@ -1,7 +1,9 @@
-"""The GPU benchmark's code path, run on the CPU at the debug size: a session that is lent a GPU
-finds a bench that works (the GPU tier itself runs only there)."""
+"""The benchmarks' own code without their measurements: the GPU bench's loops on the CPU at the debug size (a session
+that is lent a GPU finds a bench that works; the GPU tier itself runs only there) and the attribution bench's table."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -54,4 +56,5 @@ def test_the_selection_table_places_each_method_among_the_random_draws(monkeypat
     assert same["vs_draws"] == {"z": 0.0, "lower_than": sum(same["mean"] < m for m in means), "outside": None} and abs(same["minus_random"]["mean"]) < 1e-4
     assert same["seeds"] == 6 and "vs_draws" not in rows["tiny/random_groups_draw2"] and "minus_balanced" in rows["tiny/random_groups_draw2"]
     count = ba._count({"prose": t})
+    json.dumps({"table": t, "count": count})  # plain numbers: bench/results.json takes them
     assert count["paired_intervals"] == (5 + 2) + (1 + 2) and count["compared_with_draws"] == 3 and count["outside_prediction_interval"] >= 1
