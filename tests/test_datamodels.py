@@ -208,3 +208,39 @@ def test_fixed_weights_get_the_same_subset_permutation_p(tmp_path):
     bad = dm.score_weights(data, "loss", fitted, n_boot=50, permutations=19)[0]
     assert good["lds"] > 0.5 and good["perm_p"] == 0.05 and good["perm_n"] == 19 and bad["perm_p"] > 0.05, (good, bad)
     assert np.isnan(dm._p_above(np.zeros(5), float("nan")))
+
+
+@pytest.mark.parametrize("preset", ["dsdm_selection_cpu", "dsdm_selection"])
+def test_the_selection_presets_compose_with_random_draws_perplexity_and_the_bench_recipes(preset, monkeypatch):
+    """Every recipe a selection preset lists composes under it (the selected/ ones are written by stage 2 and checked
+    against the bench's names); the five random draws are distinct, deterministic 4-of-16 draws, each with its own
+    name and run id; perplexity selection reads the scorers of stage 0/1 by size."""
+    from hydra import compose, initialize_config_dir
+
+    from proxyscale import config as C
+
+    monkeypatch.syspath_prepend(str(Path(CONF_DIR).parent))
+    from bench import bench_attribution as ba
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        options = str(compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True).hydra.sweeper.params.data).split(",")
+        cfgs = {o: compose("config", overrides=[f"experiment={preset}", f"data={o}"]) for o in options if not o.startswith("selected/")}
+        again = compose("config", overrides=[f"experiment={preset}", "data=random_groups/draw3"])
+    written = {o.split("/", 1)[1] for o in options if o.startswith("selected/")}
+    assert written <= set(ba.SELECTIONS) and {"dsdm_debug", "dsdm_tiny", "trak_debug"} <= written
+    names = {cfg.data.name for cfg in cfgs.values()}
+    assert names >= {*ba.DRAWS, "selected_by_proxy_debug", "selected_by_proxy_tiny", "classified", "selected"}
+    if preset == "dsdm_selection_cpu":  # the bench's table covers exactly what the preset trains
+        assert set(ba.BASELINES) == names and written == set(ba.SELECTIONS)
+        assert all(cfg.trainer.max_tokens == 98304 and cfg.data.pool_tokens == 200000 for cfg in cfgs.values())
+    draws = {cfg.data.name: C.plain(cfg) for cfg in cfgs.values() if cfg.data.name in ba.DRAWS}
+    for d, name in enumerate(ba.DRAWS):
+        expected = sorted(int(g) for g in np.random.default_rng(d).choice(16, 4, replace=False))
+        assert C.subset_members(draws[name]["data"]) == expected and draws[name]["data"]["subset_groups"] == 16
+    assert len({tuple(C.subset_members(c["data"])) for c in draws.values()}) == len(ba.DRAWS) == 5
+    assert len({C.run_id_of(c, None) for c in draws.values()}) == 5
+    assert C.plain(again)["data"] == draws["random_groups_draw3"]["data"]
+    for size in ("debug", "tiny"):
+        step = C.plain(cfgs[f"selected_by_proxy_{size}"])["data"]["steps"][2]
+        assert step["op"] == "select_by_proxy" and step["proxy_size"] == size
+        assert step["proxy"] == f"{cfgs[f'selected_by_proxy_{size}'].paths.output_dir}/scorers"
