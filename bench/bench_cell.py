@@ -4,6 +4,7 @@ beside a bare PyTorch loop doing the same training and evals.
     .venv/bin/python -m bench bench_cell                      # debug and tiny at the demo's settings
     .venv/bin/python bench/bench_cell.py --size debug --repeats 3
     .venv/bin/python bench/bench_cell.py --baseline /tmp/base  # another checkout's cell, interleaved with this one's
+    .venv/bin/python bench/bench_cell.py --variant trainer.compile=true  # this checkout with overrides, interleaved
 
 A cell is `proxyscale grid=demo model=SIZE data=balanced seed=0 trainer.threads=1` (token caches built beforehand,
 so the cell only opens them). The child process wraps the functions each phase runs in (an exclusive timer: a phase's
@@ -12,7 +13,9 @@ least) and wall seconds per phase; `Lightning loop (rest of fit)` is what fit sp
 The bare loop is the floor: the same model, batches, AdamW, schedule and clipping, and the same eval passes
 (no_grad forward over the same windows at eval.batch_size), in a plain loop in another fresh process.
 With --baseline, both checkouts' cells run alternately (same settings, same caches) and their records' losses
-are compared: a speed-up must leave them unchanged.
+are compared: a speed-up must leave them unchanged. --variant does the same for this checkout with extra overrides
+(e.g. trainer.compile=true: its compile workers' CPU counts in `total with subprocesses`; the first compiled cell
+fills a fresh TorchInductor cache, the later ones reuse it, as a sweep's cells do).
 Merges the numbers into bench/results.json under "cell".
 """
 
@@ -22,6 +25,7 @@ import argparse
 import functools
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -218,14 +222,18 @@ def child_bare(checkout: str, out_json: str, args: list[str]) -> None:
     Path(out_json).write_text(json.dumps({"train_cpu": train, "eval_cpu": evals, "steps": steps}))
 
 
-def _child(kind: str, checkout: Path, args: list[str]) -> dict:
+def _child(kind: str, checkout: Path, args: list[str], env: dict | None = None) -> dict:
+    """A fresh process's phases, plus the CPU seconds of its whole process tree (compile workers included)."""
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         cmd = [sys.executable, str(Path(__file__).resolve()), f"--child-{kind}", str(checkout), f.name, "--", *args]
-        env = {**os.environ, "PYTHONPATH": str(checkout)}
-        r = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True, env=env)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        r = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(checkout), **(env or {})})
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if r.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
-        return json.loads(Path(f.name).read_text())
+        out = json.loads(Path(f.name).read_text())
+        out["tree_cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return out
 
 
 def _record_losses(out: Path, sweep: str) -> dict:
@@ -248,9 +256,12 @@ def _print_breakdown(size: str, runs: list[dict], bare: dict | None) -> dict:
     step = sum(phases.get(n, {}).get("cpu", 0.0) for n in TRAIN_STEP) + phases.get("Lightning loop (rest of fit)", {}).get("cpu", 0.0)
     ev = sum(phases.get(n, {}).get("cpu", 0.0) for n in EVAL)
     rows.append(("total (process CPU)", f"{total:.2f}", "100%", ""))
+    tree = statistics.median(r["tree_cpu"] for r in runs)
+    rows.append(("total with subprocesses", f"{tree:.2f}", "", ""))
     print(f"\n{size}: median of {len(runs)} cell(s), CPU s per phase (exclusive)")
     print(table(("phase", "CPU s", "share", "wall s"), rows))
-    out = {"total_cpu_s": total, "train_steps_cpu_s": step, "eval_cpu_s": ev, "phases": phases}
+    out = {"total_cpu_s": total, "tree_cpu_s": tree, "per_cell_tree_cpu_s": [r["tree_cpu"] for r in runs], "train_steps_cpu_s": step, "eval_cpu_s": ev}
+    out["phases"] = phases
     if bare:
         out["bare_train_cpu_s"], out["bare_eval_cpu_s"] = bare["train_cpu"], bare["eval_cpu"]
         print(
@@ -260,30 +271,37 @@ def _print_breakdown(size: str, runs: list[dict], bare: dict | None) -> dict:
     return out
 
 
-def main(sizes=("debug", "tiny"), repeats: int = 1, baseline: str | None = None) -> dict:
+def main(sizes=("debug", "tiny"), repeats: int = 1, baseline: str | None = None, variant: tuple[str, ...] = ()) -> dict:
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_cell_") as tmp:
         tmp = Path(tmp)
         common = [*SETTINGS, f"paths.output_dir={tmp / 'out'}", f"paths.cache_dir={tmp / 'cache'}"]
+        env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor")}  # (a compiled variant starts cold, as a fresh machine does)
         # the caches, built once (a cell here only opens them): a zero-step cell of the same recipe
         _child("cell", ROOT, [*common, "model=debug", "sweep=warm", "trainer.max_tokens=4096", "eval.every_n_steps=1"])
-        checkouts = {"this": ROOT, **({"baseline": Path(baseline).resolve()} if baseline else {})}
+        arms = {"this": (ROOT, [])}
+        if baseline:
+            arms["baseline"] = (Path(baseline).resolve(), [])
+        if variant:
+            arms[" ".join(variant)] = (ROOT, list(variant))
         for size in sizes:
-            runs = {k: [] for k in checkouts}
-            losses = {}
+            runs, losses, bares = {k: [] for k in arms}, {}, []
             for i in range(repeats):
-                for k, path in checkouts.items():  # interleaved: a noisy machine hits both alike
-                    sweep = f"{k}_{size}_{i}"
-                    runs[k].append(_child("cell", path, [*common, f"model={size}", f"sweep={sweep}"]))
+                for k, (path, extra) in arms.items():  # interleaved, the bare loop too: a noisy machine hits them alike
+                    sweep = f"arm{list(arms).index(k)}_{size}_{i}"
+                    runs[k].append(_child("cell", path, [*common, f"model={size}", f"sweep={sweep}", *extra], env))
                     losses[k] = _record_losses(tmp / "out", sweep)
-            bare = _child("bare", ROOT, [*common, f"model={size}"])
+                bares.append(_child("bare", ROOT, [*common, f"model={size}"]))
+            bare = {k: statistics.median(b[k] for b in bares) for k in ("train_cpu", "eval_cpu")}
             results[size] = {"this": _print_breakdown(size, runs["this"], bare)}
-            if baseline:
-                results[size]["baseline"] = _print_breakdown(f"{size} (baseline {baseline})", runs["baseline"], None)
-                same = losses["this"] == losses["baseline"]
-                a, b = results[size]["this"]["total_cpu_s"], results[size]["baseline"]["total_cpu_s"]
-                print(f"{size}: {a:.1f} CPU s per cell here, {b:.1f} in the baseline ({a / b:.2f}x); records' losses and run id identical: {same}")
-                results[size]["same_losses"] = same
+            for k in list(arms)[1:]:
+                results[size][k] = _print_breakdown(f"{size} ({k})", runs[k], None)
+                same = losses["this"] == losses[k]
+                a, b = results[size]["this"]["tree_cpu_s"], results[size][k]["tree_cpu_s"]
+                pairs = zip(losses["this"]["eval_curve"], losses[k]["eval_curve"])
+                diff = max(abs(x - y) for p, q in pairs for x, y in zip(p["loss"].values(), q["loss"].values()))
+                print(f"{size}: {a:.1f} CPU s per cell here, {b:.1f} with {k} ({b / a:.2f}x); records identical: {same} (eval losses differ <= {diff:.1e})")
+                results[size][k]["same_losses"], results[size][k]["max_eval_loss_diff"] = same, diff
     from bench.common import save
 
     save("cell", results)
@@ -300,5 +318,6 @@ if __name__ == "__main__":
     p.add_argument("--size", action="append", help="model size (repeatable; default debug and tiny)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--baseline", help="another checkout (e.g. `git worktree add /tmp/base main`): its cells run interleaved with these")
+    p.add_argument("--variant", nargs="+", default=(), help="overrides for a third arm of this checkout's cells (e.g. trainer.compile=true)")
     a = p.parse_args()
-    main(tuple(a.size or ("debug", "tiny")), a.repeats, a.baseline)
+    main(tuple(a.size or ("debug", "tiny")), a.repeats, a.baseline, tuple(a.variant))
