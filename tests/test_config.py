@@ -143,6 +143,23 @@ def test_wsd_and_cosine_schedules():
     assert lr_factor(90, 100, wsd) == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "wsd", "constant"])
+def test_the_scheduler_gives_lr_factor_exactly_at_every_step(schedule):
+    """configure's scheduler reads a plain copy of the optim node (not the DictConfig, which cost 0.28 ms a step and
+    group): the LRs it sets are lr x lr_factor of the node itself, bit for bit, in every group."""
+    from proxyscale.job.optim import configure, lr_factor
+
+    o = OmegaConf.structured(C.OptimConfig(lr=2e-3, schedule=schedule, warmup_frac=0.05, decay_frac=0.2, min_lr_frac=0.1))
+    o.optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True}
+    params = [torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(2))]
+    payload = configure(params, o, 40)
+    opt, sched = payload["optimizer"], payload["lr_scheduler"]["scheduler"]
+    for step in range(40):
+        assert [g["lr"] for g in opt.param_groups] == [2e-3 * lr_factor(step, 40, o)] * 2, step
+        opt.step()
+        sched.step()
+
+
 def test_the_planners_composer_builds_the_config_hydra_would():
     """grid.Composer composes each combination of group overrides once and applies value overrides
     to a copy (issue 14.6: a 10,000-cell dry run went from ~30 min to ~80 s); the cells it makes must
