@@ -182,13 +182,12 @@ def test_from_csv_with_lr_seed_step_params(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def regmix_report(tmp_path_factory) -> tuple[Path, float]:
     """The RegMix report (256 recipes x 13 metrics, HTML and every figure) built once in a fresh interpreter: its
-    folder and CPU seconds, for the scipy check and the CPU guard (the two tests share an xdist group)."""
+    folder and CPU seconds, for the scipy check and the CPU guard (once per test process: `--dist loadfile` keeps a file on one)."""
     out = tmp_path_factory.mktemp("regmix")
     secs, _ = run_peak(REALDATA / "regmix_1m_60m.csv", out)
     return out, secs
 
 
-@pytest.mark.xdist_group("regmix")
 @pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
 def test_realdata_regmix_figures_equal_independent_scipy(regmix_report):
     """RegMix 1M -> 60M, 256 mixtures x 13 Pile losses: every published-data figure equals scipy's."""
@@ -612,7 +611,6 @@ def test_memory_is_linear_in_recipes(tmp_path):
     assert mb < 1500 and secs < 60, (secs, mb)
 
 
-@pytest.mark.xdist_group("regmix")
 @pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
 def test_regmix_end_to_end_is_not_grossly_slower(regmix_report):
     """256 recipes x 13 metrics, HTML and every figure included: a guard against a gross regression only (5x the
