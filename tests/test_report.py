@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import scipy.stats as st
 
-from helpers import CHROMIUM, PROXYSCALE, ROOT, run_cli, run_main, screenshot
+from helpers import CHROMIUM, FAST, PROXYSCALE, ROOT, run_cli, run_main, screenshot
 from proxyscale import record
 from proxyscale.analysis import types
 from proxyscale.report import build, render, wandb_publish
@@ -376,10 +376,21 @@ def test_html_renders_in_headless_chromium(tmp_path):
 
 
 @pytest.mark.slow
-def test_report_of_a_real_tiny_sweep(tmp_path):
+def test_report_of_a_real_tiny_sweep(tmp_path, fresh_cache):
+    """(The tests' fast cells, FAST, on a cache folder of its own: the baselines the jobs cache are this sweep's alone.)"""
     out_dir = tmp_path / "outputs"
     train = subprocess.run(
-        [CLI, "-m", "grid=smoke", "sweep=rep", "data=balanced,noisy,code_heavy", "optim.lr=3e-3,1e-2", f"paths.output_dir={out_dir}"],
+        [
+            CLI,
+            "-m",
+            "grid=smoke",
+            "sweep=rep",
+            "data=balanced,noisy,code_heavy",
+            "optim.lr=3e-3,1e-2",
+            *FAST,
+            f"paths.output_dir={out_dir}",
+            f"paths.cache_dir={fresh_cache}",
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -407,7 +418,7 @@ def test_report_of_a_real_tiny_sweep(tmp_path):
     assert check_pngs((root / "report.html").read_text()) >= 4
     # the jobs computed them (the report never tokenizes) and cached them per (pool key, eval key)
     assert all(r.baselines.keys() == {"code", "prose", "readme"} for r in map(record.read, (p.parent for p in root.glob("*/result.json"))))
-    cache = REPO / "outputs" / ".cache" / "baselines"
+    cache = fresh_cache / "baselines"
     assert cache.is_dir() and len(list(cache.glob("*.json"))) >= 9
 
 
