@@ -43,7 +43,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test-unit: install
-	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow and not slurm and not gpu" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not slurm and not gpu" $(PYTEST_ARGS)
 
 test-slow: install system-deps
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "slow" $(PYTEST_ARGS)

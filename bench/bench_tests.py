@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_tests.py [--tier unit|slow|all] [-- PYTEST ARGS]
 
-unit: `make test-unit`'s run (-m "not slow and not slurm and not gpu" on 2 xdist workers), target < 2 min
+unit: `make test-unit`'s run (-m "not slow and not slurm and not gpu" on 2 xdist workers, a file per worker), target < 2 min
 wall on 2 idle cores; all: `make test`'s two runs (every tier but slurm on 2 workers, then slurm alone),
 target < 12 min. `make bench` runs the unit tier only. CPU time (user + system of pytest and every
 process it starts) is printed beside wall time: a loaded machine inflates wall time, hardly CPU time;
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKERS = ["-n", "2"]  # the Makefile's TEST_WORKERS default
 # Each tier is the Makefile's pytest runs, one after another: (runs, wall target in seconds).
 TIERS = {
-    "unit": ([[*WORKERS, "-m", "not slow and not slurm and not gpu"]], 120.0),
+    "unit": ([[*WORKERS, "--dist", "loadfile", "-m", "not slow and not slurm and not gpu"]], 120.0),
     "slow": ([[*WORKERS, "--dist", "loadfile", "-m", "slow"]], None),
     "all": ([[*WORKERS, "--dist", "loadfile", "-m", "not slurm"], ["-m", "slurm"]], 12 * 60.0),
 }

@@ -65,15 +65,15 @@ def _recipe(**kw) -> DataConfig:
     return node
 
 
-def test_recipe_cache_is_built_once_and_reused(tmp_path):
-    a, meta_a = cache.recipe_tokens(_recipe(), str(tmp_path))
-    files = sorted((tmp_path / "recipes").glob("*.bin"))
+def test_recipe_cache_is_built_once_and_reused(fresh_cache):
+    a, meta_a = cache.recipe_tokens(_recipe(), str(fresh_cache))
+    files = sorted((fresh_cache / "recipes").glob("*.bin"))
     mtime = files[0].stat().st_mtime_ns
-    b, meta_b = cache.recipe_tokens(_recipe(name="renamed", description="same tokens"), str(tmp_path))
+    b, meta_b = cache.recipe_tokens(_recipe(name="renamed", description="same tokens"), str(fresh_cache))
     assert meta_a["key"] == meta_b["key"] and files[0].stat().st_mtime_ns == mtime
     assert len(a) == 50_000 and np.array_equal(np.asarray(a), np.asarray(b))
     assert {s["source"]: s["tokens"] for s in meta_a["sources"]} == {"prose": 25_000, "code": 25_000}
-    c, meta_c = cache.recipe_tokens(_recipe(seed=1), str(tmp_path))
+    c, meta_c = cache.recipe_tokens(_recipe(seed=1), str(fresh_cache))
     assert meta_c["key"] != meta_a["key"]
 
 
@@ -90,7 +90,7 @@ print("tokens", len(tokens), meta["sha256"])
 """
 
 
-def test_processes_that_meet_a_cold_cache_build_it_once(tmp_path):
+def test_processes_that_meet_a_cold_cache_build_it_once(fresh_cache):
     """The ranks of a multi-process cell under srun all load the data: one builds each token cache (under its file
     lock), the others wait for the lock and read what it built."""
     import os
@@ -100,7 +100,7 @@ def test_processes_that_meet_a_cold_cache_build_it_once(tmp_path):
     from helpers import ROOT
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-c", BUILD, str(tmp_path)]
+    cmd = [sys.executable, "-c", BUILD, str(fresh_cache)]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
     said = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), said
@@ -108,11 +108,11 @@ def test_processes_that_meet_a_cold_cache_build_it_once(tmp_path):
     assert len({s.strip().splitlines()[-1] for s in said}) == 1 and said[0].strip().splitlines()[-1].startswith("tokens 50000 "), said
 
 
-def test_no_eval_document_is_in_any_training_side():
+def test_no_eval_document_is_in_any_training_side(corpora):
     train_groups, held_groups, train_texts, held_texts = set(), set(), set(), set()
     for name in sources.BUILTIN:
         src = OmegaConf.structured(SourceConfig(name=name))
-        train, held = sources.load_documents(src, "train"), sources.load_documents(src, "heldout")
+        train, held = (sources.load_documents(src, side, str(corpora.parent)) for side in ("train", "heldout"))
         assert train and held, name
         train_groups |= {d.group for d in train}
         held_groups |= {d.group for d in held}
@@ -123,31 +123,31 @@ def test_no_eval_document_is_in_any_training_side():
     assert not (train_texts & held_texts)
 
 
-def test_duplicated_pool_holds_one_eighth_unique_text(tmp_path):
+def test_duplicated_pool_holds_one_eighth_unique_text(fresh_cache):
     dup = _recipe(pool_tokens=400_000, steps=[{"op": "exact_dedup"}, {"op": "duplicate", "factor": 8}])
-    tokens, meta = cache.recipe_tokens(dup, str(tmp_path))
+    tokens, meta = cache.recipe_tokens(dup, str(fresh_cache))
     for s in meta["sources"]:
         assert s["unique_tokens"] < s["tokens"] / 4, s  # 1/8 plus at most one whole document
 
 
-def test_eval_tokens_are_slices_of_every_heldout_document(tmp_path):
+def test_eval_tokens_are_slices_of_every_heldout_document(fresh_cache):
     src = OmegaConf.structured(SourceConfig(name="prose", path="python_docs"))
-    ids, meta = cache.eval_tokens(src, "byte", 8192, str(tmp_path))
-    held = sources.load_documents(src, "heldout")
+    ids, meta = cache.eval_tokens(src, "byte", 8192, str(fresh_cache))
+    held = sources.load_documents(src, "heldout", str(fresh_cache))
     assert len(ids) == 8192 and meta["docs_used"] == meta["docs"] == len(held)
     first = sorted(held, key=lambda d: d.id)[0]
     assert bytes(np.asarray(ids[:100], dtype=np.uint8)) == first.text.encode()[:100]
 
 
-def test_too_few_tokens_without_repeat_is_a_one_line_error(tmp_path):
+def test_too_few_tokens_without_repeat_is_a_one_line_error(fresh_cache):
     with pytest.raises(ConfigError, match="set data.repeat=true"):
-        cache.recipe_tokens(_recipe(pool_tokens=50_000_000, repeat=False), str(tmp_path))
+        cache.recipe_tokens(_recipe(pool_tokens=50_000_000, repeat=False), str(fresh_cache))
 
 
-def test_filter_that_keeps_nothing_is_an_error(tmp_path):
+def test_filter_that_keeps_nothing_is_an_error(fresh_cache):
     r = _recipe(steps=[{"op": "quality_filter", "min_chars": 10_000_000}])
     with pytest.raises(ConfigError, match="kept zero documents"):
-        cache.recipe_tokens(r, str(tmp_path))
+        cache.recipe_tokens(r, str(fresh_cache))
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "text"])
@@ -187,14 +187,14 @@ def test_unreachable_hub_dataset_is_a_one_line_error(monkeypatch):
     assert "cannot load hub dataset HuggingFaceFW/fineweb-edu/sample-10BT" in str(exc.value) and "\n" not in str(exc.value)
 
 
-def test_recipes_sharing_a_step_prefix_reuse_its_cache(tmp_path):
+def test_recipes_sharing_a_step_prefix_reuse_its_cache(fresh_cache):
     a = _recipe(steps=[{"op": "exact_dedup"}, {"op": "quality_filter", "sources": ["prose"]}])
-    cache.recipe_tokens(a, str(tmp_path))
-    prefix_files = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "steps").glob("*.jsonl")}
+    cache.recipe_tokens(a, str(fresh_cache))
+    prefix_files = {p.name: p.stat().st_mtime_ns for p in (fresh_cache / "steps").glob("*.jsonl")}
     assert len(prefix_files) == 3  # prose: dedup, dedup+filter; code: dedup
     b = _recipe(steps=[{"op": "exact_dedup"}, {"op": "quality_filter", "sources": ["prose"]}, {"op": "corrupt", "frac": 0.5}])
-    _, meta = cache.recipe_tokens(b, str(tmp_path))
-    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "steps").glob("*.jsonl")}
+    _, meta = cache.recipe_tokens(b, str(fresh_cache))
+    after = {p.name: p.stat().st_mtime_ns for p in (fresh_cache / "steps").glob("*.jsonl")}
     assert {k: after[k] for k in prefix_files} == prefix_files  # shared prefixes were read, not rebuilt
     assert len(after) == 5
     ops = [(s["source"], s["op"]) for s in meta["steps"]]

@@ -4,16 +4,13 @@ degenerate fits, the proposal, recipe writing and the one-line refusals of the C
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import stub_record
+from helpers import run_main, stub_record
 from proxyscale import mixfit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,11 +92,9 @@ def test_linear_and_dml_fit_their_own_laws_and_the_proposal_follows_the_loss(tmp
     assert "data:image/png;base64," in (tmp_path / "out" / "mixfit.html").read_text()
 
 
-def _cli(*args, cwd=None):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "proxyscale", "mixfit", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=600
-    )
+def _cli(capsys, *args):
+    """`proxyscale mixfit ARGS` through the CLI's main in this process (helpers.run_main)."""
+    return run_main(capsys, "mixfit", *map(str, args))
 
 
 def _files(tmp_path, weights, losses):
@@ -119,7 +114,7 @@ def _files(tmp_path, weights, losses):
         ("domains", "unknown domains"),
     ],
 )
-def test_cli_refuses_bad_input_in_one_line(tmp_path, case, needle):
+def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys, case, needle):
     weights, losses = synthetic(n=12)
     extra = ["--samples", "500", "--top-k", "8", "--models", "linear", "--out", tmp_path / "o"]
     if case == "sum":
@@ -134,17 +129,17 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path, case, needle):
         weights = weights.rename(columns={"readme": "pile_cc"})
         extra += ["--write-recipe", "never_written", "--base", "balanced"]
     w, lo = _files(tmp_path, weights, losses)
-    r = _cli("--from-csv", lo, "--mixtures", w, *extra)
+    r = _cli(capsys, "--from-csv", lo, "--mixtures", w, *extra)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr
     assert not (ROOT / "conf" / "data" / "mix" / "never_written.yaml").exists()
 
 
-def test_cli_writes_the_page(tmp_path):
-    weights, losses = synthetic(n=12)
+def test_cli_writes_the_page(tmp_path, capsys):
+    weights, losses = synthetic(n=12, law="dml")  # (on a linear law the dml fit runs to its 2,000-evaluation cap per fold: 5 CPU s)
     w, lo = _files(tmp_path, weights, losses)
-    r = _cli("--from-csv", lo, "--mixtures", w, "--samples", "2000", "--top-k", "16", "--models", "linear,dml", "--out", tmp_path / "o")
+    r = _cli(capsys, "--from-csv", lo, "--mixtures", w, "--samples", "2000", "--top-k", "16", "--models", "linear,dml", "--out", tmp_path / "o")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "mixfit.html").exists() and (tmp_path / "o" / "mixfit_prose_val.png").exists()
     # the terminal summary: each model's out-of-fold Spearman with its 95% interval (the json's numbers), and the proposal
@@ -157,7 +152,7 @@ def test_cli_writes_the_page(tmp_path):
     assert "Spearman rho [95% CI]" in r.stdout and "Proposal (" in r.stdout
 
 
-def test_cli_reads_a_sweep_folder(tmp_path):
+def test_cli_reads_a_sweep_folder(tmp_path, capsys):
     from proxyscale import record
 
     weights, losses = synthetic(n=8)
@@ -175,7 +170,7 @@ def test_cli_reads_a_sweep_folder(tmp_path):
                 **fields,
             )
             record.write(sweep / f"{name}-{seed}", rec)
-    r = _cli(sweep, "--samples", "2000", "--top-k", "16", "--models", "linear", "--out", tmp_path / "o")
+    r = _cli(capsys, sweep, "--samples", "2000", "--top-k", "16", "--models", "linear", "--out", tmp_path / "o")
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "o" / "mixfit.json").read_text())
     assert data["domains"] == DOMAINS and data["models"][0]["n_train"] == 8
@@ -209,11 +204,11 @@ def test_mixfit_write_recipe_never_overwrites_or_shadows_a_recipe(tmp_path):
         assert not (tmp_path / f"{builtin}.yaml").exists()
 
 
-def test_mixfit_refuses_a_csv_with_a_repeated_column(tmp_path):
+def test_mixfit_refuses_a_csv_with_a_repeated_column(tmp_path, capsys):
     weights, losses = synthetic(n=12)
     w, lo = _files(tmp_path, weights, losses)
     w.write_text(w.read_text().replace("recipe,prose,code,readme", "recipe,prose,code,code", 1))
-    r = _cli("--from-csv", lo, "--mixtures", w, "--models", "linear", "--samples", "500", "--top-k", "8", "--out", tmp_path / "o")
+    r = _cli(capsys, "--from-csv", lo, "--mixtures", w, "--models", "linear", "--samples", "500", "--top-k", "8", "--out", tmp_path / "o")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"proxyscale: error: {w}: column 'code' appears 2 times in the header; name each column once"
     ]

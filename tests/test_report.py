@@ -1,6 +1,8 @@
-"""`proxyscale report` end to end through the real CLI: external CSVs checked against direct scipy
+"""`proxyscale report` end to end through the CLI: external CSVs checked against direct scipy
 computations, the published DCLM results, a sweep (synthetic and real), and the HTML page rendered
-in headless Chromium. (Bad CSVs are rows of the bad-input table in test_cli.py.)"""
+in headless Chromium. (Bad CSVs are rows of the bad-input table in test_cli.py.) The unit-tier reports run
+the CLI's main in this process (helpers.run_main: no interpreter start-up and imports per report); the slow
+tier's run the installed command, as do test_cli.py's refusals and the RegMix CPU guard (a fresh interpreter)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import pandas as pd
 import pytest
 import scipy.stats as st
 
-from helpers import CHROMIUM, PROXYSCALE, ROOT, run_cli, run_main, screenshot
+from helpers import CHROMIUM, FAST, PROXYSCALE, ROOT, run_cli, run_main, screenshot
 from proxyscale import record
 from proxyscale.analysis import types
 from proxyscale.report import build, render, wandb_publish
@@ -80,9 +82,9 @@ def small_csv(tmp_path, rng_seed=0):
     return path, df
 
 
-def test_from_csv_end_to_end_matches_scipy(tmp_path):
+def test_from_csv_end_to_end_matches_scipy(tmp_path, capsys):
     path, df = small_csv(tmp_path)
-    out = cli("report", "--from-csv", path, "--out", tmp_path / "rep")
+    out = run_main(capsys, "report", "--from-csv", str(path), "--out", str(tmp_path / "rep"))
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     for name in ("report.json", "report.md", "report.html"):
@@ -140,12 +142,11 @@ def test_from_csv_end_to_end_matches_scipy(tmp_path):
     lines = rep["summary"]["per_metric"][0]["lines"]
     assert [ln["proxy"] for ln in lines] == ["350k", "60M"] and all(ln["target"] == "1.3B" for ln in lines)
     assert "decision accuracy" in lines[0]["sentence"]
-    # reproducible: a second run writes the same numbers
-    cli("report", "--from-csv", path, "--out", tmp_path / "rep2")
-    assert strict_json(tmp_path / "rep2" / "report.json")["comparisons"] == comps
+    # reproducible: a second build of the same CSV (its analysis, without drawing the figures again) gives the same numbers
+    assert json.loads(json.dumps(build._clean(build.build_csv(str(path)))))["comparisons"] == comps
 
 
-def test_from_csv_with_lr_seed_step_params(tmp_path):
+def test_from_csv_with_lr_seed_step_params(tmp_path, capsys):
     """Optional columns: params orders sizes; lr gives the reduced-LR section; step gives early signal."""
     rng = np.random.default_rng(3)
     rows = []
@@ -159,7 +160,7 @@ def test_from_csv_with_lr_seed_step_params(tmp_path):
                         rows.append({"recipe": r, "size": size, "metric": "loss", "value": val, "lr": lr, "seed": seed, "step": step, "params": params})
     path = tmp_path / "lr.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
-    out = cli("report", "--from-csv", path, "--out", tmp_path / "rep", "--standard-lr", "1e-2")
+    out = run_main(capsys, "report", "--from-csv", str(path), "--out", str(tmp_path / "rep"), "--standard-lr", "1e-2")
     assert out.returncode == 0, out.stderr
     rep = strict_json(tmp_path / "rep" / "report.json")
     assert rep["sizes"] == ["proxyA", "targetB"]
@@ -178,13 +179,20 @@ def test_from_csv_with_lr_seed_step_params(tmp_path):
     assert final["spearman"] == pytest.approx(prim["spearman"])
 
 
+@pytest.fixture(scope="module")
+def regmix_report(tmp_path_factory) -> tuple[Path, float]:
+    """The RegMix report (256 recipes x 13 metrics, HTML and every figure) built once in a fresh interpreter: its
+    folder and CPU seconds, for the scipy check and the CPU guard (once per test process: `--dist loadfile` keeps a file on one)."""
+    out = tmp_path_factory.mktemp("regmix")
+    secs, _ = run_peak(REALDATA / "regmix_1m_60m.csv", out)
+    return out, secs
+
+
 @pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
-def test_realdata_regmix_figures_equal_independent_scipy(tmp_path):
+def test_realdata_regmix_figures_equal_independent_scipy(regmix_report):
     """RegMix 1M -> 60M, 256 mixtures x 13 Pile losses: every published-data figure equals scipy's."""
     src = REALDATA / "regmix_1m_60m.csv"
-    out = cli("report", "--from-csv", src, "--out", tmp_path)
-    assert out.returncode == 0, out.stderr
-    rep = strict_json(tmp_path / "report.json")
+    rep = strict_json(regmix_report[0] / "report.json")
     df = pd.read_csv(src, dtype={"recipe": str})
     assert len(rep["metrics"]) == 13
     for metric in rep["metrics"]:
@@ -197,9 +205,9 @@ def test_realdata_regmix_figures_equal_independent_scipy(tmp_path):
 
 
 @pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
-def test_realdata_dclm_higher_is_better(tmp_path):
+def test_realdata_dclm_higher_is_better(tmp_path, capsys):
     src = REALDATA / "dclm_scales.csv"
-    out = cli("report", "--from-csv", src, "--out", tmp_path, "--higher-is-better")
+    out = run_main(capsys, "report", "--from-csv", str(src), "--out", str(tmp_path), "--higher-is-better")
     assert out.returncode == 0, out.stderr
     rep = strict_json(tmp_path / "report.json")
     assert rep["direction"] == "higher" and rep["sizes"] == ["400M-1x", "1B-1x", "7B-1x"]
@@ -218,19 +226,19 @@ def test_realdata_dclm_higher_is_better(tmp_path):
 
 
 @pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
-def test_direction_per_metric_through_the_cli(tmp_path):
+def test_direction_per_metric_through_the_cli(tmp_path, capsys):
     """DCLM's accuracies without a direction are warned about by name; naming two of them makes exactly
     those higher-is-better; a sweep refuses the flag (its metrics are losses)."""
     src = REALDATA / "dclm_scales.csv"
-    out = cli("report", "--from-csv", src, "--out", tmp_path / "a")
+    out = run_main(capsys, "report", "--from-csv", str(src), "--out", str(tmp_path / "a"))
     assert out.returncode == 0, out.stderr
     notes = " ".join(strict_json(tmp_path / "a" / "report.json")["notes"])
     assert "metric 'MMLU' reads like an accuracy but is analysed as lower-is-better" in notes
-    out = cli("report", "--from-csv", src, "--out", tmp_path / "b", "--higher-is-better", "MMLU", "Core")
+    out = run_main(capsys, "report", "--from-csv", str(src), "--out", str(tmp_path / "b"), "--higher-is-better", "MMLU", "Core")
     assert out.returncode == 0, out.stderr
     rep = strict_json(tmp_path / "b" / "report.json")
     assert rep["directions"] == {"Core": "higher", "Extended": "lower", "MMLU": "higher"} and rep["direction"] == "mixed"
-    out = cli("report", tmp_path, "--higher-is-better", "acc")
+    out = run_main(capsys, "report", str(tmp_path), "--higher-is-better", "acc")
     assert out.returncode == 2 and out.stderr.strip().endswith("--higher-is-better is for --from-csv results")
 
 
@@ -292,10 +300,10 @@ def synthetic_sweep(root: Path):
     return pd.DataFrame(rows)
 
 
-def test_synthetic_sweep_report(tmp_path):
+def test_synthetic_sweep_report(tmp_path, capsys):
     root = tmp_path / "syn"
     df = synthetic_sweep(root)
-    out = cli("report", root)
+    out = run_main(capsys, "report", str(root))
     assert out.returncode == 0, out.stderr
     rep = strict_json(root / "report.json")
     assert rep["source"]["kind"] == "sweep" and rep["sizes"] == ["tiny", "mini", "small"]
@@ -368,10 +376,21 @@ def test_html_renders_in_headless_chromium(tmp_path):
 
 
 @pytest.mark.slow
-def test_report_of_a_real_tiny_sweep(tmp_path):
+def test_report_of_a_real_tiny_sweep(tmp_path, fresh_cache):
+    """(The tests' fast cells, FAST, on a cache folder of its own: the baselines the jobs cache are this sweep's alone.)"""
     out_dir = tmp_path / "outputs"
     train = subprocess.run(
-        [CLI, "-m", "grid=smoke", "sweep=rep", "data=balanced,noisy,code_heavy", "optim.lr=3e-3,1e-2", f"paths.output_dir={out_dir}"],
+        [
+            CLI,
+            "-m",
+            "grid=smoke",
+            "sweep=rep",
+            "data=balanced,noisy,code_heavy",
+            "optim.lr=3e-3,1e-2",
+            *FAST,
+            f"paths.output_dir={out_dir}",
+            f"paths.cache_dir={fresh_cache}",
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -399,7 +418,7 @@ def test_report_of_a_real_tiny_sweep(tmp_path):
     assert check_pngs((root / "report.html").read_text()) >= 4
     # the jobs computed them (the report never tokenizes) and cached them per (pool key, eval key)
     assert all(r.baselines.keys() == {"code", "prose", "readme"} for r in map(record.read, (p.parent for p in root.glob("*/result.json"))))
-    cache = REPO / "outputs" / ".cache" / "baselines"
+    cache = fresh_cache / "baselines"
     assert cache.is_dir() and len(list(cache.glob("*.json"))) >= 9
 
 
@@ -604,9 +623,9 @@ def test_memory_is_linear_in_recipes(tmp_path):
 
 
 @pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
-def test_regmix_end_to_end_is_not_grossly_slower(tmp_path):
+def test_regmix_end_to_end_is_not_grossly_slower(regmix_report):
     """256 recipes x 13 metrics, HTML and every figure included: a guard against a gross regression only (5x the
     5 s target in CPU seconds, one fresh process; about 10 s measured, imports included). The 5 s target itself is
     measured side by side by bench/bench_report.py."""
-    secs, _ = run_peak(REALDATA / "regmix_1m_60m.csv", tmp_path / "regmix")
+    secs = regmix_report[1]
     assert secs < 5 * 5, f"the RegMix report took {secs:.1f} CPU s, over 5x its 5 s target (bench: python -m bench bench_report)"
