@@ -410,3 +410,11 @@ def test_a_cache_build_on_a_full_disk_raises_and_leaves_no_litter(tmp_path):
         with pytest.raises(OSError, match=f"cannot write cache file {tmp_path / 'c' / 'k'}/.*No space left.*set paths.cache_dir"):
             token_cache._cached(str(tmp_path / "c"), "k", {"p": 1}, build)
         assert sorted(p.name for p in (tmp_path / "c" / "k").iterdir() if not p.name.endswith(".lock")) == []
+
+
+def test_the_built_in_corpora_leave_proxyscale_itself_out():
+    """Its README is this project's page, edited with every commit under one version: inside package_readmes it would
+    change the corpus (and every readme cell's result) behind an unchanged fingerprint and run id."""
+    names = {d.metadata["Name"].lower() for d in sources._distributions()}
+    assert "proxyscale" not in names and len(names) > 20
+    assert not any(d.group == "pkg:proxyscale" for d in sources.package_readmes())
