@@ -122,12 +122,11 @@ class Cell:
 def expand(arguments: list[str], params: dict | None, loader=None) -> list[list[str]]:
     """Cartesian product of the grid's axes and the command line's overrides. `loader` (Hydra's
     config loader) lets sweeps such as data=glob(mix/*) list a group's options."""
-    nested = _NestedOptions(loader) if loader is not None else None
-    parser = OverridesParser.create(config_loader=nested)
+    parser = OverridesParser.create(config_loader=loader)
     cli = parser.parse_overrides(list(arguments))
     cli_keys = {o.get_key_element() for o in cli}
     axes = [f"{k}={v}" for k, v in (params or {}).items() if k not in cli_keys]
-    overrides = [_glob_as_choices(o, nested, parser) for o in parser.parse_overrides(axes) + cli]
+    overrides = [_glob_as_choices(o, loader, parser) for o in parser.parse_overrides(axes) + cli]
     for o in overrides:
         check_axis(o)
     return [list(c) for batch in BasicSweeper.split_arguments(overrides, None) for c in batch]
@@ -144,35 +143,16 @@ def group_options(loader, group: str, config_name: str | None = None, overrides:
     return found
 
 
-class _NestedOptions:
-    """Hydra's config loader, whose group options also name the configs in sub-folders when `folders` is set:
-    Hydra's glob() lists one folder only, so `data=glob(mix/*)` would match nothing."""
-
-    def __init__(self, loader):
-        self.loader, self.folders = loader, False
-
-    def get_group_options(self, group_name, results_filter=None, config_name=None, overrides=None):
-        if self.folders:
-            return group_options(self.loader, group_name)
-        return self.loader.get_group_options(group_name, results_filter=results_filter)
-
-    def __getattr__(self, name):
-        return getattr(self.loader, name)
-
-
-def _glob_as_choices(o, nested: _NestedOptions | None, parser):
-    """A glob() axis becomes the list of options it matches; a pattern with a `/` reaches into that sub-folder,
-    one without keeps to the group's own folder (so `glob(*)` means what it did)."""
+def _glob_as_choices(o, loader, parser):
+    """A glob() axis becomes the list of options it matches. Hydra's glob() lists one folder only, so a pattern with
+    a `/` (`data=glob(mix/*)`) is matched against the sub-folders' configs too; one without keeps to the group's own
+    folder (so `glob(*)` means what it did)."""
     from hydra.core.override_parser.types import Glob
 
     value = o.value()
-    if nested is None or not isinstance(value, Glob):
+    if loader is None or not isinstance(value, Glob) or not any("/" in g for g in value.include):
         return o
-    nested.folders = any("/" in g for g in value.include)
-    try:
-        names = list(o.sweep_string_iterator())
-    finally:
-        nested.folders = False
+    names = value.filter(group_options(loader, o.key_or_group))
     if not names:
         return o
     return parser.parse_overrides([f"{o.get_key_element()}={','.join(names)}"])[0]
