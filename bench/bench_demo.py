@@ -1,8 +1,8 @@
 """Does the demo reach a verdict, and what does it cost? `make demo`'s grid (conf/grid/demo.yaml) measured two ways.
 
-    .venv/bin/python -m bench bench_demo                       # --cpu-only, then every seed set
+    .venv/bin/python -m bench bench_demo                       # --cpu-only, then seeds 0,1 / 2,3 / 4,5 / 6,7
     .venv/bin/python bench/bench_demo.py --cpu-only             # the cost projection only (3 cells)
-    .venv/bin/python bench/bench_demo.py --seed-sets 0,1 2,3 4,5 [--out DIR]
+    .venv/bin/python bench/bench_demo.py --seed-sets 0,1 2,3 4,5 6,7 [--out DIR]
 
 cost      CPU time (user + system) of one process per measured cell, which a loaded machine inflates far
           less than wall time: a recipe's first cell (cache build included), a second cell of the same
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cpu-only", action="store_true", help="only the cost projection (3 cells)")
-    p.add_argument("--seed-sets", nargs="*", default=["0,1", "2,3", "4,5"], help="seed sets, each swept as its own demo")
+    p.add_argument("--seed-sets", nargs="*", default=["0,1", "2,3", "4,5", "6,7"], help="seed sets, each swept as its own demo")
     p.add_argument("--out", default=None, help="keep the sweeps here (default: a temp folder, removed)")
     a = p.parse_args(argv if argv is not None else sys.argv[2:] if sys.argv[1:2] == ["bench_demo"] else sys.argv[1:])
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,7 @@ subcommands:
   status outputs/SWEEP       cells by state: records merged with the SLURM scheduler
   submit [OVERRIDES]         a grid as one SLURM job array (non-blocking)
   ladder                     the size registry: layers, width, params, tokens, FLOPs, est. time
-  recipes [--build]          the recipe catalogue: pool sizes and what curation kept
+  recipes [--only GLOB]      the recipe catalogue: pool sizes and what curation kept (--build)
   mixtures --base R --n 16   Dirichlet-sampled mixtures of recipe R as new recipes
   mixfit outputs/SWEEP       mixture regression on a sweep's losses + a proposed mixture
   datamodels outputs/SWEEP   datamodels of a subset sweep: LDS across sizes, DsDm (or --from-csv F)
@@ -34,6 +34,7 @@ A stopped sweep resumes when the same command is run again (final cells are skip
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import gc
 import logging
 import os
@@ -246,6 +247,9 @@ def recipes_main(argv: list[str]) -> None:
         "with pool sizes and what curation kept.",
     )
     p.add_argument("--build", action="store_true", help="build missing recipe caches (built-in and local-file sources) to show their kept counts")
+    p.add_argument(
+        "--only", action="append", default=[], metavar="GLOB", help="only the recipes whose names match (repeatable), e.g. --only 'my_*' --only 'ladder/*'"
+    )
     p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every recipe, e.g. paths.cache_dir=...")
     a = p.parse_args(argv)
     searchpath = [o for o in a.overrides if o.startswith("hydra.searchpath=")]
@@ -257,6 +261,10 @@ def recipes_main(argv: list[str]) -> None:
             names = sorted(group_options(GlobalHydra.instance().config_loader(), "data", config_name="config", overrides=searchpath))
         except Exception as exc:
             raise UserError(f"cannot read the recipe catalogue: {(str(exc).splitlines() or [''])[0]}") from None
+        if a.only:
+            names = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in a.only)]
+            if not names:
+                raise UserError(f"no recipe matches {' or '.join(map(repr, a.only))} (proxyscale recipes lists them all)")
         for name in names:
             cfg = compose("config", overrides=[f"data={name}", *a.overrides])
             d, cache_dir = cfg.data, cfg.paths.cache_dir

@@ -398,7 +398,7 @@ def check_cell(cfg: DictConfig, view: C.AttrDict | None = None, memo: dict | Non
         return
     for s in list(cfg.data.sources) + list(cfg.eval.sets):
         check_source(s)
-    check_steps(cfg.data)
+    check_steps(cfg.data, cfg.paths.cache_dir)
     if key is not None:
         memo[key] = True
 

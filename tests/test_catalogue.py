@@ -29,10 +29,10 @@ def test_near_dedup_drops_near_copies_and_keeps_distinct_documents():
     assert [d.id for d in kept] == ["a", "c"]
 
 
-def test_select_like_prefers_documents_like_the_target():
+def test_select_like_prefers_documents_like_the_target(corpora, cache_dir):
     prose = [Document(f"p{i}", "The function returns the value of the argument and raises an error when the input is invalid. " * 10) for i in range(4)]
     junk = [Document(f"j{i}", _text(i)) for i in range(4)]
-    kept = curation.select_like(junk + prose, random.Random(0), target="python_docs", keep_frac=0.5)
+    kept = curation.select_like(junk + prose, random.Random(0), target="python_docs", keep_frac=0.5, cache_dir=str(cache_dir))
     assert {d.id for d in kept} == {d.id for d in prose}
 
 

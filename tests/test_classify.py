@@ -45,3 +45,19 @@ def test_the_positives_hash_enters_the_run_id_and_bad_positives_are_refused(tmp_
         classify.positive_texts(str(pos))
     with pytest.raises(grid.GridError, match="neither a built-in corpus"):
         grid.compose_grid([*base, "data.steps.2.positives=/nonexistent.txt"])
+
+
+def test_built_in_positives_are_read_from_the_extracted_corpora_not_extracted_again(corpora, cache_dir, monkeypatch):
+    """Composing a `classified` cell used to re-extract its positives' corpus in every process (about 3 CPU s): with the
+    cache folder it reads the corpora extracted there, to the same identity, so run ids stay."""
+    from proxyscale.data import sources
+
+    cached = dict(classify.classifier_identity("python_docs", cache_dir=str(cache_dir)))
+    monkeypatch.setitem(sources.BUILTIN, "python_docs", lambda: pytest.fail("python_docs extracted again"))
+    classify._builtin_sha256.cache_clear()
+    sources.builtin_corpus.cache_clear()
+    assert classify.classifier_identity("python_docs", cache_dir=str(cache_dir)) == cached
+    (cell,), _ = grid.compose_grid(["model=debug", "data=classified", f"paths.cache_dir={cache_dir}"])
+    assert cell.run_id.startswith("debug-classified-")
+    with pytest.raises(grid.GridError, match=r"unknown parameter\(s\) \['cache_dir'\]"):  # given by proxyscale, never set in a recipe
+        grid.compose_grid(["model=debug", "data=classified", "+data.steps.2.cache_dir=/x"])

@@ -181,6 +181,7 @@ BAD = [
         "recipe balanced: duplicate factor must be >= 1 (cell: data.steps=[{op:duplicate,factor:0}] paths.output_dir={out})",
         None,
     ),
+    (["recipes", "--only", "zz*"], "no recipe matches 'zz*' (proxyscale recipes lists them all)", None),
     (["mixtures", "--base", "nosuch", "--n", "2"], f"unknown recipe 'nosuch': no {ROOT}/conf/data/nosuch.yaml", None),
     (["mixtures", "--base", "balanced", "--n", "0"], "mixtures need n >= 1, at least 2 sources and alpha > 0 (got n=0, k=3, alpha=1.0)", None),
     # grids and launchers
@@ -310,7 +311,7 @@ def test_bad_input_through_the_installed_command_is_one_line_exit_2(seeded_outpu
 def test_dry_run_prints_the_cost_table_and_trains_nothing(out_dir, capsys):
     r = run_main(capsys, "-m", "grid=demo", "dry_run=true", f"paths.output_dir={out_dir}")
     assert r.returncode == 0, r.stderr
-    assert "56 cells (0 already final, 56 to run)" in r.stdout and "tiny-readme_80-lr0.002" in r.stdout and "est. CPU time" in r.stdout
+    assert "64 cells (0 already final, 64 to run)" in r.stdout and "tiny-readme_80-lr0.002" in r.stdout and "est. CPU time" in r.stdout
     assert not out_dir.exists()
 
 
@@ -413,9 +414,10 @@ def test_gpu_cells_are_refused_without_a_gpu(out_dir, capsys):
         assert snapshot(out_dir) == {}
 
 
-def test_recipes_finds_caches_built_at_another_pool_size(cache_dir, capsys):
+def test_recipes_finds_caches_built_at_another_pool_size(cache_dir, tmp_path, capsys):
     """A cell's pool built at data.pool_tokens=200000 (what job/run.py builds before it trains, built here without
-    the training) is listed for the recipe at its own 1.5M."""
+    the training) is listed for the recipe at its own 1.5M. --only keeps the recipes it matches, sub-folders by
+    their names; a --config-dir recipe is listed with its folder, a shipped one with proxyscale's."""
     from hydra import compose, initialize_config_dir
 
     from proxyscale.config import CONF_DIR
@@ -425,8 +427,15 @@ def test_recipes_finds_caches_built_at_another_pool_size(cache_dir, capsys):
         cfg = compose("config", overrides=["model=debug", "data=noisy", *FAST, f"paths.cache_dir={cache_dir}"])
     assert cfg.data.pool_tokens == 200000
     recipe_tokens(cfg.data, cfg.paths.cache_dir)
-    rows = {ln.split()[0]: ln for ln in run_main(capsys, "recipes", f"paths.cache_dir={cache_dir}").stdout.splitlines()[2:] if ln.strip()}
-    assert rows["noisy"].rstrip().endswith(" docs"), rows["noisy"]  # built with data.pool_tokens=200000, listed at the recipe's own 1.5M
+    mine = tmp_path / "myconf"
+    (mine / "data").mkdir(parents=True)
+    (mine / "data" / "my_mix.yaml").write_text("defaults:\n  - /data/balanced@_here_\n  - _self_\nname: my_mix\n")
+    only = ["--only", "no*", "--only", "ladder/readme_0[27]", "--only", "my_*"]
+    listing = run_main(capsys, "recipes", "--config-dir", str(mine), *only, f"paths.cache_dir={cache_dir}").stdout
+    rows = {ln.split()[0]: ln for ln in listing.splitlines()[2:] if ln.strip() and not ln.startswith(("kept:", "(--build"))}
+    assert sorted(rows) == ["ladder/readme_02", "ladder/readme_07", "my_mix", "no_code", "no_prose", "no_readme", "noisy"], sorted(rows)
+    assert str(mine) in rows["my_mix"] and rows["noisy"].split()[-1] == "proxyscale", listing
+    assert rows["noisy"].split()[-2] == "docs", rows["noisy"]  # built with data.pool_tokens=200000, listed at the recipe's own 1.5M (then its folder)
 
 
 def test_config_dir_keeps_dry_run(tmp_path, out_dir, capsys):

@@ -180,32 +180,39 @@ def _watch(proc: subprocess.Popen, needle: str) -> str:
     raise AssertionError(f"{needle!r} never appeared:\n{seen[-3000:]}")
 
 
-@pytest.mark.slow  # spawns the CLI to train
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_stops_every_rank_and_the_rerun_resumes_to_the_uninterrupted_record(reference, out_dir, cache_dir, sig, code):
-    args = ["model=debug", *FAST, *POINTS, *TWO, "sweep=sig", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
+def _interrupt(args: list[str], at: int, sig: signal.Signals, sweep: Path) -> tuple[str, list[int], list[int]]:
+    """Start the cell, send `sig` once its step-`at` checkpoint is written; (output after the signal, every process
+    it had, its ranks > 0 when signalled)."""
     proc = _start(args)
-    _watch(proc, "step 4/12")
-    ckpt = next((out_dir / "sig").glob("*/config.yaml")).parent / "checkpoints" / "last.ckpt"
-    while not ckpt.exists() and proc.poll() is None:  # (written right after that eval)
+    ckpt = lambda: next(sweep.glob("*/checkpoints/last.ckpt"), None)  # noqa: E731
+    before = ckpt().stat().st_mtime_ns if ckpt() else None
+    _watch(proc, f"step {at}/12")
+    while (ckpt() is None or ckpt().stat().st_mtime_ns == before) and proc.poll() is None:  # (written right after that eval)
         time.sleep(0.02)
-    procs = descendants(proc.pid)
-    assert _ranks(proc.pid), "rank 1 is not running"
+    procs, ranks = descendants(proc.pid), _ranks(proc.pid)
     proc.send_signal(sig)
     rest = proc.communicate(timeout=120)[0]
-    assert proc.returncode == code, rest[-3000:]
-    assert (
-        rest.strip().splitlines()[-1]
-        == f"proxyscale: error: interrupted by {signal.Signals(sig).name}: 1 of 1 cells not finished (rerun the same command to resume)"
-    )
-    deadline = time.monotonic() + 10
-    while any(alive(p) for p in procs) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [p for p in procs if alive(p)], "orphaned ranks"
+    assert proc.returncode == 128 + sig, rest[-3000:]
+    return rest, procs, ranks
+
+
+@pytest.mark.slow  # spawns the CLI to train
+def test_a_signal_stops_every_rank_and_the_rerun_resumes_to_the_uninterrupted_record(reference, out_dir, cache_dir):
+    """SIGTERM (a scheduler's stop) at step 4, then SIGINT (Ctrl-C) at step 8 of the resumed run, both on 2 processes:
+    each exits 128 + signal with one line, leaves no rank behind, and the third run resumes to the uninterrupted record."""
+    args = ["model=debug", *FAST, *POINTS, *TWO, "sweep=sig", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
+    for at, sig in ((4, signal.SIGTERM), (8, signal.SIGINT)):
+        rest, procs, ranks = _interrupt(args, at, sig, out_dir / "sig")
+        assert ranks, "rank 1 is not running"
+        assert rest.strip().splitlines()[-1] == f"proxyscale: error: interrupted by {sig.name}: 1 of 1 cells not finished (rerun the same command to resume)"
+        deadline = time.monotonic() + 10
+        while any(alive(p) for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in procs if alive(p)], f"orphaned ranks after {sig.name}"
     r = run_cli(*args, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rec = records_by_devices(out_dir / "sig")[2]
-    assert rec["requeues"] == 1 and "resuming from step" in r.stdout + r.stderr
+    assert rec["requeues"] == 2 and "resuming from step 8" in r.stdout + r.stderr, r.stderr[-3000:]
     assert_same_record(reference, rec)
 
 
@@ -236,29 +243,22 @@ def _placed(n: int, strategy: str = "ddp") -> list[str]:
     return [f"trainer.devices={n}", f"trainer.strategy={strategy}", "trainer.pg_timeout_s=60"] if n > 1 else []
 
 
-@pytest.mark.slow  # (an interrupted cell and its resume, one of them on 2 processes)
-@pytest.mark.parametrize("first,then,strategy", [(1, 2, "ddp"), (2, 1, "ddp"), (2, 2, "fsdp")], ids=["1-then-2", "2-then-1", "fsdp-2-then-2"])
-def test_a_cell_interrupted_on_one_process_count_resumes_on_another_to_the_uninterrupted_record(reference, out_dir, cache_dir, first, then, strategy):
+@pytest.mark.slow  # (a cell interrupted twice and resumed, on 2 processes in between)
+@pytest.mark.parametrize("counts,strategy", [((1, 2, 1), "ddp"), ((2, 2, 2), "fsdp")], ids=["1-then-2-then-1", "fsdp-2-then-2"])
+def test_a_cell_interrupted_on_one_process_count_resumes_on_another_to_the_uninterrupted_record(reference, out_dir, cache_dir, counts, strategy):
     """Batches are a function of (seed, step) and a checkpoint holds the whole model and optimizer (rank 0's; under FSDP
     gathered from the shards into one file): the cell resumes from it on any process count (FSDP: with FSDP on as many,
-    which shards it again), to the record of the uninterrupted one-process run (float reduction order)."""
+    which shards it again), to the record of the uninterrupted one-process run (float reduction order). The ddp chain
+    moves 1 -> 2 -> 1 processes (stopped at steps 4 and 8); the fsdp one stays on 2."""
     common = ["model=debug", *FAST, *POINTS, "sweep=move", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
-    proc = _start([*common, *_placed(first, strategy)])
-    _watch(proc, "step 4/12")
-    ckpt = next((out_dir / "move").glob("*/config.yaml")).parent / "checkpoints" / "last.ckpt"
-    while not ckpt.exists() and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    rest = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 143, rest[-3000:]
-    r = run_cli(*common, *_placed(then, strategy), timeout=300)
+    for n, at in zip(counts, (4, 8)):
+        _interrupt([*common, *_placed(n, strategy)], at, signal.SIGTERM, out_dir / "move")
+    r = run_cli(*common, *_placed(counts[-1], strategy), timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "resuming from step" in r.stdout + r.stderr
+    assert "resuming from step 8" in r.stdout + r.stderr
     (rec,) = records_by_devices(out_dir / "move").values()
-    runs = [(p["step"] > 0, p["world_size"], p["strategy"]) for p in rec["placements"]]
-    assert rec["requeues"] == 1 and runs == [(False, first, strategy if first > 1 else "single"), (True, then, strategy if then > 1 else "single")], rec[
-        "placements"
-    ]
+    runs = [(p["step"], p["world_size"], p["strategy"]) for p in rec["placements"]]
+    assert rec["requeues"] == 2 and runs == [(s, n, strategy if n > 1 else "single") for s, n in zip((0, 4, 8), counts)], rec["placements"]
     assert_same_record(reference, rec)
 
 

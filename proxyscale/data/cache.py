@@ -191,7 +191,7 @@ def curated_documents(src: SourceConfig, data: DataConfig, cache_dir: str) -> tu
         docs = load_documents(src, "train", cache_dir)
     for i in range(start, len(steps)):
         before, before_bytes = len(docs), _n_bytes(docs)
-        docs = run_step(steps[i], docs, random.Random(f"{data.seed}:{src.name}:{i}:{steps[i]['op']}"), data.name, src.name)
+        docs = run_step(steps[i], docs, random.Random(f"{data.seed}:{src.name}:{i}:{steps[i]['op']}"), data.name, src.name, cache_dir)
         stats = stats + [
             {"source": src.name, "op": steps[i]["op"], "docs_in": before, "docs_out": len(docs), "bytes_in": before_bytes, "bytes_out": _n_bytes(docs)}
         ]
@@ -213,7 +213,7 @@ def _recipe_payload(data: DataConfig, cache_dir: str | None = None) -> dict:
     files = {s.name: fp for s in data.sources if (fp := files_fingerprint(s, cache_dir))}
     if files:  # local files by content (absent for other recipes: their keys stay)
         payload["files"] = files
-    inputs = step_inputs(data.steps)  # a scoring model's identity (select_by_proxy); absent for other recipes
+    inputs = step_inputs(data.steps, cache_dir)  # a scoring model's identity (select_by_proxy); absent for other recipes
     if inputs:
         payload["step_inputs"] = inputs
     return payload
@@ -284,7 +284,7 @@ def recipe_tokens(data: DataConfig, cache_dir: str, verify: bool = False) -> tup
                 docs = _take(docs, tok, -(-want // factor))
             for i, st in enumerate(pool_steps(data, src.name)):
                 before = len(docs)
-                docs = run_step(st, docs, random.Random(f"{data.seed}:{src.name}:pool{i}:{st['op']}"), data.name, src.name)
+                docs = run_step(st, docs, random.Random(f"{data.seed}:{src.name}:pool{i}:{st['op']}"), data.name, src.name, cache_dir)
                 steps.append({"source": src.name, "op": st["op"], "docs_in": before, "docs_out": len(docs)})
             ids = _concat(docs, tok, want)
             unique = min(len(ids), sum(len(tok.encode(d.text)) + 1 for d in set(docs)))

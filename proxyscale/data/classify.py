@@ -15,6 +15,7 @@ determine the fitted model, so a changed positive file or library never serves a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,13 +30,14 @@ N_FEATURES = 1 << 18
 INSTALL_HINT = "classifier_filter needs scikit-learn: pip install 'proxyscale[attribution]'"
 
 
-def positive_texts(positives: str) -> list[str]:
-    """The positive examples: a built-in corpus's training side or a local .txt/.jsonl file (ConfigError otherwise)."""
+def positive_texts(positives: str, cache_dir: str | None = None) -> list[str]:
+    """The positive examples: a built-in corpus's training side (read from cache_dir's corpora when given) or a
+    local .txt/.jsonl file (ConfigError otherwise)."""
     if positives in BUILTIN:
         from proxyscale.config import SourceConfig
         from proxyscale.data.sources import load_documents
 
-        return [d.text for d in load_documents(SourceConfig(name=positives, path=positives), "train")]
+        return [d.text for d in load_documents(SourceConfig(name=positives, path=positives), "train", cache_dir)]
     path = Path(os.path.expanduser(str(positives)))
     if not path.is_file():
         raise ConfigError(f"classifier_filter: positives {positives!r} is neither a built-in corpus ({', '.join(BUILTIN)}) nor a file")
@@ -55,16 +57,27 @@ def positive_texts(positives: str) -> list[str]:
     return texts
 
 
-def classifier_identity(positives: str = "???", keep_frac: float = 0.5, c: float = 1.0, **_) -> dict:
+def classifier_identity(positives: str = "???", keep_frac: float = 0.5, c: float = 1.0, cache_dir: str | None = None, **_) -> dict:
     """The classifier's identity: the positives' sha256, the settings, the library version."""
     try:
         import sklearn
     except ImportError:
         raise ConfigError(INSTALL_HINT) from None
+    digest = _builtin_sha256(positives, cache_dir) if positives in BUILTIN else _sha256(positive_texts(positives))
+    return {"positives_sha256": digest, "n_features": N_FEATURES, "c": float(c), "sklearn": sklearn.__version__}
+
+
+def _sha256(texts: list[str]) -> str:
     h = hashlib.sha256()
-    for t in positive_texts(positives):
+    for t in texts:
         h.update(hashlib.sha256(t.encode("utf-8", "replace")).digest())
-    return {"positives_sha256": h.hexdigest(), "n_features": N_FEATURES, "c": float(c), "sklearn": sklearn.__version__}
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _builtin_sha256(positives: str, cache_dir: str | None) -> str:
+    """A built-in corpus's positives are fixed for the process (its fingerprint): hashed once, not per composed cell."""
+    return _sha256(positive_texts(positives, cache_dir))
 
 
 def scores(docs: list[Document], positives: list[str], rng, c: float = 1.0) -> np.ndarray:
@@ -80,11 +93,13 @@ def scores(docs: list[Document], positives: list[str], rng, c: float = 1.0) -> n
     return model.decision_function(vec.transform([d.text for d in docs]))
 
 
-def classifier_filter(docs: list[Document], rng, positives: str = "???", keep_frac: float = 0.5, c: float = 1.0, inputs: dict | None = None) -> list[Document]:
+def classifier_filter(
+    docs: list[Document], rng, positives: str = "???", keep_frac: float = 0.5, c: float = 1.0, inputs: dict | None = None, cache_dir: str | None = None
+) -> list[Document]:
     """Keep round(keep_frac x N) documents (at least one) with the highest classifier scores, in their input order."""
     if not 0 < float(keep_frac) <= 1:
         raise ConfigError(f"classifier_filter: keep_frac must be in (0, 1], got {keep_frac!r}")
-    s = scores(docs, positive_texts(positives), rng, c)
+    s = scores(docs, positive_texts(positives, cache_dir), rng, c)
     k = min(len(docs), max(1, int(round(float(keep_frac) * len(docs)))))
     kept = set(np.argsort(-s, kind="stable")[:k].tolist())
     return [d for i, d in enumerate(docs) if i in kept]

@@ -99,14 +99,16 @@ def hash_bucket(feature: str, buckets: int) -> int:
     return int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=4).digest(), "big") % buckets
 
 
-def select_like(docs: list[Document], rng: random.Random, target: str = "python_docs", keep_frac: float = 0.5, buckets: int = 4096) -> list[Document]:
+def select_like(
+    docs: list[Document], rng: random.Random, target: str = "python_docs", keep_frac: float = 0.5, buckets: int = 4096, cache_dir: str | None = None
+) -> list[Document]:
     """Model-based selection (the DSIR idea): score each document by the log-likelihood ratio of
     its hashed n-grams under the target corpus vs the candidate pool, keep the top `keep_frac`.
     The target is the training side of a built-in corpus, so no eval text steers the selection."""
     from proxyscale.config import SourceConfig
     from proxyscale.data.sources import load_documents
 
-    target_docs = load_documents(SourceConfig(name=target, path=target), "train")
+    target_docs = load_documents(SourceConfig(name=target, path=target), "train", cache_dir)
     log_ratio = np.log(_ngram_counts([d.text for d in target_docs], buckets)) - np.log(_ngram_counts([d.text for d in docs], buckets))
     log_ratio -= np.log(np.exp(log_ratio).sum())
 
@@ -167,21 +169,22 @@ class Step:
     # inputs(**params) -> dict enters the step's cache key, the recipe's and the run id, and is
     # passed back to fn as `inputs=` so the step can check it scores with what the key names.
     inputs: Callable[..., dict] | None = None
+    corpora: bool = False  # reads a built-in corpus: fn and inputs are given cache_dir (the extracted corpora, not a re-extraction)
 
 
 STEPS: dict[str, Step] = {
     "exact_dedup": Step(exact_dedup),
     "near_dedup": Step(near_dedup),
-    "select_like": Step(select_like),
+    "select_like": Step(select_like, corpora=True),
     "quality_filter": Step(quality_filter),
     "duplicate": Step(duplicate, stage="pool", repeats=lambda factor=8: int(factor)),
     "corrupt": Step(corrupt),
     "shuffle_words": Step(shuffle_words),
     "select_by_proxy": Step(select.select_by_proxy, version=1, inputs=select.scorer_identity),
-    "classifier_filter": Step(classify.classifier_filter, version=1, inputs=classify.classifier_identity),
+    "classifier_filter": Step(classify.classifier_filter, version=1, inputs=classify.classifier_identity, corpora=True),
 }
 
-_RESERVED = ("op", "sources", "version", "inputs")  # step keys that are not the step function's params
+_RESERVED = ("op", "sources", "version", "inputs", "cache_dir")  # step keys that are not the step function's params (cache_dir: given, never set)
 
 
 def _applies(step: dict, source: str) -> bool:
@@ -205,7 +208,7 @@ def _params(step: dict) -> dict:
     return {k: v for k, v in step.items() if k not in _RESERVED}
 
 
-def step_inputs(steps) -> list[dict]:
+def step_inputs(steps, cache_dir: str | None = None) -> list[dict]:
     """The inputs (Step.inputs) of the steps that have some, e.g. the scorer of select_by_proxy:
     [{step: index, op, ...}]. Empty for every other recipe, so their cache keys and run ids stay as
     they were. Raises ConfigError when an input cannot be resolved (a missing scorer)."""
@@ -213,11 +216,15 @@ def step_inputs(steps) -> list[dict]:
     for i, st in enumerate(steps or []):
         op = st.get("op")
         if op in STEPS and STEPS[op].inputs is not None:
-            out.append({"step": i, "op": op, **STEPS[op].inputs(**_params(st))})
+            out.append({"step": i, "op": op, **STEPS[op].inputs(**_params(st), **_corpora(op, cache_dir))})
     return out
 
 
-def check_steps(data: DataConfig) -> None:
+def _corpora(op: str, cache_dir: str | None) -> dict:
+    return {"cache_dir": cache_dir} if STEPS[op].corpora else {}
+
+
+def check_steps(data: DataConfig, cache_dir: str | None = None) -> None:
     import inspect
 
     names = {s.name for s in data.sources}
@@ -227,8 +234,8 @@ def check_steps(data: DataConfig) -> None:
             raise ConfigError(f"recipe {data.name}: step {i} has unknown op {op!r} (choose from: {', '.join(STEPS)})")
         if op == "near_dedup" and missing("datasketch"):
             raise ConfigError(f"recipe {data.name}: step {i}: {missing('datasketch')}")
-        allowed = set(inspect.signature(STEPS[op].fn).parameters) - {"docs", "rng", "inputs"}
-        unknown = set(_params(step)) - allowed | ({"inputs"} & set(step))
+        allowed = set(inspect.signature(STEPS[op].fn).parameters) - {"docs", "rng", "inputs", "cache_dir"}
+        unknown = set(_params(step)) - allowed | ({"inputs", "cache_dir"} & set(step))
         if unknown:
             raise ConfigError(f"recipe {data.name}: step {op} has unknown parameter(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
         if op == "select_like" and not 0 < float(step.get("keep_frac", 0.5)) <= 1:
@@ -253,7 +260,7 @@ def check_steps(data: DataConfig) -> None:
             p = _params(step)
             if not 0 < float(p.get("keep_frac", 0.5)) <= 1:
                 raise ConfigError(f"recipe {data.name}: classifier_filter keep_frac must be in (0, 1]")
-            classify.classifier_identity(**p)  # the positives must be readable now, before anything runs
+            classify.classifier_identity(**p, cache_dir=cache_dir)  # the positives must be readable now, before anything runs
         if op == "duplicate" and int(step.get("factor", 8)) < 1:
             raise ConfigError(f"recipe {data.name}: duplicate factor must be >= 1")
         absent = set(step.get("sources") or []) - names
@@ -276,8 +283,8 @@ def pool_steps(data: DataConfig, source: str) -> list[dict]:
     return [dict(st) for st in data.steps if STEPS[st["op"]].stage == "pool" and _applies(st, source)]
 
 
-def run_step(step: dict, docs: list[Document], rng: random.Random, recipe: str, source: str) -> list[Document]:
-    extra = {"inputs": step["inputs"]} if "inputs" in step else {}
+def run_step(step: dict, docs: list[Document], rng: random.Random, recipe: str, source: str, cache_dir: str | None = None) -> list[Document]:
+    extra = ({"inputs": step["inputs"]} if "inputs" in step else {}) | _corpora(step["op"], cache_dir)
     out = STEPS[step["op"]].fn(docs, rng, **_params(step), **extra)
     if not out:
         raise ConfigError(f"recipe {recipe}: step {step['op']} kept zero documents of source {source!r}")

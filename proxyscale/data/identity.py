@@ -41,7 +41,7 @@ def environment(config: dict) -> dict:
         from proxyscale.data.tasks import METRICS_VERSION
 
         env["mc_metrics"] = METRICS_VERSION
-    inputs = curation.step_inputs(steps)  # select_by_proxy: the scorer's run id and checkpoint hash (absent for other recipes: their ids stay)
+    inputs = curation.step_inputs(steps, cache_dir)  # select_by_proxy: the scorer's run id and checkpoint hash (absent for other recipes: their ids stay)
     if inputs:
         env["step_inputs"] = inputs
     return env
