@@ -47,12 +47,18 @@ def test_the_positives_hash_enters_the_run_id_and_bad_positives_are_refused(tmp_
         grid.compose_grid([*base, "data.steps.2.positives=/nonexistent.txt"])
 
 
-def test_built_in_positives_are_read_from_the_extracted_corpora_not_extracted_again(corpora, cache_dir, monkeypatch):
+def test_built_in_positives_are_read_from_the_extracted_corpora_not_extracted_again(corpora, cache_dir, tmp_path, monkeypatch):
     """Composing a `classified` cell used to re-extract its positives' corpus in every process (about 3 CPU s): with the
-    cache folder it reads the corpora extracted there, to the same identity, so run ids stay."""
+    cache folder it reads the corpora extracted there, to the same identity, so run ids stay. A cache folder without
+    them is left as it is (composing writes nothing)."""
     from proxyscale.data import sources
 
     cached = dict(classify.classifier_identity("python_docs", cache_dir=str(cache_dir)))
+    asked = []
+    with monkeypatch.context() as m:  # a folder without the corpora: not extracted into it (read where they are)
+        m.setattr(classify, "_builtin_sha256", lambda name, where: asked.append(where) or "x")
+        classify.classifier_identity("python_docs", cache_dir=str(tmp_path))
+    assert asked == [None] and not list(tmp_path.iterdir())
     monkeypatch.setitem(sources.BUILTIN, "python_docs", lambda: pytest.fail("python_docs extracted again"))
     classify._builtin_sha256.cache_clear()
     sources.builtin_corpus.cache_clear()

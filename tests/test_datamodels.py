@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import FAST, run_cli
+from helpers import FAST, run_cli, run_main
 from proxyscale.analysis import datamodels as dm
 from proxyscale.cli import main
 from proxyscale.config import CONF_DIR
@@ -117,7 +117,7 @@ def test_bad_csvs_are_refused_in_one_line_naming_the_row(tmp_path, capsys, losse
 
 
 @pytest.mark.slow
-def test_a_tiny_subset_sweep_through_datamodels_trak_the_report_and_a_selection_recipe(tmp_path, cache_dir):
+def test_a_tiny_subset_sweep_through_datamodels_trak_the_report_and_a_selection_recipe(tmp_path, cache_dir, capsys):
     out = tmp_path / "outputs"
     common = [*FAST, f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}"]
     res = run_cli("-m", "model=debug,tiny", "data.subset=range(0,8)", "data.subset_groups=8", "sweep=subs", "trainer.keep_checkpoints=true", *common)
@@ -126,7 +126,7 @@ def test_a_tiny_subset_sweep_through_datamodels_trak_the_report_and_a_selection_
     name = f"dsdm_test_{tmp_path.name}"[-60:]
     recipe = Path(CONF_DIR) / "data" / "selected" / f"{name}.yaml"
     try:
-        dm_run = run_cli("datamodels", str(root), "--trak", "debug", "--n-boot", "200", "--select", "prose", "--k", "2", "--write-recipe", name)
+        dm_run = run_main(capsys, "datamodels", str(root), "--trak", "debug", "--n-boot", "200", "--select", "prose", "--k", "2", "--write-recipe", name)
         assert dm_run.returncode == 0, dm_run.stderr[-3000:]
         doc = json.loads((root / "datamodels.json").read_text())
         pairs = {(e["metric"], e["fit_size"], e["eval_size"]) for e in doc["entries"]}
@@ -136,9 +136,9 @@ def test_a_tiny_subset_sweep_through_datamodels_trak_the_report_and_a_selection_
         assert set(trak) >= {("prose", "debug"), ("prose", "tiny")} and all(t["checkpoint_size"] == "debug" for t in doc["trak"])
         assert doc["selection"]["k"] == 2 and len(doc["selection"]["groups"]) == 2
         assert "keep_groups" in recipe.read_text()
-        again = run_cli("datamodels", str(root), "--n-boot", "50", "--select", "prose", "--k", "2", "--write-recipe", name)
+        again = run_main(capsys, "datamodels", str(root), "--n-boot", "50", "--select", "prose", "--k", "2", "--write-recipe", name)
         assert again.returncode == 2 and "exists" in again.stderr
-        rep = run_cli("report", str(root))
+        rep = run_main(capsys, "report", str(root))
         assert rep.returncode == 0, rep.stderr[-3000:]
         assert "## Attribution across scale" in (root / "report.md").read_text()
         assert "attribution" in json.loads((root / "report.json").read_text())

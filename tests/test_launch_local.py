@@ -358,10 +358,9 @@ def test_a_failed_cell_is_a_non_zero_exit_unless_asked(out_dir, cache_dir):
         *FAST,
         f"paths.output_dir={out_dir}",
         f"paths.cache_dir={cache_dir}",
-        "data.repeat=false",
-        "data.steps=[{op: select_like, keep_frac: 1e-9}]",
+        "data.steps=[{op: quality_filter, min_chars: 100000000}]",
     ]
-    r = run_cli(*args)  # the pool asks for more tokens than curation leaves: the cell fails when it builds
+    r = run_cli(*args)  # curation keeps no document: the cell fails when it builds its pool
     assert r.returncode == 1, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1] == f"proxyscale: error: 1 of 1 cells failed (see proxyscale status {out_dir / 'crash'})"
 

@@ -274,8 +274,7 @@ def test_a_wandb_grid_through_the_cli_is_one_offline_run_per_cell(tmp_path, cach
             "trainer.log_every_n_steps=2",
             "data=balanced,noisy",
             "optim.lr=3e-3",
-            "data.repeat=false",
-            "data.steps=[],[{op: select_like, keep_frac: 1e-9}]",  # the second cell fails when it builds its pool (too few tokens left)
+            "data.steps=[],[{op: quality_filter, min_chars: 100000000}]",  # the second cell fails when it builds its pool (curation keeps nothing)
             f"paths.output_dir={out}",
             f"paths.cache_dir={cache_dir}",
         ],
@@ -285,7 +284,7 @@ def test_a_wandb_grid_through_the_cli_is_one_offline_run_per_cell(tmp_path, cach
         text=True,
         timeout=900,
     )
-    # the two cells whose curation leaves too few tokens fail by design; a sweep with failed cells exits 1 (issue 14: truthful exit status)
+    # the two cells whose curation keeps nothing fail by design; a sweep with failed cells exits 1 (issue 14: truthful exit status)
     assert res.returncode == 1 and "2 of 4 cells failed" in res.stderr, res.stderr[-3000:]
     sweep = out / "wbgrid"
     recs = {p.parent.name: record.read(p.parent) for p in sweep.glob(f"*/{record.RESULT}")}
@@ -293,7 +292,7 @@ def test_a_wandb_grid_through_the_cli_is_one_offline_run_per_cell(tmp_path, cach
     runs = offline_runs(sweep)
     assert all(r["folder"].parent == sweep / "wandb" for r in runs)
     # one run per cell, ids == the records' tracking ids (run id + sweep hash): the in-process cells never collapse into one run
-    # (the cells whose curation leaves too few tokens fail while loading their data, before job/run.py starts a tracker: no W&B run for them)
+    # (the cells whose curation keeps nothing fail while loading their data, before job/run.py starts a tracker: no W&B run for them)
     assert sorted(r["id"] for r in runs) == sorted(rec.tracking["id"] for rec in recs.values() if rec.status == "completed")
     for run in runs:
         rec = recs[run["config"]["run_id"]]

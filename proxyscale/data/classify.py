@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from proxyscale.config import ConfigError
-from proxyscale.data.sources import BUILTIN, Document
+from proxyscale.data.sources import BUILTIN, Document, corpus_file
 
 N_FEATURES = 1 << 18
 INSTALL_HINT = "classifier_filter needs scikit-learn: pip install 'proxyscale[attribution]'"
@@ -63,7 +63,10 @@ def classifier_identity(positives: str = "???", keep_frac: float = 0.5, c: float
         import sklearn
     except ImportError:
         raise ConfigError(INSTALL_HINT) from None
-    digest = _builtin_sha256(positives, cache_dir) if positives in BUILTIN else _sha256(positive_texts(positives))
+    if positives in BUILTIN:  # (from the extracted corpus where there is one; composing a cell writes no cache)
+        digest = _builtin_sha256(positives, cache_dir if cache_dir and corpus_file(positives, cache_dir).exists() else None)
+    else:
+        digest = _sha256(positive_texts(positives))
     return {"positives_sha256": digest, "n_features": N_FEATURES, "c": float(c), "sklearn": sklearn.__version__}
 
 

@@ -181,10 +181,15 @@ BUILTIN: dict[str, Callable[[], Iterator[Document]]] = {
 }
 
 
+def corpus_file(name: str, cache_dir: str) -> Path:
+    """Where builtin_corpus keeps a built-in corpus once extracted in cache_dir."""
+    return Path(cache_dir, "corpora", f"{name}-{builtin_fingerprint()}.jsonl")
+
+
 @functools.lru_cache(maxsize=None)
 def builtin_corpus(name: str, cache_dir: str | None = None) -> tuple[Document, ...]:
     """A built-in corpus, extracted once per machine (in cache_dir) and once per process."""
-    path = Path(cache_dir, "corpora", f"{name}-{builtin_fingerprint()}.jsonl") if cache_dir else None
+    path = corpus_file(name, cache_dir) if cache_dir else None
     if path is not None and path.exists():
         try:
             return tuple(Document(*json.loads(line)) for line in path.read_text().splitlines())
