@@ -37,7 +37,7 @@ BUDGET_S = 480  # the whole script on one H100
 PRECISION_TOL = 0.05  # nats: bf16-mixed + compiled vs fp32, final eval loss of each eval set (short runs; bf16 rounding, not a bug)
 ROOT = Path(__file__).resolve().parents[1]
 GPU_CELLS = {"precision": "20m", "sweep": ("20m", "60m"), "tokens": 2_097_152}  # per cell: 32 steps of trainer=gpu's 64 x 1024
-CPU_CELLS = {"precision": "debug", "sweep": ("debug", "tiny"), "tokens": 49_152}  # the CPU stand-in: seconds
+CPU_CELLS = {"precision": "debug", "sweep": ("debug", "tiny"), "tokens": 16_384}  # the CPU stand-in (4 steps of 32 x 128): seconds
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}  # dense, SXM where both exist
 
 

@@ -3,11 +3,12 @@
     .venv/bin/python bench/bench_tests.py [--tier unit|slow|all] [-- PYTEST ARGS]
 
 unit: `make test-unit`'s run (-m "not slow and not slurm and not gpu" on 2 xdist workers, a file per worker), target < 2 min
-wall on 2 idle cores; all: `make test`'s two runs (every tier but slurm on 2 workers, then slurm alone),
-target < 12 min. `make bench` runs the unit tier only. CPU time (user + system of pytest and every
-process it starts) is printed beside wall time: a loaded machine inflates wall time, hardly CPU time;
-on 2 idle cores two workers' wall time is about half their CPU time. The slowest tests come from
-pytest's own --durations (set in pyproject.toml). Merges the numbers into bench/results.json under "tests".
+wall on 2 idle cores; all: `make test`'s two steps (the slow and gpu tiers on 2 workers, then the slurm tier with
+the unit tier beside it at nice 19: tests/slurm-and-unit.sh), target < 12 min. `make bench` runs the unit tier only.
+CPU time (user + system of pytest and every process it starts; not the slurm jobs, which the cluster starts) is
+printed beside wall time: a loaded machine inflates wall time, hardly CPU time; on 2 idle cores two workers' wall
+time is about half their CPU time. The slowest tests come from pytest's own --durations (set in pyproject.toml).
+Merges the numbers into bench/results.json under "tests".
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = ["-n", "2"]  # the Makefile's TEST_WORKERS default
-# Each tier is the Makefile's pytest runs, one after another: (runs, wall target in seconds).
+PYTEST = [sys.executable, "-m", "pytest", "-q"]
+BESIDE = ["bash", str(ROOT / "tests" / "slurm-and-unit.sh"), str(Path(sys.executable).with_name("pytest")), "2", "-q"]
+# Each tier is the Makefile's commands, one after another: (commands, wall target in seconds).
 TIERS = {
-    "unit": ([[*WORKERS, "--dist", "loadfile", "-m", "not slow and not slurm and not gpu"]], 120.0),
-    "slow": ([[*WORKERS, "--dist", "loadfile", "-m", "slow"]], None),
-    "all": ([[*WORKERS, "--dist", "loadfile", "-m", "not slurm"], ["-m", "slurm"]], 12 * 60.0),
+    "unit": ([[*PYTEST, *WORKERS, "--dist", "loadfile", "-m", "not slow and not slurm and not gpu", "-p", "no:cacheprovider"]], 120.0),
+    "slow": ([[*PYTEST, *WORKERS, "--dist", "loadfile", "-m", "slow", "-p", "no:cacheprovider"]], None),
+    "all": ([[*PYTEST, *WORKERS, "--dist", "loadfile", "-m", "(slow or gpu) and not slurm", "-p", "no:cacheprovider"], BESIDE], 12 * 60.0),
 }
 
 
@@ -36,19 +39,19 @@ def run_tier(tier: str, extra: list[str]) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    rs = [subprocess.run([*pytest, *args, *extra], cwd=ROOT, capture_output=True, text=True) for args in runs]
+    rs = [subprocess.run([*cmd, *extra], cwd=ROOT, capture_output=True, text=True) for cmd in runs]
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out = [r.stdout for r in rs]
-    summary = "; ".join(next((ln.strip("= ") for ln in reversed(o.splitlines()) if re.search(r"\d+ (passed|failed)", ln)), o[-300:]) for o in out)
+    ends = [[ln.strip("= ") for ln in o.splitlines() if re.match(r"^=+ .*\d+ (passed|failed).* in [\d.]+s", ln)] or [o[-300:]] for o in out]
+    summary = "; ".join(e for es in ends for e in es)  # (a command may hold two runs: the slurm tier, then the unit tier)
     timed = [ln.strip() for o in out for ln in o.splitlines() if re.match(r"^\d+\.\d+s (call|setup|teardown) ", ln)]
     slowest = sorted(timed, key=lambda ln: -float(ln.split("s")[0]))[:10]
     r = max(rs, key=lambda r: r.returncode)
     return {
         "tier": tier,
-        "pytest": " && ".join(" ".join(["pytest", *args, *extra]) for args in runs),
+        "pytest": " && ".join(" ".join([*cmd[2 if cmd[:1] == [sys.executable] else 0 :], *extra]) for cmd in runs),
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
         "load_before": round(load, 2),

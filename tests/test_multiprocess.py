@@ -58,18 +58,27 @@ def test_a_two_process_ddp_cell_finishes_and_gives_the_one_process_record(refere
     assert records_by_devices(out_dir / "two")[2]["wall_seconds"] == rec["wall_seconds"]
 
 
+TASKS = ["model=debug", "eval=tasks_local", *FAST, *POINTS]
+
+
+@pytest.fixture(scope="module")
+def tasks_reference(tmp_path_factory, cache_dir) -> dict:
+    """The one-process record of the FAST debug cell with eval=tasks_local."""
+    out = tmp_path_factory.mktemp("tasks")
+    r = run_cli(*TASKS, "sweep=tasks1", f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return records_by_devices(out / "tasks1")[1]
+
+
 @pytest.mark.slow  # spawns the CLI to train
 @pytest.mark.parametrize("strategy", ["auto", "fsdp"])
-def test_task_eval_sets_are_gathered_item_by_item(out_dir, cache_dir, strategy):
+def test_task_eval_sets_are_gathered_item_by_item(tasks_reference, out_dir, cache_dir, strategy):
     """eval=tasks_local (lm and benchmark task sets): per-item metrics from both ranks, each item once (ddp, and fsdp
     whose every forward gathers the sharded weights: each rank scores as many batches, the sampler pads them even)."""
-    recs = {}
-    for n in (1, 2):
-        args = ["model=debug", "eval=tasks_local", *FAST, *POINTS, f"trainer.devices={n}", f"sweep=tasks{n}"]
-        args += [f"trainer.strategy={strategy}"] if n > 1 else []
-        r = run_cli(*args, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=400)
-        assert r.returncode == 0, r.stderr[-3000:]
-        recs.update(records_by_devices(out_dir / f"tasks{n}"))
+    args = [*TASKS, "trainer.devices=2", f"trainer.strategy={strategy}", "sweep=tasks2"]
+    r = run_cli(*args, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = {1: tasks_reference, **records_by_devices(out_dir / "tasks2")}
     assert set(recs) == {1, 2} and set(recs[2]["final_metrics"]) == {"pyquiz", "pycloze"}
     assert_same_record(recs[1], recs[2])
     items = pd.read_parquet(recs[2]["_dir"] / "examples.parquet")

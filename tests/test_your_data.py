@@ -51,7 +51,8 @@ def test_your_data_guide_runs_verbatim(tmp_path):
             assert res.returncode == 0, f"{script}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
             outputs.append(res.stdout + res.stderr)
     listing = next(o for o in outputs if "my_notes" in o and "from" in o)
-    rows = {line.split()[0]: line for line in listing.splitlines()[2:] if line.strip() and not line.startswith(("kept:", "(--build"))}
+    table = listing[listing.index("\n----") + 1 : listing.index("\nkept:")].splitlines()[1:]  # (the build's log lines follow it)
+    rows = {line.split()[0]: line for line in table}
     assert sorted(rows) == ["my_code", "my_notes"] and all(str(work / "myconf") in row for row in rows.values()), listing
     assert "docs" in rows["my_notes"].split(str(work))[0]  # --build tokenized it: kept documents are counted
     sweep = work / "outputs" / "mine"
