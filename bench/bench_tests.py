@@ -44,7 +44,7 @@ def run_tier(tier: str, extra: list[str]) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out = [r.stdout for r in rs]
-    ends = [[ln.strip("= ") for ln in o.splitlines() if re.match(r"^=+ .*\d+ (passed|failed).* in [\d.]+s", ln)] or [o[-300:]] for o in out]
+    ends = [[ln.strip("= ") for ln in o.splitlines() if re.match(r"^=*\s*\d+ (passed|failed)[^=]* in [\d.]+s", ln)] or [o[-300:]] for o in out]
     summary = "; ".join(e for es in ends for e in es)  # (a command may hold two runs: the slurm tier, then the unit tier)
     timed = [ln.strip() for o in out for ln in o.splitlines() if re.match(r"^\d+\.\d+s (call|setup|teardown) ", ln)]
     slowest = sorted(timed, key=lambda ln: -float(ln.split("s")[0]))[:10]

@@ -349,9 +349,9 @@ def test_tiny_grid_end_to_end_with_a_diverging_cell(out_dir, cache_dir):
     assert (sweep / "results.parquet").exists()
 
 
-def test_recipes_lists_the_catalogue(capsys):
+def test_recipes_lists_the_catalogue(corpora, cache_dir, capsys):
     """(and fits 100 columns; one run serves both checks: composing every recipe takes seconds)"""
-    r = run_main(capsys, "recipes")
+    r = run_main(capsys, "recipes", f"paths.cache_dir={cache_dir}")
     assert r.returncode == 0, r.stderr
     names = [ln.split()[0] for ln in r.stdout.splitlines()[2:]]
     assert len(names) >= 8 and {"balanced", "duplicated", "noisy", "hub_fineweb_edu", "ladder/readme_05"} <= set(names)  # sub-folders too
@@ -414,7 +414,7 @@ def test_gpu_cells_are_refused_without_a_gpu(out_dir, capsys):
         assert snapshot(out_dir) == {}
 
 
-def test_recipes_finds_caches_built_at_another_pool_size(cache_dir, tmp_path, capsys):
+def test_recipes_finds_caches_built_at_another_pool_size(corpora, cache_dir, tmp_path, capsys):
     """A cell's pool built at data.pool_tokens=200000 (what job/run.py builds before it trains, built here without
     the training) is listed for the recipe at its own 1.5M. --only keeps the recipes it matches, sub-folders by
     their names; a --config-dir recipe is listed with its folder, a shipped one with proxyscale's."""
