@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = ["-n", "2"]  # the Makefile's TEST_WORKERS default
 PYTEST = [sys.executable, "-m", "pytest", "-q"]
-BESIDE = ["bash", str(ROOT / "tests" / "slurm-and-unit.sh"), str(Path(sys.executable).with_name("pytest")), "2", "-q"]
+BESIDE = ["bash", str(ROOT / "tests" / "slurm-and-unit.sh"), str(Path(sys.executable).with_name("pytest")), WORKERS[1], "-q"]
 # Each tier is the Makefile's commands, one after another: (commands, wall target in seconds).
 TIERS = {
     "unit": ([[*PYTEST, *WORKERS, "--dist", "loadfile", "-m", "not slow and not slurm and not gpu", "-p", "no:cacheprovider"]], 120.0),

@@ -11,6 +11,7 @@ shift 2
 log=$(mktemp) base=$(mktemp -d)
 nice -n 19 "$pytest" -n "$workers" --dist loadfile -m "not slow and not slurm and not gpu" -p no:cacheprovider --basetemp="$base" "$@" >"$log" 2>&1 &
 unit=$!
+trap 'kill "$unit" 2>/dev/null; exit 130' INT TERM  # a stopped make test leaves no unit run behind
 "$pytest" -m slurm "$@"
 slurm=$?
 wait "$unit"

@@ -192,11 +192,15 @@ def _watch(proc: subprocess.Popen, needle: str) -> str:
 def _interrupt(args: list[str], at: int, sig: signal.Signals, sweep: Path) -> tuple[str, list[int], list[int]]:
     """Start the cell, send `sig` once its step-`at` checkpoint is written; (output after the signal, every process
     it had, its ranks > 0 when signalled)."""
+
+    def stamp() -> int | None:  # the cell's last checkpoint's mtime (None: not written yet)
+        ckpt = next(sweep.glob("*/checkpoints/last.ckpt"), None)
+        return ckpt.stat().st_mtime_ns if ckpt else None
+
+    before = stamp()
     proc = _start(args)
-    ckpt = lambda: next(sweep.glob("*/checkpoints/last.ckpt"), None)  # noqa: E731
-    before = ckpt().stat().st_mtime_ns if ckpt() else None
     _watch(proc, f"step {at}/12")
-    while (ckpt() is None or ckpt().stat().st_mtime_ns == before) and proc.poll() is None:  # (written right after that eval)
+    while stamp() in (None, before) and proc.poll() is None:  # (written right after that eval)
         time.sleep(0.02)
     procs, ranks = descendants(proc.pid), _ranks(proc.pid)
     proc.send_signal(sig)
