@@ -32,6 +32,28 @@ def _by_recipe(sweep: Path) -> list[dict]:
     return [{**json.loads(p.read_text()), "_dir": p.parent} for p in sweep.glob("*/result.json")]
 
 
+TASKS = ["model=debug", "eval=tasks_local", *FAST, *POINTS]
+
+
+@pytest.fixture(scope="module")
+def tasks_reference(tmp_path_factory, cache_dir) -> dict:
+    """The one-process record of the FAST debug cell with eval=tasks_local (lm and benchmark task sets), under
+    trainer.strategy=ddp (Lightning's DDP path on one process: the threads check reads its placement)."""
+    out = tmp_path_factory.mktemp("tasks")
+    r = run_cli(*TASKS, "trainer.strategy=ddp", "sweep=tasks1", f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return records_by_devices(out / "tasks1")[1]
+
+
+def assert_items_once(rec: dict) -> None:
+    """Per-item metrics of the benchmark set from both ranks, each item once and in order (the sampler pads the ranks
+    even; under FSDP every forward gathers the sharded weights, so each rank scores as many batches)."""
+    assert set(rec["final_metrics"]) == {"pyquiz", "pycloze"}, rec["final_metrics"]
+    items = pd.read_parquet(rec["_dir"] / "examples.parquet")
+    per_item = items[items["eval_set"].astype(str) == "pyquiz"]
+    assert per_item.groupby("metric", observed=True)["example"].apply(lambda s: list(s) == list(range(len(s)))).all()
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cache_dir) -> dict:
     """The one-process record of the FAST debug cell (train points every other step)."""
@@ -42,9 +64,11 @@ def reference(tmp_path_factory, cache_dir) -> dict:
 
 
 @pytest.mark.slow  # spawns the CLI to train
-def test_a_two_process_ddp_cell_finishes_and_gives_the_one_process_record(reference, out_dir, cache_dir):
-    """The command that used to hang (rank 1 met rank 0's cell lock and left): one record, from rank 0, equal to one process's."""
-    r = run_cli("model=debug", *FAST, *POINTS, *TWO, "sweep=two", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=300)
+def test_a_two_process_ddp_cell_finishes_and_gives_the_one_process_record(tasks_reference, out_dir, cache_dir):
+    """The command that used to hang (rank 1 met rank 0's cell lock and left): one record, from rank 0, equal to one process's,
+    its lm and benchmark task sets gathered item by item."""
+    reference = tasks_reference
+    r = run_cli(*TASKS, *TWO, "sweep=two", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     said = r.stdout + r.stderr
     assert said.count(" start\n") == 1 and "running in another process" not in said and not r.stderr, said[-3000:]  # one cell log, no lock contest
@@ -53,37 +77,10 @@ def test_a_two_process_ddp_cell_finishes_and_gives_the_one_process_record(refere
     assert rec["placements"] == [{"step": 0, "devices": 2, "num_nodes": 1, "world_size": 2, "strategy": "ddp", "threads": 1}]
     assert rec["_dir"].name == reference["run_id"]  # one cell, whatever runs it
     assert_same_record(reference, rec)
-    again = run_cli("model=debug", *FAST, *POINTS, "sweep=two", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=300)
+    assert_items_once(rec)
+    again = run_cli(*TASKS, "sweep=two", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=300)
     assert again.returncode == 0 and "skip: already completed" in again.stdout + again.stderr, again.stderr[-3000:]  # not rerun on 1 process
     assert records_by_devices(out_dir / "two")[2]["wall_seconds"] == rec["wall_seconds"]
-
-
-TASKS = ["model=debug", "eval=tasks_local", *FAST, *POINTS]
-
-
-@pytest.fixture(scope="module")
-def tasks_reference(tmp_path_factory, cache_dir) -> dict:
-    """The one-process record of the FAST debug cell with eval=tasks_local."""
-    out = tmp_path_factory.mktemp("tasks")
-    r = run_cli(*TASKS, "sweep=tasks1", f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", timeout=400)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return records_by_devices(out / "tasks1")[1]
-
-
-@pytest.mark.slow  # spawns the CLI to train
-@pytest.mark.parametrize("strategy", ["auto", "fsdp"])
-def test_task_eval_sets_are_gathered_item_by_item(tasks_reference, out_dir, cache_dir, strategy):
-    """eval=tasks_local (lm and benchmark task sets): per-item metrics from both ranks, each item once (ddp, and fsdp
-    whose every forward gathers the sharded weights: each rank scores as many batches, the sampler pads them even)."""
-    args = [*TASKS, "trainer.devices=2", f"trainer.strategy={strategy}", "sweep=tasks2"]
-    r = run_cli(*args, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=400)
-    assert r.returncode == 0, r.stderr[-3000:]
-    recs = {1: tasks_reference, **records_by_devices(out_dir / "tasks2")}
-    assert set(recs) == {1, 2} and set(recs[2]["final_metrics"]) == {"pyquiz", "pycloze"}
-    assert_same_record(recs[1], recs[2])
-    items = pd.read_parquet(recs[2]["_dir"] / "examples.parquet")
-    per_item = items[items["eval_set"].astype(str) == "pyquiz"]
-    assert per_item.groupby("metric", observed=True)["example"].apply(lambda s: list(s) == list(range(len(s)))).all()  # every item once, in order
 
 
 @pytest.mark.slow  # (two more 2-process cells)
@@ -115,15 +112,17 @@ m.CausalLM.configure_optimizers = recording
 
 
 @pytest.mark.slow  # (a 2-process cell)
-def test_a_two_process_fsdp_cell_on_cpu_gives_the_one_process_record(reference, tmp_path, out_dir, cache_dir):
+def test_a_two_process_fsdp_cell_on_cpu_gives_the_one_process_record(tasks_reference, tmp_path, out_dir, cache_dir):
     """trainer.strategy=fsdp is torch's FSDP2 (each rank holds half of every parameter and its optimizer state) under
-    gloo: its gradients are reduce-scattered where DDP all-reduces them, to the same numbers up to reduction order."""
+    gloo: its gradients are reduce-scattered where DDP all-reduces them, to the same numbers up to reduction order;
+    its task sets are gathered item by item like DDP's."""
+    reference = tasks_reference
     hook, shards = tmp_path / "hook", tmp_path / "shards"
     hook.mkdir(), shards.mkdir()
     (hook / "sitecustomize.py").write_text(SHARDS)
     env = {"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]), "SHARDS_OUT": str(shards)}
-    args = ["model=debug", *FAST, *POINTS, *FSDP, "sweep=fsdp", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
-    r = run_cli(*args, env=env, timeout=300)
+    args = [*TASKS, *FSDP, "sweep=fsdp", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
+    r = run_cli(*args, env=env, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     assert not r.stderr, r.stderr[-3000:]
     held = [json.loads((shards / f"rank{k}.json").read_text()) for k in (0, 1)]  # (parameters the optimizer holds, of the whole model's)
@@ -132,6 +131,7 @@ def test_a_two_process_fsdp_cell_on_cpu_gives_the_one_process_record(reference, 
     assert rec["placements"] == [{"step": 0, "devices": 2, "num_nodes": 1, "world_size": 2, "strategy": "fsdp", "threads": 1}]
     assert rec["_dir"].name == reference["run_id"]
     assert_same_record(reference, rec)
+    assert_items_once(rec)
 
 
 @pytest.mark.parametrize(
@@ -148,15 +148,12 @@ def test_a_cell_this_machine_cannot_run_is_refused_in_one_line(out_dir, args, sa
     assert says in line, line
 
 
-@pytest.mark.slow  # (a 1-process ddp cell)
+@pytest.mark.slow  # (reads the 1-process ddp cell of tasks_reference)
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="Lightning's thread count and trainer.threads=1 agree on one core")
-def test_the_ranks_train_with_trainer_threads_not_lightnings_cores_per_device(out_dir, cache_dir):
+def test_the_ranks_train_with_trainer_threads_not_lightnings_cores_per_device(tasks_reference):
     """Lightning's DDP launcher sets torch's threads to cores / devices unless OMP_NUM_THREADS is set: one rank per
     node got every core (a 2-node cell ran ~20x slower per step than on one node). The cell keeps trainer.threads."""
-    r = run_cli("model=debug", *FAST, "trainer.strategy=ddp", "sweep=th", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    (rec,) = records_by_devices(out_dir / "th").values()
-    assert [(p["strategy"], p["threads"]) for p in rec["placements"]] == [("ddp", 1)], rec["placements"]
+    assert [(p["strategy"], p["threads"]) for p in tasks_reference["placements"]] == [("ddp", 1)], tasks_reference["placements"]
 
 
 def test_the_process_count_is_not_an_axis_of_a_grid():
@@ -210,26 +207,6 @@ def _interrupt(args: list[str], at: int, sig: signal.Signals, sweep: Path) -> tu
 
 
 @pytest.mark.slow  # spawns the CLI to train
-def test_a_signal_stops_every_rank_and_the_rerun_resumes_to_the_uninterrupted_record(reference, out_dir, cache_dir):
-    """SIGTERM (a scheduler's stop) at step 4, then SIGINT (Ctrl-C) at step 8 of the resumed run, both on 2 processes:
-    each exits 128 + signal with one line, leaves no rank behind, and the third run resumes to the uninterrupted record."""
-    args = ["model=debug", *FAST, *POINTS, *TWO, "sweep=sig", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
-    for at, sig in ((4, signal.SIGTERM), (8, signal.SIGINT)):
-        rest, procs, ranks = _interrupt(args, at, sig, out_dir / "sig")
-        assert ranks, "rank 1 is not running"
-        assert rest.strip().splitlines()[-1] == f"proxyscale: error: interrupted by {sig.name}: 1 of 1 cells not finished (rerun the same command to resume)"
-        deadline = time.monotonic() + 10
-        while any(alive(p) for p in procs) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not [p for p in procs if alive(p)], f"orphaned ranks after {sig.name}"
-    r = run_cli(*args, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    rec = records_by_devices(out_dir / "sig")[2]
-    assert rec["requeues"] == 2 and "resuming from step 8" in r.stdout + r.stderr, r.stderr[-3000:]
-    assert_same_record(reference, rec)
-
-
-@pytest.mark.slow  # spawns the CLI to train
 def test_a_rank_killed_fails_its_cell_in_bounded_time_the_sweep_goes_on_and_a_rerun_resumes(reference, out_dir, cache_dir):
     # (the rank's closed connection fails rank 0's next collective at once; trainer.pg_timeout_s bounds a hung rank. It also
     # bounds the rendezvous, so it stays at TWO's 60 s: a second rank can take 20 s to start on a loaded 2-core machine)
@@ -256,16 +233,33 @@ def _placed(n: int, strategy: str = "ddp") -> list[str]:
     return [f"trainer.devices={n}", f"trainer.strategy={strategy}", "trainer.pg_timeout_s=60"] if n > 1 else []
 
 
+def _stopped(rest: str, procs: list[int], sig: signal.Signals) -> None:
+    """A stopped cell says so in one last line and leaves none of its processes (ranks included) behind."""
+    assert rest.strip().splitlines()[-1] == f"proxyscale: error: interrupted by {sig.name}: 1 of 1 cells not finished (rerun the same command to resume)"
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in procs if alive(p)], f"orphaned processes after {sig.name}"
+
+
 @pytest.mark.slow  # (a cell interrupted twice and resumed, on 2 processes in between)
-@pytest.mark.parametrize("counts,strategy", [((1, 2, 1), "ddp"), ((2, 2, 2), "fsdp")], ids=["1-then-2-then-1", "fsdp-2-then-2"])
-def test_a_cell_interrupted_on_one_process_count_resumes_on_another_to_the_uninterrupted_record(reference, out_dir, cache_dir, counts, strategy):
-    """Batches are a function of (seed, step) and a checkpoint holds the whole model and optimizer (rank 0's; under FSDP
-    gathered from the shards into one file): the cell resumes from it on any process count (FSDP: with FSDP on as many,
-    which shards it again), to the record of the uninterrupted one-process run (float reduction order). The ddp chain
-    moves 1 -> 2 -> 1 processes (stopped at steps 4 and 8); the fsdp one stays on 2."""
+@pytest.mark.parametrize(
+    "counts,strategy,signals",
+    [((1, 2, 1), "ddp", (signal.SIGTERM, signal.SIGINT)), ((2, 2, 2), "fsdp", (signal.SIGTERM, signal.SIGTERM))],
+    ids=["1-then-2-then-1", "fsdp-2-then-2"],
+)
+def test_a_stopped_cell_resumes_on_another_process_count_to_the_uninterrupted_record(reference, out_dir, cache_dir, counts, strategy, signals):
+    """A signal (SIGTERM: a scheduler's stop; SIGINT: Ctrl-C) stops every rank, exits 128 + signal with one line and
+    leaves no process behind. Batches are a function of (seed, step) and a checkpoint holds the whole model and
+    optimizer (rank 0's; under FSDP gathered from the shards into one file): the cell resumes from it on any process
+    count (FSDP: with FSDP on as many, which shards it again), to the record of the uninterrupted one-process run
+    (float reduction order). The ddp chain moves 1 -> 2 -> 1 processes (SIGTERM at step 4, SIGINT at step 8 on 2
+    processes); the fsdp one stays on 2 (SIGTERM at both)."""
     common = ["model=debug", *FAST, *POINTS, "sweep=move", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
-    for n, at in zip(counts, (4, 8)):
-        _interrupt([*common, *_placed(n, strategy)], at, signal.SIGTERM, out_dir / "move")
+    for n, at, sig in zip(counts, (4, 8), signals):
+        rest, procs, ranks = _interrupt([*common, *_placed(n, strategy)], at, sig, out_dir / "move")
+        assert len(ranks) == n - 1, (n, ranks)  # (rank 1 was running when signalled)
+        _stopped(rest, procs, sig)
     r = run_cli(*common, *_placed(counts[-1], strategy), timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming from step 8" in r.stdout + r.stderr
