@@ -111,11 +111,14 @@ def assert_same_record(one: dict, two: dict) -> float:
 
 
 def run_main(capsys, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """proxyscale.cli.main in this process (no interpreter and import start-up, ~3 s a call): its exit
+    """proxyscale.cli.main in this process (no interpreter and import start-up, 3-6 CPU s a call): its exit
     status and what it printed (log lines on stderr, as in the command), like run_cli. What main() changes
-    in the process (sys.argv, signal handlers, environment, Hydra's global state, root logging, gc.freeze)
-    is put back afterwards."""
+    in the process (sys.argv, signal handlers, environment, Hydra's global state, root logging, gc.freeze,
+    torch's thread count) is put back afterwards. capsys=None (a module-scoped fixture has none) captures
+    sys.stdout/sys.stderr itself."""
+    import contextlib
     import gc
+    import io
     import logging
     import signal
     from unittest import mock
@@ -125,28 +128,37 @@ def run_main(capsys, *args: str, env: dict | None = None) -> subprocess.Complete
     from proxyscale import cli as entry
 
     argv, handlers = sys.argv[:], {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     root = logging.getLogger()
     root_state = (root.handlers[:], root.level)
-    capsys.readouterr()
-    handler = logging.StreamHandler(sys.stderr)  # what main()'s logging.basicConfig gives a fresh process: log lines on stderr
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    code = 0
-    with mock.patch.dict(os.environ, env or {}):
-        try:
-            entry.main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)
-        finally:
-            gc.unfreeze()
-            sys.argv[:] = argv
-            for s, h in handlers.items():
-                signal.signal(s, h)
-            root.handlers[:] = root_state[0]
-            root.setLevel(root_state[1])
-            GlobalHydra.instance().clear()
-    out, err = capsys.readouterr()
+    with contextlib.ExitStack() as stack:
+        if capsys is None:
+            out_buf, err_buf = io.StringIO(), io.StringIO()
+            stack.enter_context(contextlib.redirect_stdout(out_buf))
+            stack.enter_context(contextlib.redirect_stderr(err_buf))
+        else:
+            capsys.readouterr()
+        handler = logging.StreamHandler(sys.stderr)  # what main()'s logging.basicConfig gives a fresh process: log lines on stderr
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+        code = 0
+        with mock.patch.dict(os.environ, env or {}):
+            try:
+                entry.main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if isinstance(exc.code, str):
+                    print(exc.code, file=sys.stderr)
+            finally:
+                gc.unfreeze()
+                sys.argv[:] = argv
+                for s, h in handlers.items():
+                    signal.signal(s, h)
+                root.handlers[:] = root_state[0]
+                root.setLevel(root_state[1])
+                GlobalHydra.instance().clear()
+                if threads is not None:
+                    sys.modules["torch"].set_num_threads(threads)
+    out, err = (out_buf.getvalue(), err_buf.getvalue()) if capsys is None else capsys.readouterr()
     return subprocess.CompletedProcess(["proxyscale", *args], code, out, err)

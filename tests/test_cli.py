@@ -329,9 +329,9 @@ def test_ladder_lists_every_size(capsys):
 
 
 @pytest.mark.slow
-def test_tiny_grid_end_to_end_with_a_diverging_cell(out_dir, cache_dir):
+def test_tiny_grid_end_to_end_with_a_diverging_cell(out_dir, cache_dir, capsys):
     common = [f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", "sweep=e2e", "model=debug", *FAST, "optim.warmup_frac=0", "optim.grad_clip=0"]
-    r = run_cli("-m", "data=balanced,noisy,code_heavy", "optim.lr=3e-3,1e3", *common)
+    r = run_main(capsys, "-m", "data=balanced,noisy,code_heavy", "optim.lr=3e-3,1e3", *common)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "[6/6]" in r.stderr + r.stdout
     sweep = out_dir / "e2e"
@@ -341,10 +341,10 @@ def test_tiny_grid_end_to_end_with_a_diverging_cell(out_dir, cache_dir):
     assert {s for k, s in statuses.items() if "lr0.003" in k} == {"completed"}
     assert set(json.loads((sweep / "grid.json").read_text())["cells"]) == set(statuses)
 
-    again = run_cli("-m", "data=balanced,noisy,code_heavy", "optim.lr=3e-3,1e3", *common)
+    again = run_main(capsys, "-m", "data=balanced,noisy,code_heavy", "optim.lr=3e-3,1e3", *common)
     assert "6 already final, 0 to run" in again.stderr + again.stdout
 
-    r = run_cli("collect", str(sweep))
+    r = run_main(capsys, "collect", str(sweep))
     assert r.returncode == 0 and "3 completed, 3 diverged" in r.stdout
     assert (sweep / "results.parquet").exists()
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import FAST, run_cli, run_main
+from helpers import FAST, run_main
 from proxyscale.analysis import datamodels as dm
 from proxyscale.cli import main
 from proxyscale.config import CONF_DIR
@@ -120,7 +120,7 @@ def test_bad_csvs_are_refused_in_one_line_naming_the_row(tmp_path, capsys, losse
 def test_a_tiny_subset_sweep_through_datamodels_trak_the_report_and_a_selection_recipe(tmp_path, cache_dir, capsys):
     out = tmp_path / "outputs"
     common = [*FAST, f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}"]
-    res = run_cli("-m", "model=debug,tiny", "data.subset=range(0,8)", "data.subset_groups=8", "sweep=subs", "trainer.keep_checkpoints=true", *common)
+    res = run_main(capsys, "-m", "model=debug,tiny", "data.subset=range(0,8)", "data.subset_groups=8", "sweep=subs", "trainer.keep_checkpoints=true", *common)
     assert res.returncode == 0, res.stderr[-3000:]
     root = out / "subs"
     name = f"dsdm_test_{tmp_path.name}"[-60:]
@@ -142,21 +142,21 @@ def test_a_tiny_subset_sweep_through_datamodels_trak_the_report_and_a_selection_
         assert rep.returncode == 0, rep.stderr[-3000:]
         assert "## Attribution across scale" in (root / "report.md").read_text()
         assert "attribution" in json.loads((root / "report.json").read_text())
-        trained = run_cli("model=debug", f"data=selected/{name}", "sweep=sel", *common)
+        trained = run_main(capsys, "model=debug", f"data=selected/{name}", "sweep=sel", *common)
         assert trained.returncode == 0, trained.stderr[-3000:]
     finally:
         recipe.unlink(missing_ok=True)
 
 
 @pytest.mark.slow
-def test_trak_on_a_debug_checkpoint_beats_random_scores(tmp_path, cache_dir):
+def test_trak_on_a_debug_checkpoint_beats_random_scores(tmp_path, cache_dir, capsys):
     """TRAK's group weights from kept debug checkpoints predict the subsets' losses at the debug size better than
     every one of 50 seeded random weight draws does. Groups are the recipe's three sources
     (subset_by=source), so which groups a model saw changes its losses enough for one checkpoint to tell."""
     out = tmp_path / "outputs"
     common = [*FAST, "eval.tokens_per_set=8192", f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}"]
     sweep = ["-m", "model=debug", "data.subset=range(0,16)", "data.subset_by=source", "data.subset_groups=3", "sweep=t", "trainer.keep_checkpoints=true"]
-    res = run_cli(*sweep, *common)
+    res = run_main(capsys, *sweep, *common)
     assert res.returncode == 0, res.stderr[-3000:]
     data = attribution.sweep_subsets(out / "t")
     weights, cost = trak.trak_weights(out / "t", "debug", checkpoints=2, per_group=32, proj_dim=256)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import FAST, run_cli, run_main
+from helpers import FAST, run_main
 from proxyscale import collect, record
 from proxyscale.analysis import examples as X
 from proxyscale.job import run as job_run
@@ -80,10 +80,10 @@ def test_too_few_recipes_say_why():
 
 
 @pytest.mark.slow
-def test_tiny_sweep_writes_examples_and_the_report_section(tmp_path, cache_dir):
+def test_tiny_sweep_writes_examples_and_the_report_section(tmp_path, cache_dir, capsys):
     out = tmp_path / "outputs"
     recipes = ["balanced", "noisy", "code_heavy", "boilerplate"]
-    res = run_cli("-m", "model=debug,tiny", f"data={','.join(recipes)}", "sweep=ex", *FAST, f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}")
+    res = run_main(capsys, "-m", "model=debug,tiny", f"data={','.join(recipes)}", "sweep=ex", *FAST, f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}")
     assert res.returncode == 0, res.stderr[-3000:]
     root = out / "ex"
     recs = [record.read(p.parent) for p in root.glob("*/result.json")]
@@ -96,7 +96,7 @@ def test_tiny_sweep_writes_examples_and_the_report_section(tmp_path, cache_dir):
     snippets = sorted((root / record.SNIPPETS).glob("*.json"))
     assert len(snippets) == 3 and all(len(json.loads(p.read_text())["snippets"]) == n_win for p in snippets)
 
-    rep = run_cli("report", str(root))
+    rep = run_main(capsys, "report", str(root))
     assert rep.returncode == 0, rep.stderr[-3000:]
     table = pd.read_parquet(root / collect.EXAMPLES)
     assert len(table) == 8 * 3 * n_win and list(table.columns) == collect.EXAMPLE_COLUMNS

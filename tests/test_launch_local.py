@@ -309,13 +309,13 @@ def _run_ids(*overrides):
     return [c.run_id for c in grid.compose_grid(["-m", *overrides])[0]]
 
 
-@pytest.mark.slow  # shells out to the CLI and trains
-def test_a_record_that_cannot_be_written_is_a_non_zero_exit_with_one_line(out_dir, cache_dir):
+@pytest.mark.slow  # trains (in this process)
+def test_a_record_that_cannot_be_written_is_a_non_zero_exit_with_one_line(out_dir, cache_dir, capsys):
     args = ["-m", "model=debug", "optim.lr=2e-2,3e-2", "sweep=unwritable", *FAST, f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
-    plan = run_cli(*args, "dry_run=true")  # the ids the CLI itself plans (its process's environment is the one that trains)
+    plan = run_main(capsys, *args, "dry_run=true")
     blocked = next(line.split()[0] for line in plan.stdout.splitlines() if line.startswith("debug-balanced-lr0.02"))
     (out_dir / "unwritable" / blocked / "result.json").mkdir(parents=True)  # a directory in the way
-    r = run_cli(*args)
+    r = run_main(capsys, *args)
     assert r.returncode == 1, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("proxyscale: error: 1 of 2 cells could not write their record (IsADirectoryError: "), last
@@ -323,8 +323,8 @@ def test_a_record_that_cannot_be_written_is_a_non_zero_exit_with_one_line(out_di
     assert len(list((out_dir / "unwritable").glob("*/result.json"))) == 2  # the other cell's record is there (and the dir)
 
 
-@pytest.mark.slow  # shells out to the CLI and trains
-def test_a_failed_cell_is_a_non_zero_exit_unless_asked(out_dir, cache_dir):
+@pytest.mark.slow  # trains (in this process)
+def test_a_failed_cell_is_a_non_zero_exit_unless_asked(out_dir, cache_dir, capsys):
     args = [
         "-m",
         "model=debug",
@@ -334,7 +334,7 @@ def test_a_failed_cell_is_a_non_zero_exit_unless_asked(out_dir, cache_dir):
         f"paths.cache_dir={cache_dir}",
         "data.steps=[{op: quality_filter, min_chars: 100000000}]",
     ]
-    r = run_cli(*args)  # curation keeps no document: the cell fails when it builds its pool
+    r = run_main(capsys, *args)  # curation keeps no document: the cell fails when it builds its pool
     assert r.returncode == 1, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1] == f"proxyscale: error: 1 of 1 cells failed (see proxyscale status {out_dir / 'crash'})"
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import FAST, ROOT, run_cli
+from helpers import FAST, ROOT, run_main
 from proxyscale import collect, record
 from proxyscale.config import ConfigError, SourceConfig, identity_of, source_identity
 from proxyscale.data import sources, tasks
@@ -169,9 +169,10 @@ def test_unknown_task_and_builtin_tasks_are_refused():
 
 
 @pytest.mark.slow
-def test_task_sets_flow_into_records_collect_and_the_report(tmp_path, cache_dir):
+def test_task_sets_flow_into_records_collect_and_the_report(tmp_path, cache_dir, capsys):
     out = tmp_path / "outputs"
-    res = run_cli(
+    res = run_main(
+        capsys,
         "-m",
         "model=debug,tiny",
         "data=balanced,noisy,code_heavy",
@@ -195,7 +196,7 @@ def test_task_sets_flow_into_records_collect_and_the_report(tmp_path, cache_dir)
     assert len(quiz) == len(tasks.METRICS) * 24 and set(quiz["metric"]) == set(tasks.METRICS) and quiz["loss"].isna().all()
     assert quiz.groupby("metric", observed=True)["value"].mean().to_dict() == pytest.approx(recs[0].final_metrics["pyquiz"], rel=1e-5)
 
-    rep = run_cli("report", str(root))
+    rep = run_main(capsys, "report", str(root))
     assert rep.returncode == 0, rep.stderr[-3000:]
     results = pd.read_parquet(root / collect.RESULTS)
     task_rows = results[results["eval_set"].isin(["pyquiz", "pycloze"])]

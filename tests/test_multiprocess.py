@@ -56,9 +56,9 @@ def assert_items_once(rec: dict) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cache_dir) -> dict:
-    """The one-process record of the FAST debug cell (train points every other step)."""
+    """The one-process record of the FAST debug cell (train points every other step), trained in this process."""
     out = tmp_path_factory.mktemp("ref")
-    r = run_cli("model=debug", *FAST, *POINTS, "sweep=ref", f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}")
+    r = run_main(None, "model=debug", *FAST, *POINTS, "sweep=ref", f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}")
     assert r.returncode == 0, r.stderr[-3000:]
     return records_by_devices(out / "ref")[1]
 

@@ -376,29 +376,14 @@ def test_html_renders_in_headless_chromium(tmp_path):
 
 
 @pytest.mark.slow
-def test_report_of_a_real_tiny_sweep(tmp_path, fresh_cache):
+def test_report_of_a_real_tiny_sweep(tmp_path, fresh_cache, capsys):
     """(The tests' fast cells, FAST, on a cache folder of its own: the baselines the jobs cache are this sweep's alone.)"""
     out_dir = tmp_path / "outputs"
-    train = subprocess.run(
-        [
-            CLI,
-            "-m",
-            "grid=smoke",
-            "sweep=rep",
-            "data=balanced,noisy,code_heavy",
-            "optim.lr=3e-3,1e-2",
-            *FAST,
-            f"paths.output_dir={out_dir}",
-            f"paths.cache_dir={fresh_cache}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=1200,
-    )
+    args = ["-m", "grid=smoke", "sweep=rep", "data=balanced,noisy,code_heavy", "optim.lr=3e-3,1e-2", *FAST]
+    train = run_main(capsys, *args, f"paths.output_dir={out_dir}", f"paths.cache_dir={fresh_cache}")
     assert train.returncode == 0, train.stderr[-3000:]
     root = out_dir / "rep"
-    out = cli("report", root)  # collects first: no results.parquet yet
+    out = run_main(capsys, "report", str(root))  # collects first: no results.parquet yet
     assert out.returncode == 0, out.stderr
     assert (root / "results.parquet").exists()
     rep = strict_json(root / "report.json")
