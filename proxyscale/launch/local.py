@@ -23,7 +23,7 @@ GRID_SIZE_ENV = "PROXYSCALE_GRID_SIZE"  # set by the proxyscale sweeper: cells t
 SWEEP_PID_ENV = "PROXYSCALE_SWEEP_PID"  # the sweep's own process: a task elsewhere (a joblib worker) watches it
 OK_EXIT_ENV = "PROXYSCALE_OK_EXIT"  # =1: failed cells still exit 0 (the old behaviour); interrupts never do
 PROGRESS_ENV = "PROXYSCALE_PROGRESS"  # set by the proxyscale sweeper: the sweep's progress file (see Progress)
-OUTCOMES: list[str] = []  # outcomes of the cells this process ran (a single run reads them after Hydra returns)
+OUTCOMES: list[str] = []  # outcomes of the cells this command ran (a single run reads them after Hydra returns)
 
 log = logging.getLogger("proxyscale")
 
