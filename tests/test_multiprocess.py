@@ -332,13 +332,14 @@ def test_a_rank_that_raises_fails_the_cell_with_its_traceback(tmp_path, out_dir,
 
 
 @pytest.mark.slow  # (six cells, three of them on 2 processes)
-def test_the_per_example_view_with_a_two_process_target(out_dir, cache_dir):
-    """Proxies on one process, the target on two: the report's per-example view reads the target's gathered losses."""
+def test_the_per_example_view_with_a_two_process_target(out_dir, cache_dir, capsys):
+    """Proxies on one process (this one), the target on two: the report's per-example view reads the target's gathered losses."""
     common = ["data=balanced,noisy,code_heavy", *FAST, "sweep=pe", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}"]
-    for args in (["model=debug"], ["model=tiny", *TWO]):
-        r = run_cli("-m", *args, *common, timeout=400)
-        assert r.returncode == 0, r.stderr[-3000:]
-    rep = run_cli("report", str(out_dir / "pe"))
+    r = run_main(capsys, "-m", "model=debug", *common)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("-m", "model=tiny", *TWO, *common, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = run_main(capsys, "report", str(out_dir / "pe"))
     assert rep.returncode == 0, rep.stderr[-3000:]
     pe = json.loads((out_dir / "pe" / "report.json").read_text())["per_example"]
     assert pe["available"] and pe["target"] == "tiny", pe
