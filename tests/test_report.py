@@ -84,7 +84,7 @@ def small_csv(tmp_path, rng_seed=0):
 
 def test_from_csv_end_to_end_matches_scipy(tmp_path, capsys):
     path, df = small_csv(tmp_path)
-    out = run_main(capsys, "report", "--from-csv", str(path), "--out", str(tmp_path / "rep"))
+    out = run_main(capsys, "report", "--from-csv", str(path), "--out", str(tmp_path / "rep"), "--no-figures")
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     for name in ("report.json", "report.md", "report.html"):
@@ -146,6 +146,25 @@ def test_from_csv_end_to_end_matches_scipy(tmp_path, capsys):
     assert json.loads(json.dumps(build._clean(build.build_csv(str(path)))))["comparisons"] == comps
 
 
+def test_no_figures_writes_the_same_report_json_draws_nothing_and_says_so(tmp_path, capsys):
+    """--no-figures: the analysis and report.json are the full report's; no fig_* file is written and those of an earlier
+    report in the folder go (they would be linked from nothing); each figure's place in report.md/.html says why."""
+    path, _ = small_csv(tmp_path)
+    full, bare = tmp_path / "full", tmp_path / "bare"
+    assert run_main(capsys, "report", "--from-csv", str(path), "--out", str(full)).returncode == 0
+    drawn = sorted(p.name for p in full.glob("fig_*.png"))
+    assert drawn, "the full report drew no figure"
+    r = run_main(capsys, "report", "--from-csv", str(path), "--out", str(bare), "--no-figures")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert (bare / "report.json").read_bytes() == (full / "report.json").read_bytes()
+    assert not list(bare.glob("fig_*")) and "fig_" not in r.stdout
+    md, html = (bare / "report.md").read_text(), (bare / "report.html").read_text()
+    assert md.count("written with --no-figures") >= len(drawn) and "No figures: every figure was skipped" in md  # (skipped ones too: not built)
+    assert "data:image/png" not in html and "written with --no-figures" in html
+    assert run_main(capsys, "report", "--from-csv", str(path), "--out", str(full), "--no-figures").returncode == 0
+    assert not list(full.glob("fig_*"))
+
+
 def test_from_csv_with_lr_seed_step_params(tmp_path, capsys):
     """Optional columns: params orders sizes; lr gives the reduced-LR section; step gives early signal."""
     rng = np.random.default_rng(3)
@@ -160,7 +179,7 @@ def test_from_csv_with_lr_seed_step_params(tmp_path, capsys):
                         rows.append({"recipe": r, "size": size, "metric": "loss", "value": val, "lr": lr, "seed": seed, "step": step, "params": params})
     path = tmp_path / "lr.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
-    out = run_main(capsys, "report", "--from-csv", str(path), "--out", str(tmp_path / "rep"), "--standard-lr", "1e-2")
+    out = run_main(capsys, "report", "--from-csv", str(path), "--out", str(tmp_path / "rep"), "--standard-lr", "1e-2", "--no-figures")
     assert out.returncode == 0, out.stderr
     rep = strict_json(tmp_path / "rep" / "report.json")
     assert rep["sizes"] == ["proxyA", "targetB"]
@@ -207,7 +226,7 @@ def test_realdata_regmix_figures_equal_independent_scipy(regmix_report):
 @pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is absent")
 def test_realdata_dclm_higher_is_better(tmp_path, capsys):
     src = REALDATA / "dclm_scales.csv"
-    out = run_main(capsys, "report", "--from-csv", str(src), "--out", str(tmp_path), "--higher-is-better")
+    out = run_main(capsys, "report", "--from-csv", str(src), "--out", str(tmp_path), "--no-figures", "--higher-is-better")
     assert out.returncode == 0, out.stderr
     rep = strict_json(tmp_path / "report.json")
     assert rep["direction"] == "higher" and rep["sizes"] == ["400M-1x", "1B-1x", "7B-1x"]
@@ -230,11 +249,11 @@ def test_direction_per_metric_through_the_cli(tmp_path, capsys):
     """DCLM's accuracies without a direction are warned about by name; naming two of them makes exactly
     those higher-is-better; a sweep refuses the flag (its metrics are losses)."""
     src = REALDATA / "dclm_scales.csv"
-    out = run_main(capsys, "report", "--from-csv", str(src), "--out", str(tmp_path / "a"))
+    out = run_main(capsys, "report", "--from-csv", str(src), "--out", str(tmp_path / "a"), "--no-figures")
     assert out.returncode == 0, out.stderr
     notes = " ".join(strict_json(tmp_path / "a" / "report.json")["notes"])
     assert "metric 'MMLU' reads like an accuracy but is analysed as lower-is-better" in notes
-    out = run_main(capsys, "report", "--from-csv", str(src), "--out", str(tmp_path / "b"), "--higher-is-better", "MMLU", "Core")
+    out = run_main(capsys, "report", "--from-csv", str(src), "--out", str(tmp_path / "b"), "--no-figures", "--higher-is-better", "MMLU", "Core")
     assert out.returncode == 0, out.stderr
     rep = strict_json(tmp_path / "b" / "report.json")
     assert rep["directions"] == {"Core": "higher", "Extended": "lower", "MMLU": "higher"} and rep["direction"] == "mixed"
@@ -416,7 +435,7 @@ def test_the_report_lists_missing_grid_cells_and_what_they_change(tmp_path, caps
         cells[f"lost-{seed}"], keys[f"lost-{seed}"] = [], ["small", "rec1", 1e-2, seed]
     cells["gone"], keys["gone"] = [], ["small", "rec2", 1e-3, 2]  # a third seed, deleted
     (root / "grid.json").write_text(json.dumps({"cells": cells, "keys": keys, "standard_lr": 3e-3, "standard_lr_source": "test"}))
-    r = run_main(capsys, "report", str(root))
+    r = run_main(capsys, "report", str(root), "--no-figures")
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads((root / "report.json").read_text())
     miss = rep["missing_cells"]
@@ -449,10 +468,10 @@ def test_a_report_on_a_full_disk_leaves_the_old_report_whole_and_says_so(tmp_pat
     with small_disk(tmp_path / "disk") as disk:
         root = disk / "syn"
         synthetic_sweep(root)
-        assert run_main(capsys, "report", str(root), "--standard-lr", "1e-3").returncode == 0
+        assert run_main(capsys, "report", str(root), "--standard-lr", "1e-3", "--no-figures").returncode == 0
         old = _report_set(root)
         fill(disk)
-        r = run_main(capsys, "report", str(root), "--standard-lr", "3e-3")
+        r = run_main(capsys, "report", str(root), "--standard-lr", "3e-3", "--no-figures")
         assert r.returncode == 2, r.stderr[-2000:]
         line = r.stderr.strip().splitlines()[-1]
         assert line.startswith("proxyscale: error: report not written: No space left on device")
@@ -502,7 +521,7 @@ def max_gap_stat():
 
 def test_registered_statistic_reaches_json_markdown_and_wandb(tmp_path, max_gap_stat):
     path = long_csv(tmp_path / "x.csv", 12)
-    paths, rep = build.run(csv=str(path), out=str(tmp_path / "out"))
+    paths, rep = build.run(csv=str(path), out=str(tmp_path / "out"), figures=False)
     saved = json.loads(paths[0].read_text())
     c = saved["comparisons"][0]
     x, y = np.array(list(c["proxy_values"].values())), np.array(list(c["target_values"].values()))
@@ -555,7 +574,7 @@ def test_baselines_from_results_columns_and_bottom_line(tmp_path):
     root = tmp_path / "sw"
     root.mkdir()
     pd.DataFrame(rows).to_parquet(root / "results.parquet")
-    (paths, rep) = build.run(sweep_dir=str(root))
+    (paths, rep) = build.run(sweep_dir=str(root), figures=False)
     b = rep["baselines"]
     assert b["available"] and {v["recipe"]: v["bigram"] for v in b["values"]} == pytest.approx({r: 3.0 + v for r, v in q.items()})
     (vs,) = b["vs_proxies"]

@@ -105,7 +105,7 @@ def test_sizes_without_parameter_counts_say_why_in_one_line():
 def test_directions_reach_the_scores(tmp_path, cheap):
     """acc = 10 - loss: the same ranking, higher is better; the best single size picks the true winner on both."""
     csv = ladder_csv(tmp_path / "mixed.csv", sizes=SIZES[1:], params=N[1:], acc=True, steps=(100,))
-    _, rep = build.run(csv=str(csv), out=str(tmp_path / "out"), higher_is_better=["acc"], n_boot=50)
+    _, rep = build.run(csv=str(csv), out=str(tmp_path / "out"), higher_is_better=["acc"], n_boot=50, figures=False)
     assert rep["directions"] == {"acc": "higher", "loss": "lower"}
     big = {s["metric"]: s for s in rep["prediction"]["single_scale"] if s["size"] == "100M" and not s.get("backtest")}
     assert big["acc"]["top1_regret"] == pytest.approx(0.0) and big["loss"]["top1_regret"] == pytest.approx(0.0)
@@ -122,7 +122,7 @@ def test_decision_level_flag(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     with pytest.raises(build.ReportError):
         build.run(csv=str(csv), out=str(tmp_path / "o"), decision_level=1.01)
-    _, rep = build.run(csv=str(csv), out=str(tmp_path / "o"), decision_level=0.95, n_boot=50)
+    _, rep = build.run(csv=str(csv), out=str(tmp_path / "o"), decision_level=0.95, n_boot=50, figures=False)
     assert rep["frontier"]["decision_level"] == 0.95 and "0.95" in rep["frontier"]["plans"][0]["sentence"]
 
 

@@ -41,6 +41,7 @@ reason string next to it):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -582,8 +583,10 @@ def run(
     standard_lr: float | None = None,
     allow_short_runs: bool = False,
     decision_level: float = DECISION_LEVEL,
+    figures: bool = True,
 ) -> tuple[list[Path], dict]:
-    """Build the report; returns (the written paths [report.json, report.md, report.html, figure PNGs], the report)."""
+    """Build the report; returns (the written paths [report.json, report.md, report.html, figure PNGs], the report).
+    figures=False (--no-figures) draws none: each figure's place in report.md/.html says so."""
     if bool(sweep_dir) == bool(csv):
         raise ReportError("give either a sweep folder or --from-csv PATH")
     decision_level = check_decision_level(decision_level)
@@ -599,7 +602,7 @@ def run(
             raise ReportError(f"no sweep folder at {sweep_dir}")
     from proxyscale.report import render
 
-    with render.painters() as pool:  # forked now: the workers import matplotlib while the analysis runs
+    with render.painters() if figures else contextlib.nullcontext() as pool:  # forked now: the workers import matplotlib while the analysis runs
         if csv:
             report = build_csv(
                 csv, higher_is_better=higher_is_better, n_boot=n_boot, standard_lr=standard_lr, allow_short_runs=allow_short_runs, decision_level=decision_level
@@ -623,14 +626,14 @@ def run(
             if found is not None:
                 datamodels, report["attribution"] = found
         report = _clean(report)
-        paths = write_report(report, folder, pool, datamodels)
+        paths = write_report(report, folder, pool, datamodels, figures)
     return paths, report
 
 
 REPORT_ORDER = ("report.md", "report.html", "report.json")  # published in this order: report.json, which readers open first, last
 
 
-def write_report(report: dict, folder: Path, pool=None, datamodels: dict | None = None) -> list[Path]:
+def write_report(report: dict, folder: Path, pool=None, datamodels: dict | None = None, figures: bool = True) -> list[Path]:
     """Every report file (report.json, .md, .html, the figures) written into a staging folder beside `folder`'s files and
     published as one set (record.publish_set): a failed or interrupted write leaves the previous report whole, and says
     so; figures of the previous report that this one does not draw are removed with it. The one place report files are
@@ -650,7 +653,7 @@ def write_report(report: dict, folder: Path, pool=None, datamodels: dict | None 
 
             if stage / attribution.FIGURE in attribution.write(datamodels, stage):
                 extra["attribution"] = (stage / attribution.FIGURE).read_bytes()
-        render.write(report, stage, pool, extra)
+        render.write(report, stage, pool, extra, draw=figures)
         write_json(report, stage / "report.json")
     stale = [p.name for p in folder.glob("fig_*") if p.suffix in (".png", ".svg")]
     paths = record.publish_set(folder, stage, "report", list(REPORT_ORDER), remove=stale)

@@ -771,14 +771,17 @@ def _titles() -> list[tuple[str, str]]:
     return [(key, title) for key, title, _ in FIGURES]
 
 
-def write(rep: dict, folder: Path, pool=None, extra: dict[str, bytes] | None = None) -> list[Path]:
+NOT_DRAWN = "the report was written with --no-figures"
+
+
+def write(rep: dict, folder: Path, pool=None, extra: dict[str, bytes] | None = None, draw: bool = True) -> list[Path]:
     """report.md, report.html and every figure as fig_<name>.png and fig_<name>.svg beside them (drawn on `pool`, from
     painters(), if given); a figure not drawn this time loses its files from an earlier report (they would be linked
     from nothing and mislead). `extra`: figures a section writes itself ({"attribution": PNG}), embedded in the page."""
     pngs: dict[str, bytes] = {}
     skipped: dict[str, str] = {}
     written: list[Path] = []
-    drawn_all = draw_all(rep, pool)
+    drawn_all = draw_all(rep, pool) if draw else dict.fromkeys(BUILDERS, NOT_DRAWN)
     for key in BUILDERS:  # the report's order, whatever order the workers finished in
         drawn = drawn_all[key]
         png_path = folder / fig_file(key)

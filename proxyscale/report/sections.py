@@ -209,7 +209,8 @@ TEMPLATES = {
 {{ p("Diverged and failed cells are excluded from every figure.") }}{% endif %}
 """,
     "foot": """\
-{{ p("Figures: the fig_*.png / fig_*.svg files beside this file (and embedded in report.html). Every number: report.json.") }}
+{% if drawn %}{{ p("Figures: the fig_*.png / fig_*.svg files beside this file (and embedded in report.html). Every number: report.json.") }}
+{% else %}{{ p("No figures: " ~ none_why ~ ". Every number: report.json.") }}{% endif %}
 """,
     "mixfit": """\
 {{ h(1, "Mixture regression at " ~ r.size) }}
@@ -756,7 +757,7 @@ def _report_context(name: str, rep: dict, figs: Figures, figure_titles: list[tup
     if name == "status":
         return {"rows": status_rows(rep)}
     if name == "foot":
-        return {}
+        return {"drawn": bool(figs.drawn), "none_why": "every figure was skipped (each place above says why)"}
     raise KeyError(name)
 
 
