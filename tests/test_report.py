@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import scipy.stats as st
 
-from helpers import CHROMIUM, FAST, PROXYSCALE, ROOT, run_cli, run_main, screenshot
+from helpers import CHROMIUM, FAST, PROXYSCALE, ROOT, run_main, screenshot
 from proxyscale import record
 from proxyscale.analysis import types
 from proxyscale.report import build, render, wandb_publish
@@ -481,10 +481,10 @@ def test_a_report_on_a_full_disk_leaves_the_old_report_whole_and_says_so(tmp_pat
 
 
 @pytest.mark.slow
-def test_sigterm_mid_report_leaves_one_whole_set(tmp_path):
+def test_sigterm_mid_report_leaves_one_whole_set(tmp_path, capsys):
     root = tmp_path / "syn"
     synthetic_sweep(root)
-    assert run_cli("report", str(root), "--standard-lr", "1e-3").returncode == 0
+    assert run_main(capsys, "report", str(root), "--standard-lr", "1e-3").returncode == 0
     assert _standard_lr_of_set(root) == {1e-3}
     for delay in (0.0, 0.3, 1.0):  # after the report starts writing (its first file or its staging folder appears)
         stamp = (root / "report.json").stat().st_mtime_ns
@@ -495,7 +495,7 @@ def test_sigterm_mid_report_leaves_one_whole_set(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
         assert len(_standard_lr_of_set(root)) == 1, f"a mixed report set after SIGTERM {delay} s into the write"
-    r = run_cli("report", str(root), "--standard-lr", "1e-3")
+    r = run_main(capsys, "report", str(root), "--standard-lr", "1e-3")
     assert r.returncode == 0 and _standard_lr_of_set(root) == {1e-3} and not list(root.glob(".report.tmp-*"))
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import FAST, assert_same_record, records_by_devices, run_cli
+from helpers import FAST, assert_same_record, records_by_devices, run_cli, run_main
 from proxyscale import grid
 from proxyscale.config import DataConfig, SourceConfig, data_identity, run_id_of, subset_members
 from proxyscale.data import cache
@@ -73,14 +73,15 @@ def test_source_groups_need_one_group_per_source_and_no_subset_is_empty():
 
 
 @pytest.mark.slow  # (a 1-process and a 2-process training cell)
-def test_a_two_process_subset_cell_gives_the_one_process_record(out_dir, cache_dir):
+def test_a_two_process_subset_cell_gives_the_one_process_record(out_dir, cache_dir, capsys):
     """The subset data path (the group filter, the pool of the kept documents) on 2 gloo processes: both ranks train
     on the subset's batches, so the record equals the 1-process one within float reduction order (helpers.RECORD_TOL)."""
     cell = ["model=debug", *FAST, "trainer.log_every_n_steps=2", "data.subset=3", "data.subset_groups=8", f"paths.cache_dir={cache_dir}"]
     two = ["trainer.devices=2", "trainer.strategy=ddp", "trainer.pg_timeout_s=60"]
-    for sweep, extra in (("one", []), ("two", two)):
-        r = run_cli(*cell, *extra, f"sweep={sweep}", f"paths.output_dir={out_dir}", timeout=300)
-        assert r.returncode == 0, r.stderr[-3000:]
+    r = run_main(capsys, *cell, "sweep=one", f"paths.output_dir={out_dir}")  # (1 process: this one)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli(*cell, *two, "sweep=two", f"paths.output_dir={out_dir}", timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
     one, two = records_by_devices(out_dir / "one")[1], records_by_devices(out_dir / "two")[2]
     for rec in (one, two):
         assert "-sub3-" in rec["run_id"] and rec["config"]["data"]["subset"] == 3 and rec["config"]["data"]["subset_groups"] == 8
