@@ -405,6 +405,17 @@ def _cfg(out_dir, cache_dir, *extra):
         return compose("config", overrides=["model=debug", f"paths.output_dir={out_dir}", f"paths.cache_dir={cache_dir}", *FAST, *extra])
 
 
+def test_a_command_run_again_in_one_process_answers_for_its_own_cells(out_dir, capsys, monkeypatch):
+    """main() twice in one process (a notebook, the tests): a single run's exit status is its own cell's, not an earlier
+    command's failed cell (local.OUTCOMES is cleared per command). The cell is final here, so nothing trains."""
+    args = ["model=debug", "sweep=again", f"paths.output_dir={out_dir}"]
+    (cell,), _ = grid.compose_grid(args)
+    record.write(out_dir / "again" / cell.run_id, stub_record(run_id=cell.run_id, sweep="again", status="completed"))
+    monkeypatch.setattr(local, "OUTCOMES", ["failed"])  # what an earlier command in this process left
+    r = run_main(capsys, *args)
+    assert r.returncode == 0 and "skip: already completed" in r.stdout + r.stderr, r.stderr[-2000:]
+
+
 def test_summarise_counts_failed_and_unwritten_cells(monkeypatch):
     monkeypatch.delenv(local.OK_EXIT_ENV, raising=False)
     assert local.summarise(["completed", "diverged", "busy"], "outputs/x") is None
