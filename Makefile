@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --no-compile torch==2.13.0
 	$(BIN)/pip install -q --no-compile -e '.[test,all]' --config-settings editable_mode=compat
-	@# pip byte-compiles on one core; compileall does the same files on every core (half the install's CPU is this).
+	@# pip byte-compiles on one core; compileall does the same files on every core (about half of pip's install time).
 	@# A file not valid for this Python (torch ships 3.12-only test helpers) is skipped, as pip skips it.
-	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib >/dev/null || true
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -158,9 +158,7 @@ def _hydra_main(argv: list[str]) -> None:
     from proxyscale.launch.local import task
 
     sys.argv = [sys.argv[0]] + argv
-    local.OUTCOMES.clear()  # this command's cells and signals only (main() may run again in one process: a notebook, the tests)
-    local.PENDING_SIGNAL = 0
-    local.install_signal_handlers()
+    local.begin_command()
     try:
         hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")(task)()
     except local.Interrupted as exc:

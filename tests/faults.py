@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,11 @@ def alive(pid: int) -> bool:
         return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def survivors(pids, within_s: float) -> list[int]:
+    """The processes of `pids` still alive after waiting up to `within_s` seconds for all of them to end."""
+    deadline = time.monotonic() + within_s
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return [p for p in pids if alive(p)]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faults import alive, descendants, full_disk, read_only
+from faults import descendants, full_disk, read_only, survivors
 from hydra import compose, initialize_config_dir
 
 from helpers import FAST, PROXYSCALE, ROOT, run_cli, run_main, snapshot, stub_record
@@ -371,10 +371,7 @@ def test_killing_only_the_parent_of_a_two_worker_sweep_stops_its_workers(out_dir
     assert workers
     proc.kill()  # the parent only, not its process group
     proc.wait()
-    deadline = time.time() + 20
-    while time.time() < deadline and any(alive(p) for p in workers):
-        time.sleep(0.2)
-    assert not [p for p in workers if alive(p)], "workers outlived their parent"
+    assert not survivors(workers, within_s=20), "workers outlived their parent"
 
 
 def test_status_survives_a_corrupt_grid_json_and_tells_running_interrupted_and_pending_apart(tmp_path, capsys):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from faults import alive, descendants
+from faults import alive, descendants, survivors
 
 from helpers import FAST, PROXYSCALE, ROOT, assert_same_record, records_by_devices, run_cli, run_main, snapshot
 
@@ -236,10 +236,7 @@ def _placed(n: int, strategy: str = "ddp") -> list[str]:
 def _stopped(rest: str, procs: list[int], sig: signal.Signals) -> None:
     """A stopped cell says so in one last line and leaves none of its processes (ranks included) behind."""
     assert rest.strip().splitlines()[-1] == f"proxyscale: error: interrupted by {sig.name}: 1 of 1 cells not finished (rerun the same command to resume)"
-    deadline = time.monotonic() + 10
-    while any(alive(p) for p in procs) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [p for p in procs if alive(p)], f"orphaned processes after {sig.name}"
+    assert not survivors(procs, within_s=10), f"orphaned processes after {sig.name}"
 
 
 @pytest.mark.slow  # (a cell interrupted twice and resumed, on 2 processes in between)

@@ -48,6 +48,15 @@ class Interrupted(BaseException):
 PENDING_SIGNAL = 0  # a signal whose Interrupted was swallowed (raised inside a __del__): honoured after the cell
 
 
+def begin_command() -> None:
+    """A command starts in this process: no outcome or pending signal of an earlier one counts (main() may run again
+    in one process: a notebook, the tests), and SIGTERM/SIGINT raise Interrupted."""
+    global PENDING_SIGNAL
+    OUTCOMES.clear()
+    PENDING_SIGNAL = 0
+    install_signal_handlers()
+
+
 def install_signal_handlers() -> None:
     """SIGTERM and SIGINT raise Interrupted in the main thread (Lightning chains its own SIGTERM
     handler before ours while a cell fits, and restores ours after)."""

@@ -210,7 +210,7 @@ TEMPLATES = {
 """,
     "foot": """\
 {% if drawn %}{{ p("Figures: the fig_*.png / fig_*.svg files beside this file (and embedded in report.html). Every number: report.json.") }}
-{% else %}{{ p("No figures: " ~ none_why ~ ". Every number: report.json.") }}{% endif %}
+{% else %}{{ p("No figures: every figure was skipped (each place above says why). Every number: report.json.") }}{% endif %}
 """,
     "mixfit": """\
 {{ h(1, "Mixture regression at " ~ r.size) }}
@@ -757,7 +757,7 @@ def _report_context(name: str, rep: dict, figs: Figures, figure_titles: list[tup
     if name == "status":
         return {"rows": status_rows(rep)}
     if name == "foot":
-        return {"drawn": bool(figs.drawn), "none_why": "every figure was skipped (each place above says why)"}
+        return {"drawn": bool(figs.drawn)}
     raise KeyError(name)
 
 
