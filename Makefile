@@ -31,14 +31,13 @@ demo: install
 	$(BIN)/proxyscale report outputs/demo
 	@echo "report: $(CURDIR)/outputs/demo/report.html (and report.md, report.json)"
 
-# Every tier this machine can run: the slow tier (and gpu, which skips without CUDA) on TEST_WORKERS
-# pytest-xdist workers (one file per worker at a time), then the slurm tier (the suite starts a 2-node
-# cluster from Debian packages) with the unit tier beside it at nice 19, in the CPU the cluster leaves
-# idle while its checks wait on it (tests/slurm-and-unit.sh).
+# Every tier this machine can run, all at once (tests/tiers.sh): the slurm tier (the suite starts a 2-node
+# cluster from Debian packages) at full priority, the slow tier (and gpu, which skips without CUDA) at nice 5
+# and the unit tier at nice 19, each on TEST_WORKERS pytest-xdist workers (one file per worker at a time),
+# so the CPU the cluster leaves idle while its checks wait on it goes to the other tiers.
 TEST_WORKERS ?= 2
 test: install system-deps lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "(slow or gpu) and not slurm" $(PYTEST_ARGS)
-	bash tests/slurm-and-unit.sh $(BIN)/pytest $(TEST_WORKERS) $(PYTEST_ARGS)
+	bash tests/tiers.sh $(BIN)/pytest $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # ruff (pinned in the test extra): the linter and the formatter's check, configured in pyproject.toml.
 lint: install

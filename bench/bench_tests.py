@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_tests.py [--tier unit|slow|all] [-- PYTEST ARGS]
 
 unit: `make test-unit`'s run (-m "not slow and not slurm and not gpu" on 2 xdist workers, a file per worker), target < 2 min
-wall on 2 idle cores; all: `make test`'s two steps (the slow and gpu tiers on 2 workers, then the slurm tier with
-the unit tier beside it at nice 19: tests/slurm-and-unit.sh), target < 12 min. `make bench` runs the unit tier only.
+wall on 2 idle cores; all: `make test`'s pytest runs (tests/tiers.sh: the slurm tier, and beside it the slow and gpu
+tiers at nice 5 and the unit tier at nice 19, each on 2 workers), target < 12 min. `make bench` runs the unit tier only.
 CPU time (user + system of pytest and every process it starts; not the slurm jobs, which the cluster starts) is
 printed beside wall time: a loaded machine inflates wall time, hardly CPU time; on 2 idle cores two workers' wall
 time is about half their CPU time. The slowest tests come from pytest's own --durations (set in pyproject.toml).
@@ -25,12 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = ["-n", "2"]  # the Makefile's TEST_WORKERS default
 PYTEST = [sys.executable, "-m", "pytest", "-q"]
-BESIDE = ["bash", str(ROOT / "tests" / "slurm-and-unit.sh"), str(Path(sys.executable).with_name("pytest")), WORKERS[1], "-q"]
+ALL = ["bash", str(ROOT / "tests" / "tiers.sh"), str(Path(sys.executable).with_name("pytest")), WORKERS[1], "-q"]
 # Each tier is the Makefile's commands, one after another: (commands, wall target in seconds).
 TIERS = {
     "unit": ([[*PYTEST, *WORKERS, "--dist", "loadfile", "-m", "not slow and not slurm and not gpu", "-p", "no:cacheprovider"]], 120.0),
     "slow": ([[*PYTEST, *WORKERS, "--dist", "loadfile", "-m", "slow", "-p", "no:cacheprovider"]], None),
-    "all": ([[*PYTEST, *WORKERS, "--dist", "loadfile", "-m", "(slow or gpu) and not slurm", "-p", "no:cacheprovider"], BESIDE], 12 * 60.0),
+    "all": ([ALL], 12 * 60.0),
 }
 
 
@@ -45,7 +45,7 @@ def run_tier(tier: str, extra: list[str]) -> dict:
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out = [r.stdout for r in rs]
     ends = [[ln.strip("= ") for ln in o.splitlines() if re.match(r"^=*\s*\d+ (passed|failed)[^=]* in [\d.]+s", ln)] or [o[-300:]] for o in out]
-    summary = "; ".join(e for es in ends for e in es)  # (a command may hold two runs: the slurm tier, then the unit tier)
+    summary = "; ".join(e for es in ends for e in es)  # (the all tier's command prints three runs)
     timed = [ln.strip() for o in out for ln in o.splitlines() if re.match(r"^\d+\.\d+s (call|setup|teardown) ", ln)]
     slowest = sorted(timed, key=lambda ln: -float(ln.split("s")[0]))[:10]
     r = max(rs, key=lambda r: r.returncode)
