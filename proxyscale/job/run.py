@@ -458,6 +458,24 @@ def _complete(losses: dict, data: _Data, cfg: DictConfig, metrics: dict | None =
     )
 
 
+def _arrow(values):
+    """A numpy vector as an Arrow array over the same memory. Not pa.array: to check its argument, that imports pandas
+    (about 0.33 s), which nothing else in a cell's process needs."""
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def _arrow_strings(items: list[str]):
+    """A list of str as an Arrow string array (offsets and UTF-8 bytes), without pa.array (see _arrow)."""
+    import numpy as np
+    import pyarrow as pa
+
+    data = [s.encode() for s in items]
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in data])]).astype(np.int32)
+    return pa.Array.from_buffers(pa.string(), len(items), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
+
+
 def write_examples(out: Path, losses: dict, metrics: dict | None = None) -> str:
     """`<run_dir>/examples.parquet`, atomically: a row per (eval set, example) with eval_set (dictionary-encoded
     string), example (int32, the window's index in eval_windows) and loss (float32, mean nats/token of the
@@ -480,14 +498,14 @@ def write_examples(out: Path, losses: dict, metrics: dict | None = None) -> str:
     values = np.concatenate([v for _, _, v in parts])
     nan = np.float32("nan")
     columns = {
-        "eval_set": pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)),
-        "example": np.concatenate([np.arange(len(v), dtype=np.int32) for _, _, v in parts]),
-        "loss": np.where(mcodes == 0, values, nan).astype(np.float32),
+        "eval_set": pa.DictionaryArray.from_arrays(_arrow(codes), _arrow_strings(names)),
+        "example": _arrow(np.concatenate([np.arange(len(v), dtype=np.int32) for _, _, v in parts])),
+        "loss": _arrow(np.where(mcodes == 0, values, nan).astype(np.float32)),
     }
     if metrics:  # (a cell without task sets writes the three columns it always did)
-        columns["metric"] = pa.DictionaryArray.from_arrays(pa.array(mcodes), pa.array(kinds))
-        columns["value"] = np.where(mcodes == 0, nan, values).astype(np.float32)
-    table = pa.table(columns)
+        columns["metric"] = pa.DictionaryArray.from_arrays(_arrow(mcodes), _arrow_strings(kinds))
+        columns["value"] = _arrow(np.where(mcodes == 0, nan, values).astype(np.float32))
+    table = pa.Table.from_arrays(list(columns.values()), names=list(columns))
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     record.atomic_write_bytes(out / record.EXAMPLES, sink.getvalue().to_pybytes())
