@@ -459,10 +459,13 @@ def _complete(losses: dict, data: _Data, cfg: DictConfig, metrics: dict | None =
 
 
 def _arrow(values):
-    """A numpy vector as an Arrow array over the same memory. Not pa.array: to check its argument, that imports pandas
-    (about 0.33 s), which nothing else in a cell's process needs."""
+    """A numpy vector as an Arrow array over its memory (made contiguous first: a strided view's buffer would be read
+    as packed values). Not pa.array: to check its argument, that imports pandas (about 0.33 s), which nothing else in
+    a cell's process needs."""
+    import numpy as np
     import pyarrow as pa
 
+    values = np.ascontiguousarray(values)
     return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
 
 
